@@ -1,0 +1,102 @@
+# spindle: the one entry point. `make` builds, `make test` runs every suite, `make demo` shows
+# the redirect working, `make deps` installs the Debian packages all of them need.
+
+BUILD      := build
+CXX        ?= g++
+CLANG      ?= clang
+BPFTOOL    ?= bpftool
+
+# Packages the build, the tests and the demo need (Debian 12).
+DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
+              libyaml-cpp-dev libgtest-dev
+DEPS_TEST  := iproute2 nftables python3 util-linux
+DEPS       := $(DEPS_BUILD) $(DEPS_TEST)
+
+WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
+              -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
+CXXFLAGS   ?= -O2 -g
+CXXFLAGS   += -std=c++20 $(WARNINGS) -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
+LDLIBS     := -lbpf -luring -lyaml-cpp -lfmt -lelf -lz -lpthread
+
+# clang -target bpf does not know the multiarch include dir (asm/types.h): ask clang for the
+# host's system dirs and pass them with -idirafter.
+BPF_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \
+	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Iinclude $(BPF_SYS_INCLUDES)
+
+BPF_SRCS   := $(wildcard bpf/*.bpf.c)
+BPF_SKELS  := $(patsubst bpf/%.bpf.c,$(BUILD)/gen/%.skel.h,$(BPF_SRCS))
+
+LIB_SRCS   := $(shell find daemon -name '*.cc' ! -name main.cc ! -name '*_test.cc')
+LIB_OBJS   := $(patsubst %.cc,$(BUILD)/obj/%.o,$(LIB_SRCS))
+MAIN_OBJ   := $(BUILD)/obj/daemon/main.o
+UNIT_SRCS  := $(wildcard tests/unit/*_test.cc)
+UNIT_OBJS  := $(patsubst %.cc,$(BUILD)/obj/%.o,$(UNIT_SRCS))
+
+SPINDLE    := $(BUILD)/bin/spindle
+UNIT_TESTS := $(BUILD)/bin/unit_tests
+
+.PHONY: all deps test unit integration demo bench clean
+# Keep the intermediate BPF objects: the skeleton embeds them, and rebuilding is wasteful.
+.SECONDARY:
+.DEFAULT_GOAL := all
+
+all: $(SPINDLE) $(UNIT_TESTS)
+
+deps:
+	@missing=$$(for p in $(DEPS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $$missing || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; }; \
+	fi
+
+# BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $(@:.o=.tmp.o)
+	$(BPFTOOL) gen object $@ $(@:.o=.tmp.o)
+
+$(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	@mkdir -p $(@D)
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/%.o: %.cc $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/lib/libspindle.a: $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(SPINDLE): $(MAIN_OBJ) $(BUILD)/lib/libspindle.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+$(UNIT_TESTS): $(UNIT_OBJS) $(BUILD)/lib/libspindle.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
+
+# Every suite; the last line is "N passed, N failed, N skipped".
+test: deps all
+	@tests/run_all.sh
+
+unit: $(UNIT_TESTS)
+	@$(UNIT_TESTS)
+
+integration: deps $(SPINDLE)
+	@/usr/bin/python3 tests/integration/run.py
+
+demo: deps $(SPINDLE)
+	@/usr/bin/python3 demo/redirect_demo.py
+
+bench: deps $(SPINDLE)
+	@/usr/bin/python3 bench/redirect_bench.py
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* spindle's kernel side: redirect a Pod's connect() to a declared service into the node's
+ * spindle proxy, remember where the app meant to go, and show the app that address again.
+ *
+ * Everything here fails open: any case that is not clearly "redirect" leaves the connect
+ * alone, and no program ever fails a connect(). The daemon owns the links; when it dies, the
+ * kernel detaches the programs, and when it hangs, the heartbeat goes stale. */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/socket.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "spindle/bpf_abi.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef SOCK_STREAM
+#define SOCK_STREAM 1
+#endif
+
+#define ALLOW 1 /* cgroup sock_addr verdict: let the syscall proceed */
+
+/* The verifier allows only 4-byte reads of the 16-byte address fields of some contexts;
+ * a volatile read keeps clang from merging two of them into one 8-byte load. */
+#define READ_U32(field) (*(volatile __u32 *)&(field))
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPINDLE_MAX_SERVICE_ADDRS);
+	__type(key, struct spindle_sockaddr_key);
+	__type(value, struct spindle_service_value);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPINDLE_MAX_TRACKED_SOCKETS);
+	__type(key, __u64);
+	__type(value, struct spindle_orig_dst);
+} orig_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPINDLE_MAX_TRACKED_SOCKETS);
+	__type(key, struct spindle_sockaddr_key);
+	__type(value, struct spindle_orig_dst);
+} orig_by_peer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spindle_control);
+} control SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SPINDLE_REASON_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline int count(enum spindle_reason reason)
+{
+	__u32 key = reason;
+	__u64 *value = bpf_map_lookup_elem(&counters, &key);
+
+	if (value)
+		*value += 1; /* per-CPU slot: no atomic needed */
+	return ALLOW;
+}
+
+static __always_inline void set_v4_mapped(__u8 addr[16], __u32 ip4)
+{
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	__builtin_memcpy(&addr[12], &ip4, 4);
+}
+
+static __always_inline int is_v4_mapped(const __u32 ip6[4])
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline const struct spindle_control *get_control(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&control, &zero);
+}
+
+/* Decide whether this connect goes to the proxy. Returns the reason; only
+ * SPINDLE_REASON_REDIRECTED means "rewrite the destination", and then *service_id is set. */
+static __always_inline enum spindle_reason
+__sock_decide(struct bpf_sock_addr *ctx, const struct spindle_control *ctrl,
+	      const struct spindle_sockaddr_key *dst, __u32 *service_id)
+{
+	struct spindle_service_value *svc;
+	struct bpf_sock *sk;
+
+	svc = bpf_map_lookup_elem(&services, dst);
+	if (!svc)
+		return SPINDLE_REASON_NOT_SERVICE;
+	/* The daemon's own upstream sockets carry its mark; without this check spindle would
+	 * redirect its own connections to itself. */
+	sk = ctx->sk;
+	if (sk && ctrl->mark && sk->mark == ctrl->mark)
+		return SPINDLE_REASON_OWN_SOCKET;
+	if (!(ctrl->flags & SPINDLE_CONTROL_HOST_NETNS) &&
+	    bpf_get_netns_cookie(ctx) == ctrl->netns_cookie)
+		return SPINDLE_REASON_HOST_NETNS;
+	/* A hung daemon must not swallow connects: a stale heartbeat means fail open. */
+	if (ctrl->proxy_port == 0 ||
+	    bpf_ktime_get_ns() - ctrl->heartbeat_ns > ctrl->heartbeat_timeout_ns)
+		return SPINDLE_REASON_PROXY_NOT_ALIVE;
+	*service_id = svc->service_id;
+	return SPINDLE_REASON_REDIRECTED;
+}
+
+/* Record the original destination under the socket cookie. The sockops program moves it to
+ * the (client addr, port) key once the kernel has picked the source port. */
+static __always_inline int __sock_remember(struct bpf_sock_addr *ctx,
+					   const struct spindle_sockaddr_key *dst,
+					   __u32 service_id)
+{
+	struct spindle_orig_dst orig = {};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	__builtin_memcpy(orig.addr, dst->addr, 16);
+	orig.port = dst->port;
+	orig.service_id = service_id;
+	orig.cgroup_id = bpf_get_current_cgroup_id();
+	return bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY);
+}
+
+SEC("cgroup/connect4")
+int spindle_connect4(struct bpf_sock_addr *ctx)
+{
+	const struct spindle_control *ctrl;
+	struct spindle_sockaddr_key dst = {};
+	enum spindle_reason reason;
+	__u32 service_id = 0;
+
+	if (ctx->type != SOCK_STREAM)
+		return ALLOW;
+	ctrl = get_control();
+	if (!ctrl)
+		return ALLOW;
+	set_v4_mapped(dst.addr, ctx->user_ip4);
+	dst.port = (__u16)ctx->user_port;
+
+	reason = __sock_decide(ctx, ctrl, &dst, &service_id);
+	if (reason != SPINDLE_REASON_REDIRECTED)
+		return count(reason);
+	if (!(ctrl->flags & SPINDLE_CONTROL_HAS_V4))
+		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+	if (__sock_remember(ctx, &dst, service_id))
+		return count(SPINDLE_REASON_MAP_FULL);
+
+	ctx->user_ip4 = ctrl->proxy_addr4;
+	ctx->user_port = ctrl->proxy_port;
+	return count(SPINDLE_REASON_REDIRECTED);
+}
+
+SEC("cgroup/connect6")
+int spindle_connect6(struct bpf_sock_addr *ctx)
+{
+	const struct spindle_control *ctrl;
+	struct spindle_sockaddr_key dst = {};
+	enum spindle_reason reason;
+	__u32 service_id = 0;
+	__u32 ip6[4];
+	int mapped;
+
+	if (ctx->type != SOCK_STREAM)
+		return ALLOW;
+	ctrl = get_control();
+	if (!ctrl)
+		return ALLOW;
+	ip6[0] = READ_U32(ctx->user_ip6[0]);
+	ip6[1] = READ_U32(ctx->user_ip6[1]);
+	ip6[2] = READ_U32(ctx->user_ip6[2]);
+	ip6[3] = READ_U32(ctx->user_ip6[3]);
+	__builtin_memcpy(dst.addr, ip6, 16);
+	dst.port = (__u16)ctx->user_port;
+
+	reason = __sock_decide(ctx, ctrl, &dst, &service_id);
+	if (reason != SPINDLE_REASON_REDIRECTED)
+		return count(reason);
+
+	/* gRPC C-core dials IPv4 targets from AF_INET6 sockets as ::ffff:a.b.c.d: those go to
+	 * the proxy's IPv4 address, mapped the same way. */
+	mapped = is_v4_mapped(ip6);
+	if (mapped && !(ctrl->flags & SPINDLE_CONTROL_HAS_V4))
+		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+	if (!mapped && !(ctrl->flags & SPINDLE_CONTROL_HAS_V6))
+		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+	if (__sock_remember(ctx, &dst, service_id))
+		return count(SPINDLE_REASON_MAP_FULL);
+
+	if (mapped) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = ctrl->proxy_addr4;
+	} else {
+		__u32 proxy6[4];
+
+		__builtin_memcpy(proxy6, ctrl->proxy_addr6, 16);
+		ctx->user_ip6[0] = proxy6[0];
+		ctx->user_ip6[1] = proxy6[1];
+		ctx->user_ip6[2] = proxy6[2];
+		ctx->user_ip6[3] = proxy6[3];
+	}
+	ctx->user_port = ctrl->proxy_port;
+	return count(SPINDLE_REASON_REDIRECTED);
+}
+
+/* At TCP_CONNECT_CB the source port is chosen and the SYN is not sent yet, so the record is
+ * under the client's (addr, port) before the proxy can accept() the connection. */
+SEC("sockops")
+int spindle_sockops(struct bpf_sock_ops *skops)
+{
+	struct spindle_sockaddr_key peer = {};
+	struct spindle_orig_dst *orig;
+	__u64 cookie;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	cookie = bpf_get_socket_cookie(skops);
+	orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	if (!orig)
+		return 1;
+
+	if (skops->family == AF_INET) {
+		set_v4_mapped(peer.addr, skops->local_ip4);
+	} else {
+		__u32 ip6[4];
+
+		ip6[0] = READ_U32(skops->local_ip6[0]);
+		ip6[1] = READ_U32(skops->local_ip6[1]);
+		ip6[2] = READ_U32(skops->local_ip6[2]);
+		ip6[3] = READ_U32(skops->local_ip6[3]);
+		__builtin_memcpy(peer.addr, ip6, 16);
+	}
+	peer.port = bpf_htons((__u16)skops->local_port); /* local_port is in host order */
+	if (bpf_map_update_elem(&orig_by_peer, &peer, orig, BPF_ANY))
+		count(SPINDLE_REASON_MAP_FULL);
+	return 1;
+}
+
+/* getpeername() on a redirected socket answers the address the app dialled. */
+SEC("cgroup/getpeername4")
+int spindle_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	__u32 ip4;
+
+	if (!orig)
+		return ALLOW;
+	__builtin_memcpy(&ip4, &orig->addr[12], 4);
+	ctx->user_ip4 = ip4;
+	ctx->user_port = orig->port;
+	return ALLOW;
+}
+
+SEC("cgroup/getpeername6")
+int spindle_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	__u32 ip6[4];
+
+	if (!orig)
+		return ALLOW;
+	__builtin_memcpy(ip6, orig->addr, 16);
+	ctx->user_ip6[0] = ip6[0];
+	ctx->user_ip6[1] = ip6[1];
+	ctx->user_ip6[2] = ip6[2];
+	ctx->user_ip6[3] = ip6[3];
+	ctx->user_port = orig->port;
+	return ALLOW;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,81 @@
+// The validated, immutable configuration. Parsed from YAML (a ConfigMap in Kubernetes);
+// every error names the file, line and key.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/address.h"
+#include "util/result.h"
+
+namespace spindle::config {
+
+using Duration = std::chrono::milliseconds;
+
+enum class Balance { kLeastRequest, kRoundRobin, kPeakEwma, kRandom };
+std::string_view balanceName(Balance balance);
+
+// What apps dial. A literal "ip:port" goes straight into the BPF services map; a "name:port"
+// is resolved by DNS to the Service's ClusterIP (the DNS issue fills that in).
+struct Intercept {
+  std::string text;                         // as written, for messages
+  std::optional<net::SocketAddress> literal;  // set when the host is an IP literal
+  std::string host;                         // the name, when it is not a literal
+  uint16_t port = 0;
+};
+
+struct Endpoints {
+  std::string dns;                          // headless Service name, or empty
+  std::vector<net::SocketAddress> statics;  // "ip:port" list, or empty
+};
+
+struct Service {
+  std::string name;
+  std::vector<Intercept> intercept;
+  Endpoints endpoints;
+  uint16_t port = 0;  // Pod port; defaults to the first intercept's port
+  Balance balance = Balance::kLeastRequest;
+};
+
+struct Proxy {
+  std::vector<net::SocketAddress> listen;  // at most one per family
+  unsigned workers = 0;                    // 0 = one per CPU
+};
+
+struct Admin {
+  std::optional<net::SocketAddress> listen;
+};
+
+struct Redirect {
+  std::string cgroup;  // "" = the cgroup2 mount root
+  bool host_netns = false;
+  Duration heartbeat_timeout{2000};
+};
+
+struct Dns {
+  std::vector<net::SocketAddress> servers;  // empty = /etc/resolv.conf
+};
+
+struct Config {
+  Proxy proxy;
+  Admin admin;
+  Redirect redirect;
+  Dns dns;
+  std::vector<Service> services;
+};
+
+// Looks up an environment variable for ${NAME} expansion; nullopt when it is not set.
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+EnvLookup processEnv();
+
+// `source` names the input in messages ("spindle.yaml"). Errors read
+// "spindle.yaml:12: services[0].intercept[1]: 'x' is not host:port".
+Result<Config> parse(std::string_view yaml, std::string_view source, const EnvLookup& env);
+Result<Config> load(const std::string& path, const EnvLookup& env = processEnv());
+
+}  // namespace spindle::config

@@ -1,0 +1,211 @@
+#include "daemon.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "loop/loop.h"
+#include "net/socket.h"
+#include "proxy/worker.h"
+#include "redirect/platform.h"
+#include "redirect/redirector.h"
+#include "util/log.h"
+
+namespace spindle {
+namespace {
+
+// SO_MARK on spindle's own upstream sockets, so connect4/6 never redirect them. Chosen clear
+// of the bits kube-proxy (0x4000, 0x8000), Calico (0xffff0000) and Cilium (0x0f00) use.
+constexpr uint32_t kSocketMark = 0x5d;
+
+constexpr unsigned kMainRingEntries = 64;
+
+// Reads signals as completions of the main loop.
+class SignalReader final : public loop::Completion {
+ public:
+  SignalReader(loop::Loop& loop, int fd, std::function<void(int)> on_signal)
+      : loop_(loop), fd_(fd), on_signal_(std::move(on_signal)) {}
+  void arm() { io_uring_prep_read(loop_.prepare(this), fd_, &info_, sizeof(info_), 0); }
+  void complete(int32_t res, uint32_t /*flags*/) override {
+    if (res == static_cast<int32_t>(sizeof(info_))) on_signal_(static_cast<int>(info_.ssi_signo));
+    arm();
+  }
+
+ private:
+  loop::Loop& loop_;
+  int fd_;
+  std::function<void(int)> on_signal_;
+  signalfd_siginfo info_{};
+};
+
+struct ProxyAddresses {
+  std::optional<net::SocketAddress> v4;
+  std::optional<net::SocketAddress> v6;
+  uint16_t port = 0;
+};
+
+Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
+  ProxyAddresses out;
+  for (const net::SocketAddress& address : config.proxy.listen) {
+    const bool unspecified = address.ipString() == "0.0.0.0" || address.ipString() == "::";
+    if (unspecified) {
+      return makeError(fmt::format(
+          "proxy.listen {}: needs the node's own address, not a wildcard: connects are "
+          "rewritten to it",
+          address.toString()));
+    }
+    if (out.port != 0 && address.port() != out.port) {
+      return makeError("proxy.listen: all addresses must share one port");
+    }
+    out.port = address.port();
+    (address.isV4() ? out.v4 : out.v6) = address;
+  }
+  if (out.port == 0) return makeError("proxy.listen: no address");
+  return out;
+}
+
+unsigned workerCount(const config::Config& config) {
+  if (config.proxy.workers != 0) return config.proxy.workers;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::chrono::nanoseconds heartbeatInterval(std::chrono::nanoseconds timeout) {
+  // Four beats per timeout: one late beat is not a missed heartbeat.
+  return std::clamp<std::chrono::nanoseconds>(timeout / 4, std::chrono::milliseconds(50),
+                                              std::chrono::seconds(1));
+}
+
+void logCounters(const redirect::Counters& counters) {
+  std::string line;
+  for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
+    line += fmt::format("{}{}={}", reason == 0 ? "" : " ", redirect::reasonName(reason),
+                        counters[static_cast<size_t>(reason)]);
+  }
+  log::info("redirect counters: {}", line);
+}
+
+}  // namespace
+
+int runDaemon(const config::Config& config) {
+  auto fail = [](const std::string& message) {
+    log::error("{}", message);
+    return 1;
+  };
+
+  // Signals are read from a signalfd on the main loop; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  if (Status s = redirect::checkPrivileges(); !s) return fail(s.error());
+
+  std::string cgroup = config.redirect.cgroup;
+  if (cgroup.empty()) {
+    auto mount = redirect::findCgroup2Mount();
+    if (!mount) return fail(mount.error());
+    cgroup = *mount;
+  }
+  if (Status s = redirect::checkCgroup2(cgroup); !s) return fail(s.error());
+
+  auto main_loop = loop::Loop::create(kMainRingEntries);
+  if (!main_loop) return fail(main_loop.error());
+  loop::Loop& loop = **main_loop;
+  if (Status s = loop::probeOpcodes(loop); !s) return fail(s.error());
+  if (Status s = redirect::probeProgramTypes(); !s) return fail(s.error());
+
+  auto proxy = proxyAddresses(config);
+  if (!proxy) return fail(proxy.error());
+
+  // Listeners before the programs are attached: a connect is never redirected to a port
+  // that nobody listens on.
+  const unsigned workers = workerCount(config);
+  std::vector<std::vector<net::Fd>> listeners(workers);
+  for (unsigned w = 0; w < workers; ++w) {
+    for (const net::SocketAddress& address : config.proxy.listen) {
+      auto fd = net::listenTcp(address, /*reuse_port=*/true);
+      if (!fd) return fail(fmt::format("proxy.listen: {}", fd.error()));
+      listeners[w].push_back(std::move(*fd));
+    }
+  }
+
+  auto netns_cookie = net::networkNamespaceCookie();
+  if (!netns_cookie) return fail(netns_cookie.error());
+
+  auto loaded = redirect::Redirector::load();
+  if (!loaded) return fail(loaded.error());
+  redirect::Redirector& redirector = **loaded;
+  redirect::ControlSettings control;
+  control.proxy_v4 = proxy->v4;
+  control.proxy_v6 = proxy->v6;
+  control.proxy_port = proxy->port;
+  control.mark = kSocketMark;
+  control.netns_cookie = *netns_cookie;
+  control.host_netns = config.redirect.host_netns;
+  control.heartbeat_timeout = config.redirect.heartbeat_timeout;
+  if (Status s = redirector.setControl(control); !s) return fail(s.error());
+  for (const config::Service& service : config.services) {
+    for (const config::Intercept& intercept : service.intercept) {
+      if (!intercept.literal) {
+        log::warn("service {}: intercept '{}' is a name; names are not resolved yet, ignored",
+                  service.name, intercept.text);
+      }
+    }
+  }
+  if (Status s = redirector.setServices(config.services); !s) return fail(s.error());
+
+  std::vector<std::unique_ptr<proxy::Worker>> worker_list;
+  for (unsigned w = 0; w < workers; ++w) {
+    worker_list.push_back(std::make_unique<proxy::Worker>(w, std::move(listeners[w]),
+                                                          redirector.originalDsts(), kSocketMark));
+    if (Status s = worker_list.back()->start(); !s) return fail(s.error());
+  }
+  if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
+
+  net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
+  if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
+  bool running = true;
+  SignalReader signal_reader(loop, signal_fd.get(), [&](int signo) {
+    if (signo == SIGHUP) {
+      log::info("SIGHUP: configuration reload is not supported yet; ignored");
+      return;
+    }
+    log::info("{}: stopping", strsignal(signo));
+    running = false;
+  });
+  signal_reader.arm();
+
+  const auto beat = heartbeatInterval(config.redirect.heartbeat_timeout);
+  loop::Timer heartbeat(loop, [&] {
+    if (Status s = redirector.heartbeat(); !s) log::error("heartbeat: {}", s.error());
+    heartbeat.arm(beat);
+  });
+  heartbeat.arm(beat);
+
+  std::string listening;
+  for (const net::SocketAddress& address : config.proxy.listen) {
+    listening += (listening.empty() ? "" : ", ") + address.toString();
+  }
+  log::info("ready: listening on {}, {} workers, {} services, attached to {}", listening,
+            workers, config.services.size(), cgroup);
+
+  while (running) loop.runOnce(std::chrono::milliseconds(1000));
+
+  // Detach first: from now on new connects go direct, while workers close what they hold.
+  redirector.detach();
+  for (auto& worker : worker_list) worker->stop();
+  for (auto& worker : worker_list) worker->join();
+  logCounters(redirector.counters());
+  return 0;
+}
+
+}  // namespace spindle

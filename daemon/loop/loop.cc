@@ -1,0 +1,148 @@
+#include "loop/loop.h"
+
+#include <fmt/core.h>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace spindle::loop {
+namespace {
+
+// user_data for completions nobody waits for.
+constexpr uint64_t kIgnored = 0;
+
+std::string refusedMessage(int err) {
+  if (err == EPERM || err == EACCES || err == ENOSYS) {
+    return fmt::format(
+        "io_uring is refused: {} (check the sysctl kernel.io_uring_disabled, and that the "
+        "container's seccomp profile allows io_uring_setup, io_uring_enter and "
+        "io_uring_register)",
+        std::strerror(err));
+  }
+  return fmt::format("io_uring_setup: {}", std::strerror(err));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Loop>> Loop::create(unsigned entries) {
+  std::unique_ptr<Loop> loop(new Loop());
+  io_uring_params params{};
+  // SINGLE_ISSUER and DEFER_TASKRUN (Linux 6.1): completions run only when this thread asks
+  // for them, which batches them and avoids interrupting the thread.
+  params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  int rc = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  if (rc == -EINVAL) {
+    params = io_uring_params{};
+    rc = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  }
+  if (rc < 0) return makeError(refusedMessage(-rc));
+  return loop;
+}
+
+Loop::~Loop() { io_uring_queue_exit(&ring_); }
+
+io_uring_sqe* Loop::prepare(Completion* completion) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  io_uring_sqe_set_data(sqe, completion);
+  return sqe;
+}
+
+io_uring_sqe* Loop::prepareIgnored() {
+  io_uring_sqe* sqe = prepare(nullptr);
+  io_uring_sqe_set_data64(sqe, kIgnored);
+  return sqe;
+}
+
+void Loop::runOnce(std::chrono::milliseconds timeout) {
+  __kernel_timespec ts{};
+  ts.tv_sec = timeout.count() / 1000;
+  ts.tv_nsec = (timeout.count() % 1000) * 1000000;
+  io_uring_cqe* cqe = nullptr;
+  int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+    // Cannot happen after start-up with a valid ring; nothing sensible can go on.
+    fmt::print(stderr, "spindle: error: io_uring_submit_and_wait: {}\n", std::strerror(-rc));
+    std::abort();
+  }
+  unsigned head = 0;
+  unsigned seen = 0;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    ++seen;
+    auto* completion = static_cast<Completion*>(io_uring_cqe_get_data(cqe));
+    if (completion != nullptr) completion->complete(cqe->res, cqe->flags);
+  }
+  io_uring_cq_advance(&ring_, seen);
+  deferred_.clear();
+}
+
+void Timer::arm(std::chrono::nanoseconds after) {
+  ts_.tv_sec = after.count() / 1000000000;
+  ts_.tv_nsec = after.count() % 1000000000;
+  io_uring_prep_timeout(loop_.prepare(this), &ts_, 0, 0);
+  armed_ = true;
+}
+
+void Timer::complete(int32_t res, uint32_t /*flags*/) {
+  armed_ = false;
+  if (res == -ETIME) on_fire_();
+}
+
+Waker::Waker(Loop& loop, std::function<void()> on_wake)
+    : loop_(loop), on_wake_(std::move(on_wake)), fd_(::eventfd(0, EFD_CLOEXEC)) {
+  if (fd_ < 0) {
+    fmt::print(stderr, "spindle: error: eventfd: {}\n", std::strerror(errno));
+    std::abort();
+  }
+}
+
+Waker::~Waker() { ::close(fd_); }
+
+void Waker::arm() { io_uring_prep_read(loop_.prepare(this), fd_, &value_, sizeof(value_), 0); }
+
+void Waker::wake() {
+  uint64_t one = 1;
+  // An eventfd write only fails when the counter would overflow, which cannot happen here.
+  [[maybe_unused]] ssize_t written = ::write(fd_, &one, sizeof(one));
+}
+
+void Waker::complete(int32_t res, uint32_t /*flags*/) {
+  if (res == -ECANCELED) return;
+  arm();
+  on_wake_();
+}
+
+Status probeOpcodes(Loop& loop) {
+  struct Needed {
+    int op;
+    const char* name;
+  };
+  static constexpr Needed kNeeded[] = {
+      {IORING_OP_ACCEPT, "ACCEPT"},         {IORING_OP_CONNECT, "CONNECT"},
+      {IORING_OP_RECV, "RECV"},             {IORING_OP_SEND, "SEND"},
+      {IORING_OP_READ, "READ"},             {IORING_OP_TIMEOUT, "TIMEOUT"},
+      {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"}, {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+  };
+  io_uring_probe* probe = io_uring_get_probe_ring(loop.ring());
+  if (probe == nullptr) return makeError("io_uring: cannot probe the supported opcodes");
+  std::string missing;
+  for (const Needed& needed : kNeeded) {
+    if (!io_uring_opcode_supported(probe, needed.op)) {
+      missing += missing.empty() ? needed.name : fmt::format(", {}", needed.name);
+    }
+  }
+  io_uring_free_probe(probe);
+  if (!missing.empty()) {
+    return makeError(fmt::format("io_uring lacks opcodes spindle needs: {} (Linux 6.1 or later)",
+                                 missing));
+  }
+  return {};
+}
+
+}  // namespace spindle::loop

@@ -1,0 +1,100 @@
+// The io_uring event loop. One per thread: the ring is created by, and only ever used from,
+// the thread that runs it (IORING_SETUP_SINGLE_ISSUER).
+//
+// Every submission carries a Completion*: the object that knows how to finish the operation
+// (one virtual call per completion). Completions are reaped in batches; callbacks run after
+// reaping, never from inside a submission. Objects are never deleted inside their own
+// callback: deferDelete() frees them once the current batch is done.
+#pragma once
+
+#include <liburing.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "util/result.h"
+
+namespace spindle::loop {
+
+class Completion {
+ public:
+  // res is the operation's result (>= 0, or -errno); flags are the CQE flags.
+  virtual void complete(int32_t res, uint32_t flags) = 0;
+
+ protected:
+  ~Completion() = default;
+};
+
+// Something whose destruction waits for the end of the batch that decided it.
+class Deferred {
+ public:
+  virtual ~Deferred() = default;
+};
+
+class Loop {
+ public:
+  // Fails with a message that says plainly when io_uring is refused (sysctl, seccomp).
+  static Result<std::unique_ptr<Loop>> create(unsigned entries);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // An SQE whose completion goes to `completion`. A full queue is flushed, never an error.
+  io_uring_sqe* prepare(Completion* completion);
+  // An SQE whose completion is ignored (e.g. a fire-and-forget cancel).
+  io_uring_sqe* prepareIgnored();
+
+  // Submit, wait for at least one completion (or `timeout`), run the batch.
+  void runOnce(std::chrono::milliseconds timeout);
+
+  void deferDelete(std::unique_ptr<Deferred> object) { deferred_.push_back(std::move(object)); }
+
+  io_uring* ring() { return &ring_; }
+
+ private:
+  Loop() = default;
+  io_uring ring_{};
+  std::vector<std::unique_ptr<Deferred>> deferred_;
+};
+
+// A re-armable one-shot timer on the loop.
+class Timer final : public Completion {
+ public:
+  Timer(Loop& loop, std::function<void()> on_fire) : loop_(loop), on_fire_(std::move(on_fire)) {}
+  void arm(std::chrono::nanoseconds after);
+  bool armed() const { return armed_; }
+  void complete(int32_t res, uint32_t flags) override;
+
+ private:
+  Loop& loop_;
+  std::function<void()> on_fire_;
+  __kernel_timespec ts_{};
+  bool armed_ = false;
+};
+
+// Wakes a loop from another thread (an eventfd read kept armed on the loop).
+class Waker final : public Completion {
+ public:
+  Waker(Loop& loop, std::function<void()> on_wake);
+  ~Waker();
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+
+  void arm();   // on the loop's thread
+  void wake();  // from any thread
+  void complete(int32_t res, uint32_t flags) override;
+
+ private:
+  Loop& loop_;
+  std::function<void()> on_wake_;
+  int fd_;
+  uint64_t value_ = 0;
+};
+
+// Opcodes spindle needs; a kernel without one is refused at start with its name.
+Status probeOpcodes(Loop& loop);
+
+}  // namespace spindle::loop

@@ -1,0 +1,77 @@
+#include "net/socket.h"
+
+#include <fmt/core.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace spindle::net {
+namespace {
+std::string errnoText(int err) { return std::strerror(err); }
+}  // namespace
+
+Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog) {
+  Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return makeError(fmt::format("socket for {}: {}", address.toString(), errnoText(errno)));
+  }
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    return makeError(fmt::format("SO_REUSEPORT on {}: {}", address.toString(), errnoText(errno)));
+  }
+  if (address.family() == AF_INET6) {
+    // One listener per family: the v4 listener takes v4 and v4-mapped connects.
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  if (::bind(fd.get(), address.asSockaddr(), address.length()) != 0) {
+    return makeError(fmt::format("cannot bind {}: {}", address.toString(), errnoText(errno)));
+  }
+  if (::listen(fd.get(), backlog) != 0) {
+    return makeError(fmt::format("cannot listen on {}: {}", address.toString(), errnoText(errno)));
+  }
+  return fd;
+}
+
+Result<Fd> connectingSocket(int family, uint32_t mark) {
+  Fd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return makeError(fmt::format("socket: {}", errnoText(errno)));
+  if (mark != 0 && ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+    return makeError(fmt::format("SO_MARK: {}", errnoText(errno)));
+  }
+  setNoDelay(fd.get());
+  return fd;
+}
+
+void setNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+Result<SocketAddress> peerAddress(int fd) {
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+    return makeError(fmt::format("getpeername: {}", errnoText(errno)));
+  }
+  return SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+}
+
+Result<uint64_t> networkNamespaceCookie() {
+  Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return makeError(fmt::format("socket: {}", errnoText(errno)));
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
+    return makeError(fmt::format("SO_NETNS_COOKIE (Linux 5.14 or later): {}", errnoText(errno)));
+  }
+  return cookie;
+}
+
+}  // namespace spindle::net

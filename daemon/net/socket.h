@@ -1,0 +1,26 @@
+// Socket set-up: listeners, options, the netns cookie. Blocking calls here are fine: they
+// run at start-up or once per accepted connection and never wait on the network.
+#pragma once
+
+#include <cstdint>
+
+#include "net/address.h"
+#include "net/fd.h"
+#include "util/result.h"
+
+namespace spindle::net {
+
+// A non-blocking TCP listener. With reuse_port, every worker binds its own socket to the same
+// address and the kernel spreads connections across them.
+Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog = 4096);
+
+// A non-blocking TCP socket for an outgoing connection, carrying `mark` (0 = none).
+Result<Fd> connectingSocket(int family, uint32_t mark);
+
+void setNoDelay(int fd);
+Result<SocketAddress> peerAddress(int fd);
+
+// The cookie of the calling thread's network namespace, as bpf_get_netns_cookie() sees it.
+Result<uint64_t> networkNamespaceCookie();
+
+}  // namespace spindle::net

@@ -1,0 +1,153 @@
+#include "proxy/worker.h"
+
+#include <fmt/core.h>
+
+#include <cerrno>
+#include <cstring>
+#include <future>
+
+#include "net/socket.h"
+#include "util/log.h"
+
+namespace spindle::proxy {
+namespace {
+constexpr unsigned kRingEntries = 1024;
+// A flood of rejected connects must not flood the log.
+constexpr auto kRejectLogInterval = std::chrono::seconds(1);
+}  // namespace
+
+Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
+               redirect::OriginalDstMap original_dsts, uint32_t mark)
+    : index_(index),
+      listeners_(std::move(listeners)),
+      original_dsts_(original_dsts),
+      mark_(mark) {}
+
+Worker::~Worker() {
+  stop();
+  join();
+}
+
+Status Worker::start() {
+  std::promise<Status> ready;
+  auto started = ready.get_future();
+  thread_ = std::thread([this, &ready] {
+    auto loop = loop::Loop::create(kRingEntries);
+    if (!loop) {
+      ready.set_value(Error{loop.error()});
+      return;
+    }
+    loop_ = std::move(*loop);
+    waker_ = std::make_unique<loop::Waker>(*loop_, [] {});
+    ready.set_value(Status{});
+    run();
+  });
+  Status status = started.get();
+  if (!status) join();
+  return status;
+}
+
+void Worker::stop() {
+  stopping_.store(true, std::memory_order_relaxed);
+  if (waker_) waker_->wake();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::run() {
+  waker_->arm();
+  for (const net::Fd& listener : listeners_) {
+    acceptors_.push_back(std::make_unique<Acceptor>(*this, listener.get()));
+    acceptors_.back()->arm();
+  }
+  // stop() may have run before the waker existed: the flag is checked every round.
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    loop_->runOnce(std::chrono::milliseconds(1000));
+  }
+  shutdownConnections();
+  // The ring goes first: it cancels what is still in flight, and only then are the
+  // connections and buffers those operations point to freed.
+  loop_.reset();
+  while (connections_ != nullptr) {
+    Passthrough* connection = connections_;
+    connections_ = connection->next;
+    delete connection;
+  }
+  listeners_.clear();
+}
+
+void Worker::shutdownConnections() {
+  // No new connections from here on. The ring holds its own reference on a listener with a
+  // multishot accept armed, so closing the fd alone would not stop it.
+  for (const net::Fd& listener : listeners_) {
+    io_uring_prep_cancel_fd(loop_->prepareIgnored(), listener.get(), IORING_ASYNC_CANCEL_ALL);
+  }
+  listeners_.clear();
+  for (Passthrough* c = connections_; c != nullptr; c = c->next) c->abort();
+  // Give the cancellations a moment to complete, so that peers see an orderly close.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (connections_ != nullptr && std::chrono::steady_clock::now() < deadline) {
+    loop_->runOnce(std::chrono::milliseconds(50));
+  }
+}
+
+void Worker::Acceptor::arm() {
+  io_uring_prep_multishot_accept(worker_.loop_->prepare(this), fd_, nullptr, nullptr,
+                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void Worker::Acceptor::complete(int32_t res, uint32_t flags) {
+  if (worker_.stopping_.load(std::memory_order_relaxed)) {
+    if (res >= 0) ::close(res);
+    return;
+  }
+  if (res >= 0) {
+    worker_.onAccepted(res);
+  } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+    // EMFILE and friends: keep serving what we have; the listener's backlog holds the rest.
+    log::warn("worker {}: accept: {}", worker_.index_, std::strerror(-res));
+  }
+  if (!(flags & IORING_CQE_F_MORE)) arm();
+}
+
+void Worker::onAccepted(int fd) {
+  net::Fd downstream(fd);
+  stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+  auto peer = net::peerAddress(downstream.get());
+  std::optional<redirect::OriginalDst> original;
+  if (peer) original = original_dsts_.take(*peer);
+  if (!original) {
+    // Only connections that spindle's BPF program redirected are served: the proxy port is
+    // never an open relay.
+    stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    ++rejects_since_log_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_reject_log_ >= kRejectLogInterval) {
+      log::warn("rejected connection from {}: not redirected ({} since the last report)",
+                peer ? peer->toString() : std::string("unknown peer"), rejects_since_log_);
+      last_reject_log_ = now;
+      rejects_since_log_ = 0;
+    }
+    return;
+  }
+  auto* connection = new Passthrough(*loop_, *this, std::move(downstream), *peer,
+                                     original->destination, mark_);
+  connection->next = connections_;
+  if (connections_ != nullptr) connections_->prev = connection;
+  connections_ = connection;
+  stats_.active.fetch_add(1, std::memory_order_relaxed);
+  connection->start();
+}
+
+void Worker::onClosed(Passthrough* connection) {
+  if (connection->prev != nullptr) connection->prev->next = connection->next;
+  if (connection->next != nullptr) connection->next->prev = connection->prev;
+  if (connections_ == connection) connections_ = connection->next;
+  connection->prev = connection->next = nullptr;
+  stats_.active.fetch_sub(1, std::memory_order_relaxed);
+  loop_->deferDelete(std::unique_ptr<loop::Deferred>(connection));
+}
+
+}  // namespace spindle::proxy

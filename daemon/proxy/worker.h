@@ -1,0 +1,71 @@
+// A worker: one thread, one io_uring, its own SO_REUSEPORT listeners and connections.
+// Nothing here is shared with other workers except the kernel maps.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "loop/loop.h"
+#include "net/fd.h"
+#include "proxy/passthrough.h"
+#include "redirect/redirector.h"
+
+namespace spindle::proxy {
+
+struct WorkerStats {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> rejected{0};  // not redirected by spindle: closed at once
+  std::atomic<uint64_t> active{0};
+};
+
+class Worker final : private PassthroughOwner {
+ public:
+  Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
+         uint32_t mark);
+  ~Worker();
+
+  // Starts the thread and creates its ring there; fails when the ring cannot be had.
+  Status start();
+  // Thread-safe: ask the worker to close everything and exit.
+  void stop();
+  void join();
+
+  const WorkerStats& stats() const { return stats_; }
+
+ private:
+  class Acceptor final : public loop::Completion {
+   public:
+    Acceptor(Worker& worker, int fd) : worker_(worker), fd_(fd) {}
+    void arm();
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    Worker& worker_;
+    int fd_;
+  };
+
+  void run();
+  void onAccepted(int fd);
+  void onClosed(Passthrough* connection) override;
+  void shutdownConnections();
+
+  unsigned index_;
+  std::vector<net::Fd> listeners_;
+  redirect::OriginalDstMap original_dsts_;
+  uint32_t mark_;
+  std::unique_ptr<loop::Loop> loop_;
+  std::unique_ptr<loop::Waker> waker_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  Passthrough* connections_ = nullptr;  // intrusive list head
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+  WorkerStats stats_;
+  std::chrono::steady_clock::time_point last_reject_log_{};
+  uint64_t rejects_since_log_ = 0;
+};
+
+}  // namespace spindle::proxy

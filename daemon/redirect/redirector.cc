@@ -1,0 +1,185 @@
+#include "redirect/redirector.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "redirect.skel.h"
+#include "util/log.h"
+
+namespace spindle::redirect {
+namespace {
+
+spindle_sockaddr_key keyOf(const net::SocketAddress& address) {
+  spindle_sockaddr_key key{};
+  const net::MappedBytes bytes = address.mapped();
+  std::memcpy(key.addr, bytes.data(), sizeof(key.addr));
+  key.port = htons(address.port());
+  return key;
+}
+
+bool sameKey(const spindle_sockaddr_key& a, const spindle_sockaddr_key& b) {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+uint64_t monotonicNanos() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // the clock bpf_ktime_get_ns() reads
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string libbpfError(long rc) { return std::strerror(static_cast<int>(rc < 0 ? -rc : rc)); }
+
+}  // namespace
+
+const char* reasonName(int reason) {
+  switch (reason) {
+    case SPINDLE_REASON_REDIRECTED: return "redirected";
+    case SPINDLE_REASON_NOT_SERVICE: return "not_service";
+    case SPINDLE_REASON_HOST_NETNS: return "host_netns";
+    case SPINDLE_REASON_OWN_SOCKET: return "own_socket";
+    case SPINDLE_REASON_PROXY_NOT_ALIVE: return "proxy_not_alive";
+    case SPINDLE_REASON_MAP_FULL: return "map_full";
+    case SPINDLE_REASON_NO_PROXY_FAMILY: return "no_proxy_family";
+    default: return "unknown";
+  }
+}
+
+std::optional<OriginalDst> OriginalDstMap::take(const net::SocketAddress& peer) const {
+  spindle_sockaddr_key key = keyOf(peer);
+  spindle_orig_dst orig{};
+  if (bpf_map_lookup_and_delete_elem(fd_, &key, &orig) != 0) return std::nullopt;
+  net::MappedBytes bytes;
+  std::memcpy(bytes.data(), orig.addr, bytes.size());
+  return OriginalDst{net::SocketAddress::fromMapped(bytes, orig.port), orig.service_id,
+                     orig.cgroup_id};
+}
+
+Result<std::unique_ptr<Redirector>> Redirector::load() {
+  std::unique_ptr<Redirector> redirector(new Redirector());
+  redirector->skel_ = redirect_bpf__open();
+  if (redirector->skel_ == nullptr) {
+    return makeError(fmt::format("cannot open the BPF object: {}", std::strerror(errno)));
+  }
+  int rc = redirect_bpf__load(redirector->skel_);
+  if (rc != 0) {
+    return makeError(fmt::format("the kernel refused spindle's BPF programs: {}", libbpfError(rc)));
+  }
+  return redirector;
+}
+
+Redirector::~Redirector() {
+  detach();
+  if (skel_ != nullptr) redirect_bpf__destroy(skel_);
+}
+
+Status Redirector::setControl(const ControlSettings& settings) {
+  control_ = spindle_control{};
+  if (settings.proxy_v4) {
+    const net::MappedBytes bytes = settings.proxy_v4->mapped();
+    std::memcpy(&control_.proxy_addr4, bytes.data() + 12, 4);
+    control_.flags |= SPINDLE_CONTROL_HAS_V4;
+  }
+  if (settings.proxy_v6) {
+    const net::MappedBytes bytes = settings.proxy_v6->mapped();
+    std::memcpy(control_.proxy_addr6, bytes.data(), 16);
+    control_.flags |= SPINDLE_CONTROL_HAS_V6;
+  }
+  if (settings.host_netns) control_.flags |= SPINDLE_CONTROL_HOST_NETNS;
+  control_.proxy_port = htons(settings.proxy_port);
+  control_.mark = settings.mark;
+  control_.netns_cookie = settings.netns_cookie;
+  control_.heartbeat_timeout_ns = static_cast<uint64_t>(settings.heartbeat_timeout.count());
+  return heartbeat();
+}
+
+Status Redirector::heartbeat() {
+  control_.heartbeat_ns = monotonicNanos();
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.control), &zero, &control_, BPF_ANY) != 0) {
+    return makeError(fmt::format("updating the control map: {}", std::strerror(errno)));
+  }
+  return {};
+}
+
+Status Redirector::setServices(const std::vector<config::Service>& services) {
+  const int fd = bpf_map__fd(skel_->maps.services);
+  std::vector<spindle_sockaddr_key> keys;
+  for (size_t i = 0; i < services.size(); ++i) {
+    spindle_service_value value{static_cast<uint32_t>(i + 1)};
+    for (const config::Intercept& intercept : services[i].intercept) {
+      if (!intercept.literal) continue;  // names are resolved by DNS
+      spindle_sockaddr_key key = keyOf(*intercept.literal);
+      if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
+        return makeError(fmt::format("adding {} to the services map: {}",
+                                     intercept.literal->toString(), std::strerror(errno)));
+      }
+      keys.push_back(key);
+    }
+  }
+  // Remove what is no longer declared, after the new entries are in: no gap for the others.
+  for (const spindle_sockaddr_key& old_key : service_keys_) {
+    bool kept = std::any_of(keys.begin(), keys.end(),
+                            [&](const spindle_sockaddr_key& k) { return sameKey(k, old_key); });
+    if (!kept) bpf_map_delete_elem(fd, &old_key);
+  }
+  service_keys_ = std::move(keys);
+  return {};
+}
+
+Status Redirector::attach(const std::string& cgroup_path) {
+  const int cgroup_fd = ::open(cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cgroup_fd < 0) {
+    return makeError(fmt::format("cannot open cgroup {}: {}", cgroup_path, std::strerror(errno)));
+  }
+  bpf_program* programs[] = {
+      skel_->progs.spindle_connect4,     skel_->progs.spindle_connect6,
+      skel_->progs.spindle_sockops,      skel_->progs.spindle_getpeername4,
+      skel_->progs.spindle_getpeername6,
+  };
+  Status status;
+  for (bpf_program* program : programs) {
+    bpf_link* link = bpf_program__attach_cgroup(program, cgroup_fd);
+    if (link == nullptr) {
+      status = makeError(fmt::format("cannot attach {} to {}: {}", bpf_program__name(program),
+                                     cgroup_path, std::strerror(errno)));
+      break;
+    }
+    links_.push_back(link);
+  }
+  ::close(cgroup_fd);  // the links hold the cgroup
+  if (!status) detach();
+  return status;
+}
+
+void Redirector::detach() {
+  for (bpf_link* link : links_) bpf_link__destroy(link);
+  links_.clear();
+}
+
+Counters Redirector::counters() const {
+  Counters totals{};
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return totals;
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(cpus));
+  const int fd = bpf_map__fd(skel_->maps.counters);
+  for (uint32_t reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
+    if (bpf_map_lookup_elem(fd, &reason, per_cpu.data()) != 0) continue;
+    for (uint64_t value : per_cpu) totals[reason] += value;
+  }
+  return totals;
+}
+
+OriginalDstMap Redirector::originalDsts() const {
+  return OriginalDstMap(bpf_map__fd(skel_->maps.orig_by_peer));
+}
+
+}  // namespace spindle::redirect

@@ -1,0 +1,84 @@
+// The kernel side's owner: loads the BPF programs, attaches them to a cgroup with links that
+// this process owns (never pinned, so a dead daemon redirects nothing), and keeps the maps.
+// The only code that includes the skeleton or libbpf's map API.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "net/address.h"
+#include "spindle/bpf_abi.h"
+#include "util/result.h"
+
+struct redirect_bpf;
+struct bpf_link;
+
+namespace spindle::redirect {
+
+struct OriginalDst {
+  net::SocketAddress destination;  // what the app dialled
+  uint32_t service_id = 0;
+  uint64_t cgroup_id = 0;  // cgroup of the connecting process
+};
+
+// A worker's view of the orig_by_peer map: a thread-safe handle on a kernel map.
+class OriginalDstMap {
+ public:
+  explicit OriginalDstMap(int map_fd) : fd_(map_fd) {}
+  // The original destination of an accepted connection, by its peer address; the record is
+  // removed, since each (addr, port) is looked up once. nullopt: not redirected by spindle.
+  std::optional<OriginalDst> take(const net::SocketAddress& peer) const;
+
+ private:
+  int fd_;
+};
+
+struct ControlSettings {
+  std::optional<net::SocketAddress> proxy_v4;
+  std::optional<net::SocketAddress> proxy_v6;
+  uint16_t proxy_port = 0;
+  uint32_t mark = 0;
+  uint64_t netns_cookie = 0;
+  bool host_netns = false;
+  std::chrono::nanoseconds heartbeat_timeout{0};
+};
+
+using Counters = std::array<uint64_t, SPINDLE_REASON_COUNT>;
+const char* reasonName(int reason);
+
+class Redirector {
+ public:
+  // Opens and loads the programs (not attached yet).
+  static Result<std::unique_ptr<Redirector>> load();
+  ~Redirector();
+  Redirector(const Redirector&) = delete;
+  Redirector& operator=(const Redirector&) = delete;
+
+  Status setControl(const ControlSettings& settings);
+  // Makes the services map hold exactly the literal intercept addresses of `services`;
+  // service ids are 1 + the index in the list.
+  Status setServices(const std::vector<config::Service>& services);
+  // Refreshes the heartbeat; connect4/6 stop redirecting when it is older than the timeout.
+  Status heartbeat();
+  Status attach(const std::string& cgroup_path);
+  // Destroys the links: from here on every connect goes direct. The maps stay readable.
+  void detach();
+
+  Counters counters() const;
+  OriginalDstMap originalDsts() const;
+
+ private:
+  Redirector() = default;
+  redirect_bpf* skel_ = nullptr;
+  std::vector<bpf_link*> links_;
+  spindle_control control_{};
+  std::vector<spindle_sockaddr_key> service_keys_;
+};
+
+}  // namespace spindle::redirect
