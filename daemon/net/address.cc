@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -60,10 +61,18 @@ Result<SocketAddress> SocketAddress::parse(std::string_view text) {
   if (!hp) return Error{hp.error()};
   auto addr = parseIp(hp->host, hp->port);
   if (!addr) return makeError(fmt::format("'{}': '{}' is not an IP address", text, hp->host));
+  // Brackets are the IPv6 spelling only, so that each address has one way to be written.
+  if (text.front() == '[' && addr->isV4()) {
+    return makeError(fmt::format("'{}': brackets are only for IPv6 addresses", text));
+  }
   return addr;
 }
 
 Result<SocketAddress> SocketAddress::parseIp(std::string_view ip, uint16_t port) {
+  // inet_pton reads up to a NUL; text hidden after one must not be dropped silently.
+  if (ip.find('\0') != std::string_view::npos) {
+    return makeError(fmt::format("'{}' is not an IP address", ip));
+  }
   std::string text(ip);
   SocketAddress out;
   auto* in4 = reinterpret_cast<sockaddr_in*>(&out.storage_);
@@ -87,7 +96,8 @@ SocketAddress SocketAddress::fromSockaddr(const ::sockaddr* sa, socklen_t len) {
   std::memcpy(&out.storage_, sa, std::min<size_t>(len, sizeof(out.storage_)));
   if (out.family() == AF_INET6) {
     // A v4 peer on a dual-stack socket: keep the AF_INET form, one spelling per address.
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    // Read the copy, not `sa`: a short `len` must not make us read past the caller's buffer.
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&out.storage_);
     if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
       MappedBytes bytes;
       std::memcpy(bytes.data(), &in6->sin6_addr, 16);
