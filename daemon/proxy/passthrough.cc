@@ -10,10 +10,11 @@
 
 namespace spindle::proxy {
 
-Passthrough::Passthrough(loop::Loop& loop, PassthroughOwner& owner, net::Fd downstream,
-                         net::SocketAddress downstream_peer, net::SocketAddress destination,
-                         uint32_t mark)
+Passthrough::Passthrough(loop::Loop& loop, loop::BufferPool& pool, PassthroughOwner& owner,
+                         net::Fd downstream, net::SocketAddress downstream_peer,
+                         net::SocketAddress destination, uint32_t mark)
     : loop_(loop),
+      pool_(pool),
       owner_(owner),
       downstream_(std::move(downstream)),
       downstream_peer_(downstream_peer),
@@ -61,60 +62,110 @@ void Passthrough::onConnected(int32_t res) {
     close("upstream connect failed");
     return;
   }
-  to_upstream_.setFds(downstream_.get(), upstream_.get());
-  to_downstream_.setFds(upstream_.get(), downstream_.get());
-  to_upstream_.receive();
-  to_downstream_.receive();
+  to_upstream_.start(downstream_.get(), upstream_.get());
+  to_downstream_.start(upstream_.get(), downstream_.get());
 }
 
-void Passthrough::Direction::receive() {
-  if (!buffer_) buffer_ = std::make_unique<char[]>(kBufferSize);
-  io_uring_prep_recv(conn_.loop_.prepare(this), from_, buffer_.get(), kBufferSize, 0);
-  state_ = State::kReceiving;
-  conn_.pending_ops_++;
+void Passthrough::Direction::start(int from, int to) {
+  from_ = from;
+  to_ = to;
+  pump();
 }
 
-void Passthrough::Direction::send() {
-  io_uring_prep_send(conn_.loop_.prepare(this), to_, buffer_.get() + sent_, length_ - sent_,
-                     MSG_NOSIGNAL);
-  state_ = State::kSending;
-  conn_.pending_ops_++;
+// Starts whatever this direction may do now: send the oldest held buffer, receive into a new
+// one while fewer than kMaxHeldBuffers are held, pass EOF on once everything is sent.
+void Passthrough::Direction::pump() {
+  if (conn_.closing_ || done_) return;
+  if (!sending_ && count_ > 0) {
+    const Chunk& chunk = held_[head_];
+    io_uring_prep_send(conn_.loop_.prepare(&send_op_), to_,
+                       conn_.pool_.data(chunk.buffer_id) + sent_, chunk.length - sent_,
+                       MSG_NOSIGNAL);
+    sending_ = true;
+    conn_.pending_ops_++;
+  }
+  if (!receiving_ && !waiting_ && !eof_ && count_ < kMaxHeldBuffers) {
+    conn_.pool_.prepareRecv(conn_.loop_.prepare(&recv_op_), from_);
+    receiving_ = true;
+    conn_.pending_ops_++;
+  }
+  if (eof_ && count_ == 0 && !sending_) {
+    // Half-close: the peer finished sending; pass its FIN on, keep the other way open.
+    ::shutdown(to_, SHUT_WR);
+    done_ = true;
+    conn_.onDirectionDone();
+  }
 }
 
-void Passthrough::Direction::complete(int32_t res, uint32_t /*flags*/) {
+void Passthrough::Direction::onReceived(int32_t res, uint32_t flags) {
   conn_.pending_ops_--;
+  receiving_ = false;
+  const bool has_buffer = loop::BufferPool::hasBuffer(flags);
+  const uint16_t buffer_id = loop::BufferPool::bufferId(flags);
+  if (conn_.closing_ || res <= 0) {
+    if (has_buffer) conn_.pool_.release(buffer_id);
+  }
   if (conn_.closing_) {
     conn_.opDone();
     return;
   }
-  if (res == -EINTR || res == -EAGAIN) {
-    state_ == State::kReceiving ? receive() : send();
+  if (res > 0) {
+    held_[(head_ + count_) % kMaxHeldBuffers] = Chunk{buffer_id, static_cast<uint32_t>(res)};
+    ++count_;
+  } else if (res == 0) {
+    eof_ = true;
+  } else if (res == -ENOBUFS) {
+    // The worker's pool is empty: wait for a buffer to come back instead of growing.
+    waiting_ = true;
+    conn_.pool_.waitForBuffer(this);
     return;
-  }
-  if (res < 0) {
+  } else if (res != -EINTR && res != -EAGAIN) {
     log::debug("{} {}: {}", conn_.downstream_peer_.toString(), name_, std::strerror(-res));
     conn_.close("socket error");
     return;
   }
-  if (state_ == State::kReceiving) {
-    if (res == 0) {
-      // Half-close: the peer finished sending; pass its FIN on, keep the other way open.
-      ::shutdown(to_, SHUT_WR);
-      state_ = State::kDone;
-      buffer_.reset();
-      conn_.onDirectionDone();
-      return;
-    }
-    length_ = static_cast<uint32_t>(res);
-    sent_ = 0;
-    send();
+  pump();
+}
+
+void Passthrough::Direction::onSent(int32_t res, uint32_t /*flags*/) {
+  conn_.pending_ops_--;
+  sending_ = false;
+  if (conn_.closing_) {
+    conn_.opDone();
     return;
   }
-  sent_ += static_cast<uint32_t>(res);
-  if (sent_ < length_) {
-    send();
-  } else {
-    receive();
+  if (res < 0 && res != -EINTR && res != -EAGAIN) {
+    log::debug("{} {}: {}", conn_.downstream_peer_.toString(), name_, std::strerror(-res));
+    conn_.close("socket error");
+    return;
+  }
+  if (res > 0) sent_ += static_cast<uint32_t>(res);
+  const Chunk& chunk = held_[head_];
+  if (sent_ == chunk.length) {
+    const uint16_t id = chunk.buffer_id;
+    head_ = (head_ + 1) % kMaxHeldBuffers;
+    --count_;
+    sent_ = 0;
+    conn_.pool_.release(id);  // may resume another receiver waiting for a buffer
+  }
+  pump();
+}
+
+void Passthrough::Direction::onBufferAvailable() {
+  waiting_ = false;
+  pump();
+}
+
+void Passthrough::Direction::stopWaiting() {
+  if (waiting_) conn_.pool_.cancelWait(this);
+  waiting_ = false;
+}
+
+void Passthrough::Direction::releaseBuffers() {
+  while (count_ > 0) {
+    conn_.pool_.release(held_[head_].buffer_id);
+    head_ = (head_ + 1) % kMaxHeldBuffers;
+    --count_;
   }
 }
 
@@ -128,6 +179,8 @@ void Passthrough::close(const char* why) {
   if (closing_) return;
   closing_ = true;
   log::debug("{} -> {}: closing: {}", downstream_peer_.toString(), destination_.toString(), why);
+  to_upstream_.stopWaiting();
+  to_downstream_.stopWaiting();
   // Cancel whatever is in flight; the completions arrive as -ECANCELED and count down.
   if (pending_ops_ > 0) {
     if (downstream_.valid()) {
@@ -142,8 +195,10 @@ void Passthrough::close(const char* why) {
 
 void Passthrough::opDone() {
   if (!closing_ || pending_ops_ > 0) return;
-  // Guard against a second call from a completion in the same batch.
-  pending_ops_ = -1;
+  // Nothing in flight references the held buffers any more: give them back.
+  pending_ops_ = -1;  // guards against a second call
+  to_upstream_.releaseBuffers();
+  to_downstream_.releaseBuffers();
   owner_.onClosed(this);
 }
 

@@ -1,15 +1,18 @@
 // L4 passthrough: bytes from the downstream Pod to the original destination and back.
 //
-// Each direction owns one fixed buffer and has at most one operation in flight: it receives,
-// sends all it received, then receives again. So a slow reader on one side stops reads on the
-// other (backpressure), and what spindle holds per connection is bounded by two buffers.
-// EOF in one direction becomes shutdown(SHUT_WR) on the other side (half-close); an error on
-// either side closes both.
+// Each direction receives into buffers of the worker's pool and sends them on in order. It
+// holds at most kMaxHeldBuffers at a time: one can be received while the previous is being
+// sent, and a slow reader on one side stops reads on the other (backpressure), so what spindle
+// holds per connection is bounded. An idle connection holds no buffer. EOF in one direction
+// becomes shutdown(SHUT_WR) on the other side (half-close); an error on either side closes
+// both.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 
+#include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
 #include "net/fd.h"
@@ -29,11 +32,12 @@ class PassthroughOwner {
 
 class Passthrough final : public loop::Deferred {
  public:
-  static constexpr uint32_t kBufferSize = 32 * 1024;
+  static constexpr size_t kMaxHeldBuffers = 2;  // per direction
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
-  Passthrough(loop::Loop& loop, PassthroughOwner& owner, net::Fd downstream,
-              net::SocketAddress downstream_peer, net::SocketAddress destination, uint32_t mark);
+  Passthrough(loop::Loop& loop, loop::BufferPool& pool, PassthroughOwner& owner,
+              net::Fd downstream, net::SocketAddress downstream_peer,
+              net::SocketAddress destination, uint32_t mark);
 
   // Connects upstream; on success both directions start.
   void start();
@@ -45,29 +49,51 @@ class Passthrough final : public loop::Deferred {
   Passthrough* next = nullptr;
 
  private:
-  // One direction: receive from `from`, send everything to `to`.
-  class Direction final : public loop::Completion {
+  // One direction: receive from `from`, send everything to `to`, in order.
+  class Direction final : private loop::BufferWaiter {
    public:
-    Direction(Passthrough& conn, const char* name) : conn_(conn), name_(name) {}
-    void setFds(int from, int to) {
-      from_ = from;
-      to_ = to;
-    }
-    void receive();
-    void complete(int32_t res, uint32_t flags) override;
-    bool done() const { return state_ == State::kDone; }
+    Direction(Passthrough& conn, const char* name)
+        : conn_(conn), name_(name), recv_op_(*this), send_op_(*this) {}
+    void start(int from, int to);
+    bool done() const { return done_; }
+    void stopWaiting();
+    void releaseBuffers();
 
    private:
-    enum class State { kIdle, kReceiving, kSending, kDone };
-    void send();
+    struct Chunk {
+      uint16_t buffer_id;
+      uint32_t length;
+    };
+    template <void (Direction::*Handler)(int32_t, uint32_t)>
+    class Op final : public loop::Completion {
+     public:
+      explicit Op(Direction& direction) : direction_(direction) {}
+      void complete(int32_t res, uint32_t flags) override { (direction_.*Handler)(res, flags); }
+
+     private:
+      Direction& direction_;
+    };
+
+    void pump();
+    void onReceived(int32_t res, uint32_t flags);
+    void onSent(int32_t res, uint32_t flags);
+    void onBufferAvailable() override;
+
     Passthrough& conn_;
     const char* name_;
     int from_ = -1;
     int to_ = -1;
-    State state_ = State::kIdle;
-    uint32_t length_ = 0;
-    uint32_t sent_ = 0;
-    std::unique_ptr<char[]> buffer_;
+    Op<&Direction::onReceived> recv_op_;
+    Op<&Direction::onSent> send_op_;
+    std::array<Chunk, kMaxHeldBuffers> held_{};  // FIFO of received, not yet sent buffers
+    size_t head_ = 0;
+    size_t count_ = 0;
+    uint32_t sent_ = 0;  // bytes of the head chunk already sent
+    bool receiving_ = false;
+    bool sending_ = false;
+    bool waiting_ = false;  // for a buffer of the pool
+    bool eof_ = false;
+    bool done_ = false;
   };
 
   class Connect final : public loop::Completion {
@@ -95,6 +121,7 @@ class Passthrough final : public loop::Deferred {
   void opDone();
 
   loop::Loop& loop_;
+  loop::BufferPool& pool_;
   PassthroughOwner& owner_;
   net::Fd downstream_;
   net::Fd upstream_;

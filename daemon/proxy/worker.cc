@@ -12,6 +12,9 @@
 namespace spindle::proxy {
 namespace {
 constexpr unsigned kRingEntries = 1024;
+// Receive buffers of one worker: 256 x 64 KiB = 16 MiB at most, touched only when used.
+constexpr uint32_t kBufferCount = 256;
+constexpr uint32_t kBufferSize = 64 * 1024;
 // A flood of rejected connects must not flood the log.
 constexpr auto kRejectLogInterval = std::chrono::seconds(1);
 }  // namespace
@@ -38,6 +41,12 @@ Status Worker::start() {
       return;
     }
     loop_ = std::move(*loop);
+    auto buffers = loop::BufferPool::create(*loop_, /*group=*/0, kBufferCount, kBufferSize);
+    if (!buffers) {
+      ready.set_value(Error{buffers.error()});
+      return;
+    }
+    buffers_ = std::move(*buffers);
     waker_ = std::make_unique<loop::Waker>(*loop_, [] {});
     ready.set_value(Status{});
     run();
@@ -70,6 +79,8 @@ void Worker::run() {
   // The ring goes first: it cancels what is still in flight, and only then are the
   // connections and buffers those operations point to freed.
   loop_.reset();
+  waker_.reset();
+  buffers_.reset();
   while (connections_ != nullptr) {
     Passthrough* connection = connections_;
     connections_ = connection->next;
@@ -132,7 +143,7 @@ void Worker::onAccepted(int fd) {
     }
     return;
   }
-  auto* connection = new Passthrough(*loop_, *this, std::move(downstream), *peer,
+  auto* connection = new Passthrough(*loop_, *buffers_, *this, std::move(downstream), *peer,
                                      original->destination, mark_);
   connection->next = connections_;
   if (connections_ != nullptr) connections_->prev = connection;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/fd.h"
 #include "proxy/passthrough.h"
@@ -59,6 +60,7 @@ class Worker final : private PassthroughOwner {
   uint32_t mark_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
+  std::unique_ptr<loop::BufferPool> buffers_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   Passthrough* connections_ = nullptr;  // intrusive list head
   std::atomic<bool> stopping_{false};
