@@ -10,7 +10,8 @@ BPFTOOL    ?= bpftool
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev
 DEPS_TEST  := iproute2 nftables python3 util-linux
-DEPS       := $(DEPS_BUILD) $(DEPS_TEST)
+DEPS_BENCH := iperf3
+DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 
 WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
