@@ -128,6 +128,23 @@ int runDaemon(const config::Config& config) {
 
   // Listeners before the programs are attached: a connect is never redirected to a port
   // that nobody listens on.
+  // A second spindle on the node would attach its own programs and maps, and the two would
+  // reject each other's redirected connections: refuse to start beside another listener.
+  // A listener of a spindle that just died lingers until the kernel has torn down its
+  // io_uring, a few milliseconds: give that a moment before calling the address taken.
+  for (const net::SocketAddress& address : config.proxy.listen) {
+    auto taken = net::isListenedOn(address);
+    for (int tries = 0; taken && *taken && tries < 40; ++tries) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      taken = net::isListenedOn(address);
+    }
+    if (!taken) return fail(fmt::format("proxy.listen: {}", taken.error()));
+    if (*taken) {
+      return fail(fmt::format("proxy.listen: {} is in use: is another spindle running on this "
+                              "node?",
+                              address.toString()));
+    }
+  }
   const unsigned workers = workerCount(config);
   std::vector<std::vector<net::Fd>> listeners(workers);
   for (unsigned w = 0; w < workers; ++w) {

@@ -39,6 +39,22 @@ Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog)
   return fd;
 }
 
+Result<bool> isListenedOn(const SocketAddress& address) {
+  Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return makeError(fmt::format("socket for {}: {}", address.toString(), errnoText(errno)));
+  }
+  // SO_REUSEADDR without SO_REUSEPORT: connections in TIME_WAIT do not count, a listener does.
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (address.family() == AF_INET6) {
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  if (::bind(fd.get(), address.asSockaddr(), address.length()) == 0) return false;
+  if (errno == EADDRINUSE) return true;
+  return makeError(fmt::format("cannot bind {}: {}", address.toString(), errnoText(errno)));
+}
+
 Result<Fd> connectingSocket(int family, uint32_t mark) {
   Fd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return makeError(fmt::format("socket: {}", errnoText(errno)));

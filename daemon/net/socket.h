@@ -14,6 +14,10 @@ namespace spindle::net {
 // address and the kernel spreads connections across them.
 Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog = 4096);
 
+// Whether a socket already listens on `address`, even one that SO_REUSEPORT would let a new
+// listener share. An error when the address cannot be bound at all.
+Result<bool> isListenedOn(const SocketAddress& address);
+
 // A non-blocking TCP socket for an outgoing connection, carrying `mark` (0 = none).
 Result<Fd> connectingSocket(int family, uint32_t mark);
 

@@ -24,8 +24,7 @@ Passthrough::Passthrough(loop::Loop& loop, loop::BufferPool& pool, PassthroughOw
 void Passthrough::start() {
   auto socket = net::connectingSocket(destination_.family(), mark_);
   if (!socket) {
-    log::warn("{} -> {}: {}", downstream_peer_.toString(), destination_.toString(),
-              socket.error());
+    owner_.onUpstreamFailed(downstream_peer_, destination_, socket.error().c_str());
     close("no upstream socket");
     return;
   }
@@ -58,7 +57,7 @@ void Passthrough::onConnected(int32_t res) {
   }
   if (res < 0) {
     const char* why = res == -ECANCELED ? "connect timed out" : std::strerror(-res);
-    log::warn("{} -> {}: {}", downstream_peer_.toString(), destination_.toString(), why);
+    owner_.onUpstreamFailed(downstream_peer_, destination_, why);
     close("upstream connect failed");
     return;
   }

@@ -21,10 +21,13 @@ namespace spindle::proxy {
 
 class Passthrough;
 
-// Told when a connection is gone, so its owner can unlink it.
 class PassthroughOwner {
  public:
+  // The connection is gone: unlink it.
   virtual void onClosed(Passthrough* connection) = 0;
+  // The upstream could not be reached; the owner reports it, rate-limited.
+  virtual void onUpstreamFailed(const net::SocketAddress& downstream_peer,
+                                const net::SocketAddress& destination, const char* why) = 0;
 
  protected:
   ~PassthroughOwner() = default;

@@ -15,8 +15,6 @@ constexpr unsigned kRingEntries = 1024;
 // Receive buffers of one worker: 256 x 64 KiB = 16 MiB at most, touched only when used.
 constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
-// A flood of rejected connects must not flood the log.
-constexpr auto kRejectLogInterval = std::chrono::seconds(1);
 }  // namespace
 
 Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
@@ -133,13 +131,10 @@ void Worker::onAccepted(int fd) {
     // Only connections that spindle's BPF program redirected are served: the proxy port is
     // never an open relay.
     stats_.rejected.fetch_add(1, std::memory_order_relaxed);
-    ++rejects_since_log_;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_reject_log_ >= kRejectLogInterval) {
-      log::warn("rejected connection from {}: not redirected ({} since the last report)",
-                peer ? peer->toString() : std::string("unknown peer"), rejects_since_log_);
-      last_reject_log_ = now;
-      rejects_since_log_ = 0;
+    uint64_t suppressed = 0;
+    if (reject_log_.allow(&suppressed)) {
+      log::warn("rejected connection from {}: not redirected ({} more not logged)",
+                peer ? peer->toString() : std::string("unknown peer"), suppressed);
     }
     return;
   }
@@ -150,6 +145,15 @@ void Worker::onAccepted(int fd) {
   connections_ = connection;
   stats_.active.fetch_add(1, std::memory_order_relaxed);
   connection->start();
+}
+
+void Worker::onUpstreamFailed(const net::SocketAddress& downstream_peer,
+                              const net::SocketAddress& destination, const char* why) {
+  uint64_t suppressed = 0;
+  if (upstream_log_.allow(&suppressed)) {
+    log::warn("{} -> {}: {} ({} more upstream failures not logged)", downstream_peer.toString(),
+              destination.toString(), why, suppressed);
+  }
 }
 
 void Worker::onClosed(Passthrough* connection) {

@@ -14,6 +14,7 @@
 #include "net/fd.h"
 #include "proxy/passthrough.h"
 #include "redirect/redirector.h"
+#include "util/rate_limit.h"
 
 namespace spindle::proxy {
 
@@ -52,6 +53,8 @@ class Worker final : private PassthroughOwner {
   void run();
   void onAccepted(int fd);
   void onClosed(Passthrough* connection) override;
+  void onUpstreamFailed(const net::SocketAddress& downstream_peer,
+                        const net::SocketAddress& destination, const char* why) override;
   void shutdownConnections();
 
   unsigned index_;
@@ -66,8 +69,9 @@ class Worker final : private PassthroughOwner {
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   WorkerStats stats_;
-  std::chrono::steady_clock::time_point last_reject_log_{};
-  uint64_t rejects_since_log_ = 0;
+  // A flood of rejected or failing connects must not flood the log.
+  RateLimit reject_log_{std::chrono::seconds(1)};
+  RateLimit upstream_log_{std::chrono::seconds(1)};
 };
 
 }  // namespace spindle::proxy

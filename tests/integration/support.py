@@ -1,0 +1,150 @@
+"""Shared fixtures and assertions for the integration tests."""
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import traceback
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.dirname(HERE) not in sys.path:
+    sys.path.insert(0, os.path.dirname(HERE))
+
+import sim  # noqa: E402
+
+VIP4 = "198.19.0.10"
+VIP6 = "2001:2:0:ff::10"
+VIP4_MAPPED = "::ffff:" + VIP4
+PORT = 7000            # declared to spindle
+UNDECLARED_PORT = 7001  # DNAT'd by the node to the same backend, not declared to spindle
+
+
+def norm_ip(ip):
+    """198.18.1.2 for both "198.18.1.2" and "::ffff:198.18.1.2"; IPv6 in compressed form."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def spindle_missing():
+    return not os.access(sim.SPINDLE_BIN, os.X_OK)
+
+
+def bpftool_cgroup_progs(path):
+    """Programs attached directly to the cgroup at path (bpftool cgroup show)."""
+    p = subprocess.run(["bpftool", "-j", "cgroup", "show", path], capture_output=True,
+                       text=True, timeout=30)
+    if p.returncode != 0:
+        raise AssertionError(f"bpftool cgroup show {path} failed: {p.stderr.strip()}")
+    text = p.stdout.strip()
+    return json.loads(text) if text else []
+
+
+class SimTestCase(unittest.TestCase):
+    """A test class with one fixture for all its tests, built in build(stack) by subclasses.
+
+    Not root, or spindle not built (for needs_spindle classes), skips every test of the
+    class; a fixture that fails to build fails every test of the class with its traceback
+    (rather than one anonymous setUpClass error)."""
+
+    needs_spindle = False
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls._skip_reason = None
+        cls._fixture_error = None
+        cls._stack = contextlib.ExitStack()
+        if os.geteuid() != 0:
+            cls._skip_reason = "needs root"
+            return
+        if cls.needs_spindle and spindle_missing():
+            if os.environ.get("SPINDLE_REQUIRED") == "1":
+                cls._fixture_error = f"{sim.SPINDLE_BIN} is missing (make build/bin/spindle)"
+            else:
+                cls._skip_reason = f"{sim.SPINDLE_BIN} not built"
+            return
+        try:
+            cls.build(cls._stack)
+        except BaseException:
+            cls._fixture_error = traceback.format_exc()
+            try:
+                cls._stack.close()
+            except Exception:
+                cls._fixture_error += "\nand its clean-up failed:\n" + traceback.format_exc()
+            if not isinstance(sys.exc_info()[1], Exception):
+                raise  # KeyboardInterrupt: stop the run
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._stack.close()
+
+    @classmethod
+    def build(cls, stack):
+        """Subclasses: make the class fixture, registering undo actions on stack."""
+
+    def setUp(self):
+        if self._skip_reason:
+            self.skipTest(self._skip_reason)
+        if self._fixture_error:
+            self.fail("class fixture failed:\n" + self._fixture_error)
+
+    # --- assertions ----------------------------------------------------------------------
+
+    def assertOk(self, res, what="client"):
+        self.assertTrue(res.get("ok"), f"{what} failed: {json.dumps(res, sort_keys=True)}")
+
+    def assertDirect(self, res, msg=""):
+        """The backend saw the client's own address and port: no proxy in between."""
+        self.assertOk(res)
+        seen = (norm_ip(res["seen"][0]), res["seen"][1])
+        local = (norm_ip(res["local"][0]), res["local"][1])
+        self.assertEqual(seen, local, f"not direct: backend saw {seen}, client is {local}. "
+                                      f"{msg}\n{json.dumps(res, sort_keys=True)}")
+
+    def assertVia(self, res, proxy_ip, msg=""):
+        """The backend saw proxy_ip, not the client: the connection went through the proxy."""
+        self.assertOk(res)
+        seen = (norm_ip(res["seen"][0]), res["seen"][1])
+        local = (norm_ip(res["local"][0]), res["local"][1])
+        self.assertNotEqual(seen, local, f"not redirected: backend saw the client itself. {msg}")
+        self.assertEqual(seen[0], norm_ip(proxy_ip), f"backend saw {seen}, not the proxy "
+                                                     f"{proxy_ip}. {msg}")
+
+
+class NodeTestCase(SimTestCase):
+    """One node with a client Pod (198.18.1.2), a backend Pod (198.18.1.3) running
+    tcp_backend on PORT, and Service echo: VIP4/VIP6 at PORT and UNDECLARED_PORT, both to
+    the backend's PORT."""
+
+    @classmethod
+    def build(cls, stack):
+        cls.node = stack.enter_context(sim.Node())
+        cls.client = cls.node.add_pod("client", n=2)
+        cls.server = cls.node.add_pod("server", n=3)
+        cls.echo = cls.node.add_service("echo", vip4=VIP4, vip6=VIP6,
+                                        ports={PORT: PORT, UNDECLARED_PORT: PORT},
+                                        backends=[cls.server])
+        cls.backend, cls.backend_log = sim.start_backend(cls.server, [PORT])
+
+    def spindle_config(self, **kw):
+        cfg = sim.spindle.config(self.node, **kw)
+        if "services" not in kw or not cfg["services"]:
+            cfg["services"] = [sim.spindle.service_config(self.echo, port=PORT)]
+        return cfg
+
+    def start_spindle(self, cfg=None, **kw):
+        """Starts spindle with cfg (default: spindle_config()) and waits until ready; it is
+        killed at the end of the test if still running."""
+        sp = sim.Spindle(self.node, cfg or self.spindle_config(), **kw)
+        self.addCleanup(sp.close)
+        sp.start()
+        return sp
+
+    def dial(self, op, host, port=PORT, *, place=None, **opts):
+        opts.setdefault("timeout", 5)
+        return sim.dial(place or self.client, op, host, port, **opts)
