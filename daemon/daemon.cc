@@ -70,6 +70,21 @@ Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
   return out;
 }
 
+// The services as the workers see them: static endpoints now; DNS replaces the snapshots.
+std::shared_ptr<const proxy::ServiceTable> serviceTable(const config::Config& config) {
+  auto table = std::make_shared<proxy::ServiceTable>();
+  for (const config::Service& service : config.services) {
+    std::vector<lb::Endpoint> endpoints;
+    for (const net::SocketAddress& address : service.endpoints.statics) {
+      endpoints.push_back(lb::Endpoint{address, std::make_shared<lb::EndpointLoad>()});
+    }
+    table->push_back(proxy::ServiceEntry{
+        service.name, std::make_shared<const lb::EndpointSet>(service.name, std::move(endpoints)),
+        service.balance});
+  }
+  return table;
+}
+
 unsigned workerCount(const config::Config& config) {
   if (config.proxy.workers != 0) return config.proxy.workers;
   return std::max(1u, std::thread::hardware_concurrency());
@@ -180,10 +195,11 @@ int runDaemon(const config::Config& config) {
   }
   if (Status s = redirector.setServices(config.services); !s) return fail(s.error());
 
+  const auto services = serviceTable(config);
   std::vector<std::unique_ptr<proxy::Worker>> worker_list;
   for (unsigned w = 0; w < workers; ++w) {
-    worker_list.push_back(std::make_unique<proxy::Worker>(w, std::move(listeners[w]),
-                                                          redirector.originalDsts(), kSocketMark));
+    worker_list.push_back(std::make_unique<proxy::Worker>(
+        w, std::move(listeners[w]), redirector.originalDsts(), services, kSocketMark));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());

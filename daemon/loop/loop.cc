@@ -79,6 +79,7 @@ void Loop::runOnce(std::chrono::milliseconds timeout) {
     if (completion != nullptr) completion->complete(cqe->res, cqe->flags);
   }
   io_uring_cq_advance(&ring_, seen);
+  if (after_batch_) after_batch_();
   deferred_.clear();
 }
 

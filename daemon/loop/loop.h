@@ -51,6 +51,8 @@ class Loop {
   void runOnce(std::chrono::milliseconds timeout);
 
   void deferDelete(std::unique_ptr<Deferred> object) { deferred_.push_back(std::move(object)); }
+  // Runs after every batch of completions, before deferred deletes.
+  void setAfterBatch(std::function<void()> hook) { after_batch_ = std::move(hook); }
 
   io_uring* ring() { return &ring_; }
 
@@ -58,6 +60,7 @@ class Loop {
   Loop() = default;
   io_uring ring_{};
   std::vector<std::unique_ptr<Deferred>> deferred_;
+  std::function<void()> after_batch_;
 };
 
 // A re-armable one-shot timer on the loop.

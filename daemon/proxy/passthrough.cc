@@ -6,25 +6,26 @@
 #include <cstring>
 
 #include "net/socket.h"
+#include "proxy/worker_context.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
 
-Passthrough::Passthrough(loop::Loop& loop, loop::BufferPool& pool, PassthroughOwner& owner,
-                         net::Fd downstream, net::SocketAddress downstream_peer,
-                         net::SocketAddress destination, uint32_t mark)
-    : loop_(loop),
-      pool_(pool),
-      owner_(owner),
+Passthrough::Passthrough(WorkerContext& worker, net::Fd downstream,
+                         net::SocketAddress downstream_peer, net::SocketAddress destination,
+                         std::string received)
+    : worker_(worker),
+      loop_(worker.loop()),
+      pool_(worker.buffers()),
       downstream_(std::move(downstream)),
       downstream_peer_(downstream_peer),
       destination_(destination),
-      mark_(mark) {}
+      initial_(std::move(received)) {}
 
 void Passthrough::start() {
-  auto socket = net::connectingSocket(destination_.family(), mark_);
+  auto socket = net::connectingSocket(destination_.family(), worker_.mark());
   if (!socket) {
-    owner_.onUpstreamFailed(downstream_peer_, destination_, socket.error().c_str());
+    worker_.logUpstreamFailure(downstream_peer_, destination_, socket.error().c_str());
     close("no upstream socket");
     return;
   }
@@ -57,12 +58,42 @@ void Passthrough::onConnected(int32_t res) {
   }
   if (res < 0) {
     const char* why = res == -ECANCELED ? "connect timed out" : std::strerror(-res);
-    owner_.onUpstreamFailed(downstream_peer_, destination_, why);
+    worker_.logUpstreamFailure(downstream_peer_, destination_, why);
     close("upstream connect failed");
     return;
   }
-  to_upstream_.start(downstream_.get(), upstream_.get());
   to_downstream_.start(upstream_.get(), downstream_.get());
+  if (initial_.empty()) {
+    to_upstream_.start(downstream_.get(), upstream_.get());
+  } else {
+    sendInitial();
+  }
+}
+
+void Passthrough::sendInitial() {
+  io_uring_prep_send(loop_.prepare(&initial_send_), upstream_.get(),
+                     initial_.data() + initial_sent_, initial_.size() - initial_sent_,
+                     MSG_NOSIGNAL);
+  pending_ops_++;
+}
+
+void Passthrough::InitialSend::complete(int32_t res, uint32_t /*flags*/) {
+  conn_.pending_ops_--;
+  if (conn_.closing_) {
+    conn_.opDone();
+    return;
+  }
+  if (res < 0) {
+    conn_.close("socket error");
+    return;
+  }
+  conn_.initial_sent_ += static_cast<size_t>(res);
+  if (conn_.initial_sent_ < conn_.initial_.size()) {
+    conn_.sendInitial();
+    return;
+  }
+  conn_.initial_.clear();
+  conn_.to_upstream_.start(conn_.downstream_.get(), conn_.upstream_.get());
 }
 
 void Passthrough::Direction::start(int from, int to) {
@@ -198,7 +229,7 @@ void Passthrough::opDone() {
   pending_ops_ = -1;  // guards against a second call
   to_upstream_.releaseBuffers();
   to_downstream_.releaseBuffers();
-  owner_.onClosed(this);
+  worker_.remove(this);
 }
 
 }  // namespace spindle::proxy

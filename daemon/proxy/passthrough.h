@@ -11,45 +11,32 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
 #include "net/fd.h"
+#include "proxy/connection.h"
 
 namespace spindle::proxy {
 
-class Passthrough;
+class WorkerContext;
 
-class PassthroughOwner {
- public:
-  // The connection is gone: unlink it.
-  virtual void onClosed(Passthrough* connection) = 0;
-  // The upstream could not be reached; the owner reports it, rate-limited.
-  virtual void onUpstreamFailed(const net::SocketAddress& downstream_peer,
-                                const net::SocketAddress& destination, const char* why) = 0;
-
- protected:
-  ~PassthroughOwner() = default;
-};
-
-class Passthrough final : public loop::Deferred {
+class Passthrough final : public Connection {
  public:
   static constexpr size_t kMaxHeldBuffers = 2;  // per direction
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
-  Passthrough(loop::Loop& loop, loop::BufferPool& pool, PassthroughOwner& owner,
-              net::Fd downstream, net::SocketAddress downstream_peer,
-              net::SocketAddress destination, uint32_t mark);
+  // `received`: bytes already read from downstream (while detecting the protocol); they go
+  // upstream first.
+  Passthrough(WorkerContext& worker, net::Fd downstream, net::SocketAddress downstream_peer,
+              net::SocketAddress destination, std::string received = {});
 
   // Connects upstream; on success both directions start.
   void start();
   // Closes both sides now (e.g. at shutdown).
-  void abort();
-
-  // Intrusive list of a worker's connections.
-  Passthrough* prev = nullptr;
-  Passthrough* next = nullptr;
+  void abort() override;
 
  private:
   // One direction: receive from `from`, send everything to `to`, in order.
@@ -118,23 +105,36 @@ class Passthrough final : public loop::Deferred {
     Passthrough& conn_;
   };
 
+  // Sends the bytes received before the passthrough started, then starts that direction.
+  class InitialSend final : public loop::Completion {
+   public:
+    explicit InitialSend(Passthrough& conn) : conn_(conn) {}
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    Passthrough& conn_;
+  };
+
   void onConnected(int32_t res);
+  void sendInitial();
   void onDirectionDone();
   void close(const char* why);
   void opDone();
 
+  WorkerContext& worker_;
   loop::Loop& loop_;
   loop::BufferPool& pool_;
-  PassthroughOwner& owner_;
   net::Fd downstream_;
   net::Fd upstream_;
   net::SocketAddress downstream_peer_;
   net::SocketAddress destination_;
-  uint32_t mark_;
+  std::string initial_;
+  size_t initial_sent_ = 0;
   Direction to_upstream_{*this, "downstream->upstream"};
   Direction to_downstream_{*this, "upstream->downstream"};
   Connect connect_{*this};
   ConnectTimeout connect_timeout_{*this};
+  InitialSend initial_send_{*this};
   __kernel_timespec connect_deadline_{};
   int pending_ops_ = 0;
   bool closing_ = false;

@@ -7,6 +7,8 @@
 #include <future>
 
 #include "net/socket.h"
+#include "proxy/passthrough.h"
+#include "proxy/protocol_detector.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
@@ -18,10 +20,12 @@ constexpr uint32_t kBufferSize = 64 * 1024;
 }  // namespace
 
 Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
-               redirect::OriginalDstMap original_dsts, uint32_t mark)
+               redirect::OriginalDstMap original_dsts,
+               std::shared_ptr<const ServiceTable> services, uint32_t mark)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
+      services_(std::move(services)),
       mark_(mark) {}
 
 Worker::~Worker() {
@@ -45,6 +49,9 @@ Status Worker::start() {
       return;
     }
     buffers_ = std::move(*buffers);
+    context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
+                                               /*seed=*/0x5eed0000u + index_);
+    loop_->setAfterBatch([this] { context_->flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [] {});
     ready.set_value(Status{});
     run();
@@ -74,16 +81,13 @@ void Worker::run() {
     loop_->runOnce(std::chrono::milliseconds(1000));
   }
   shutdownConnections();
-  // The ring goes first: it cancels what is still in flight, and only then are the
-  // connections and buffers those operations point to freed.
+  // The ring goes first: it cancels what is still in flight, and only then are the buffers
+  // those operations point to freed. Connections that did not finish closing by now are
+  // left to the process exit: freeing them could race with their cancelled operations.
+  loop_->setAfterBatch(nullptr);
   loop_.reset();
   waker_.reset();
   buffers_.reset();
-  while (connections_ != nullptr) {
-    Passthrough* connection = connections_;
-    connections_ = connection->next;
-    delete connection;
-  }
   listeners_.clear();
 }
 
@@ -94,10 +98,10 @@ void Worker::shutdownConnections() {
     io_uring_prep_cancel_fd(loop_->prepareIgnored(), listener.get(), IORING_ASYNC_CANCEL_ALL);
   }
   listeners_.clear();
-  for (Passthrough* c = connections_; c != nullptr; c = c->next) c->abort();
+  context_->abortAll();
   // Give the cancellations a moment to complete, so that peers see an orderly close.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-  while (connections_ != nullptr && std::chrono::steady_clock::now() < deadline) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (!context_->idle() && std::chrono::steady_clock::now() < deadline) {
     loop_->runOnce(std::chrono::milliseconds(50));
   }
 }
@@ -138,31 +142,20 @@ void Worker::onAccepted(int fd) {
     }
     return;
   }
-  auto* connection = new Passthrough(*loop_, *buffers_, *this, std::move(downstream), *peer,
-                                     original->destination, mark_);
-  connection->next = connections_;
-  if (connections_ != nullptr) connections_->prev = connection;
-  connections_ = connection;
-  stats_.active.fetch_add(1, std::memory_order_relaxed);
-  connection->start();
-}
-
-void Worker::onUpstreamFailed(const net::SocketAddress& downstream_peer,
-                              const net::SocketAddress& destination, const char* why) {
-  uint64_t suppressed = 0;
-  if (upstream_log_.allow(&suppressed)) {
-    log::warn("{} -> {}: {} ({} more upstream failures not logged)", downstream_peer.toString(),
-              destination.toString(), why, suppressed);
+  net::setNoDelay(downstream.get());
+  const ServiceEntry* service = context_->service(original->service_id);
+  if (service != nullptr && service->endpoints && !service->endpoints->empty()) {
+    auto* detector = new ProtocolDetector(*context_, std::move(downstream), *peer,
+                                          original->destination, *service);
+    context_->add(detector);
+    detector->start();
+    return;
   }
-}
-
-void Worker::onClosed(Passthrough* connection) {
-  if (connection->prev != nullptr) connection->prev->next = connection->next;
-  if (connection->next != nullptr) connection->next->prev = connection->prev;
-  if (connections_ == connection) connections_ = connection->next;
-  connection->prev = connection->next = nullptr;
-  stats_.active.fetch_sub(1, std::memory_order_relaxed);
-  loop_->deferDelete(std::unique_ptr<loop::Deferred>(connection));
+  // No endpoints known for the service: the ClusterIP still works, so pass through to it.
+  auto* passthrough =
+      new Passthrough(*context_, std::move(downstream), *peer, original->destination);
+  context_->add(passthrough);
+  passthrough->start();
 }
 
 }  // namespace spindle::proxy

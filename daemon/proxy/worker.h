@@ -1,5 +1,5 @@
 // A worker: one thread, one io_uring, its own SO_REUSEPORT listeners and connections.
-// Nothing here is shared with other workers except the kernel maps.
+// Nothing here is shared with other workers except the kernel maps and the endpoints' load.
 #pragma once
 
 #include <atomic>
@@ -12,7 +12,7 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/fd.h"
-#include "proxy/passthrough.h"
+#include "proxy/worker_context.h"
 #include "redirect/redirector.h"
 #include "util/rate_limit.h"
 
@@ -21,13 +21,12 @@ namespace spindle::proxy {
 struct WorkerStats {
   std::atomic<uint64_t> accepted{0};
   std::atomic<uint64_t> rejected{0};  // not redirected by spindle: closed at once
-  std::atomic<uint64_t> active{0};
 };
 
-class Worker final : private PassthroughOwner {
+class Worker {
  public:
   Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
-         uint32_t mark);
+         std::shared_ptr<const ServiceTable> services, uint32_t mark);
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -52,26 +51,23 @@ class Worker final : private PassthroughOwner {
 
   void run();
   void onAccepted(int fd);
-  void onClosed(Passthrough* connection) override;
-  void onUpstreamFailed(const net::SocketAddress& downstream_peer,
-                        const net::SocketAddress& destination, const char* why) override;
   void shutdownConnections();
 
   unsigned index_;
   std::vector<net::Fd> listeners_;
   redirect::OriginalDstMap original_dsts_;
+  std::shared_ptr<const ServiceTable> services_;
   uint32_t mark_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
   std::unique_ptr<loop::BufferPool> buffers_;
+  std::unique_ptr<WorkerContext> context_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
-  Passthrough* connections_ = nullptr;  // intrusive list head
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   WorkerStats stats_;
-  // A flood of rejected or failing connects must not flood the log.
+  // A flood of rejected connects must not flood the log.
   RateLimit reject_log_{std::chrono::seconds(1)};
-  RateLimit upstream_log_{std::chrono::seconds(1)};
 };
 
 }  // namespace spindle::proxy

@@ -1,0 +1,58 @@
+#include "h2/headers.h"
+
+namespace spindle::h2 {
+
+void HeaderBlock::add(std::string_view name, std::string_view value) {
+  Field field{};
+  field.name_offset = static_cast<uint32_t>(arena_.size());
+  field.name_length = static_cast<uint32_t>(name.size());
+  arena_.append(name);
+  field.value_offset = static_cast<uint32_t>(arena_.size());
+  field.value_length = static_cast<uint32_t>(value.size());
+  arena_.append(value);
+  fields_.push_back(field);
+  list_size_ += name.size() + value.size() + 32;
+}
+
+void HeaderBlock::clear() {
+  arena_.clear();
+  fields_.clear();
+  nv_.clear();
+  list_size_ = 0;
+}
+
+std::string_view HeaderBlock::name(size_t i) const {
+  return std::string_view(arena_).substr(fields_[i].name_offset, fields_[i].name_length);
+}
+
+std::string_view HeaderBlock::value(size_t i) const {
+  return std::string_view(arena_).substr(fields_[i].value_offset, fields_[i].value_length);
+}
+
+std::string_view HeaderBlock::find(std::string_view wanted) const {
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    if (name(i) == wanted) return value(i);
+  }
+  return {};
+}
+
+const std::vector<nghttp2_nv>& HeaderBlock::nv() const {
+  nv_.clear();
+  nv_.reserve(fields_.size());
+  // nghttp2's API takes non-const pointers but only reads through them.
+  auto* base = reinterpret_cast<uint8_t*>(const_cast<char*>(arena_.data()));
+  for (const Field& field : fields_) {
+    nghttp2_nv entry{};
+    entry.name = base + field.name_offset;
+    entry.namelen = field.name_length;
+    entry.value = base + field.value_offset;
+    entry.valuelen = field.value_length;
+    // nghttp2 copies the block when it is submitted: the call that owns this block may be
+    // gone before the frame is written.
+    entry.flags = NGHTTP2_NV_FLAG_NONE;
+    nv_.push_back(entry);
+  }
+  return nv_;
+}
+
+}  // namespace spindle::h2

@@ -1,0 +1,113 @@
+// An HTTP/2 session driven by bytes in and bytes out: no sockets here. The event loop feeds
+// what it received to receive() and sends what produce() returns. Events go to a Listener.
+//
+// Flow control is manual: the session never gives window back by itself; the owner calls
+// consume() once the bytes it was handed have been taken by the other side.
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "h2/headers.h"
+#include "util/result.h"
+
+namespace spindle::h2 {
+
+enum class Role { kServer, kClient };
+
+// What the proxy advertises and enforces; defaults are those of design.md.
+struct Settings {
+  uint32_t max_concurrent_streams = 100;
+  uint32_t stream_window = 64 * 1024;
+  uint32_t connection_window = 1024 * 1024;
+  uint32_t max_header_list_advertised = 16 * 1024;
+  uint32_t max_header_list_hard = 64 * 1024;
+  uint32_t max_header_count = 100;
+};
+
+Settings downstreamSettings();
+Settings upstreamSettings();
+
+// A header block that the session received.
+enum class HeadersKind {
+  kRequest,   // server: a new stream's request headers
+  kResponse,  // client: the response's first header block (1xx are skipped)
+  kTrailers,  // either: a header block after the body
+};
+
+class Listener {
+ public:
+  // A stream started (server: request headers are coming). Returning false refuses it.
+  virtual bool onStreamBegin(int32_t stream_id) = 0;
+  // A complete header block; end_stream: nothing follows on this stream from the peer.
+  virtual void onHeaders(int32_t stream_id, HeadersKind kind, HeaderBlock&& headers,
+                         bool end_stream) = 0;
+  virtual void onData(int32_t stream_id, const uint8_t* data, size_t length) = 0;
+  // The peer finished its side of the stream with a DATA frame's END_STREAM.
+  virtual void onEndOfData(int32_t stream_id) = 0;
+  // The stream is closed both ways; error_code is NGHTTP2_NO_ERROR or why it was reset.
+  virtual void onStreamClose(int32_t stream_id, uint32_t error_code) = 0;
+  virtual void onGoaway(int32_t last_stream_id, uint32_t error_code) = 0;
+  // The peer's SETTINGS arrived (client: how many streams it takes).
+  virtual void onRemoteSettings() = 0;
+  // Body of the stream to send: copy at most `length` bytes into `buffer`. Return the count;
+  // 0 with *end == false defers (resume() when there is more); *end ends the body.
+  // *trailers_follow: end the body without END_STREAM (the caller then submits trailers).
+  virtual size_t readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
+                          bool* trailers_follow) = 0;
+
+ protected:
+  ~Listener() = default;
+};
+
+class Session {
+ public:
+  static std::unique_ptr<Session> create(Role role, const Settings& settings, Listener& listener);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Feeds received bytes. An error is fatal for the connection (a protocol violation the
+  // session answered with GOAWAY: produce() still has that to send).
+  Status receive(const uint8_t* data, size_t length);
+  // Appends what the session wants to send to `out`, up to about `limit` bytes in `out`.
+  void produce(std::string& out, size_t limit);
+  bool wantsToRead() const;
+  bool wantsToWrite() const;
+
+  // Client: a new stream. Returns its id, or a negative nghttp2 error.
+  int32_t submitRequest(const HeaderBlock& headers, bool has_body);
+  // Server: the response headers, with or without a body to follow.
+  int submitResponse(int32_t stream_id, const HeaderBlock& headers, bool has_body);
+  int submitTrailers(int32_t stream_id, const HeaderBlock& trailers);
+  void resetStream(int32_t stream_id, uint32_t error_code);
+  // There is body to send again on a stream whose readBody deferred.
+  void resume(int32_t stream_id);
+  // Gives `length` bytes of window back to the peer (the bytes were passed on).
+  void consume(int32_t stream_id, size_t length);
+  void goaway(uint32_t error_code, std::string_view reason = {});
+
+  uint32_t remoteMaxConcurrentStreams() const;
+  // The last stream id the peer accepted in its GOAWAY, or -1 when none was received.
+  int32_t goawayLastStreamId() const { return goaway_last_stream_id_; }
+
+ private:
+  friend struct Callbacks;
+  Session(Role role, const Settings& settings, Listener& listener)
+      : role_(role), settings_(settings), listener_(listener) {}
+
+  Role role_;
+  Settings settings_;
+  Listener& listener_;
+  nghttp2_session* session_ = nullptr;
+  HeaderBlock pending_headers_;  // the block being received (one at a time per connection)
+  int32_t pending_stream_ = 0;
+  bool pending_too_large_ = false;
+  int32_t goaway_last_stream_id_ = -1;
+};
+
+}  // namespace spindle::h2

@@ -1,0 +1,180 @@
+#include "proxy/call.h"
+
+#include <fmt/core.h>
+#include <nghttp2/nghttp2.h>
+
+#include "proxy/downstream.h"
+#include "proxy/upstream.h"
+#include "proxy/worker_context.h"
+#include "util/log.h"
+
+namespace spindle::proxy {
+
+Call::Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
+           const ServiceEntry& service)
+    : worker_(worker),
+      downstream_(&downstream),
+      downstream_stream_(stream_id),
+      service_(service),
+      endpoints_(service.endpoints) {
+  request_body_.retain(kReplayLimit);
+}
+
+Call::~Call() { detachUpstream(); }
+
+const lb::Endpoint& Call::endpoint() const { return (*endpoints_)[endpoint_index_ - 1]; }
+
+void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
+  request_headers_ = std::move(headers);
+  request_ended_ = end_stream;
+  dispatch();
+}
+
+void Call::onRequestData(const uint8_t* data, size_t length) {
+  request_body_.append(data, length);
+  if (upstream_ != nullptr) upstream_->resumeRequest(upstream_stream_);
+}
+
+void Call::onRequestEnd() {
+  request_ended_ = true;
+  if (upstream_ != nullptr) upstream_->resumeRequest(upstream_stream_);
+}
+
+bool Call::canRetry() const {
+  return !response_started_ && request_body_.replayable() && attempts_ < kMaxAttempts &&
+         downstream_ != nullptr;
+}
+
+void Call::dispatch() {
+  if (downstream_ == nullptr) return;
+  ++attempts_;
+  auto index = worker_.picker(service_).pick(*endpoints_, tried_);
+  if (!index) {
+    failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
+    return;
+  }
+  endpoint_index_ = *index + 1;
+  tried_.add(*index);
+  (*endpoints_)[*index].load->total_calls.fetch_add(1, std::memory_order_relaxed);
+  worker_.upstreamFor((*endpoints_)[*index]).attach(*this);
+}
+
+void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
+  upstream_ = &upstream;
+  upstream_stream_ = stream_id;
+  request_read_ = 0;
+}
+
+void Call::detachUpstream() {
+  if (upstream_ == nullptr) return;
+  Upstream* upstream = upstream_;
+  upstream_ = nullptr;
+  upstream->detach(*this, upstream_stream_);
+  upstream_stream_ = -1;
+}
+
+size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
+  const size_t n = request_body_.read(buffer, length);
+  request_read_ += n;
+  // The bytes are with the upstream session now: give the app its window back, once per
+  // byte even when a retry reads them again.
+  if (request_read_ > request_consumed_) {
+    if (downstream_ != nullptr) {
+      downstream_->consumeRequest(downstream_stream_, request_read_ - request_consumed_);
+    }
+    request_consumed_ = request_read_;
+  }
+  request_body_.enforceRetainLimit();
+  *end = request_ended_ && request_body_.readable() == 0;
+  return n;
+}
+
+void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
+  response_started_ = true;
+  request_body_.stopRetaining();
+  if (end_stream) response_ended_ = true;
+  if (downstream_ != nullptr) {
+    downstream_->submitResponse(downstream_stream_, headers, /*has_body=*/!end_stream);
+  }
+}
+
+void Call::onResponseData(const uint8_t* data, size_t length) {
+  response_body_.append(data, length);
+  if (downstream_ != nullptr) {
+    downstream_->resumeResponse(downstream_stream_);
+  } else if (upstream_ != nullptr) {
+    upstream_->consumeResponse(upstream_stream_, length);
+  }
+}
+
+void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
+  response_trailers_ = std::move(trailers);
+  response_has_trailers_ = true;
+  response_ended_ = true;
+  if (downstream_ != nullptr) downstream_->resumeResponse(downstream_stream_);
+}
+
+void Call::onResponseEnd() {
+  response_ended_ = true;
+  if (downstream_ != nullptr) downstream_->resumeResponse(downstream_stream_);
+}
+
+size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow) {
+  const size_t n = response_body_.read(buffer, length);
+  if (n > 0 && upstream_ != nullptr) upstream_->consumeResponse(upstream_stream_, n);
+  if (response_ended_ && response_body_.readable() == 0) {
+    *end = true;
+    if (response_has_trailers_ && downstream_ != nullptr) {
+      *trailers_follow = true;
+      downstream_->submitTrailers(downstream_stream_, response_trailers_);
+    }
+  }
+  return n;
+}
+
+void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
+  upstream_ = nullptr;
+  upstream_stream_ = -1;
+  if (downstream_ == nullptr || response_ended_) return;
+
+  // Sent again only when the endpoint never processed the call: the connection never came
+  // up, or the stream was refused (REFUSED_STREAM, or above a GOAWAY's last-stream-id).
+  const bool unprocessed = how == UpstreamEnd::kConnectFailed ||
+                           (how == UpstreamEnd::kClosed && error_code == NGHTTP2_REFUSED_STREAM);
+  if (unprocessed && canRetry()) {
+    request_body_.rewind();
+    dispatch();
+    return;
+  }
+  if (!response_started_) {
+    failUnavailable(how == UpstreamEnd::kClosed
+                        ? fmt::format("upstream reset the call ({})", nghttp2_http2_strerror(error_code))
+                        : how == UpstreamEnd::kConnectFailed ? "could not connect to an endpoint"
+                                                             : "upstream connection lost");
+    return;
+  }
+  // The response is under way: the app sees the reset with the endpoint's meaning.
+  const uint32_t code = how == UpstreamEnd::kClosed && error_code != NGHTTP2_NO_ERROR
+                            ? error_code
+                            : static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR);
+  downstream_->resetStream(downstream_stream_, code);
+}
+
+void Call::onDownstreamClosed(uint32_t error_code) {
+  downstream_ = nullptr;
+  if (upstream_ != nullptr && !response_ended_) {
+    // The app cancelled (or its connection went): cancel upstream too.
+    upstream_->cancel(upstream_stream_, error_code == NGHTTP2_NO_ERROR
+                                            ? static_cast<uint32_t>(NGHTTP2_CANCEL)
+                                            : error_code);
+  }
+  detachUpstream();
+}
+
+void Call::failUnavailable(std::string_view why) {
+  if (downstream_ == nullptr) return;
+  downstream_->failCall(downstream_stream_,
+                        fmt::format("spindle: service {}: {}", service_.name, why));
+}
+
+}  // namespace spindle::proxy

@@ -1,0 +1,99 @@
+// One gRPC call (one HTTP/2 stream) through the proxy: the downstream stream from the Pod
+// that called, and the upstream stream on a connection to the endpoint picked for it. It
+// moves headers, body and trailers between the two sessions, gives flow-control window back
+// only once the other side has taken the bytes, and sends the call to another endpoint when
+// the first never processed it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "h2/headers.h"
+#include "lb/endpoints.h"
+#include "lb/picker.h"
+#include "proxy/byte_queue.h"
+
+namespace spindle::proxy {
+
+class H2Downstream;
+class Upstream;
+class WorkerContext;
+struct ServiceEntry;
+
+// Why an upstream stream ended without a complete response.
+enum class UpstreamEnd {
+  kClosed,         // the stream closed; see the HTTP/2 error code
+  kConnectFailed,  // the connection never came up: nothing was sent
+  kConnectionLost, // the connection failed with the stream open
+};
+
+class Call {
+ public:
+  // A request body up to this size is kept so the call can be sent again elsewhere.
+  static constexpr size_t kReplayLimit = 64 * 1024;
+  static constexpr int kMaxAttempts = 3;
+
+  Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
+       const ServiceEntry& service);
+  ~Call();
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  // --- from the downstream session ---
+  void onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream);
+  void onRequestData(const uint8_t* data, size_t length);
+  void onRequestEnd();
+  // The downstream stream closed (finished, or reset by the app): cancel what is upstream.
+  void onDownstreamClosed(uint32_t error_code);
+  size_t readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow);
+
+  // --- from the upstream connection ---
+  // The upstream stream was opened for this call.
+  void onUpstreamAttached(Upstream& upstream, int32_t stream_id);
+  void onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream);
+  void onResponseData(const uint8_t* data, size_t length);
+  void onResponseTrailers(h2::HeaderBlock&& trailers);
+  void onResponseEnd();
+  void onUpstreamEnded(UpstreamEnd how, uint32_t error_code);
+  size_t readRequestBody(uint8_t* buffer, size_t length, bool* end);
+  bool requestHasBody() const { return !request_ended_ || request_body_.readable() > 0; }
+  const h2::HeaderBlock& requestHeaders() const { return request_headers_; }
+
+  int32_t downstreamStream() const { return downstream_stream_; }
+
+ private:
+  const lb::Endpoint& endpoint() const;
+  // Picks an endpoint (not one already tried) and hands the call to its upstream pool.
+  void dispatch();
+  void detachUpstream();
+  // Answers the app with a gRPC error when the call cannot be sent anywhere.
+  void failUnavailable(std::string_view why);
+  bool canRetry() const;
+
+  WorkerContext& worker_;
+  H2Downstream* downstream_;  // null once the downstream stream closed
+  int32_t downstream_stream_;
+  const ServiceEntry& service_;
+  lb::EndpointSetPtr endpoints_;  // the snapshot the call was balanced over
+  size_t endpoint_index_ = 0;     // 1 + index in endpoints_, 0 = none
+  lb::Exclusions tried_;
+  int attempts_ = 0;
+
+  Upstream* upstream_ = nullptr;
+  int32_t upstream_stream_ = -1;
+
+  h2::HeaderBlock request_headers_;
+  ByteQueue request_body_;
+  size_t request_read_ = 0;      // bytes read by the current attempt
+  size_t request_consumed_ = 0;  // bytes whose window went back to the app
+  bool request_ended_ = false;
+
+  ByteQueue response_body_;
+  h2::HeaderBlock response_trailers_;
+  bool response_started_ = false;
+  bool response_has_trailers_ = false;
+  bool response_ended_ = false;
+};
+
+}  // namespace spindle::proxy

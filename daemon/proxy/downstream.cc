@@ -1,0 +1,123 @@
+#include "proxy/downstream.h"
+
+#include "proxy/worker_context.h"
+#include "util/log.h"
+
+namespace spindle::proxy {
+
+H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+                           const ServiceEntry& service)
+    : H2Connection(worker, std::move(fd), peer), service_(service) {
+  session_ = h2::Session::create(h2::Role::kServer, h2::downstreamSettings(), *this);
+}
+
+Status H2Downstream::start(const std::string& received) {
+  markDirty();  // our SETTINGS go out at once
+  Status status = session_->receive(reinterpret_cast<const uint8_t*>(received.data()),
+                                    received.size());
+  if (!status) return status;
+  startReading();
+  return {};
+}
+
+Call* H2Downstream::callOf(int32_t stream_id) const {
+  auto it = calls_.find(stream_id);
+  return it == calls_.end() ? nullptr : it->second.get();
+}
+
+bool H2Downstream::onStreamBegin(int32_t stream_id) {
+  calls_.emplace(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_));
+  return true;
+}
+
+void H2Downstream::onHeaders(int32_t stream_id, h2::HeadersKind kind, h2::HeaderBlock&& headers,
+                             bool end_stream) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) return;
+  if (kind == h2::HeadersKind::kRequest) {
+    call->onRequestHeaders(std::move(headers), end_stream);
+  } else {
+    // Request trailers: gRPC has none; HTTP/2 allows them. The body ends here.
+    call->onRequestEnd();
+  }
+}
+
+void H2Downstream::onData(int32_t stream_id, const uint8_t* data, size_t length) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) {
+    session_->consume(stream_id, length);
+    return;
+  }
+  call->onRequestData(data, length);
+}
+
+void H2Downstream::onEndOfData(int32_t stream_id) {
+  if (Call* call = callOf(stream_id)) call->onRequestEnd();
+}
+
+void H2Downstream::onStreamClose(int32_t stream_id, uint32_t error_code) {
+  auto it = calls_.find(stream_id);
+  if (it == calls_.end()) return;
+  std::unique_ptr<Call> call = std::move(it->second);
+  calls_.erase(it);
+  call->onDownstreamClosed(error_code);
+}
+
+size_t H2Downstream::readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
+                              bool* trailers_follow) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) {
+    *end = true;
+    return 0;
+  }
+  return call->readResponseBody(buffer, length, end, trailers_follow);
+}
+
+void H2Downstream::submitResponse(int32_t stream_id, const h2::HeaderBlock& headers,
+                                  bool has_body) {
+  if (session_->submitResponse(stream_id, headers, has_body) != 0) {
+    session_->resetStream(stream_id, NGHTTP2_INTERNAL_ERROR);
+  }
+  markDirty();
+}
+
+void H2Downstream::submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers) {
+  session_->submitTrailers(stream_id, trailers);
+  markDirty();
+}
+
+void H2Downstream::resumeResponse(int32_t stream_id) {
+  session_->resume(stream_id);
+  markDirty();
+}
+
+void H2Downstream::consumeRequest(int32_t stream_id, size_t length) {
+  session_->consume(stream_id, length);
+  markDirty();
+}
+
+void H2Downstream::resetStream(int32_t stream_id, uint32_t error_code) {
+  session_->resetStream(stream_id, error_code);
+  markDirty();
+}
+
+void H2Downstream::failCall(int32_t stream_id, const std::string& message) {
+  // A trailers-only response: what a gRPC server sends for an error before any message.
+  h2::HeaderBlock headers;
+  headers.add(":status", "200");
+  headers.add("content-type", "application/grpc");
+  headers.add("grpc-status", "14");  // UNAVAILABLE
+  headers.add("grpc-message", message);
+  submitResponse(stream_id, headers, /*has_body=*/false);
+}
+
+void H2Downstream::onClosing() {
+  // Every call still here is cut off: cancel its upstream stream.
+  auto calls = std::move(calls_);
+  calls_.clear();
+  for (auto& [stream_id, call] : calls) call->onDownstreamClosed(NGHTTP2_CANCEL);
+}
+
+void H2Downstream::onClosed() { worker_.remove(this); }
+
+}  // namespace spindle::proxy

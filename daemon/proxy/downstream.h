@@ -1,0 +1,56 @@
+// A connection from a Pod that speaks HTTP/2: spindle is its server. Every stream becomes a
+// Call that is balanced on its own.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "h2/session.h"
+#include "proxy/call.h"
+#include "proxy/h2_connection.h"
+
+namespace spindle::proxy {
+
+struct ServiceEntry;
+
+class H2Downstream final : public H2Connection, private h2::Listener {
+ public:
+  // `received`: the bytes already read while detecting the protocol (the client preface).
+  H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+               const ServiceEntry& service);
+  Status start(const std::string& received);
+
+  // --- for its calls ---
+  void submitResponse(int32_t stream_id, const h2::HeaderBlock& headers, bool has_body);
+  void submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers);
+  void resumeResponse(int32_t stream_id);
+  void consumeRequest(int32_t stream_id, size_t length);
+  void resetStream(int32_t stream_id, uint32_t error_code);
+  // Ends the call with a gRPC error (UNAVAILABLE) as a trailers-only response.
+  void failCall(int32_t stream_id, const std::string& message);
+
+ private:
+  void onClosing() override;
+  void onClosed() override;
+
+  // h2::Listener
+  bool onStreamBegin(int32_t stream_id) override;
+  void onHeaders(int32_t stream_id, h2::HeadersKind kind, h2::HeaderBlock&& headers,
+                 bool end_stream) override;
+  void onData(int32_t stream_id, const uint8_t* data, size_t length) override;
+  void onEndOfData(int32_t stream_id) override;
+  void onStreamClose(int32_t stream_id, uint32_t error_code) override;
+  void onGoaway(int32_t /*last_stream_id*/, uint32_t /*error_code*/) override {}
+  void onRemoteSettings() override {}
+  size_t readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
+                  bool* trailers_follow) override;
+
+  Call* callOf(int32_t stream_id) const;
+
+  const ServiceEntry& service_;
+  std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
+};
+
+}  // namespace spindle::proxy

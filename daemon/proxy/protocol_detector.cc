@@ -1,0 +1,109 @@
+#include "proxy/protocol_detector.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include "proxy/downstream.h"
+#include "proxy/passthrough.h"
+#include "proxy/worker_context.h"
+#include "util/log.h"
+
+namespace spindle::proxy {
+namespace {
+constexpr std::string_view kPreface(NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
+static_assert(kPreface.size() == 24);
+}  // namespace
+
+ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+                                   net::SocketAddress destination, const ServiceEntry& service)
+    : worker_(worker),
+      fd_(std::move(fd)),
+      peer_(peer),
+      destination_(destination),
+      service_(service) {}
+
+void ProtocolDetector::start() {
+  // Each receive waits at most kWaitNanos (a linked timeout); a preface split over several
+  // segments is rare and each piece gets the same bound.
+  wait_ts_.tv_sec = kWaitNanos / 1'000'000'000;
+  wait_ts_.tv_nsec = kWaitNanos % 1'000'000'000;
+  receive();
+}
+
+void ProtocolDetector::receive() {
+  io_uring_sqe* sqe = worker_.loop().prepare(&recv_);
+  io_uring_prep_recv(sqe, fd_.get(), buffer_ + received_, sizeof(buffer_) - received_, 0);
+  sqe->flags |= IOSQE_IO_LINK;
+  io_uring_prep_link_timeout(worker_.loop().prepare(&wait_), &wait_ts_, 0);
+  pending_ops_ += 2;
+}
+
+void ProtocolDetector::Recv::complete(int32_t res, uint32_t /*flags*/) {
+  detector_.pending_ops_--;
+  detector_.onReceived(res);
+  detector_.opDone();
+}
+
+void ProtocolDetector::Wait::complete(int32_t /*res*/, uint32_t /*flags*/) {
+  detector_.pending_ops_--;
+  detector_.opDone();
+}
+
+void ProtocolDetector::onReceived(int32_t res) {
+  if (done_) return;
+  if (res == -ECANCELED) {
+    handOver(false);  // the client waits for the server to speak first
+    return;
+  }
+  if (res == 0 || res < 0) {
+    if (res == 0 && received_ > 0) {
+      handOver(false);  // a short message and a FIN: pass both on
+    } else {
+      done_ = true;  // gone before saying anything: nothing to forward
+    }
+    return;
+  }
+  received_ += static_cast<size_t>(res);
+  const std::string_view seen(buffer_, received_);
+  if (seen != kPreface.substr(0, received_)) {
+    handOver(false);
+  } else if (received_ == kPreface.size()) {
+    handOver(true);
+  } else {
+    receive();
+  }
+}
+
+void ProtocolDetector::handOver(bool http2) {
+  done_ = true;
+  std::string received(buffer_, received_);
+  if (http2) {
+    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_);
+    worker_.add(downstream);
+    if (Status s = downstream->start(received); !s) downstream->abort();
+    return;
+  }
+  auto* passthrough =
+      new Passthrough(worker_, std::move(fd_), peer_, destination_, std::move(received));
+  worker_.add(passthrough);
+  passthrough->start();
+}
+
+void ProtocolDetector::abort() {
+  done_ = true;
+  if (pending_ops_ > 0 && fd_.valid()) {
+    io_uring_prep_cancel_fd(worker_.loop().prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
+  }
+  opDone();
+}
+
+void ProtocolDetector::opDone() {
+  if (!done_ || pending_ops_ > 0) return;
+  pending_ops_ = -1;  // once
+  worker_.remove(this);
+}
+
+}  // namespace spindle::proxy

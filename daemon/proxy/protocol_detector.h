@@ -1,0 +1,66 @@
+// The first bytes of a redirected connection decide how it is served: the HTTP/2 client
+// preface means gRPC, balanced per call; anything else (TLS, HTTP/1.1, other protocols) is
+// passed through at L4 to where the app meant to go. A client that sends nothing (a protocol
+// where the server speaks first) is passed through after a short wait.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "loop/loop.h"
+#include "net/address.h"
+#include "net/fd.h"
+#include "proxy/connection.h"
+
+namespace spindle::proxy {
+
+class WorkerContext;
+struct ServiceEntry;
+
+class ProtocolDetector final : public Connection {
+ public:
+  static constexpr int64_t kWaitNanos = 1'000'000'000;
+
+  ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+                   net::SocketAddress destination, const ServiceEntry& service);
+  void start();
+  void abort() override;
+
+ private:
+  class Recv final : public loop::Completion {
+   public:
+    explicit Recv(ProtocolDetector& detector) : detector_(detector) {}
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    ProtocolDetector& detector_;
+  };
+  class Wait final : public loop::Completion {
+   public:
+    explicit Wait(ProtocolDetector& detector) : detector_(detector) {}
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    ProtocolDetector& detector_;
+  };
+
+  void receive();
+  void onReceived(int32_t res);
+  void handOver(bool http2);
+  void opDone();
+
+  WorkerContext& worker_;
+  net::Fd fd_;
+  net::SocketAddress peer_;
+  net::SocketAddress destination_;
+  const ServiceEntry& service_;
+  Recv recv_{*this};
+  Wait wait_{*this};
+  __kernel_timespec wait_ts_{};
+  char buffer_[24] = {};
+  size_t received_ = 0;
+  int pending_ops_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace spindle::proxy

@@ -1,0 +1,179 @@
+#include "proxy/upstream.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "net/socket.h"
+#include "proxy/call.h"
+#include "proxy/worker_context.h"
+#include "util/log.h"
+
+namespace spindle::proxy {
+
+Upstream::Upstream(WorkerContext& worker, const lb::Endpoint& endpoint)
+    : H2Connection(worker, net::Fd(), endpoint.address), endpoint_(endpoint) {
+  connected_ = false;
+  session_ = h2::Session::create(h2::Role::kClient, h2::upstreamSettings(), *this);
+}
+
+void Upstream::connect() {
+  auto socket = net::connectingSocket(endpoint_.address.family(), worker_.mark());
+  if (!socket) {
+    worker_.logUpstreamFailure(endpoint_.address, endpoint_.address, socket.error().c_str());
+    worker_.forgetUpstream(this);
+    endAll(/*connect_failed=*/true);
+    close("no socket");
+    return;
+  }
+  fd_ = std::move(*socket);
+  io_uring_sqe* sqe = worker_.loop().prepare(&connect_op_);
+  io_uring_prep_connect(sqe, fd_.get(), endpoint_.address.asSockaddr(), endpoint_.address.length());
+  sqe->flags |= IOSQE_IO_LINK;
+  connect_deadline_.tv_sec = kConnectTimeoutNanos / 1'000'000'000;
+  connect_deadline_.tv_nsec = kConnectTimeoutNanos % 1'000'000'000;
+  io_uring_prep_link_timeout(worker_.loop().prepare(&connect_timeout_op_), &connect_deadline_, 0);
+  opStarted();
+  opStarted();
+}
+
+void Upstream::ConnectOp::complete(int32_t res, uint32_t /*flags*/) {
+  upstream_.onConnected(res);
+  upstream_.opFinished();
+}
+
+void Upstream::ConnectTimeoutOp::complete(int32_t /*res*/, uint32_t /*flags*/) {
+  upstream_.opFinished();
+}
+
+void Upstream::onConnected(int32_t res) {
+  if (closing()) return;
+  if (res < 0) {
+    worker_.logUpstreamFailure(endpoint_.address, endpoint_.address,
+                               res == -ECANCELED ? "connect timed out" : std::strerror(-res));
+    // Nothing was sent: every call here can go to another endpoint (not this one).
+    worker_.forgetUpstream(this);
+    endAll(/*connect_failed=*/true);
+    close("connect failed");
+    return;
+  }
+  connected_ = true;
+  startReading();
+  markDirty();
+}
+
+bool Upstream::hasRoom() const {
+  if (closing() || draining_) return false;
+  return streams_.size() < session_->remoteMaxConcurrentStreams();
+}
+
+void Upstream::attach(Call& call) {
+  const int32_t stream_id = session_->submitRequest(call.requestHeaders(), call.requestHasBody());
+  if (stream_id < 0) {
+    call.onUpstreamEnded(UpstreamEnd::kConnectFailed, NGHTTP2_REFUSED_STREAM);
+    return;
+  }
+  streams_[stream_id] = &call;
+  endpoint_.load->active_streams.fetch_add(1, std::memory_order_relaxed);
+  call.onUpstreamAttached(*this, stream_id);
+  markDirty();
+}
+
+void Upstream::detach(Call& call, int32_t stream_id) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end() || it->second != &call) return;
+  streams_.erase(it);
+  endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
+  // A draining connection closes once its last stream is gone.
+  if (draining_ && streams_.empty()) markDirty();
+}
+
+void Upstream::cancel(int32_t stream_id, uint32_t error_code) {
+  session_->resetStream(stream_id, error_code);
+  markDirty();
+}
+
+void Upstream::resumeRequest(int32_t stream_id) {
+  session_->resume(stream_id);
+  markDirty();
+}
+
+void Upstream::consumeResponse(int32_t stream_id, size_t length) {
+  session_->consume(stream_id, length);
+  markDirty();
+}
+
+Call* Upstream::callOf(int32_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+bool Upstream::onStreamBegin(int32_t /*stream_id*/) { return true; }
+
+void Upstream::onHeaders(int32_t stream_id, h2::HeadersKind kind, h2::HeaderBlock&& headers,
+                         bool end_stream) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) return;
+  if (kind == h2::HeadersKind::kResponse) {
+    call->onResponseHeaders(std::move(headers), end_stream);
+  } else {
+    call->onResponseTrailers(std::move(headers));
+  }
+}
+
+void Upstream::onData(int32_t stream_id, const uint8_t* data, size_t length) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) {
+    session_->consume(stream_id, length);  // nobody to take it: give the window back
+    return;
+  }
+  call->onResponseData(data, length);
+}
+
+void Upstream::onEndOfData(int32_t stream_id) {
+  if (Call* call = callOf(stream_id)) call->onResponseEnd();
+}
+
+void Upstream::onStreamClose(int32_t stream_id, uint32_t error_code) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) return;
+  detach(*call, stream_id);
+  call->onUpstreamEnded(UpstreamEnd::kClosed, error_code);
+}
+
+void Upstream::onGoaway(int32_t /*last_stream_id*/, uint32_t /*error_code*/) {
+  // No new calls here. nghttp2 closes the streams above last-stream-id as REFUSED_STREAM,
+  // and their calls go elsewhere; the others finish.
+  draining_ = true;
+  worker_.forgetUpstream(this);
+  if (streams_.empty()) markDirty();
+}
+
+size_t Upstream::readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
+                          bool* /*trailers_follow*/) {
+  Call* call = callOf(stream_id);
+  if (call == nullptr) {
+    *end = true;
+    return 0;
+  }
+  return call->readRequestBody(buffer, length, end);
+}
+
+void Upstream::endAll(bool connect_failed) {
+  // Calls detach as they are told; take the list first.
+  std::unordered_map<int32_t, Call*> streams;
+  streams.swap(streams_);
+  for (auto& [stream_id, call] : streams) {
+    endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
+    call->onUpstreamEnded(connect_failed ? UpstreamEnd::kConnectFailed : UpstreamEnd::kConnectionLost,
+                          NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+void Upstream::onClosing() {
+  worker_.forgetUpstream(this);
+  endAll(/*connect_failed=*/!connected_);
+}
+
+void Upstream::onClosed() { worker_.remove(this); }
+
+}  // namespace spindle::proxy

@@ -1,0 +1,87 @@
+// One HTTP/2 connection from a worker to an endpoint, carrying many calls. Opened on demand,
+// with a connect timeout; calls that arrive while it connects are queued in the session. A
+// GOAWAY from the endpoint stops new calls here; streams above its last-stream-id come back
+// to their calls as refused, which send them elsewhere.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "h2/session.h"
+#include "lb/endpoints.h"
+#include "proxy/h2_connection.h"
+
+namespace spindle::proxy {
+
+class Call;
+
+class Upstream final : public H2Connection, private h2::Listener {
+ public:
+  static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
+
+  Upstream(WorkerContext& worker, const lb::Endpoint& endpoint);
+
+  void connect();
+  // Takes a call: submits its request (sent once connected).
+  void attach(Call& call);
+  // The call is done with this connection (its stream closed, or the call went away).
+  void detach(Call& call, int32_t stream_id);
+  // Resets the call's stream (the app cancelled).
+  void cancel(int32_t stream_id, uint32_t error_code);
+  void resumeRequest(int32_t stream_id);
+  void consumeResponse(int32_t stream_id, size_t length);
+
+  // Room for another call: not draining, and under the peer's stream limit.
+  bool hasRoom() const;
+  const lb::EndpointLoad* loadKey() const { return endpoint_.load.get(); }
+
+ private:
+  class ConnectOp final : public loop::Completion {
+   public:
+    explicit ConnectOp(Upstream& upstream) : upstream_(upstream) {}
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    Upstream& upstream_;
+  };
+  class ConnectTimeoutOp final : public loop::Completion {
+   public:
+    explicit ConnectTimeoutOp(Upstream& upstream) : upstream_(upstream) {}
+    void complete(int32_t res, uint32_t flags) override;
+
+   private:
+    Upstream& upstream_;
+  };
+
+  void onConnected(int32_t res);
+  void endAll(bool connect_failed);
+  void onClosing() override;
+  void onClosed() override;
+
+  // h2::Listener
+  bool onStreamBegin(int32_t stream_id) override;
+  void onHeaders(int32_t stream_id, h2::HeadersKind kind, h2::HeaderBlock&& headers,
+                 bool end_stream) override;
+  void onData(int32_t stream_id, const uint8_t* data, size_t length) override;
+  void onEndOfData(int32_t stream_id) override;
+  void onStreamClose(int32_t stream_id, uint32_t error_code) override;
+  void onGoaway(int32_t last_stream_id, uint32_t error_code) override;
+  void onRemoteSettings() override {}
+  size_t readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
+                  bool* trailers_follow) override;
+
+  Call* callOf(int32_t stream_id) const;
+
+  lb::Endpoint endpoint_;
+  ConnectOp connect_op_{*this};
+  ConnectTimeoutOp connect_timeout_op_{*this};
+  __kernel_timespec connect_deadline_{};
+  bool draining_ = false;
+  // Requests are submitted to the session at once, also while connecting: the session holds
+  // them until the socket is up.
+  std::unordered_map<int32_t, Call*> streams_;
+};
+
+}  // namespace spindle::proxy
