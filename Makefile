@@ -10,7 +10,7 @@ BPFTOOL    ?= bpftool
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev
 DEPS_TEST  := iproute2 nftables python3 util-linux
-DEPS_BENCH := iperf3
+DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 
 WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
@@ -94,8 +94,14 @@ integration: deps $(SPINDLE)
 demo: deps $(SPINDLE)
 	@/usr/bin/python3 demo/redirect_demo.py
 
-bench: deps $(SPINDLE)
+# A minimal gRPC server on nghttp2 for the benchmarks: fast enough not to be the bottleneck.
+$(BUILD)/bin/grpc_backend: bench/grpc_backend.cc
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< -o $@ -lnghttp2
+
+bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
+	@/usr/bin/python3 bench/h2_bench.py
 
 clean:
 	rm -rf $(BUILD)

@@ -32,6 +32,7 @@ void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
 
 void Call::onRequestData(const uint8_t* data, size_t length) {
   request_body_.append(data, length);
+  request_received_ += length;
   if (upstream_ != nullptr) upstream_->resumeRequest(upstream_stream_);
 }
 
@@ -65,8 +66,16 @@ void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
   request_read_ = 0;
 }
 
+void Call::releaseUpstreamWindow() {
+  if (upstream_ != nullptr && response_unconsumed_ > 0) {
+    upstream_->consumeResponse(upstream_stream_, response_unconsumed_);
+  }
+  response_unconsumed_ = 0;
+}
+
 void Call::detachUpstream() {
   if (upstream_ == nullptr) return;
+  releaseUpstreamWindow();
   Upstream* upstream = upstream_;
   upstream_ = nullptr;
   upstream->detach(*this, upstream_stream_);
@@ -99,12 +108,14 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
 }
 
 void Call::onResponseData(const uint8_t* data, size_t length) {
-  response_body_.append(data, length);
-  if (downstream_ != nullptr) {
-    downstream_->resumeResponse(downstream_stream_);
-  } else if (upstream_ != nullptr) {
-    upstream_->consumeResponse(upstream_stream_, length);
+  if (downstream_ == nullptr) {
+    // Nobody to pass it to: drop it and give the window back at once.
+    if (upstream_ != nullptr) upstream_->consumeResponse(upstream_stream_, length);
+    return;
   }
+  response_body_.append(data, length);
+  response_unconsumed_ += length;
+  downstream_->resumeResponse(downstream_stream_);
 }
 
 void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
@@ -121,7 +132,10 @@ void Call::onResponseEnd() {
 
 size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow) {
   const size_t n = response_body_.read(buffer, length);
-  if (n > 0 && upstream_ != nullptr) upstream_->consumeResponse(upstream_stream_, n);
+  if (n > 0 && upstream_ != nullptr) {
+    upstream_->consumeResponse(upstream_stream_, n);
+    response_unconsumed_ -= n;
+  }
   if (response_ended_ && response_body_.readable() == 0) {
     *end = true;
     if (response_has_trailers_ && downstream_ != nullptr) {
@@ -133,6 +147,9 @@ size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* t
 }
 
 void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
+  // The stream is closed: what it sent and the app has not read yet no longer counts
+  // against any stream, only against the connection, which needs it back now.
+  releaseUpstreamWindow();
   upstream_ = nullptr;
   upstream_stream_ = -1;
   if (downstream_ == nullptr || response_ended_) return;
@@ -161,6 +178,11 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
 }
 
 void Call::onDownstreamClosed(uint32_t error_code) {
+  // Request bytes the app sent that never went upstream still hold its connection window.
+  if (downstream_ != nullptr && request_received_ > request_consumed_) {
+    downstream_->consumeRequest(downstream_stream_, request_received_ - request_consumed_);
+    request_consumed_ = request_received_;
+  }
   downstream_ = nullptr;
   if (upstream_ != nullptr && !response_ended_) {
     // The app cancelled (or its connection went): cancel upstream too.

@@ -67,6 +67,9 @@ class Call {
   // Picks an endpoint (not one already tried) and hands the call to its upstream pool.
   void dispatch();
   void detachUpstream();
+  // Gives back the window of bytes received but never passed on, so that a call that ends
+  // early does not shrink its connection's window for good.
+  void releaseUpstreamWindow();
   // Answers the app with a gRPC error when the call cannot be sent anywhere.
   void failUnavailable(std::string_view why);
   bool canRetry() const;
@@ -85,11 +88,13 @@ class Call {
 
   h2::HeaderBlock request_headers_;
   ByteQueue request_body_;
+  size_t request_received_ = 0;  // bytes the app sent
   size_t request_read_ = 0;      // bytes read by the current attempt
   size_t request_consumed_ = 0;  // bytes whose window went back to the app
   bool request_ended_ = false;
 
   ByteQueue response_body_;
+  size_t response_unconsumed_ = 0;  // received, window not yet given back
   h2::HeaderBlock response_trailers_;
   bool response_started_ = false;
   bool response_has_trailers_ = false;

@@ -50,7 +50,7 @@ Status Worker::start() {
     }
     buffers_ = std::move(*buffers);
     context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
-                                               /*seed=*/0x5eed0000u + index_);
+                                               /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
     loop_->setAfterBatch([this] { context_->flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [] {});
     ready.set_value(Status{});
