@@ -61,7 +61,10 @@ struct Callbacks {
         HeadersKind kind = HeadersKind::kTrailers;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
           kind = HeadersKind::kRequest;
-        } else if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+        } else if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE ||
+                   !s.pending_headers_.find(":status").empty()) {
+          // After a 1xx, nghttp2 files the next response under NGHTTP2_HCAT_HEADERS; it is
+          // still a response (trailers cannot carry pseudo-headers: nghttp2 rejects them).
           // Informational (1xx) responses are not passed on: gRPC has none to pass.
           const std::string_view status = s.pending_headers_.find(":status");
           if (!status.empty() && status[0] == '1') return 0;
@@ -148,7 +151,7 @@ struct Callbacks {
 
 std::unique_ptr<Session> Session::create(Role role, const Settings& settings,
                                          Listener& listener) {
-  std::unique_ptr<Session> s(new Session(role, settings, listener));
+  std::unique_ptr<Session> s(new Session(settings, listener));
   nghttp2_option* option = Callbacks::options(role, settings);
   int rc = role == Role::kServer
                ? nghttp2_session_server_new2(&s->session_, Callbacks::table(), s.get(), option)
@@ -182,7 +185,14 @@ Session::~Session() { nghttp2_session_del(session_); }
 
 Status Session::receive(const uint8_t* data, size_t length) {
   const ssize_t rc = nghttp2_session_mem_recv(session_, data, length);
-  if (rc < 0) return makeError(nghttp2_strerror(static_cast<int>(rc)));
+  if (rc < 0) {
+    // nghttp2 rejects a bad client preface without queueing the GOAWAY that RFC 9113 3.4
+    // asks for (and that our callers flush before closing): queue it here.
+    if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+      nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
+    }
+    return makeError(nghttp2_strerror(static_cast<int>(rc)));
+  }
   return {};
 }
 

@@ -97,10 +97,9 @@ class Session {
 
  private:
   friend struct Callbacks;
-  Session(Role role, const Settings& settings, Listener& listener)
-      : role_(role), settings_(settings), listener_(listener) {}
+  Session(const Settings& settings, Listener& listener)
+      : settings_(settings), listener_(listener) {}
 
-  Role role_;
   Settings settings_;
   Listener& listener_;
   nghttp2_session* session_ = nullptr;
