@@ -351,13 +351,18 @@ class Parser {
         }
       }
     }
-    // Read and checked now, used by a later change.
     if (auto it = fields.find("refresh"); it != fields.end()) {
       auto refresh = readMap(it->second, {"min", "max"});
-      for (auto& [key, value] : refresh) duration(value);
+      if (auto min = refresh.find("min"); min != refresh.end()) {
+        dns.refresh_min = duration(min->second);
+      }
+      if (auto max = refresh.find("max"); max != refresh.end()) {
+        dns.refresh_max = duration(max->second);
+      }
+      if (dns.refresh_min > dns.refresh_max) fail(it->second, "min is above max");
     }
     if (auto it = fields.find("empty_confirmations"); it != fields.end()) {
-      integer(it->second, 0, UINT32_MAX);
+      dns.empty_confirmations = static_cast<uint32_t>(integer(it->second, 1, 1000));
     }
     return dns;
   }

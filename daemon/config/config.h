@@ -59,6 +59,11 @@ struct Redirect {
 
 struct Dns {
   std::vector<net::SocketAddress> servers;  // empty = /etc/resolv.conf
+  // Names are re-resolved within their TTL, clamped to [refresh_min, refresh_max].
+  Duration refresh_min{1000};
+  Duration refresh_max{30000};
+  // NXDOMAIN or empty answers in a row before a service's endpoints are dropped.
+  uint32_t empty_confirmations = 3;
 };
 
 struct Config {

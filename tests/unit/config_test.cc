@@ -501,8 +501,7 @@ TEST(Config, IgnoredKeysAreStillTypeChecked) {
     dns:
       empty_confirmations: -1
   )"),
-            "spindle.yaml:4: dns.empty_confirmations: '-1' is not an integer from 0 to "
-            "4294967295");
+            "spindle.yaml:4: dns.empty_confirmations: '-1' is not an integer from 1 to 1000");
 }
 
 TEST(Config, BadServicePortNamesKeyAndLine) {
@@ -997,4 +996,37 @@ TEST(Config, ProcessEnvReadsTheEnvironment) {
 }
 
 }  // namespace
+TEST(Config, DnsRefreshAndConfirmationsAreRead) {
+  Config config = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    dns:
+      refresh: {min: 500ms, max: 10s}
+      empty_confirmations: 5
+  )");
+  EXPECT_EQ(config.dns.refresh_min, std::chrono::milliseconds(500));
+  EXPECT_EQ(config.dns.refresh_max, std::chrono::seconds(10));
+  EXPECT_EQ(config.dns.empty_confirmations, 5u);
+}
+
+TEST(Config, DnsDefaultsMatchTheDesign) {
+  Config config = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+  )");
+  EXPECT_EQ(config.dns.refresh_min, std::chrono::seconds(1));
+  EXPECT_EQ(config.dns.refresh_max, std::chrono::seconds(30));
+  EXPECT_EQ(config.dns.empty_confirmations, 3u);
+}
+
+TEST(Config, DnsRefreshMinAboveMaxIsAnError) {
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    dns:
+      refresh: {min: 40s, max: 30s}
+  )"),
+            "spindle.yaml:4: dns.refresh: min is above max");
+}
+
 }  // namespace spindle::config
