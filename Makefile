@@ -8,8 +8,8 @@ BPFTOOL    ?= bpftool
 
 # Packages the build, the tests and the demo need (Debian 12).
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
-              libyaml-cpp-dev libgtest-dev libnghttp2-dev
-DEPS_TEST  := iproute2 nftables python3 util-linux
+              libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev
+DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio curl openssl dnsmasq-base
 DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 
@@ -17,7 +17,7 @@ WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
 CXXFLAGS   ?= -O2 -g
 CXXFLAGS   += -std=c++20 $(WARNINGS) -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
-LDLIBS     := -lbpf -luring -lnghttp2 -lyaml-cpp -lfmt -lelf -lz -lpthread
+LDLIBS     := -lbpf -luring -lnghttp2 -lcares -lyaml-cpp -lfmt -lelf -lz -lpthread
 
 # clang -target bpf does not know the multiarch include dir (asm/types.h): ask clang for the
 # host's system dirs and pass them with -idirafter.

@@ -11,12 +11,11 @@
 namespace spindle::proxy {
 
 Call::Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
-           const ServiceEntry& service)
+           size_t service_index)
     : worker_(worker),
       downstream_(&downstream),
       downstream_stream_(stream_id),
-      service_(service),
-      endpoints_(service.endpoints) {
+      service_index_(service_index) {
   request_body_.retain(kReplayLimit);
 }
 
@@ -49,7 +48,14 @@ bool Call::canRetry() const {
 void Call::dispatch() {
   if (downstream_ == nullptr) return;
   ++attempts_;
-  auto index = worker_.picker(service_).pick(*endpoints_, tried_);
+  // Each attempt balances over the current snapshot; the endpoints tried are indices of the
+  // snapshot they were tried in, so a new snapshot starts a new list.
+  const lb::EndpointSetPtr& current = worker_.serviceAt(service_index_).endpoints;
+  if (current != endpoints_) {
+    endpoints_ = current;
+    tried_ = lb::Exclusions();
+  }
+  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_);
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
     return;
@@ -170,7 +176,20 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
                                                              : "upstream connection lost");
     return;
   }
-  // The response is under way: the app sees the reset with the endpoint's meaning.
+  if (how != UpstreamEnd::kClosed) {
+    // The connection died mid-response. A direct client would see UNAVAILABLE ("socket
+    // closed"), which retry policies know to handle; end the response the same way.
+    response_trailers_.clear();
+    response_trailers_.add("grpc-status", "14");
+    response_trailers_.add("grpc-message",
+                           fmt::format("spindle: service {}: upstream connection lost",
+                                       worker_.serviceName(service_index_)));
+    response_has_trailers_ = true;
+    response_ended_ = true;
+    downstream_->resumeResponse(downstream_stream_);
+    return;
+  }
+  // The endpoint reset the stream: the app sees the reset with the endpoint's meaning.
   const uint32_t code = how == UpstreamEnd::kClosed && error_code != NGHTTP2_NO_ERROR
                             ? error_code
                             : static_cast<uint32_t>(NGHTTP2_INTERNAL_ERROR);
@@ -196,7 +215,7 @@ void Call::onDownstreamClosed(uint32_t error_code) {
 void Call::failUnavailable(std::string_view why) {
   if (downstream_ == nullptr) return;
   downstream_->failCall(downstream_stream_,
-                        fmt::format("spindle: service {}: {}", service_.name, why));
+                        fmt::format("spindle: service {}: {}", worker_.serviceName(service_index_), why));
 }
 
 }  // namespace spindle::proxy

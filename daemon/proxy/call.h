@@ -19,7 +19,6 @@ namespace spindle::proxy {
 class H2Downstream;
 class Upstream;
 class WorkerContext;
-struct ServiceEntry;
 
 // Why an upstream stream ended without a complete response.
 enum class UpstreamEnd {
@@ -35,7 +34,7 @@ class Call {
   static constexpr int kMaxAttempts = 3;
 
   Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
-       const ServiceEntry& service);
+       size_t service_index);
   ~Call();
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -77,8 +76,8 @@ class Call {
   WorkerContext& worker_;
   H2Downstream* downstream_;  // null once the downstream stream closed
   int32_t downstream_stream_;
-  const ServiceEntry& service_;
-  lb::EndpointSetPtr endpoints_;  // the snapshot the call was balanced over
+  size_t service_index_;
+  lb::EndpointSetPtr endpoints_;  // the snapshot of the last attempt
   size_t endpoint_index_ = 0;     // 1 + index in endpoints_, 0 = none
   lb::Exclusions tried_;
   int attempts_ = 0;

@@ -6,8 +6,8 @@
 namespace spindle::proxy {
 
 H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                           const ServiceEntry& service)
-    : H2Connection(worker, std::move(fd), peer), service_(service) {
+                           size_t service_index)
+    : H2Connection(worker, std::move(fd), peer), service_index_(service_index) {
   session_ = h2::Session::create(h2::Role::kServer, h2::downstreamSettings(), *this);
 }
 
@@ -26,7 +26,7 @@ Call* H2Downstream::callOf(int32_t stream_id) const {
 }
 
 bool H2Downstream::onStreamBegin(int32_t stream_id) {
-  calls_.emplace(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_));
+  calls_.emplace(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_index_));
   return true;
 }
 

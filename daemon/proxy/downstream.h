@@ -13,13 +13,11 @@
 
 namespace spindle::proxy {
 
-struct ServiceEntry;
-
 class H2Downstream final : public H2Connection, private h2::Listener {
  public:
   // `received`: the bytes already read while detecting the protocol (the client preface).
   H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-               const ServiceEntry& service);
+               size_t service_index);
   Status start(const std::string& received);
 
   // --- for its calls ---
@@ -49,7 +47,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
 
   Call* callOf(int32_t stream_id) const;
 
-  const ServiceEntry& service_;
+  size_t service_index_;
   std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
 };
 

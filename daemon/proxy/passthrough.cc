@@ -25,7 +25,9 @@ Passthrough::Passthrough(WorkerContext& worker, net::Fd downstream,
 void Passthrough::start() {
   auto socket = net::connectingSocket(destination_.family(), worker_.mark());
   if (!socket) {
-    worker_.logUpstreamFailure(downstream_peer_, destination_, socket.error().c_str());
+    worker_.logUpstreamFailure(
+        [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); },
+        socket.error().c_str());
     close("no upstream socket");
     return;
   }
@@ -58,7 +60,8 @@ void Passthrough::onConnected(int32_t res) {
   }
   if (res < 0) {
     const char* why = res == -ECANCELED ? "connect timed out" : std::strerror(-res);
-    worker_.logUpstreamFailure(downstream_peer_, destination_, why);
+    worker_.logUpstreamFailure(
+        [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); }, why);
     close("upstream connect failed");
     return;
   }

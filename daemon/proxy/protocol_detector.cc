@@ -18,12 +18,12 @@ static_assert(kPreface.size() == 24);
 }  // namespace
 
 ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                                   net::SocketAddress destination, const ServiceEntry& service)
+                                   net::SocketAddress destination, size_t service_index)
     : worker_(worker),
       fd_(std::move(fd)),
       peer_(peer),
       destination_(destination),
-      service_(service) {}
+      service_index_(service_index) {}
 
 void ProtocolDetector::start() {
   // Each receive waits at most kWaitNanos (a linked timeout); a preface split over several
@@ -58,12 +58,13 @@ void ProtocolDetector::onReceived(int32_t res) {
     handOver(false);  // the client waits for the server to speak first
     return;
   }
-  if (res == 0 || res < 0) {
-    if (res == 0 && received_ > 0) {
-      handOver(false);  // a short message and a FIN: pass both on
-    } else {
-      done_ = true;  // gone before saying anything: nothing to forward
-    }
+  if (res == 0) {
+    // A FIN, maybe after a short message: pass both on; the server may still answer.
+    handOver(false);
+    return;
+  }
+  if (res < 0) {
+    done_ = true;  // a reset: nothing to forward
     return;
   }
   received_ += static_cast<size_t>(res);
@@ -81,7 +82,7 @@ void ProtocolDetector::handOver(bool http2) {
   done_ = true;
   std::string received(buffer_, received_);
   if (http2) {
-    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_);
+    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_);
     worker_.add(downstream);
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;

@@ -15,14 +15,13 @@
 namespace spindle::proxy {
 
 class WorkerContext;
-struct ServiceEntry;
 
 class ProtocolDetector final : public Connection {
  public:
   static constexpr int64_t kWaitNanos = 1'000'000'000;
 
   ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                   net::SocketAddress destination, const ServiceEntry& service);
+                   net::SocketAddress destination, size_t service_index);
   void start();
   void abort() override;
 
@@ -53,7 +52,7 @@ class ProtocolDetector final : public Connection {
   net::Fd fd_;
   net::SocketAddress peer_;
   net::SocketAddress destination_;
-  const ServiceEntry& service_;
+  size_t service_index_;
   Recv recv_{*this};
   Wait wait_{*this};
   __kernel_timespec wait_ts_{};

@@ -19,7 +19,8 @@ Upstream::Upstream(WorkerContext& worker, const lb::Endpoint& endpoint)
 void Upstream::connect() {
   auto socket = net::connectingSocket(endpoint_.address.family(), worker_.mark());
   if (!socket) {
-    worker_.logUpstreamFailure(endpoint_.address, endpoint_.address, socket.error().c_str());
+    worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
+                               socket.error().c_str());
     worker_.forgetUpstream(this);
     endAll(/*connect_failed=*/true);
     close("no socket");
@@ -48,7 +49,7 @@ void Upstream::ConnectTimeoutOp::complete(int32_t /*res*/, uint32_t /*flags*/) {
 void Upstream::onConnected(int32_t res) {
   if (closing()) return;
   if (res < 0) {
-    worker_.logUpstreamFailure(endpoint_.address, endpoint_.address,
+    worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
     worker_.forgetUpstream(this);
@@ -58,6 +59,15 @@ void Upstream::onConnected(int32_t res) {
   }
   connected_ = true;
   startReading();
+  markDirty();
+}
+
+void Upstream::drain() {
+  if (draining_) return;
+  draining_ = true;
+  // Tell the endpoint no more streams come from here; the connection closes when the
+  // session has nothing left to do.
+  session_->goaway(NGHTTP2_NO_ERROR);
   markDirty();
 }
 

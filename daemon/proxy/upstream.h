@@ -33,6 +33,8 @@ class Upstream final : public H2Connection, private h2::Listener {
   void resumeRequest(int32_t stream_id);
   void consumeResponse(int32_t stream_id, size_t length);
 
+  // The endpoint left the service: no new calls; close once the last call finished.
+  void drain();
   // Room for another call: not draining, and under the peer's stream limit.
   bool hasRoom() const;
   const lb::EndpointLoad* loadKey() const { return endpoint_.load.get(); }

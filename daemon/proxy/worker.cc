@@ -143,15 +143,16 @@ void Worker::onAccepted(int fd) {
     return;
   }
   net::setNoDelay(downstream.get());
-  const ServiceEntry* service = context_->service(original->service_id);
-  if (service != nullptr && service->endpoints && !service->endpoints->empty()) {
+  const auto service = context_->serviceIndex(original->service_id);
+  if (service && !context_->serviceAt(*service).endpoints->empty()) {
     auto* detector = new ProtocolDetector(*context_, std::move(downstream), *peer,
                                           original->destination, *service);
     context_->add(detector);
     detector->start();
     return;
   }
-  // No endpoints known for the service: the ClusterIP still works, so pass through to it.
+  // No endpoints known for the service (DNS has not answered yet, or confirmed there are
+  // none): the ClusterIP still works, so pass through to it.
   auto* passthrough =
       new Passthrough(*context_, std::move(downstream), *peer, original->destination);
   context_->add(passthrough);

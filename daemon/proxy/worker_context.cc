@@ -19,13 +19,28 @@ WorkerContext::WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
 
 WorkerContext::~WorkerContext() = default;
 
-const ServiceEntry* WorkerContext::service(uint32_t service_id) const {
-  if (service_id == 0 || service_id > services_->size()) return nullptr;
-  return &(*services_)[service_id - 1];
+std::optional<size_t> WorkerContext::serviceIndex(uint32_t service_id) const {
+  if (service_id == 0 || service_id > services_->size()) return std::nullopt;
+  return service_id - 1;
 }
 
-lb::Picker& WorkerContext::picker(const ServiceEntry& service) {
-  return *pickers_[static_cast<size_t>(&service - services_->data())];
+void WorkerContext::setServices(std::shared_ptr<const ServiceTable> services) {
+  services_ = std::move(services);
+  std::vector<const lb::EndpointLoad*> gone;
+  for (const auto& [load, pool] : upstreams_) {
+    bool present = false;
+    for (const ServiceEntry& service : *services_) {
+      for (const lb::Endpoint& endpoint : service.endpoints->endpoints()) {
+        present = present || endpoint.load.get() == load;
+      }
+    }
+    if (!present) gone.push_back(load);
+  }
+  for (const lb::EndpointLoad* load : gone) {
+    auto pool = std::move(upstreams_[load]);
+    upstreams_.erase(load);
+    for (Upstream* upstream : pool) upstream->drain();
+  }
 }
 
 Upstream& WorkerContext::upstreamFor(const lb::Endpoint& endpoint) {
@@ -80,13 +95,5 @@ void WorkerContext::flushDirty() {
   }
 }
 
-void WorkerContext::logUpstreamFailure(const net::SocketAddress& from,
-                                       const net::SocketAddress& to, const char* why) {
-  uint64_t suppressed = 0;
-  if (upstream_log_.allow(&suppressed)) {
-    log::warn("{} -> {}: {} ({} more upstream failures not logged)", from.toString(),
-              to.toString(), why, suppressed);
-  }
-}
 
 }  // namespace spindle::proxy

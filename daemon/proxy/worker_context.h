@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "loop/loop.h"
 #include "net/address.h"
 #include "proxy/connection.h"
+#include "util/log.h"
 #include "util/rate_limit.h"
 
 namespace spindle::proxy {
@@ -41,9 +43,15 @@ class WorkerContext {
   loop::BufferPool& buffers() { return buffers_; }
   uint32_t mark() const { return mark_; }
 
-  // The service of a redirected connection, by the id the BPF program recorded.
-  const ServiceEntry* service(uint32_t service_id) const;
-  lb::Picker& picker(const ServiceEntry& service);
+  // The index of a redirected connection's service, by the id the BPF program recorded.
+  std::optional<size_t> serviceIndex(uint32_t service_id) const;
+  // The service as of now: DNS may have replaced its endpoints since a call started.
+  const ServiceEntry& serviceAt(size_t index) const { return (*services_)[index]; }
+  const std::string& serviceName(size_t index) const { return serviceAt(index).name; }
+  lb::Picker& picker(size_t index) { return *pickers_[index]; }
+  // New endpoint snapshots (same services, same order). Upstream connections to endpoints
+  // that left every service are drained: their calls finish, new calls go elsewhere.
+  void setServices(std::shared_ptr<const ServiceTable> services);
 
   // Upstream HTTP/2 connections to one endpoint, shared by every call of this worker. Returns
   // one with room for another stream, opening a new one when all are full or draining.
@@ -60,8 +68,15 @@ class WorkerContext {
   // Runs after each batch: sends what the batch made the sessions queue.
   void flushDirty();
 
-  void logUpstreamFailure(const net::SocketAddress& from, const net::SocketAddress& to,
-                          const char* why);
+  // Rate-limited: a failing endpoint must not flood the log. `what` is built only when the
+  // line is written.
+  template <typename Describe>
+  void logUpstreamFailure(Describe&& describe, const char* why) {
+    uint64_t suppressed = 0;
+    if (upstream_log_.allow(&suppressed)) {
+      log::warn("{}: {} ({} more upstream failures not logged)", describe(), why, suppressed);
+    }
+  }
 
  private:
   loop::Loop& loop_;

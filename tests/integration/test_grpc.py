@@ -1,0 +1,409 @@
+"""gRPC through spindle's HTTP/2 layer: every call (HTTP/2 stream) of ONE client channel goes
+to one of the Service's endpoints, picked per call, with the call's semantics intact.
+
+The peers are real gRPC (python3-grpcio): tests/grpc/server.py in three backend Pods behind
+a Service (VIP 198.19.0.10:50051 DNAT'd to a random Pod per connection, as kube-proxy does),
+tests/grpc/client.py in a client Pod. The backends log every call and every cancellation
+they see; the tests count and time at the backends, not only at the client.
+
+Every call scenario runs twice: DIRECT (no spindle: the node's DNAT, the "before" picture,
+which also proves the harness and the checks) and THROUGH SPINDLE with `endpoints.static` =
+the three Pods, where the calls of one channel must also be seen on more than one backend:
+only the HTTP/2 layer does that, an L4 passthrough keeps the channel on one Pod.
+"""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import sim
+from support import SimTestCase, norm_ip, spindle_missing
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "grpc"))
+import peers  # noqa: E402  (tests/grpc)
+
+VIP4 = "198.19.0.10"
+VIP6 = "2001:2:0:ff::10"
+PORT = 50051
+TARGET4 = peers.target(VIP4, PORT)
+TARGET6 = peers.target(VIP6, PORT)
+BACKENDS = ("b1", "b2", "b3")  # Pods 198.18.1.3-5
+
+CALLS = 3000
+SHARE_TOLERANCE = 0.05   # each backend serves CALLS/3 within +-5% with spindle
+PINNED_SHARE = 0.95      # without spindle one backend serves at least this much
+CANCEL_SEEN_WITHIN = 0.100  # s from the client's cancel() to the backend seeing it
+
+
+@functools.lru_cache(maxsize=None)
+def grpcio_missing():
+    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
+    return p.returncode != 0
+
+
+class GrpcNodeTestCase(SimTestCase):
+    """One node: client Pod 198.18.1.2, backend Pods b1-b3 (198.18.1.3-5) each running
+    server.py on [::]:50051, Service echo at VIP4/VIP6:50051 to the three, and an `empty`
+    Pod (198.18.1.6) where nothing listens."""
+
+    spindle_for_class = False  # True: one spindle for the whole class, with spindle_config()
+    class_balance = None       # its balance policy (None: the default)
+
+    @classmethod
+    def build(cls, stack):
+        if grpcio_missing():
+            cls._skip_reason = "python3-grpcio is not installed (make deps)"
+            return
+        if cls.spindle_for_class and spindle_missing():
+            if os.environ.get("SPINDLE_REQUIRED") == "1":
+                raise RuntimeError(f"{sim.SPINDLE_BIN} is missing (make build/bin/spindle)")
+            cls._skip_reason = f"{sim.SPINDLE_BIN} not built"
+            return
+        cls.node = stack.enter_context(sim.Node())
+        cls.client = cls.node.add_pod("client", n=2)
+        cls.pods = {name: cls.node.add_pod(name, n=3 + i) for i, name in enumerate(BACKENDS)}
+        cls.empty = cls.node.add_pod("empty", n=6)
+        cls.echo = cls.node.add_service("echo", vip4=VIP4, vip6=VIP6, ports=[PORT],
+                                        backends=list(cls.pods.values()))
+        cls.servers, cls.logs = {}, {}
+        for name, pod in cls.pods.items():
+            cls.servers[name], cls.logs[name] = peers.start_server(pod)
+        cls.spindle = None
+        if cls.spindle_for_class:
+            cfg = cls.spindle_config(balance=cls.class_balance)
+            cls.spindle = stack.enter_context(sim.Spindle(cls.node, cfg))
+            cls.spindle.start()
+
+    def setUp(self):
+        super().setUp()
+        for name, proc in self.servers.items():
+            self.assertTrue(proc.alive(), f"backend {name} died\n{proc.tail()}")
+        if self.spindle is not None:
+            self.assertTrue(self.spindle.proc.alive(), "spindle died\n" + self.spindle.tail())
+
+    # --- spindle ---------------------------------------------------------------------------
+
+    @classmethod
+    def spindle_config(cls, *, endpoints=None, balance=None):
+        cfg = sim.spindle.config(cls.node, [cls.echo])
+        svc = cfg["services"][0]
+        svc["endpoints"] = {"static": endpoints or [f"{p.ip4}:{PORT}" for p in cls.pods.values()]}
+        if balance:
+            svc["balance"] = balance
+        return cfg
+
+    def require_spindle(self):
+        if spindle_missing():
+            if os.environ.get("SPINDLE_REQUIRED") == "1":
+                self.fail(f"{sim.SPINDLE_BIN} is missing (make build/bin/spindle)")
+            self.skipTest(f"{sim.SPINDLE_BIN} not built")
+
+    def start_spindle(self, cfg):
+        """spindle for this test only (killed at its end, which detaches its programs)."""
+        self.require_spindle()
+        sp = sim.Spindle(self.node, cfg)
+        self.addCleanup(sp.close)
+        self._test_spindle = sp
+        sp.start()
+        return sp
+
+    def spindle_tail(self):
+        sp = self.spindle or getattr(self, "_test_spindle", None)
+        return sp.tail() if sp is not None else ""
+
+    # --- what the backends saw ---------------------------------------------------------------
+
+    def served(self, run, method="Unary"):
+        """{backend: calls of this run it started} (method None: of any method)."""
+        return {name: len(log.starts(run=run, method=method)) for name, log in self.logs.items()}
+
+    def seen_from(self, run):
+        """The client addresses the backends saw for this run's calls."""
+        return {norm_ip(peers.peer_ip(e["peer"])) for log in self.logs.values()
+                for e in log.starts(run=run)}
+
+    def find_call(self, call_id):
+        """(backend, {"start": ..., "end": ..., "cancel": ...}) of one call, or (None, {})."""
+        for name, log in self.logs.items():
+            events = log.by_id(call_id)
+            if events:
+                return name, events
+        return None, {}
+
+    def client_run(self, scenario, target=TARGET4, **opts):
+        return peers.run_client(self.client, target, scenario, **opts)
+
+    def assertClientOk(self, res):
+        self.assertTrue(res.get("ok"), "client failures: " + json.dumps(
+            {k: v for k, v in res.items() if k not in ("calls", "_stderr")}, sort_keys=True)[:4000]
+            + "\n" + res.get("_stderr", "")[-800:] + "\n" + self.spindle_tail())
+
+    def assertPath(self, run, via_spindle, client_ip=None, *, per_call=False):
+        """The backends saw this run's calls come from the node (spindle's upstream side) or
+        straight from the client Pod (direct). per_call (through spindle with round_robin,
+        a run of several sequential calls): they went to more than one backend, which only
+        spindle's HTTP/2 layer does; L4 passthrough keeps a channel on one Pod."""
+        seen = self.seen_from(run)
+        self.assertTrue(seen, f"no backend logged any call of run {run}")
+        if via_spindle:
+            self.assertLessEqual(seen, {self.node.addr4, self.node.addr6},
+                                 f"calls reached the backends from {seen}, not through spindle")
+            if per_call:
+                served = {name: n for name, n in self.served(run, None).items() if n}
+                self.assertGreater(len(served), 1,
+                                   f"every call of one channel went to {served}: spindle did "
+                                   f"not route these calls one by one (L4 passthrough?)")
+        else:
+            self.assertEqual(seen, {client_ip or self.client.ip4},
+                             f"calls reached the backends from {seen}, not straight from the client")
+
+
+# =====================================================================================
+# Per-call balancing: the reason spindle exists
+# =====================================================================================
+
+class GrpcBalanceTest(GrpcNodeTestCase):
+    """ONE channel, 3000 unary calls. Without spindle the connection, and so every call,
+    sticks to the one Pod the DNAT picked; with spindle each Pod serves a third."""
+
+    def balance_run(self, count=CALLS, **opts):
+        res = self.client_run("unary", count=count, timeout=10, **opts)
+        self.assertClientOk(res)
+        served = self.served(res["run"])
+        self.assertEqual(sum(served.values()), count,
+                         f"backends logged {served}, the client made {count} calls")
+        self.assertEqual({k: v for k, v in served.items() if v}, res["pods"],
+                         "the x-pod the client saw differs from what the backends logged")
+        return res, served
+
+    def assertEvenShares(self, served, count=CALLS):
+        fair = count / len(BACKENDS)
+        low, high = fair * (1 - SHARE_TOLERANCE), fair * (1 + SHARE_TOLERANCE)
+        for name, n in served.items():
+            self.assertTrue(low <= n <= high,
+                            f"{name} served {n} of {count} calls, expected {fair:.0f} +-"
+                            f"{SHARE_TOLERANCE:.0%} ({low:.0f}..{high:.0f}); all: {served}")
+
+    def test_without_spindle_one_channel_is_pinned_to_one_backend(self):
+        res, served = self.balance_run()
+        self.assertPath(res["run"], via_spindle=False)
+        top = max(served, key=served.get)
+        self.assertGreaterEqual(served[top], PINNED_SHARE * CALLS,
+                                f"without spindle the calls spread: {served}; the pinning this "
+                                f"suite compares against is not there")
+
+    def test_with_spindle_least_request_gives_each_backend_a_third(self):
+        # least_request is the default. Eight calls in flight, each held 5 ms at the
+        # backend, so the picker balances on real load; every backend is equally fast.
+        self.start_spindle(self.spindle_config())
+        res, served = self.balance_run(concurrency=8, sleep_ms=5)
+        self.assertPath(res["run"], via_spindle=True)
+        self.assertEvenShares(served)
+
+    def test_with_spindle_round_robin_gives_each_backend_a_third(self):
+        self.start_spindle(self.spindle_config(balance="round_robin"))
+        res, served = self.balance_run(concurrency=1)
+        self.assertPath(res["run"], via_spindle=True)
+        self.assertEvenShares(served)
+
+    def test_with_spindle_least_request_does_not_pin_sequential_calls(self):
+        # One call at a time: every endpoint has 0 active streams at each pick, so only the
+        # tie-break decides. A tie-break that always takes the first endpoint pins the channel
+        # again. (A random tie-break gives Binomial(900, 1/3): 300 +- 14; 200 is 7 sd off.)
+        self.start_spindle(self.spindle_config())
+        res, served = self.balance_run(count=900, concurrency=1)
+        self.assertPath(res["run"], via_spindle=True)
+        for name, n in served.items():
+            self.assertGreaterEqual(n, 200, f"sequential calls pile up on one backend: {served}")
+
+
+# =====================================================================================
+# Call semantics: the same scenarios direct and through spindle
+# =====================================================================================
+
+class _GrpcCallsTests:
+    """Mixed into a GrpcNodeTestCase; via_spindle says which path the calls take."""
+
+    via_spindle = False
+
+    def test_every_streaming_kind_carries_content_intact(self):
+        res = self.client_run("streams")
+        self.assertClientOk(res)
+        self.assertEqual(set(res["kinds"]), {"unary", "client_stream", "server_stream",
+                                             "server_stream_16mib", "bidi_ping_pong",
+                                             "bidi_bulk_16mib"})
+        self.assertPath(res["run"], self.via_spindle, per_call=True)
+        # each call is one stream the backends saw, of the right kind
+        for method, n in (("ClientStream", 1), ("ServerStream", 2), ("Bidi", 2)):
+            self.assertEqual(sum(self.served(res["run"], method).values()), n, method)
+
+    def test_16mib_request_and_response(self):
+        res = self.client_run("big", timeout=60, run_timeout=180)
+        self.assertClientOk(res)
+        self.assertEqual(set(res["cases"]), {"request_16mib", "response_16mib", "echo_16mib"})
+        self.assertPath(res["run"], self.via_spindle, per_call=True)
+        big = [e for log in self.logs.values() for e in log.starts(run=res["run"])
+               if e["req_bytes"] == 16 * 1024 * 1024]
+        self.assertEqual(len(big), 2, "the backends did not receive two 16 MiB requests")
+
+    def test_cancelled_call_is_seen_by_the_backend_within_100ms(self):
+        res = self.client_run("cancel", sleep_ms=10_000, timeout=20)
+        self.assertClientOk(res)
+        self.assertEqual(set(res["cancelled"]), {"unary", "server_stream", "bidi"})
+        self.assertPath(res["run"], self.via_spindle, per_call=True)
+        for kind, c in res["cancelled"].items():
+            with self.subTest(kind=kind):
+                def cancel_logged(cid=c["id"]):
+                    name, events = self.find_call(cid)
+                    return (name, events) if "cancel" in events else None
+                name, events = sim.wait_until(
+                    cancel_logged, 3, what=f"the backend to log the cancel of {c['id']}",
+                    details=lambda: f"{self.find_call(c['id'])}\n{self.spindle_tail()}")
+                self.assertNotIn("end", events, f"the backend finished a cancelled call: {events}")
+                delay = events["cancel"]["t"] - c["t_cancel"]
+                self.assertLess(delay, CANCEL_SEEN_WITHIN,
+                                f"{kind}: backend {name} saw the cancel {delay * 1000:.1f} ms after "
+                                f"the client cancelled: {events['cancel']}")
+
+    def test_expired_deadline_is_deadline_exceeded_and_reaches_the_backend(self):
+        deadline_ms = 300
+        res = self.client_run("deadline", deadline_ms=deadline_ms, sleep_ms=5000)
+        self.assertClientOk(res)  # DEADLINE_EXCEEDED at the client
+        self.assertGreaterEqual(res["elapsed_ms"], deadline_ms - 5, res)
+        self.assertLess(res["elapsed_ms"], deadline_ms + 500,
+                        f"DEADLINE_EXCEEDED came late: {res}")
+        name, events = self.find_call(res["id"])
+        self.assertIn("start", events, f"no backend saw the call {res['id']}")
+        timeout = events["start"]["timeout"]
+        # the deadline travels with the call (grpc-timeout), as the backend's own deadline;
+        # grpc rounds the header's value up a little, hence the slack
+        self.assertIsNotNone(timeout, "the backend's call had no deadline: grpc-timeout lost")
+        self.assertLessEqual(timeout, deadline_ms / 1000.0 + 0.050, events["start"])
+        # and the backend stops working on it when it expires
+        cancel = sim.wait_until(lambda: self.find_call(res["id"])[1].get("cancel"), 3,
+                                what="the backend to see the call end at its deadline")
+        late = cancel["t"] - (res["t_start"] + deadline_ms / 1000.0)
+        self.assertLess(late, CANCEL_SEEN_WITHIN,
+                        f"the backend saw the expired call end {late * 1000:.0f} ms after the deadline")
+
+    def test_metadata_and_trailers_round_trip(self):
+        for target, client_ip in ((TARGET4, self.client.ip4), (TARGET6, self.client.ip6)):
+            with self.subTest(target=target):
+                res = self.client_run("metadata", target=target)
+                self.assertClientOk(res)
+                self.assertEqual(set(res["cases"]),
+                                 {"ok_call", "trailers_only_error", "error_after_headers"})
+                self.assertEqual(res["cases"]["trailers_only_error"]["code"], "NOT_FOUND")
+                self.assertEqual(res["cases"]["error_after_headers"]["code"], "PERMISSION_DENIED")
+                self.assertPath(res["run"], self.via_spindle, client_ip, per_call=True)
+
+
+class GrpcCallsDirectTest(_GrpcCallsTests, GrpcNodeTestCase):
+    """No spindle: the node's DNAT. Proves the peers and the checks themselves."""
+    via_spindle = False
+
+
+class GrpcCallsThroughSpindleTest(_GrpcCallsTests, GrpcNodeTestCase):
+    """spindle intercepting the VIPs, endpoints.static = the three backends, round_robin so
+    that the sequential calls of one scenario provably land on different backends."""
+    via_spindle = True
+    spindle_for_class = True
+    class_balance = "round_robin"
+
+
+# =====================================================================================
+# Endpoints failing
+# =====================================================================================
+
+class GrpcEndpointFailureTest(GrpcNodeTestCase):
+
+    def test_all_endpoints_unreachable_fails_fast_with_unavailable(self):
+        # Static endpoints are Pods where nothing listens (refused at once). The VIP itself
+        # still DNATs to healthy backends, so a call can only fail if spindle really sends
+        # calls to the endpoints, and only pass by failing properly.
+        dead = [f"{self.empty.ip4}:{PORT}", f"{self.pods['b1'].ip4}:{PORT + 48}"]
+        sp = self.start_spindle(self.spindle_config(endpoints=dead))
+        res = self.client_run("unary", count=3, timeout=10, record=True)
+        self.assertEqual(res["errors"], {"UNAVAILABLE": 3},
+                         f"expected 3 x UNAVAILABLE (grpc-status 14): {res}\n{sp.tail()}")
+        self.assertTrue(res["error_details"].get("UNAVAILABLE", "").strip(),
+                        f"UNAVAILABLE without a message: {res['error_details']}")
+        for cid, t0, t1, code, _ in res["calls"]:
+            self.assertLess(t1 - t0, 1.0, f"call {cid} took {t1 - t0:.2f}s to fail: {code}")
+        self.assertEqual(sum(self.served(res["run"]).values()), 0,
+                         "a call reached a backend through the VIP instead of the endpoints")
+        self.assertTrue(sp.proc.alive(), sp.tail())
+
+    def test_backend_killed_mid_run_only_its_in_flight_calls_fail(self):
+        """Six calls in flight at all times, 50 ms each at the backend, for 4 s; b3 is
+        SIGKILLed in the middle. What may fail, and why:
+
+        - a call b3's handler had started and not finished: b3 died with it; spindle cannot
+          know whether the work was done, so it must not retry it;
+        - a call spindle had just written to b3's connection as b3 died: started from
+          RACE_WINDOW before the kill until b3 was reaped, too late for b3 to log it.
+
+        Nothing else: a call that starts after b3 was reaped (its sockets closed, spindle told
+        by a FIN/RST) must go to b1/b2, and a connect to b3 that is refused is a call b3 never
+        saw, which spindle retries elsewhere. Failures must be UNAVAILABLE, with a message,
+        and quick (not a hang until the deadline)."""
+        RACE_WINDOW = 0.050
+        self.start_spindle(self.spindle_config())
+        victim = "b3"
+        proc, run = peers.spawn_client(self.client, TARGET4, "during-kill", seconds=4,
+                                       concurrency=6, sleep_ms=50, timeout=5)
+        self.addCleanup(proc.kill)
+        self.addCleanup(self._restart, victim)
+        log = self.logs[victim]
+        sim.wait_until(lambda: len(log.starts(run=run)) >= 20, 5, interval=0.01,
+                       what=f"{victim} to serve 20 calls (are calls balanced per call?)",
+                       details=lambda: f"served: {self.served(run)}")
+        t_kill = peers.now()
+        self.servers[victim].kill()
+        t_dead = peers.now()
+        res = peers.result(proc, 30)
+        calls = res["calls"]
+
+        started = {e["id"] for e in log.starts(run=run)}
+        ended = {e["id"] for e in log.events("end", run=run)}
+        in_handler = started - ended
+        failed = [c for c in calls if c[3] != "OK"]
+        after = [c for c in calls if c[1] > t_dead]
+        summary = (f"{len(calls)} calls, {len(failed)} failed, {len(in_handler)} in {victim}'s "
+                   f"handler at the kill, {len(after)} started after it; errors "
+                   f"{res['errors']} {res['error_details']}")
+
+        self.assertGreater(len(in_handler), 0, f"{victim} had no call in flight: {summary}")
+        self.assertEqual(res["mismatches"], [], summary)
+        for cid, t0, t1, code, pod in failed:
+            what = f"call {cid} [{t0 - t_kill:+.3f}s..{t1 - t_kill:+.3f}s from the kill] {code}"
+            self.assertTrue(cid in in_handler or (t_kill - RACE_WINDOW <= t0 <= t_dead),
+                            f"{what} failed but was not in flight on {victim}. {summary}")
+            self.assertGreaterEqual(t1, t_kill, f"{what} failed before the kill. {summary}")
+            self.assertLess(t1 - t_kill, 1.0, f"{what}: took long to fail. {summary}")
+        self.assertEqual([c for c in after if c[3] != "OK"], [],
+                         f"calls that started after {victim} was gone failed. {summary}")
+        self.assertGreater(len(after), 20, f"few calls after the kill. {summary}")
+        self.assertFalse([c for c in after if c[4] == victim],
+                         f"calls answered by {victim} after it was killed. {summary}")
+        self.assertEqual({c[4] for c in after}, {"b1", "b2"},
+                         f"after the kill the calls do not spread over b1 and b2. {summary}")
+        # Last, the status: with a direct connection, grpc reports the calls that die with
+        # their server as UNAVAILABLE ("Socket closed"), which client retry policies treat as
+        # retryable; going through spindle must not turn that into INTERNAL (an RST_STREAM
+        # INTERNAL_ERROR). The response headers had already come, so this takes trailers
+        # with grpc-status 14, not a trailers-only answer.
+        for cid, t0, t1, code, pod in failed:
+            self.assertEqual(code, "UNAVAILABLE",
+                             f"call {cid}, in flight on {victim}, ended {code}, not UNAVAILABLE "
+                             f"as without spindle. {summary}")
+        for code, details in res["error_details"].items():
+            self.assertTrue(details.strip(), f"{code} without a message. {summary}")
+
+    def _restart(self, name):
+        proc = self.servers[name]
+        if not proc.alive():
+            self.servers[name], self.logs[name] = peers.start_server(self.pods[name])
