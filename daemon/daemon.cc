@@ -10,11 +10,14 @@
 #include <thread>
 #include <vector>
 
+#include "dns/discovery.h"
+#include "dns/resolver.h"
 #include "loop/loop.h"
 #include "net/socket.h"
 #include "proxy/worker.h"
 #include "redirect/platform.h"
 #include "redirect/redirector.h"
+#include "service_registry.h"
 #include "util/log.h"
 
 namespace spindle {
@@ -70,21 +73,6 @@ Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
   return out;
 }
 
-// The services as the workers see them: static endpoints now; DNS replaces the snapshots.
-std::shared_ptr<const proxy::ServiceTable> serviceTable(const config::Config& config) {
-  auto table = std::make_shared<proxy::ServiceTable>();
-  for (const config::Service& service : config.services) {
-    std::vector<lb::Endpoint> endpoints;
-    for (const net::SocketAddress& address : service.endpoints.statics) {
-      endpoints.push_back(lb::Endpoint{address, std::make_shared<lb::EndpointLoad>()});
-    }
-    table->push_back(proxy::ServiceEntry{
-        service.name, std::make_shared<const lb::EndpointSet>(service.name, std::move(endpoints)),
-        service.balance});
-  }
-  return table;
-}
-
 unsigned workerCount(const config::Config& config) {
   if (config.proxy.workers != 0) return config.proxy.workers;
   return std::max(1u, std::thread::hardware_concurrency());
@@ -94,6 +82,27 @@ std::chrono::nanoseconds heartbeatInterval(std::chrono::nanoseconds timeout) {
   // Four beats per timeout: one late beat is not a missed heartbeat.
   return std::clamp<std::chrono::nanoseconds>(timeout / 4, std::chrono::milliseconds(50),
                                               std::chrono::seconds(1));
+}
+
+bool needsDns(const config::Config& config) {
+  for (const config::Service& service : config.services) {
+    if (!service.endpoints.dns.empty()) return true;
+    for (const config::Intercept& intercept : service.intercept) {
+      if (!intercept.literal) return true;
+    }
+  }
+  return false;
+}
+
+// One line per change, so that an operator can follow a service's Pods in the log.
+void logEndpoints(const std::string& service, const lb::EndpointSet& set) {
+  constexpr size_t kListed = 16;
+  std::string list;
+  for (size_t i = 0; i < set.size() && i < kListed; ++i) {
+    list += " " + set[i].address.toString();
+  }
+  if (set.size() > kListed) list += fmt::format(" and {} more", set.size() - kListed);
+  log::info("service {}: {} endpoints:{}", service, set.size(), list);
 }
 
 void logCounters(const redirect::Counters& counters) {
@@ -185,17 +194,12 @@ int runDaemon(const config::Config& config) {
   control.host_netns = config.redirect.host_netns;
   control.heartbeat_timeout = config.redirect.heartbeat_timeout;
   if (Status s = redirector.setControl(control); !s) return fail(s.error());
-  for (const config::Service& service : config.services) {
-    for (const config::Intercept& intercept : service.intercept) {
-      if (!intercept.literal) {
-        log::warn("service {}: intercept '{}' is a name; names are not resolved yet, ignored",
-                  service.name, intercept.text);
-      }
-    }
+  ServiceRegistry registry(config.services);
+  if (Status s = redirector.setServiceAddresses(registry.redirectAddresses()); !s) {
+    return fail(s.error());
   }
-  if (Status s = redirector.setServices(config.services); !s) return fail(s.error());
 
-  const auto services = serviceTable(config);
+  const auto services = registry.table();
   std::vector<std::unique_ptr<proxy::Worker>> worker_list;
   for (unsigned w = 0; w < workers; ++w) {
     worker_list.push_back(std::make_unique<proxy::Worker>(
@@ -223,6 +227,40 @@ int runDaemon(const config::Config& config) {
     heartbeat.arm(beat);
   });
   heartbeat.arm(beat);
+
+  // DNS: endpoints of services that name a headless Service, and intercepts given as names.
+  std::unique_ptr<dns::CaresResolver> resolver;
+  std::unique_ptr<dns::Discovery> discovery;
+  if (needsDns(config)) {
+    auto created = dns::CaresResolver::create(loop, config.dns.servers);
+    if (!created) return fail(created.error());
+    resolver = std::move(*created);
+    discovery = std::make_unique<dns::Discovery>(
+        loop, *resolver,
+        dns::PolicySettings{config.dns.refresh_min, config.dns.refresh_max,
+                            config.dns.empty_confirmations});
+    for (size_t i = 0; i < config.services.size(); ++i) {
+      const config::Service& service = config.services[i];
+      if (!service.endpoints.dns.empty()) {
+        discovery->watch(service.endpoints.dns, [&, i](const auto& addresses) {
+          auto table = registry.setEndpoints(i, addresses);
+          logEndpoints(config.services[i].name, *(*table)[i].endpoints);
+          for (auto& worker : worker_list) worker->publish(table);
+        });
+      }
+      for (size_t j = 0; j < service.intercept.size(); ++j) {
+        if (service.intercept[j].literal) continue;
+        discovery->watch(service.intercept[j].host, [&, i, j](const auto& addresses) {
+          registry.setInterceptAddresses(i, j, addresses);
+          log::info("service {}: intercept {} is {} addresses", config.services[i].name,
+                    config.services[i].intercept[j].text, addresses.size());
+          if (Status s = redirector.setServiceAddresses(registry.redirectAddresses()); !s) {
+            log::error("service {}: {}", config.services[i].name, s.error());
+          }
+        });
+      }
+    }
+  }
 
   std::string listening;
   for (const net::SocketAddress& address : config.proxy.listen) {

@@ -16,8 +16,9 @@ void sortUnique(std::vector<net::SocketAddress>& addresses) {
 }  // namespace
 
 Answer combine(const Answer& a, const Answer& aaaa) {
-  if (a.outcome == Outcome::kFailure) return a;
-  if (aaaa.outcome == Outcome::kFailure) return aaaa;
+  if (a.outcome == Outcome::kFailure && aaaa.outcome == Outcome::kFailure) return a;
+  if (a.outcome == Outcome::kFailure) return aaaa;
+  if (aaaa.outcome == Outcome::kFailure) return a;
   Answer out;
   if (a.outcome == Outcome::kEmpty && aaaa.outcome == Outcome::kEmpty) {
     out.outcome = Outcome::kEmpty;

@@ -34,8 +34,10 @@ struct Answer {
   std::string error;                          // for kFailure and kEmpty, what the server said
 };
 
-// A and AAAA are asked separately; a name's answer is both together. A failure of either
-// keeps the last good set (half an answer could drop every IPv6 or IPv4 endpoint).
+// A and AAAA are asked separately; a name's answer is both together. The caller puts a
+// family's last good answer in place of its failure, so that half an answer never drops the
+// other family's endpoints. A family that failed with no good answer before counts as
+// empty when the other answered; both failing is a failure.
 Answer combine(const Answer& a, const Answer& aaaa);
 
 struct PolicySettings {

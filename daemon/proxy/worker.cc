@@ -52,7 +52,7 @@ Status Worker::start() {
     context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
                                                /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
     loop_->setAfterBatch([this] { context_->flushDirty(); });
-    waker_ = std::make_unique<loop::Waker>(*loop_, [] {});
+    waker_ = std::make_unique<loop::Waker>(*loop_, [this] { takePublished(); });
     ready.set_value(Status{});
     run();
   });
@@ -64,6 +64,23 @@ Status Worker::start() {
 void Worker::stop() {
   stopping_.store(true, std::memory_order_relaxed);
   if (waker_) waker_->wake();
+}
+
+void Worker::publish(std::shared_ptr<const ServiceTable> services) {
+  {
+    std::lock_guard<std::mutex> lock(published_lock_);
+    published_ = std::move(services);
+  }
+  if (waker_) waker_->wake();
+}
+
+void Worker::takePublished() {
+  std::shared_ptr<const ServiceTable> services;
+  {
+    std::lock_guard<std::mutex> lock(published_lock_);
+    services = std::move(published_);
+  }
+  if (services) context_->setServices(std::move(services));
 }
 
 void Worker::join() {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,8 @@ class Worker {
   Status start();
   // Thread-safe: ask the worker to close everything and exit.
   void stop();
+  // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
+  void publish(std::shared_ptr<const ServiceTable> services);
   void join();
 
   const WorkerStats& stats() const { return stats_; }
@@ -50,6 +53,7 @@ class Worker {
   };
 
   void run();
+  void takePublished();
   void onAccepted(int fd);
   void shutdownConnections();
 
@@ -64,6 +68,8 @@ class Worker {
   std::unique_ptr<WorkerContext> context_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::atomic<bool> stopping_{false};
+  std::mutex published_lock_;  // main thread -> worker; never taken on the data path
+  std::shared_ptr<const ServiceTable> published_;
   std::thread thread_;
   WorkerStats stats_;
   // A flood of rejected connects must not flood the log.

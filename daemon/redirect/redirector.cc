@@ -110,20 +110,18 @@ Status Redirector::heartbeat() {
   return {};
 }
 
-Status Redirector::setServices(const std::vector<config::Service>& services) {
+Status Redirector::setServiceAddresses(
+    const std::vector<std::pair<net::SocketAddress, uint32_t>>& addresses) {
   const int fd = bpf_map__fd(skel_->maps.services);
   std::vector<spindle_sockaddr_key> keys;
-  for (size_t i = 0; i < services.size(); ++i) {
-    spindle_service_value value{static_cast<uint32_t>(i + 1)};
-    for (const config::Intercept& intercept : services[i].intercept) {
-      if (!intercept.literal) continue;  // names are resolved by DNS
-      spindle_sockaddr_key key = keyOf(*intercept.literal);
-      if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
-        return makeError(fmt::format("adding {} to the services map: {}",
-                                     intercept.literal->toString(), std::strerror(errno)));
-      }
-      keys.push_back(key);
+  for (const auto& [address, service_id] : addresses) {
+    spindle_service_value value{service_id};
+    spindle_sockaddr_key key = keyOf(address);
+    if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
+      return makeError(fmt::format("adding {} to the services map: {}", address.toString(),
+                                   std::strerror(errno)));
     }
+    keys.push_back(key);
   }
   // Remove what is no longer declared, after the new entries are in: no gap for the others.
   for (const spindle_sockaddr_key& old_key : service_keys_) {

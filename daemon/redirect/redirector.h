@@ -61,9 +61,9 @@ class Redirector {
   Redirector& operator=(const Redirector&) = delete;
 
   Status setControl(const ControlSettings& settings);
-  // Makes the services map hold exactly the literal intercept addresses of `services`;
-  // service ids are 1 + the index in the list.
-  Status setServices(const std::vector<config::Service>& services);
+  // Makes the services map hold exactly these (address, service id) pairs. New entries go
+  // in before stale ones go out, so an address that stays is never missing.
+  Status setServiceAddresses(const std::vector<std::pair<net::SocketAddress, uint32_t>>& addresses);
   // Refreshes the heartbeat; connect4/6 stop redirecting when it is older than the timeout.
   Status heartbeat();
   Status attach(const std::string& cgroup_path);

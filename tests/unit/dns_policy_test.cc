@@ -166,9 +166,18 @@ TEST(DnsPolicy, CombineKeepsOneFamilyWhenTheOtherIsEmpty) {
   EXPECT_EQ(combine(empty(), empty()).outcome, Outcome::kEmpty);
 }
 
-TEST(DnsPolicy, CombineFailsWhenEitherFamilyFailed) {
-  EXPECT_EQ(combine(records({ip("198.18.1.2")}), failure()).outcome, Outcome::kFailure);
-  EXPECT_EQ(combine(failure(), records({ip("2001:2::1:2")})).outcome, Outcome::kFailure);
+TEST(DnsPolicy, CombineFailsOnlyWhenBothFamiliesFailed) {
+  EXPECT_EQ(combine(failure(), failure()).outcome, Outcome::kFailure);
+}
+
+// Some servers refuse AAAA for names they only know A records of (dnsmasq without an
+// upstream does): the A records must still be used.
+TEST(DnsPolicy, CombineUsesTheFamilyThatAnsweredWhenTheOtherFailed) {
+  Answer v4 = combine(records({ip("198.18.1.2")}, seconds(7)), failure());
+  EXPECT_EQ(v4.outcome, Outcome::kRecords);
+  EXPECT_EQ(v4.addresses, std::vector{ip("198.18.1.2")});
+  EXPECT_EQ(v4.ttl, seconds(7));
+  EXPECT_EQ(combine(failure(), empty()).outcome, Outcome::kEmpty);
 }
 
 }  // namespace

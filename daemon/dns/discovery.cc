@@ -1,0 +1,80 @@
+#include "dns/discovery.h"
+
+#include "util/log.h"
+
+namespace spindle::dns {
+namespace {
+// How often due names are looked for. Refresh times are at least dns.refresh.min (1 s by
+// default), so a tenth of a second is precise enough.
+constexpr auto kTick = std::chrono::milliseconds(100);
+}  // namespace
+
+Discovery::Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings)
+    : loop_(loop), resolver_(resolver), settings_(settings), tick_(loop, [this] { onTick(); }) {}
+
+void Discovery::watch(const std::string& name, OnChange on_change) {
+  auto watched = std::make_unique<Watched>(
+      Watched{name, NameState(settings_), std::move(on_change), false, std::nullopt,
+              std::nullopt, std::nullopt, std::nullopt});
+  query(*watched);
+  names_.push_back(std::move(watched));
+  if (!tick_.armed()) tick_.arm(kTick);
+}
+
+bool Discovery::allResolved() const {
+  for (const auto& watched : names_) {
+    if (!watched->state.resolved()) return false;
+  }
+  return true;
+}
+
+void Discovery::query(Watched& watched) {
+  watched.in_flight = true;
+  watched.a.reset();
+  watched.aaaa.reset();
+  // Watched objects live as long as the Discovery, which outlives the resolver's callbacks.
+  resolver_.query(watched.name, RecordType::kA, [this, &watched](Answer answer) {
+    watched.a = std::move(answer);
+    onAnswer(watched);
+  });
+  resolver_.query(watched.name, RecordType::kAAAA, [this, &watched](Answer answer) {
+    watched.aaaa = std::move(answer);
+    onAnswer(watched);
+  });
+}
+
+void Discovery::onAnswer(Watched& watched) {
+  if (!watched.a || !watched.aaaa) return;  // the other family is still on its way
+  watched.in_flight = false;
+  // A family that failed is replaced by its last good answer: keep what it gave before.
+  auto effective = [](const Answer& answer, std::optional<Answer>& last_good) -> const Answer& {
+    if (answer.outcome != Outcome::kFailure) {
+      last_good = answer;
+      return answer;
+    }
+    return last_good ? *last_good : answer;
+  };
+  const Answer answer = combine(effective(*watched.a, watched.last_good_a),
+                                effective(*watched.aaaa, watched.last_good_aaaa));
+  const auto now = Clock::now();
+  auto changed = watched.state.onAnswer(answer, now);
+  if (answer.outcome == Outcome::kFailure) {
+    log::warn("dns: {}: {} (keeping {} endpoints; {} failures in a row)", watched.name,
+              answer.error, watched.state.addresses().size(), watched.state.consecutiveFailures());
+  } else if (answer.outcome == Outcome::kEmpty && !changed) {
+    log::warn("dns: {}: {} ({} of {} answers in a row before endpoints are dropped)",
+              watched.name, answer.error, watched.state.consecutiveEmpty(),
+              settings_.empty_confirmations);
+  }
+  if (changed) watched.on_change(*changed);
+}
+
+void Discovery::onTick() {
+  const auto now = Clock::now();
+  for (const auto& watched : names_) {
+    if (!watched->in_flight && watched->state.nextQuery() <= now) query(*watched);
+  }
+  tick_.arm(kTick);
+}
+
+}  // namespace spindle::dns

@@ -1,0 +1,52 @@
+// Keeps a set of names resolved: asks A and AAAA for each, applies the failure policy, and
+// reports every change of a name's address set. Runs on the main loop.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dns/policy.h"
+#include "dns/resolver.h"
+#include "loop/loop.h"
+
+namespace spindle::dns {
+
+class Discovery {
+ public:
+  using OnChange = std::function<void(const std::vector<net::SocketAddress>&)>;
+
+  Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings);
+
+  // Resolves `name` from now on; on_change runs with each new address set (ports 0).
+  void watch(const std::string& name, OnChange on_change);
+  // Whether every watched name has had a good answer.
+  bool allResolved() const;
+
+ private:
+  struct Watched {
+    std::string name;
+    NameState state;
+    OnChange on_change;
+    bool in_flight = false;
+    std::optional<Answer> a;
+    std::optional<Answer> aaaa;
+    // Each family's last answer that was not a failure, to stand in for a failed one.
+    std::optional<Answer> last_good_a;
+    std::optional<Answer> last_good_aaaa;
+  };
+
+  void query(Watched& watched);
+  void onAnswer(Watched& watched);
+  void onTick();
+
+  loop::Loop& loop_;
+  CaresResolver& resolver_;
+  PolicySettings settings_;
+  std::vector<std::unique_ptr<Watched>> names_;
+  loop::Timer tick_;
+};
+
+}  // namespace spindle::dns
