@@ -9,7 +9,8 @@ BPFTOOL    ?= bpftool
 # Packages the build, the tests and the demo need (Debian 12).
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev
-DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio curl openssl dnsmasq-base
+DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
+              dnsmasq-base
 DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 
