@@ -243,7 +243,8 @@ class Parser {
   }
 
   // "500ms", "2s", "1.5s", "1m", "1h". A bare number is refused: seconds or milliseconds?
-  Duration duration(const Item& item) const {
+  // `zero_ok` lets "0s" mean "off" for settings that can be turned off.
+  Duration duration(const Item& item, bool zero_ok = false) const {
     const std::string text = string(item, "a duration");
     size_t split = 0;
     while (split < text.size() &&
@@ -253,7 +254,8 @@ class Parser {
     const std::string_view number(text.data(), split);
     const std::string_view unit(text.data() + split, text.size() - split);
     if (!text.empty() && text.front() == '-') {
-      fail(item, fmt::format("'{}': a duration must be greater than zero", text));
+      fail(item, fmt::format("'{}': a duration must be {}", text,
+                             zero_ok ? "zero or more" : "greater than zero"));
     }
     if (number.empty()) {
       fail(item, fmt::format("'{}' is not a duration like 500ms, 2s or 1m", text));
@@ -279,6 +281,7 @@ class Parser {
       fail(item, fmt::format("'{}' is not a duration like 500ms, 2s or 1m", text));
     }
     const double ms = value * unit_ms;
+    if (ms == 0 && zero_ok) return Duration(0);
     if (ms <= 0) fail(item, fmt::format("'{}': a duration must be greater than zero", text));
     if (ms < 1) fail(item, fmt::format("'{}' is shorter than 1ms", text));
     if (ms > kMaxDurationMs) fail(item, fmt::format("'{}' is longer than a year", text));
@@ -437,7 +440,7 @@ class Parser {
         fail(entry, fmt::format("expected a map, got {}", describe(entry.node)));
       }
       auto fields = readMap(entry, {"name", "intercept", "endpoints", "port", "balance", "outlier",
-                                    "retries", "slow_start"});
+                                    "retries", "peak_ewma", "slow_start"});
       for (std::string_view key : {"name", "intercept", "endpoints"}) {
         if (fields.find(key) == fields.end()) {
           fail(entry, fmt::format("missing required key '{}'", key));
@@ -476,19 +479,63 @@ class Parser {
       if (auto it = fields.find("balance"); it != fields.end()) {
         service.balance = balance(it->second);
       }
-      // Read and checked now, used by later changes.
-      if (auto it = fields.find("outlier"); it != fields.end()) readAnyMap(it->second);
-      if (auto it = fields.find("retries"); it != fields.end()) readAnyMap(it->second);
-      if (auto it = fields.find("slow_start"); it != fields.end()) duration(it->second);
+      if (auto it = fields.find("outlier"); it != fields.end()) {
+        service.outlier = outlier(it->second);
+      }
+      if (auto it = fields.find("retries"); it != fields.end()) {
+        service.retries = retries(it->second);
+      }
+      if (auto it = fields.find("peak_ewma"); it != fields.end()) {
+        service.peak_ewma = peakEwma(it->second);
+      }
+      if (auto it = fields.find("slow_start"); it != fields.end()) {
+        service.slow_start = duration(it->second, /*zero_ok=*/true);
+      }
       services.push_back(std::move(service));
     }
     return services;
   }
 
-  void readAnyMap(const Item& item) const {
-    if (!item.node.IsNull() && !item.node.IsMap()) {
-      fail(item, fmt::format("expected a map, got {}", describe(item.node)));
+  Outlier outlier(const Item& item) const {
+    auto fields = readMap(
+        item, {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent"});
+    Outlier out;
+    if (auto it = fields.find("consecutive_failures"); it != fields.end()) {
+      out.consecutive_failures = static_cast<uint32_t>(integer(it->second, 1, 1000));
     }
+    if (auto it = fields.find("base_ejection"); it != fields.end()) {
+      out.base_ejection = duration(it->second);
+    }
+    if (auto it = fields.find("max_ejection"); it != fields.end()) {
+      out.max_ejection = duration(it->second);
+    }
+    if (auto it = fields.find("max_ejected_percent"); it != fields.end()) {
+      out.max_ejected_percent = static_cast<uint32_t>(integer(it->second, 0, 100));
+    }
+    // Either may be left at its default, so the pair is checked whichever was written.
+    if (out.base_ejection > out.max_ejection) {
+      fail(item, "base_ejection is above max_ejection");
+    }
+    return out;
+  }
+
+  Retries retries(const Item& item) const {
+    auto fields = readMap(item, {"max", "budget_percent"});
+    Retries out;
+    if (auto it = fields.find("max"); it != fields.end()) {
+      out.max = static_cast<uint32_t>(integer(it->second, 1, 10));
+    }
+    if (auto it = fields.find("budget_percent"); it != fields.end()) {
+      out.budget_percent = static_cast<uint32_t>(integer(it->second, 0, 100));
+    }
+    return out;
+  }
+
+  PeakEwma peakEwma(const Item& item) const {
+    auto fields = readMap(item, {"decay"});
+    PeakEwma out;
+    if (auto it = fields.find("decay"); it != fields.end()) out.decay = duration(it->second);
+    return out;
   }
 
   std::string_view source_;

@@ -34,12 +34,40 @@ struct Endpoints {
   std::vector<net::SocketAddress> statics;  // "ip:port" list, or empty
 };
 
+// Passive health (lb/health.h): an endpoint whose calls fail `consecutive_failures` times in a
+// row is ejected for base_ejection * 2^(ejections so far), at most max_ejection.
+struct Outlier {
+  uint32_t consecutive_failures = 5;  // 1..1000
+  Duration base_ejection{1000};
+  Duration max_ejection{60000};       // not below base_ejection
+  uint32_t max_ejected_percent = 50;  // 0..100; 0 never ejects
+};
+
+// Transparent retries of calls the endpoint never processed (lb/retry_budget.h).
+struct Retries {
+  uint32_t max = 3;              // tries per call, the first included: 1..10; 1 = no retries
+  // Retries per second may reach this share of the calls per second, and never fall below
+  // 10 per second whatever it says: 0 keeps only that floor (max: 1 turns retries off).
+  uint32_t budget_percent = 20;  // 0..100
+};
+
+struct PeakEwma {
+  // Time constant of the latency average: a sample's weight falls by 1/e over this time.
+  // Read with any balance (the latency estimate is also what /endpoints shows).
+  Duration decay{10000};
+};
+
 struct Service {
   std::string name;
   std::vector<Intercept> intercept;
   Endpoints endpoints;
   uint16_t port = 0;  // Pod port; defaults to the first intercept's port
   Balance balance = Balance::kLeastRequest;
+  Outlier outlier;
+  Retries retries;
+  PeakEwma peak_ewma;
+  // A new endpoint's share of picks ramps up over this time; 0 = off.
+  Duration slow_start{0};
 };
 
 struct Proxy {

@@ -2,9 +2,11 @@
 // Picker per worker and service, so picks take no lock.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "config/config.h"
 #include "lb/endpoints.h"
@@ -42,19 +44,58 @@ class Random {
   uint64_t next();
   // Uniform in [0, bound), bound > 0.
   size_t below(size_t bound);
+  // Uniform in [0, 1), with 53 random bits.
+  double uniform();
 
  private:
   uint64_t state_;
 };
 
+// What a picker needs from the service's config besides the policy.
+struct PickerOptions {
+  // The latency average's time constant (peak_ewma.decay). peak_ewma also reads an
+  // endpoint's latency as decaying toward zero while no new sample comes: an endpoint that
+  // was slow once and then lost every comparison is tried again after a few decay times,
+  // and one slow answer puts it back where it was (the peak is taken whole).
+  std::chrono::nanoseconds decay = std::chrono::seconds(10);
+  // 0 = off. Otherwise an endpoint that joined less than this long ago keeps a pick that
+  // least_request or peak_ewma gave it only with probability age / slow_start (at least 10%,
+  // so that it is warmed at all) relative to its rival's; see PowerOfTwoPicker.
+  std::chrono::nanoseconds slow_start{0};
+};
+PickerOptions pickerOptions(const config::Service& service);
+
 class Picker {
  public:
   virtual ~Picker() = default;
   // The index of the endpoint for the next call; nullopt when every endpoint is excluded or
-  // the set is empty.
-  virtual std::optional<size_t> pick(const EndpointSet& set, const Exclusions& exclude) = 0;
+  // the set is empty. Ejected endpoints (lb/health.h) are skipped; when every endpoint not
+  // excluded is ejected, they are all used as if none were (panic: some answer beats none,
+  // and passive health cannot tell a dead service from a dead few) and panics() counts it.
+  virtual std::optional<size_t> pick(const EndpointSet& set, const Exclusions& exclude,
+                                     TimePoint now) = 0;
+  // Picks made in panic since the picker was made (a counter: the caller takes differences).
+  uint64_t panics() const { return panics_; }
+
+ protected:
+  void countPanic() { ++panics_; }
+
+ private:
+  uint64_t panics_ = 0;
 };
 
-std::unique_ptr<Picker> makePicker(config::Balance balance, uint64_t seed);
+std::unique_ptr<Picker> makePicker(config::Balance balance, uint64_t seed,
+                                   PickerOptions options = {});
+
+// Adds a call's latency to the endpoint's peak EWMA: a sample above the average replaces it
+// (a slowdown shows at once), one below pulls it down with weight 1 - exp(-dt / decay), dt
+// being the time since the previous sample. Shared by all workers: a load, then a store, so a
+// sample racing another worker's may be lost, which leaves the estimate approximate, not wrong.
+void recordLatency(EndpointLoad& load, uint64_t sample_ns, TimePoint now,
+                   std::chrono::nanoseconds decay);
+
+// The latency peak_ewma uses at `now`: the average decayed toward zero over the time since
+// its last sample (see PickerOptions::decay); 0 when there was no sample yet.
+double currentLatency(const EndpointLoad& load, TimePoint now, std::chrono::nanoseconds decay);
 
 }  // namespace spindle::lb

@@ -55,7 +55,7 @@ void Call::dispatch() {
     endpoints_ = current;
     tried_ = lb::Exclusions();
   }
-  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_);
+  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_, lb::Clock::now());
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
     return;

@@ -87,8 +87,10 @@ TEST(Config, FullConfigRoundTripsEveryField) {
           dns: "echo-pods.demo.svc.cluster.local"
         port: 8080
         balance: peak_ewma
-        outlier: {consecutive_errors: 5}
-        retries: {attempts: 2}
+        outlier: {consecutive_failures: 3, base_ejection: 500ms, max_ejection: 2m,
+                  max_ejected_percent: 30}
+        retries: {max: 2, budget_percent: 5}
+        peak_ewma: {decay: 5s}
         slow_start: 10s
       - name: greeter-2
         intercept: "[fd00:19::20]:443"
@@ -129,6 +131,14 @@ TEST(Config, FullConfigRoundTripsEveryField) {
   EXPECT_TRUE(echo.endpoints.statics.empty());
   EXPECT_EQ(echo.port, 8080);
   EXPECT_EQ(echo.balance, Balance::kPeakEwma);
+  EXPECT_EQ(echo.outlier.consecutive_failures, 3u);
+  EXPECT_EQ(echo.outlier.base_ejection, Duration(500));
+  EXPECT_EQ(echo.outlier.max_ejection, Duration(120000));
+  EXPECT_EQ(echo.outlier.max_ejected_percent, 30u);
+  EXPECT_EQ(echo.retries.max, 2u);
+  EXPECT_EQ(echo.retries.budget_percent, 5u);
+  EXPECT_EQ(echo.peak_ewma.decay, Duration(5000));
+  EXPECT_EQ(echo.slow_start, Duration(10000));
 
   const Service& greeter = c.services[1];
   EXPECT_EQ(greeter.name, "greeter-2");
@@ -467,7 +477,7 @@ TEST(Config, WrongTypesNameKeyAndLine) {
             "spindle.yaml:4: dns.servers: expected a list, got '10.96.0.10'");
 }
 
-TEST(Config, IgnoredKeysAreStillTypeChecked) {
+TEST(Config, ResilienceSectionsAreTypeChecked) {
   EXPECT_EQ(errorOf(R"(
     proxy:
       listen: "198.18.0.1:15001"
@@ -502,6 +512,141 @@ TEST(Config, IgnoredKeysAreStillTypeChecked) {
       empty_confirmations: -1
   )"),
             "spindle.yaml:4: dns.empty_confirmations: '-1' is not an integer from 1 to 1000");
+}
+
+// --- Outlier ejection, retries, peak EWMA, slow start -----------------------------------------
+
+// A file with one service whose last lines are `extra` (indented as service keys); the service's
+// first key is on line 4.
+std::string serviceWith(std::string_view extra) {
+  std::string text = R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    services:
+      - name: echo
+        intercept: "198.19.0.10:80"
+        endpoints: {dns: echo-pods}
+)";
+  size_t start = 0;
+  while (start < extra.size()) {
+    size_t end = extra.find('\n', start);
+    if (end == std::string_view::npos) end = extra.size();
+    text += "        ";
+    text += extra.substr(start, end - start);
+    text += '\n';
+    start = end + 1;
+  }
+  return text;
+}
+
+TEST(Config, ResilienceDefaultsMatchTheDesign) {
+  Config c = mustParse(serviceWith(""));
+  ASSERT_EQ(c.services.size(), 1u);
+  const Service& s = c.services[0];
+  EXPECT_EQ(s.outlier.consecutive_failures, 5u);
+  EXPECT_EQ(s.outlier.base_ejection, std::chrono::seconds(1));
+  EXPECT_EQ(s.outlier.max_ejection, std::chrono::seconds(60));
+  EXPECT_EQ(s.outlier.max_ejected_percent, 50u);
+  EXPECT_EQ(s.retries.max, 3u);
+  EXPECT_EQ(s.retries.budget_percent, 20u);
+  EXPECT_EQ(s.peak_ewma.decay, std::chrono::seconds(10));
+  EXPECT_EQ(s.slow_start, Duration(0));
+}
+
+TEST(Config, ResilienceSectionsKeepDefaultsForKeysLeftOut) {
+  Config c = mustParse(
+      serviceWith("outlier: {max_ejection: 5m}\nretries: {budget_percent: 0}\npeak_ewma: {}"));
+  ASSERT_EQ(c.services.size(), 1u);
+  const Service& s = c.services[0];
+  EXPECT_EQ(s.outlier.consecutive_failures, 5u);
+  EXPECT_EQ(s.outlier.base_ejection, std::chrono::seconds(1));
+  EXPECT_EQ(s.outlier.max_ejection, std::chrono::minutes(5));
+  EXPECT_EQ(s.outlier.max_ejected_percent, 50u);
+  EXPECT_EQ(s.retries.max, 3u);
+  EXPECT_EQ(s.retries.budget_percent, 0u);
+  EXPECT_EQ(s.peak_ewma.decay, std::chrono::seconds(10));
+}
+
+TEST(Config, ResilienceLimitsAreAccepted) {
+  Config low = mustParse(serviceWith(
+      "outlier: {consecutive_failures: 1, max_ejected_percent: 0}\nretries: {max: 1, "
+      "budget_percent: 0}\nslow_start: 0s"));
+  ASSERT_EQ(low.services.size(), 1u);
+  EXPECT_EQ(low.services[0].outlier.consecutive_failures, 1u);
+  EXPECT_EQ(low.services[0].outlier.max_ejected_percent, 0u);
+  EXPECT_EQ(low.services[0].retries.max, 1u);
+  EXPECT_EQ(low.services[0].retries.budget_percent, 0u);
+  EXPECT_EQ(low.services[0].slow_start, Duration(0));
+
+  Config high = mustParse(serviceWith(
+      "outlier: {consecutive_failures: 1000, max_ejected_percent: 100, base_ejection: 2s, "
+      "max_ejection: 2s}\nretries: {max: 10, budget_percent: 100}"));
+  ASSERT_EQ(high.services.size(), 1u);
+  EXPECT_EQ(high.services[0].outlier.consecutive_failures, 1000u);
+  EXPECT_EQ(high.services[0].outlier.max_ejected_percent, 100u);
+  EXPECT_EQ(high.services[0].outlier.base_ejection, high.services[0].outlier.max_ejection);
+  EXPECT_EQ(high.services[0].retries.max, 10u);
+  EXPECT_EQ(high.services[0].retries.budget_percent, 100u);
+}
+
+TEST(Config, OutOfRangeResilienceIntegersNameKeyAndLine) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"outlier: {consecutive_failures: 0}",
+       "services[0].outlier.consecutive_failures: '0' is not an integer from 1 to 1000"},
+      {"outlier: {consecutive_failures: 1001}",
+       "services[0].outlier.consecutive_failures: '1001' is not an integer from 1 to 1000"},
+      {"outlier: {max_ejected_percent: 101}",
+       "services[0].outlier.max_ejected_percent: '101' is not an integer from 0 to 100"},
+      {"outlier: {max_ejected_percent: -5}",
+       "services[0].outlier.max_ejected_percent: '-5' is not an integer from 0 to 100"},
+      {"retries: {max: 0}", "services[0].retries.max: '0' is not an integer from 1 to 10"},
+      {"retries: {max: 11}", "services[0].retries.max: '11' is not an integer from 1 to 10"},
+      {"retries: {budget_percent: 101}",
+       "services[0].retries.budget_percent: '101' is not an integer from 0 to 100"},
+      {"retries: {budget_percent: 20%}",
+       "services[0].retries.budget_percent: '20%' is not an integer from 0 to 100"},
+  };
+  for (const auto& [extra, message] : cases) {
+    EXPECT_EQ(errorOf(serviceWith(extra)), fmt::format("spindle.yaml:7: {}", message)) << extra;
+  }
+}
+
+TEST(Config, BadResilienceDurationsNameKeyAndLine) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"outlier: {base_ejection: 0s}",
+       "services[0].outlier.base_ejection: '0s': a duration must be greater than zero"},
+      {"outlier: {max_ejection: 60}",
+       "services[0].outlier.max_ejection: '60' needs a unit: ms, s, m or h"},
+      {"peak_ewma: {decay: 0ms}",
+       "services[0].peak_ewma.decay: '0ms': a duration must be greater than zero"},
+      {"peak_ewma: {decay: fast}",
+       "services[0].peak_ewma.decay: 'fast' is not a duration like 500ms, 2s or 1m"},
+      {"slow_start: -1s", "services[0].slow_start: '-1s': a duration must be zero or more"},
+      {"slow_start: 1d", "services[0].slow_start: '1d': unknown unit 'd', use ms, s, m or h"},
+  };
+  for (const auto& [extra, message] : cases) {
+    EXPECT_EQ(errorOf(serviceWith(extra)), fmt::format("spindle.yaml:7: {}", message)) << extra;
+  }
+}
+
+TEST(Config, BaseEjectionAboveMaxEjectionIsAnError) {
+  // Named at the outlier section, whichever of the two was written: here only the base,
+  // which is above the default max.
+  EXPECT_EQ(errorOf(serviceWith("outlier:\n  base_ejection: 30s\n  max_ejection: 10s")),
+            "spindle.yaml:8: services[0].outlier: base_ejection is above max_ejection");
+  EXPECT_EQ(errorOf(serviceWith("outlier: {base_ejection: 2m}")),
+            "spindle.yaml:7: services[0].outlier: base_ejection is above max_ejection");
+}
+
+TEST(Config, UnknownResilienceKeysNameKeyAndLine) {
+  EXPECT_EQ(errorOf(serviceWith("outlier:\n  consecutive_errors: 5")),
+            "spindle.yaml:8: unknown key 'consecutive_errors' in services[0].outlier");
+  EXPECT_EQ(errorOf(serviceWith("retries:\n  max: 2\n  attempts: 2")),
+            "spindle.yaml:9: unknown key 'attempts' in services[0].retries");
+  EXPECT_EQ(errorOf(serviceWith("peak_ewma: {tau: 1s}")),
+            "spindle.yaml:7: unknown key 'tau' in services[0].peak_ewma");
+  EXPECT_EQ(errorOf(serviceWith("peak_ewma: 10s")),
+            "spindle.yaml:7: services[0].peak_ewma: expected a map, got '10s'");
 }
 
 TEST(Config, BadServicePortNamesKeyAndLine) {
