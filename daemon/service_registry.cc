@@ -13,7 +13,7 @@ ServiceRegistry::ServiceRegistry(const std::vector<config::Service>& services)
     // A DNS service starts empty: not ready, its connections pass through at L4 meanwhile.
     table->push_back(proxy::ServiceEntry{
         service.name, std::make_shared<const lb::EndpointSet>(service.name, std::move(endpoints)),
-        service.balance});
+        service.balance, lb::pickerOptions(service), service.outlier, service.retries});
     std::vector<std::vector<net::SocketAddress>> intercepts;
     for (const config::Intercept& intercept : service.intercept) {
       intercepts.push_back(intercept.literal ? std::vector{*intercept.literal}
@@ -46,7 +46,9 @@ std::shared_ptr<const proxy::ServiceTable> ServiceRegistry::setEndpoints(
     for (const lb::Endpoint& old : old_entry.endpoints->endpoints()) {
       if (old.address == address) load = old.load;
     }
-    endpoints.push_back(lb::Endpoint{address, load ? load : std::make_shared<lb::EndpointLoad>()});
+    // A new endpoint records when it joined, for slow start.
+    endpoints.push_back(
+        lb::Endpoint{address, load ? load : std::make_shared<lb::EndpointLoad>(lb::Clock::now())});
   }
   auto table = std::make_shared<proxy::ServiceTable>(*table_);
   (*table)[index].endpoints =

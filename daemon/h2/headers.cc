@@ -14,6 +14,18 @@ void HeaderBlock::add(std::string_view name, std::string_view value) {
   list_size_ += name.size() + value.size() + 32;
 }
 
+void HeaderBlock::set(std::string_view wanted, std::string_view value) {
+  HeaderBlock out;
+  bool found = false;
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    const bool match = name(i) == wanted;
+    found = found || match;
+    out.add(name(i), match ? value : this->value(i));
+  }
+  if (!found) out.add(wanted, value);
+  *this = std::move(out);
+}
+
 void HeaderBlock::clear() {
   arena_.clear();
   fields_.clear();

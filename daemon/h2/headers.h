@@ -14,6 +14,8 @@ namespace spindle::h2 {
 class HeaderBlock {
  public:
   void add(std::string_view name, std::string_view value);
+  // Replaces the value of every field called `name`, or adds one.
+  void set(std::string_view name, std::string_view value);
   void clear();
 
   size_t count() const { return fields_.size(); }

@@ -3,7 +3,9 @@
 #include <fmt/core.h>
 #include <nghttp2/nghttp2.h>
 
+#include "lb/health.h"
 #include "proxy/downstream.h"
+#include "proxy/grpc_timeout.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_context.h"
 #include "util/log.h"
@@ -26,7 +28,31 @@ const lb::Endpoint& Call::endpoint() const { return (*endpoints_)[endpoint_index
 void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   request_headers_ = std::move(headers);
   request_ended_ = end_stream;
+  const auto now = lb::Clock::now();
+  worker_.retryBudget(service_index_).onCall(now);
+  if (auto timeout = parseGrpcTimeout(request_headers_.find("grpc-timeout"))) {
+    deadline_ = now + std::chrono::duration_cast<lb::Clock::duration>(
+                          std::min(*timeout, std::chrono::nanoseconds(std::chrono::hours(24 * 365))));
+  }
   dispatch();
+}
+
+const lb::Endpoint* Call::currentEndpoint() const {
+  if (endpoint_index_ == 0 || !endpoints_) return nullptr;
+  return &(*endpoints_)[endpoint_index_ - 1];
+}
+
+void Call::reportHealth(bool failed) {
+  if (health_reported_) return;
+  health_reported_ = true;
+  const lb::Endpoint* endpoint = currentEndpoint();
+  if (endpoint == nullptr) return;
+  if (failed) {
+    lb::onFailure(*endpoint->load, *endpoints_, lb::Clock::now(),
+                  worker_.serviceAt(service_index_).outlier);
+  } else {
+    lb::onSuccess(*endpoint->load);
+  }
 }
 
 void Call::onRequestData(const uint8_t* data, size_t length) {
@@ -41,12 +67,27 @@ void Call::onRequestEnd() {
 }
 
 bool Call::canRetry() const {
-  return !response_started_ && request_body_.replayable() && attempts_ < kMaxAttempts &&
-         downstream_ != nullptr;
+  if (response_started_ || !request_body_.replayable() || downstream_ == nullptr) return false;
+  if (attempts_ >= worker_.serviceAt(service_index_).retries.max) return false;
+  const auto now = lb::Clock::now();
+  if (deadline_ && *deadline_ - now < kMinTimeForRetry) return false;
+  // Last: a retry that passes the budget is counted in it.
+  return worker_.retryBudget(service_index_).tryRetry(now);
 }
 
 void Call::dispatch() {
   if (downstream_ == nullptr) return;
+  const auto now = lb::Clock::now();
+  if (deadline_) {
+    // The endpoint gets the time that is left, not the time the app gave; a call already
+    // past its deadline is not sent at all.
+    auto left = formatGrpcTimeout(*deadline_ - now);
+    if (!left) {
+      failWithStatus("4", "deadline exceeded before the call was sent");  // DEADLINE_EXCEEDED
+      return;
+    }
+    request_headers_.set("grpc-timeout", *left);
+  }
   ++attempts_;
   // Each attempt balances over the current snapshot; the endpoints tried are indices of the
   // snapshot they were tried in, so a new snapshot starts a new list.
@@ -55,13 +96,15 @@ void Call::dispatch() {
     endpoints_ = current;
     tried_ = lb::Exclusions();
   }
-  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_, lb::Clock::now());
+  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_, now);
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
     return;
   }
   endpoint_index_ = *index + 1;
   tried_.add(*index);
+  attempt_started_ = now;
+  health_reported_ = false;
   (*endpoints_)[*index].load->total_calls.fetch_add(1, std::memory_order_relaxed);
   worker_.upstreamFor((*endpoints_)[*index]).attach(*this);
 }
@@ -105,6 +148,16 @@ size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
 }
 
 void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
+  const auto now = lb::Clock::now();
+  if (const lb::Endpoint* endpoint = currentEndpoint()) {
+    // Latency to the response headers: what peak_ewma balances on. Streaming calls end when
+    // their peers want; their start is what says how busy the endpoint is.
+    lb::recordLatency(*endpoint->load,
+                      static_cast<uint64_t>((now - attempt_started_).count()), now,
+                      worker_.serviceAt(service_index_).picker_options.decay);
+  }
+  // A trailers-only response carries the status: UNAVAILABLE from the endpoint is a failure.
+  if (end_stream) reportHealth(headers.find("grpc-status") == "14");
   response_started_ = true;
   request_body_.stopRetaining();
   if (end_stream) response_ended_ = true;
@@ -125,6 +178,7 @@ void Call::onResponseData(const uint8_t* data, size_t length) {
 }
 
 void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
+  reportHealth(trailers.find("grpc-status") == "14");
   response_trailers_ = std::move(trailers);
   response_has_trailers_ = true;
   response_ended_ = true;
@@ -164,6 +218,9 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
   // up, or the stream was refused (REFUSED_STREAM, or above a GOAWAY's last-stream-id).
   const bool unprocessed = how == UpstreamEnd::kConnectFailed ||
                            (how == UpstreamEnd::kClosed && error_code == NGHTTP2_REFUSED_STREAM);
+  // Connect failures, refused streams and lost connections count against the endpoint; a
+  // stream it reset for other reasons (it processed the call) does not.
+  if (unprocessed || how == UpstreamEnd::kConnectionLost) reportHealth(/*failed=*/true);
   if (unprocessed && canRetry()) {
     request_body_.rewind();
     dispatch();
@@ -212,10 +269,13 @@ void Call::onDownstreamClosed(uint32_t error_code) {
   detachUpstream();
 }
 
-void Call::failUnavailable(std::string_view why) {
+void Call::failUnavailable(std::string_view why) { failWithStatus("14", why); }
+
+void Call::failWithStatus(std::string_view status, std::string_view why) {
   if (downstream_ == nullptr) return;
-  downstream_->failCall(downstream_stream_,
-                        fmt::format("spindle: service {}: {}", worker_.serviceName(service_index_), why));
+  downstream_->failCall(downstream_stream_, status,
+                        fmt::format("spindle: service {}: {}",
+                                    worker_.serviceName(service_index_), why));
 }
 
 }  // namespace spindle::proxy

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "h2/headers.h"
@@ -31,7 +32,8 @@ class Call {
  public:
   // A request body up to this size is kept so the call can be sent again elsewhere.
   static constexpr size_t kReplayLimit = 64 * 1024;
-  static constexpr int kMaxAttempts = 3;
+  // A retry needs at least this much of the call's deadline left to be worth sending.
+  static constexpr auto kMinTimeForRetry = std::chrono::milliseconds(10);
 
   Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
        size_t service_index);
@@ -71,6 +73,10 @@ class Call {
   void releaseUpstreamWindow();
   // Answers the app with a gRPC error when the call cannot be sent anywhere.
   void failUnavailable(std::string_view why);
+  void failWithStatus(std::string_view status, std::string_view why);
+  // Passive health: what the endpoint of this attempt did with the call, told once.
+  void reportHealth(bool failed);
+  const lb::Endpoint* currentEndpoint() const;
   bool canRetry() const;
 
   WorkerContext& worker_;
@@ -80,7 +86,10 @@ class Call {
   lb::EndpointSetPtr endpoints_;  // the snapshot of the last attempt
   size_t endpoint_index_ = 0;     // 1 + index in endpoints_, 0 = none
   lb::Exclusions tried_;
-  int attempts_ = 0;
+  uint32_t attempts_ = 0;
+  std::optional<lb::TimePoint> deadline_;  // from grpc-timeout
+  lb::TimePoint attempt_started_{};
+  bool health_reported_ = true;  // nothing to report before the first attempt
 
   Upstream* upstream_ = nullptr;
   int32_t upstream_stream_ = -1;

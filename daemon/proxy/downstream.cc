@@ -101,12 +101,13 @@ void H2Downstream::resetStream(int32_t stream_id, uint32_t error_code) {
   markDirty();
 }
 
-void H2Downstream::failCall(int32_t stream_id, const std::string& message) {
+void H2Downstream::failCall(int32_t stream_id, std::string_view grpc_status,
+                            const std::string& message) {
   // A trailers-only response: what a gRPC server sends for an error before any message.
   h2::HeaderBlock headers;
   headers.add(":status", "200");
   headers.add("content-type", "application/grpc");
-  headers.add("grpc-status", "14");  // UNAVAILABLE
+  headers.add("grpc-status", grpc_status);
   headers.add("grpc-message", message);
   submitResponse(stream_id, headers, /*has_body=*/false);
 }

@@ -26,8 +26,8 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   void resumeResponse(int32_t stream_id);
   void consumeRequest(int32_t stream_id, size_t length);
   void resetStream(int32_t stream_id, uint32_t error_code);
-  // Ends the call with a gRPC error (UNAVAILABLE) as a trailers-only response.
-  void failCall(int32_t stream_id, const std::string& message);
+  // Ends the call with a gRPC error as a trailers-only response.
+  void failCall(int32_t stream_id, std::string_view grpc_status, const std::string& message);
 
  private:
   void onClosing() override;

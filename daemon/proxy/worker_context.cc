@@ -13,7 +13,9 @@ WorkerContext::WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
                              uint64_t seed)
     : loop_(loop), buffers_(buffers), services_(std::move(services)), mark_(mark) {
   for (size_t i = 0; i < services_->size(); ++i) {
-    pickers_.push_back(lb::makePicker((*services_)[i].balance, seed + i));
+    const ServiceEntry& service = (*services_)[i];
+    pickers_.push_back(lb::makePicker(service.balance, seed + i, service.picker_options));
+    budgets_.emplace_back(service.retries.budget_percent);
   }
 }
 

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "lb/endpoints.h"
 #include "lb/picker.h"
+#include "lb/retry_budget.h"
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
@@ -30,6 +31,9 @@ struct ServiceEntry {
   std::string name;
   lb::EndpointSetPtr endpoints;
   config::Balance balance = config::Balance::kLeastRequest;
+  lb::PickerOptions picker_options;
+  config::Outlier outlier;
+  config::Retries retries;
 };
 using ServiceTable = std::vector<ServiceEntry>;
 
@@ -49,6 +53,7 @@ class WorkerContext {
   const ServiceEntry& serviceAt(size_t index) const { return (*services_)[index]; }
   const std::string& serviceName(size_t index) const { return serviceAt(index).name; }
   lb::Picker& picker(size_t index) { return *pickers_[index]; }
+  lb::RetryBudget& retryBudget(size_t index) { return budgets_[index]; }
   // New endpoint snapshots (same services, same order). Upstream connections to endpoints
   // that left every service are drained: their calls finish, new calls go elsewhere.
   void setServices(std::shared_ptr<const ServiceTable> services);
@@ -83,6 +88,7 @@ class WorkerContext {
   loop::BufferPool& buffers_;
   std::shared_ptr<const ServiceTable> services_;
   std::vector<std::unique_ptr<lb::Picker>> pickers_;  // by service index
+  std::vector<lb::RetryBudget> budgets_;               // by service index
   uint32_t mark_;
   Connection* connections_ = nullptr;
   std::vector<H2Connection*> dirty_;
