@@ -10,7 +10,7 @@ BPFTOOL    ?= bpftool
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev
 DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
-              dnsmasq-base
+              dnsmasq-base prometheus
 DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 

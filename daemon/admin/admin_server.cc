@@ -1,0 +1,460 @@
+#include "admin/admin_server.h"
+
+#include <fmt/core.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+
+#include "net/fd.h"
+#include "net/socket.h"
+#include "util/log.h"
+#include "util/rate_limit.h"
+
+namespace spindle::admin {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long a connection may take to send what it still has after its last response (the rest
+// of an oversized request, say) before it is closed anyway.
+constexpr std::chrono::milliseconds kDrainTimeout{1000};
+constexpr int kBacklog = 128;
+
+// Accept failures that mean "out of something": retried on the next sweep, not at once, so
+// that a process out of fds does not spin the loop.
+bool isResourceError(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+}  // namespace
+
+// One admin connection: read a request head into a fixed buffer, answer it, then read the next
+// one (keep-alive) or drain and close. It frees itself once nothing of it is in flight, which
+// may be after the server is gone: server_ is then null.
+class AdminConnection final : public loop::Deferred {
+ public:
+  AdminConnection(AdminServer& server, net::Fd fd)
+      : server_(&server), loop_(server.loop_), fd_(std::move(fd)) {}
+
+  void start() {
+    deadline_ = Clock::now() + server_->options_.request_timeout;
+    readMore();
+  }
+
+  // Closes now, whatever is in flight.
+  void close() {
+    if (state_ == State::kClosing) return;
+    state_ = State::kClosing;
+    if (server_ != nullptr) server_->open_--;
+    if (pending_ > 0) {
+      io_uring_prep_cancel_fd(loop_.prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
+    }
+    maybeFree();
+  }
+
+  bool expired(Clock::time_point now) const {
+    return state_ != State::kClosing && now >= deadline_;
+  }
+  bool draining() const { return state_ == State::kDraining; }
+  void detach() { server_ = nullptr; }
+
+  AdminConnection* prev = nullptr;
+  AdminConnection* next = nullptr;
+
+ private:
+  enum class State { kReading, kWriting, kDraining, kClosing };
+
+  class RecvOp final : public loop::Completion {
+   public:
+    explicit RecvOp(AdminConnection& conn) : conn_(conn) {}
+    void complete(int32_t res, uint32_t /*flags*/) override { conn_.onReceived(res); }
+
+   private:
+    AdminConnection& conn_;
+  };
+
+  class SendOp final : public loop::Completion {
+   public:
+    explicit SendOp(AdminConnection& conn) : conn_(conn) {}
+    void complete(int32_t res, uint32_t /*flags*/) override { conn_.onSent(res); }
+
+   private:
+    AdminConnection& conn_;
+  };
+
+  void readMore() {
+    io_uring_prep_recv(loop_.prepare(&recv_op_), fd_.get(), buffer_.data() + filled_,
+                       buffer_.size() - filled_, 0);
+    pending_++;
+  }
+
+  void sendMore() {
+    io_uring_prep_send(loop_.prepare(&send_op_), fd_.get(), response_.data() + sent_,
+                       response_.size() - sent_, MSG_NOSIGNAL);
+    pending_++;
+  }
+
+  void onReceived(int32_t res) {
+    pending_--;
+    if (state_ == State::kClosing) {
+      maybeFree();
+      return;
+    }
+    if (res == -EINTR || res == -EAGAIN) {
+      readMore();
+      return;
+    }
+    if (res <= 0) {
+      // The peer closed (or reset): nothing to answer.
+      close();
+      return;
+    }
+    if (state_ == State::kDraining) {
+      filled_ = 0;  // discarded
+      readMore();
+      return;
+    }
+    filled_ += static_cast<size_t>(res);
+    process();
+  }
+
+  void process() {
+    ParseResult parsed = parser_.parse(std::string_view(buffer_.data(), filled_));
+    switch (parsed.kind) {
+      case ParseResult::Kind::kNeedMore:
+        // The parser fails a head that fills the buffer, so there is always room here.
+        readMore();
+        return;
+      case ParseResult::Kind::kError: {
+        uint64_t suppressed = 0;
+        if (server_->bad_request_log_.allow(&suppressed)) {
+          log::info("admin: refused a request with {}: {} ({} more not logged)", parsed.status,
+                    parsed.reason, suppressed);
+        }
+        respond(errorResponse(parsed.status), /*head_only=*/false, /*keep_alive=*/false);
+        return;
+      }
+      case ParseResult::Kind::kComplete: {
+        consumed_ = parsed.consumed;
+        ++requests_;
+        const HttpRequest& request = parsed.request;
+        const bool keep_alive = request.keep_alive && !server_->stopped_ &&
+                                requests_ < server_->options_.max_requests_per_connection;
+        respond(server_->dispatch(request), request.method == Method::kHead, keep_alive);
+        return;
+      }
+    }
+  }
+
+  void respond(const HttpResponse& response, bool head_only, bool keep_alive) {
+    server_->stats_.responses++;
+    if (response.status >= 400) server_->stats_.errors++;
+    response_ = serializeResponse(response, head_only, keep_alive);
+    sent_ = 0;
+    keep_alive_ = keep_alive;
+    state_ = State::kWriting;
+    sendMore();
+  }
+
+  void onSent(int32_t res) {
+    pending_--;
+    if (state_ == State::kClosing) {
+      maybeFree();
+      return;
+    }
+    if (res < 0 && res != -EINTR && res != -EAGAIN) {
+      close();
+      return;
+    }
+    if (res > 0) sent_ += static_cast<size_t>(res);
+    if (sent_ < response_.size()) {
+      sendMore();
+      return;
+    }
+    std::string().swap(response_);  // a /metrics body should not stay around while idle
+    if (keep_alive_) {
+      // A pipelined request may already be in the buffer.
+      std::memmove(buffer_.data(), buffer_.data() + consumed_, filled_ - consumed_);
+      filled_ -= consumed_;
+      consumed_ = 0;
+      parser_.reset();
+      deadline_ = Clock::now() + server_->options_.request_timeout;
+      state_ = State::kReading;
+      process();
+      return;
+    }
+    // Closing with unread bytes would send a reset, which can destroy the response before the
+    // client reads it: half-close, then read and discard until the client closes too.
+    ::shutdown(fd_.get(), SHUT_WR);
+    state_ = State::kDraining;
+    filled_ = 0;
+    deadline_ = std::min(deadline_, Clock::now() + kDrainTimeout);
+    readMore();
+  }
+
+  void maybeFree() {
+    if (pending_ > 0) return;
+    if (server_ != nullptr) server_->unlink(this);
+    fd_.reset();
+    loop_.deferDelete(std::unique_ptr<loop::Deferred>(this));
+  }
+
+  AdminServer* server_;
+  loop::Loop& loop_;
+  net::Fd fd_;
+  State state_ = State::kReading;
+  RecvOp recv_op_{*this};
+  SendOp send_op_{*this};
+  int pending_ = 0;
+  Clock::time_point deadline_{};
+  HttpRequestParser parser_;
+  std::array<char, kMaxHeadBytes> buffer_{};
+  size_t filled_ = 0;
+  size_t consumed_ = 0;  // bytes of the request being answered
+  size_t requests_ = 0;
+  std::string response_;
+  size_t sent_ = 0;
+  bool keep_alive_ = false;
+};
+
+// The listener's multishot accept. It owns the listening socket and closes it only once the
+// accept is over: a closed fd alone would not stop an armed multishot accept.
+class AdminServer::Acceptor final : public loop::Completion, public loop::Deferred {
+ public:
+  Acceptor(AdminServer& server, net::Fd fd)
+      : server_(&server), loop_(server.loop_), fd_(std::move(fd)) {}
+
+  void arm() {
+    if (!fd_.valid()) return;
+    io_uring_prep_multishot_accept(loop_.prepare(this), fd_.get(), nullptr, nullptr,
+                                   SOCK_NONBLOCK | SOCK_CLOEXEC);
+    armed_ = true;
+    retry_ = false;
+  }
+
+  void cancel() {
+    retry_ = false;
+    if (armed_) {
+      io_uring_prep_cancel(loop_.prepareIgnored(), static_cast<loop::Completion*>(this), 0);
+    } else {
+      fd_.reset();
+    }
+  }
+
+  void complete(int32_t res, uint32_t flags) override {
+    if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
+    if (server_ == nullptr || server_->stopped_) {
+      net::Fd late(res >= 0 ? res : -1);  // accepted while stopping: closed at once
+      if (!armed_) {
+        fd_.reset();
+        if (server_ == nullptr) loop_.deferDelete(std::unique_ptr<loop::Deferred>(this));
+      }
+      return;
+    }
+    if (res >= 0) {
+      server_->onAccepted(res);
+    } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+      uint64_t suppressed = 0;
+      if (accept_log_.allow(&suppressed)) {
+        log::warn("admin: accept: {} ({} more not logged)", std::strerror(-res), suppressed);
+      }
+    }
+    if (armed_) return;
+    if (res < 0 && isResourceError(-res)) {
+      retry_ = true;
+      server_->armSweeper();
+    } else {
+      arm();
+    }
+  }
+
+  bool armed() const { return armed_; }
+  bool waitingToRetry() const { return retry_; }
+  void detach() { server_ = nullptr; }
+
+ private:
+  AdminServer* server_;
+  loop::Loop& loop_;
+  net::Fd fd_;
+  bool armed_ = false;
+  bool retry_ = false;
+  RateLimit accept_log_{std::chrono::seconds(10)};
+};
+
+// Deadlines of all connections are checked by one periodic timeout rather than one timer per
+// connection: admin traffic is light, and a deadline a fraction of a second late is fine.
+class AdminServer::Sweeper final : public loop::Completion, public loop::Deferred {
+ public:
+  Sweeper(AdminServer& server, std::chrono::nanoseconds interval)
+      : server_(&server), loop_(server.loop_) {
+    ts_.tv_sec = interval.count() / 1'000'000'000;
+    ts_.tv_nsec = interval.count() % 1'000'000'000;
+  }
+
+  void arm() {
+    if (armed_) return;
+    io_uring_prep_timeout(loop_.prepare(this), &ts_, 0, 0);
+    armed_ = true;
+  }
+
+  void cancel() {
+    if (!armed_) return;
+    io_uring_prep_timeout_remove(
+        loop_.prepareIgnored(),
+        reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(this)), 0);
+  }
+
+  void complete(int32_t res, uint32_t /*flags*/) override {
+    armed_ = false;
+    if (server_ == nullptr) {
+      loop_.deferDelete(std::unique_ptr<loop::Deferred>(this));
+      return;
+    }
+    if (res == -ETIME) server_->sweep();
+  }
+
+  bool armed() const { return armed_; }
+  void detach() { server_ = nullptr; }
+
+ private:
+  AdminServer* server_;
+  loop::Loop& loop_;
+  __kernel_timespec ts_{};
+  bool armed_ = false;
+};
+
+Result<std::unique_ptr<AdminServer>> AdminServer::create(loop::Loop& loop,
+                                                         const net::SocketAddress& listen,
+                                                         AdminOptions options) {
+  if (options.max_connections == 0 || options.request_timeout.count() <= 0 ||
+      options.max_requests_per_connection == 0) {
+    return makeError("admin: max_connections, request_timeout and max_requests must be > 0");
+  }
+  auto fd = net::listenTcp(listen, /*reuse_port=*/false, kBacklog);
+  if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+    return makeError(fmt::format("admin: getsockname: {}", std::strerror(errno)));
+  }
+  const auto bound = net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+  std::unique_ptr<AdminServer> server(new AdminServer(loop, bound, options));
+  server->acceptor_ = new Acceptor(*server, std::move(*fd));
+  const auto interval = std::clamp<std::chrono::nanoseconds>(
+      options.request_timeout / 10, std::chrono::milliseconds(10),
+      std::chrono::milliseconds(250));
+  server->sweeper_ = new Sweeper(*server, interval);
+  return server;
+}
+
+AdminServer::AdminServer(loop::Loop& loop, net::SocketAddress address, AdminOptions options)
+    : loop_(loop), address_(address), options_(options) {}
+
+AdminServer::~AdminServer() {
+  stop();
+  // What still waits for a completion frees itself when it comes (or never, if the loop goes
+  // first, which is fine: the ring drops every operation with it).
+  for (AdminConnection* conn = connections_; conn != nullptr; conn = conn->next) conn->detach();
+  if (acceptor_->armed()) {
+    acceptor_->detach();
+  } else {
+    delete acceptor_;
+  }
+  if (sweeper_->armed()) {
+    sweeper_->detach();
+  } else {
+    delete sweeper_;
+  }
+}
+
+void AdminServer::handle(std::string path, Handler handler) {
+  handlers_[std::move(path)] = std::move(handler);
+}
+
+void AdminServer::start() {
+  if (stopped_ || acceptor_->armed()) return;
+  acceptor_->arm();
+}
+
+void AdminServer::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  acceptor_->cancel();
+  sweeper_->cancel();
+  AdminConnection* conn = connections_;
+  while (conn != nullptr) {
+    AdminConnection* next = conn->next;  // close() may unlink conn
+    conn->close();
+    conn = next;
+  }
+}
+
+bool AdminServer::idle() const {
+  return connections_ == nullptr && !acceptor_->armed() && !sweeper_->armed();
+}
+
+void AdminServer::onAccepted(int fd) {
+  net::Fd accepted(fd);
+  if (open_ >= options_.max_connections) {
+    stats_.refused++;
+    uint64_t suppressed = 0;
+    if (refused_log_.allow(&suppressed)) {
+      log::warn("admin: {} connections open, closing a new one ({} more not logged)", open_,
+                suppressed);
+    }
+    return;
+  }
+  stats_.accepted++;
+  auto* conn = new AdminConnection(*this, std::move(accepted));
+  conn->next = connections_;
+  if (connections_ != nullptr) connections_->prev = conn;
+  connections_ = conn;
+  open_++;
+  conn->start();
+  armSweeper();
+}
+
+void AdminServer::unlink(AdminConnection* conn) {
+  if (conn->prev != nullptr) conn->prev->next = conn->next;
+  if (conn->next != nullptr) conn->next->prev = conn->prev;
+  if (connections_ == conn) connections_ = conn->next;
+  conn->prev = conn->next = nullptr;
+}
+
+void AdminServer::armSweeper() {
+  if (!stopped_) sweeper_->arm();
+}
+
+void AdminServer::sweep() {
+  if (stopped_) return;
+  const auto now = Clock::now();
+  AdminConnection* conn = connections_;
+  while (conn != nullptr) {
+    AdminConnection* next = conn->next;  // close() may unlink conn
+    if (conn->expired(now)) {
+      if (!conn->draining()) stats_.timed_out++;
+      conn->close();
+    }
+    conn = next;
+  }
+  if (acceptor_->waitingToRetry()) acceptor_->arm();
+  if (open_ > 0) armSweeper();
+}
+
+HttpResponse AdminServer::dispatch(const HttpRequest& request) {
+  auto it = handlers_.find(request.path);
+  if (it == handlers_.end()) return errorResponse(404);
+  try {
+    return it->second(request);
+  } catch (const std::exception& e) {
+    // Handlers should not throw; if one does, the client gets a 500 and the loop goes on.
+    log::error("admin: handler for {} failed: {}", request.path, e.what());
+    return errorResponse(500);
+  }
+}
+
+}  // namespace spindle::admin
