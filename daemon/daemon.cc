@@ -13,11 +13,14 @@
 #include "dns/discovery.h"
 #include "dns/resolver.h"
 #include "loop/loop.h"
+#include "metrics/registry.h"
+#include "admin/admin_server.h"
 #include "net/socket.h"
 #include "proxy/worker.h"
 #include "redirect/platform.h"
 #include "redirect/redirector.h"
 #include "service_registry.h"
+#include "status_pages.h"
 #include "util/log.h"
 
 namespace spindle {
@@ -199,14 +202,26 @@ int runDaemon(const config::Config& config) {
     return fail(s.error());
   }
 
+  // Metrics: every family is registered before the first shard freezes the registry.
+  metrics::Registry metric_registry;
+  auto families = proxy::ProxyFamilies::registerIn(metric_registry);
+  if (!families) return fail(families.error());
+  auto dns_family = metric_registry.add(
+      {"spindle_dns_resolutions_total", "DNS answers for the services' endpoints, by result.",
+       metrics::Type::kCounter, {"service", "result"}, {}, 1024});
+  if (!dns_family) return fail(dns_family.error());
+  std::unique_ptr<metrics::Shard> main_shard = metric_registry.makeShard();
+
   const auto services = registry.table();
   std::vector<std::unique_ptr<proxy::Worker>> worker_list;
   for (unsigned w = 0; w < workers; ++w) {
     worker_list.push_back(std::make_unique<proxy::Worker>(
-        w, std::move(listeners[w]), redirector.originalDsts(), services, kSocketMark));
+        w, std::move(listeners[w]), redirector.originalDsts(), services, kSocketMark, *families,
+        metric_registry.makeShard()));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
+  bool attached = true;
 
   net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
   if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
@@ -242,11 +257,19 @@ int runDaemon(const config::Config& config) {
     for (size_t i = 0; i < config.services.size(); ++i) {
       const config::Service& service = config.services[i];
       if (!service.endpoints.dns.empty()) {
-        discovery->watch(service.endpoints.dns, [&, i](const auto& addresses) {
-          auto table = registry.setEndpoints(i, addresses);
-          logEndpoints(config.services[i].name, *(*table)[i].endpoints);
-          for (auto& worker : worker_list) worker->publish(table);
-        });
+        discovery->watch(
+            service.endpoints.dns,
+            [&, i](const auto& addresses) {
+              auto table = registry.setEndpoints(i, addresses);
+              logEndpoints(config.services[i].name, *(*table)[i].endpoints);
+              for (auto& worker : worker_list) worker->publish(table);
+            },
+            [&, i](dns::Outcome outcome) {
+              const char* result = outcome == dns::Outcome::kRecords ? "records"
+                                   : outcome == dns::Outcome::kEmpty ? "empty"
+                                                                     : "failure";
+              main_shard->counter(*dns_family, {config.services[i].name, result}).inc();
+            });
       }
       for (size_t j = 0; j < service.intercept.size(); ++j) {
         if (service.intercept[j].literal) continue;
@@ -262,6 +285,17 @@ int runDaemon(const config::Config& config) {
     }
   }
 
+  std::unique_ptr<admin::AdminServer> admin_server;
+  if (config.admin.listen) {
+    auto created = admin::AdminServer::create(loop, *config.admin.listen);
+    if (!created) return fail(fmt::format("admin.listen: {}", created.error()));
+    admin_server = std::move(created).value();
+    installStatusPages(*admin_server,
+                       StatusSources{config, metric_registry, *main_shard, worker_list,
+                                     redirector, registry, discovery.get(), attached});
+    admin_server->start();
+  }
+
   std::string listening;
   for (const net::SocketAddress& address : config.proxy.listen) {
     listening += (listening.empty() ? "" : ", ") + address.toString();
@@ -273,6 +307,8 @@ int runDaemon(const config::Config& config) {
 
   // Detach first: from now on new connects go direct, while workers close what they hold.
   redirector.detach();
+  attached = false;
+  if (admin_server) admin_server->stop();
   for (auto& worker : worker_list) worker->stop();
   for (auto& worker : worker_list) worker->join();
   logCounters(redirector.counters());

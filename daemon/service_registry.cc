@@ -8,7 +8,9 @@ ServiceRegistry::ServiceRegistry(const std::vector<config::Service>& services)
   for (const config::Service& service : services) {
     std::vector<lb::Endpoint> endpoints;
     for (const net::SocketAddress& address : service.endpoints.statics) {
-      endpoints.push_back(lb::Endpoint{address, std::make_shared<lb::EndpointLoad>()});
+      auto load = std::make_shared<lb::EndpointLoad>();
+      load->label = address.toString();
+      endpoints.push_back(lb::Endpoint{address, std::move(load)});
     }
     // A DNS service starts empty: not ready, its connections pass through at L4 meanwhile.
     table->push_back(proxy::ServiceEntry{
@@ -47,8 +49,11 @@ std::shared_ptr<const proxy::ServiceTable> ServiceRegistry::setEndpoints(
       if (old.address == address) load = old.load;
     }
     // A new endpoint records when it joined, for slow start.
-    endpoints.push_back(
-        lb::Endpoint{address, load ? load : std::make_shared<lb::EndpointLoad>(lb::Clock::now())});
+    if (!load) {
+      load = std::make_shared<lb::EndpointLoad>(lb::Clock::now());
+      load->label = address.toString();
+    }
+    endpoints.push_back(lb::Endpoint{address, std::move(load)});
   }
   auto table = std::make_shared<proxy::ServiceTable>(*table_);
   (*table)[index].endpoints =

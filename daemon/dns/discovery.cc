@@ -12,20 +12,30 @@ constexpr auto kTick = std::chrono::milliseconds(100);
 Discovery::Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings)
     : loop_(loop), resolver_(resolver), settings_(settings), tick_(loop, [this] { onTick(); }) {}
 
-void Discovery::watch(const std::string& name, OnChange on_change) {
+void Discovery::watch(const std::string& name, OnChange on_change, OnResult on_result) {
   auto watched = std::make_unique<Watched>(
-      Watched{name, NameState(settings_), std::move(on_change), false, std::nullopt,
-              std::nullopt, std::nullopt, std::nullopt});
+      Watched{name, NameState(settings_), std::move(on_change), std::move(on_result), false,
+              std::nullopt, std::nullopt, std::nullopt, std::nullopt});
   query(*watched);
   names_.push_back(std::move(watched));
   if (!tick_.armed()) tick_.arm(kTick);
 }
 
-bool Discovery::allResolved() const {
+bool Discovery::allResolved(std::string* pending) const {
   for (const auto& watched : names_) {
-    if (!watched->state.resolved()) return false;
+    if (!watched->state.resolved()) {
+      if (pending != nullptr) *pending = watched->name;
+      return false;
+    }
   }
   return true;
+}
+
+std::optional<std::chrono::seconds> Discovery::staleness(const std::string& name) const {
+  for (const auto& watched : names_) {
+    if (watched->name == name) return watched->state.staleness(Clock::now());
+  }
+  return std::nullopt;
 }
 
 void Discovery::query(Watched& watched) {
@@ -58,6 +68,7 @@ void Discovery::onAnswer(Watched& watched) {
                                 effective(*watched.aaaa, watched.last_good_aaaa));
   const auto now = Clock::now();
   auto changed = watched.state.onAnswer(answer, now);
+  if (watched.on_result) watched.on_result(answer.outcome);
   if (answer.outcome == Outcome::kFailure) {
     log::warn("dns: {}: {} (keeping {} endpoints; {} failures in a row)", watched.name,
               answer.error, watched.state.addresses().size(), watched.state.consecutiveFailures());

@@ -17,19 +17,24 @@ namespace spindle::dns {
 class Discovery {
  public:
   using OnChange = std::function<void(const std::vector<net::SocketAddress>&)>;
+  // Every answer's outcome (for the metrics).
+  using OnResult = std::function<void(Outcome)>;
 
   Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings);
 
   // Resolves `name` from now on; on_change runs with each new address set (ports 0).
-  void watch(const std::string& name, OnChange on_change);
-  // Whether every watched name has had a good answer.
-  bool allResolved() const;
+  void watch(const std::string& name, OnChange on_change, OnResult on_result = nullptr);
+  // Whether every watched name has had a good answer; else the first that has not.
+  bool allResolved(std::string* pending = nullptr) const;
+  // Seconds since `name` last had a good answer; nullopt before the first.
+  std::optional<std::chrono::seconds> staleness(const std::string& name) const;
 
  private:
   struct Watched {
     std::string name;
     NameState state;
     OnChange on_change;
+    OnResult on_result;
     bool in_flight = false;
     std::optional<Answer> a;
     std::optional<Answer> aaaa;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string>
 #include <vector>
 
 #include "net/address.h"
@@ -52,6 +53,12 @@ struct EndpointLoad {
   // When the endpoint joined, for slow start; 0 = there from the start, never slowed (at
   // start-up every endpoint is equally new, so there is nothing to ramp up against).
   std::atomic<int64_t> joined_ns{0};
+
+  // Open upstream connections to the endpoint, all workers together (for the metrics).
+  std::atomic<uint32_t> upstream_connections{0};
+  // "ip:port", the endpoint's metric label. Set before the snapshot is published, read-only
+  // after: workers read it without synchronisation.
+  std::string label;
 };
 
 struct Endpoint {

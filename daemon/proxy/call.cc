@@ -29,6 +29,7 @@ void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   request_headers_ = std::move(headers);
   request_ended_ = end_stream;
   const auto now = lb::Clock::now();
+  started_ = now;
   worker_.retryBudget(service_index_).onCall(now);
   if (auto timeout = parseGrpcTimeout(request_headers_.find("grpc-timeout"))) {
     deadline_ = now + std::chrono::duration_cast<lb::Clock::duration>(
@@ -48,8 +49,11 @@ void Call::reportHealth(bool failed) {
   const lb::Endpoint* endpoint = currentEndpoint();
   if (endpoint == nullptr) return;
   if (failed) {
-    lb::onFailure(*endpoint->load, *endpoints_, lb::Clock::now(),
-                  worker_.serviceAt(service_index_).outlier);
+    const auto outcome = lb::onFailure(*endpoint->load, *endpoints_, lb::Clock::now(),
+                                       worker_.serviceAt(service_index_).outlier);
+    if (outcome == lb::FailureOutcome::kEjected) {
+      worker_.metrics().ejected(worker_.serviceName(service_index_));
+    }
   } else {
     lb::onSuccess(*endpoint->load);
   }
@@ -96,7 +100,10 @@ void Call::dispatch() {
     endpoints_ = current;
     tried_ = lb::Exclusions();
   }
-  auto index = worker_.picker(service_index_).pick(*endpoints_, tried_, now);
+  lb::Picker& picker = worker_.picker(service_index_);
+  const uint64_t panics = picker.panics();
+  auto index = picker.pick(*endpoints_, tried_, now);
+  if (picker.panics() != panics) worker_.metrics().panicked(worker_.serviceName(service_index_));
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
     return;
@@ -157,7 +164,10 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
                       worker_.serviceAt(service_index_).picker_options.decay);
   }
   // A trailers-only response carries the status: UNAVAILABLE from the endpoint is a failure.
-  if (end_stream) reportHealth(headers.find("grpc-status") == "14");
+  if (end_stream) {
+    reportHealth(headers.find("grpc-status") == "14");
+    noteStatus(headers.find("grpc-status"));
+  }
   response_started_ = true;
   request_body_.stopRetaining();
   if (end_stream) response_ended_ = true;
@@ -179,6 +189,7 @@ void Call::onResponseData(const uint8_t* data, size_t length) {
 
 void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
   reportHealth(trailers.find("grpc-status") == "14");
+  noteStatus(trailers.find("grpc-status"));
   response_trailers_ = std::move(trailers);
   response_has_trailers_ = true;
   response_ended_ = true;
@@ -222,6 +233,8 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
   // stream it reset for other reasons (it processed the call) does not.
   if (unprocessed || how == UpstreamEnd::kConnectionLost) reportHealth(/*failed=*/true);
   if (unprocessed && canRetry()) {
+    worker_.metrics().retried(worker_.serviceName(service_index_),
+                              how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");
     request_body_.rewind();
     dispatch();
     return;
@@ -238,6 +251,7 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
     // closed"), which retry policies know to handle; end the response the same way.
     response_trailers_.clear();
     response_trailers_.add("grpc-status", "14");
+    grpc_status_ = 14;
     response_trailers_.add("grpc-message",
                            fmt::format("spindle: service {}: upstream connection lost",
                                        worker_.serviceName(service_index_)));
@@ -253,7 +267,22 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
   downstream_->resetStream(downstream_stream_, code);
 }
 
+void Call::noteStatus(std::string_view grpc_status) {
+  int status = 0;
+  for (char c : grpc_status) {
+    if (c < '0' || c > '9' || status > 99) return;
+    status = status * 10 + (c - '0');
+  }
+  if (!grpc_status.empty()) grpc_status_ = status;
+}
+
 void Call::onDownstreamClosed(uint32_t error_code) {
+  const lb::Endpoint* endpoint = currentEndpoint();
+  worker_.metrics().callEnded(
+      worker_.serviceName(service_index_), endpoint ? std::string_view(endpoint->load->label) : "none",
+      grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
+                        : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
+      std::chrono::duration<double>(lb::Clock::now() - started_).count());
   // Request bytes the app sent that never went upstream still hold its connection window.
   if (downstream_ != nullptr && request_received_ > request_consumed_) {
     downstream_->consumeRequest(downstream_stream_, request_received_ - request_consumed_);
@@ -273,6 +302,7 @@ void Call::failUnavailable(std::string_view why) { failWithStatus("14", why); }
 
 void Call::failWithStatus(std::string_view status, std::string_view why) {
   if (downstream_ == nullptr) return;
+  noteStatus(status);
   downstream_->failCall(downstream_stream_, status,
                         fmt::format("spindle: service {}: {}",
                                     worker_.serviceName(service_index_), why));

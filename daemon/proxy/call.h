@@ -78,6 +78,7 @@ class Call {
   void reportHealth(bool failed);
   const lb::Endpoint* currentEndpoint() const;
   bool canRetry() const;
+  void noteStatus(std::string_view grpc_status);
 
   WorkerContext& worker_;
   H2Downstream* downstream_;  // null once the downstream stream closed
@@ -89,6 +90,8 @@ class Call {
   uint32_t attempts_ = 0;
   std::optional<lb::TimePoint> deadline_;  // from grpc-timeout
   lb::TimePoint attempt_started_{};
+  lb::TimePoint started_{};
+  int grpc_status_ = -1;  // what the app was answered, once known
   bool health_reported_ = true;  // nothing to report before the first attempt
 
   Upstream* upstream_ = nullptr;

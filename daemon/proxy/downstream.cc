@@ -9,6 +9,11 @@ H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress
                            size_t service_index)
     : H2Connection(worker, std::move(fd), peer), service_index_(service_index) {
   session_ = h2::Session::create(h2::Role::kServer, h2::downstreamSettings(), *this);
+  worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kH2);
+}
+
+H2Downstream::~H2Downstream() {
+  worker_.metrics().connectionClosed(WorkerMetrics::Protocol::kH2);
 }
 
 Status H2Downstream::start(const std::string& received) {

@@ -18,6 +18,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   // `received`: the bytes already read while detecting the protocol (the client preface).
   H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
                size_t service_index);
+  ~H2Downstream() override;
   Status start(const std::string& received);
 
   // --- for its calls ---

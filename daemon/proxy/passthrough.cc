@@ -20,7 +20,13 @@ Passthrough::Passthrough(WorkerContext& worker, net::Fd downstream,
       downstream_(std::move(downstream)),
       downstream_peer_(downstream_peer),
       destination_(destination),
-      initial_(std::move(received)) {}
+      initial_(std::move(received)) {
+  worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kPassthrough);
+}
+
+Passthrough::~Passthrough() {
+  worker_.metrics().connectionClosed(WorkerMetrics::Protocol::kPassthrough);
+}
 
 void Passthrough::start() {
   auto socket = net::connectingSocket(destination_.family(), worker_.mark());

@@ -33,6 +33,8 @@ class Passthrough final : public Connection {
   Passthrough(WorkerContext& worker, net::Fd downstream, net::SocketAddress downstream_peer,
               net::SocketAddress destination, std::string received = {});
 
+  ~Passthrough() override;
+
   // Connects upstream; on success both directions start.
   void start();
   // Closes both sides now (e.g. at shutdown).

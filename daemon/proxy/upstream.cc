@@ -58,6 +58,7 @@ void Upstream::onConnected(int32_t res) {
     return;
   }
   connected_ = true;
+  endpoint_.load->upstream_connections.fetch_add(1, std::memory_order_relaxed);
   startReading();
   markDirty();
 }
@@ -180,6 +181,7 @@ void Upstream::endAll(bool connect_failed) {
 }
 
 void Upstream::onClosing() {
+  if (connected_) endpoint_.load->upstream_connections.fetch_sub(1, std::memory_order_relaxed);
   worker_.forgetUpstream(this);
   endAll(/*connect_failed=*/!connected_);
 }

@@ -21,12 +21,18 @@ constexpr uint32_t kBufferSize = 64 * 1024;
 
 Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
                redirect::OriginalDstMap original_dsts,
-               std::shared_ptr<const ServiceTable> services, uint32_t mark)
+               std::shared_ptr<const ServiceTable> services, uint32_t mark,
+               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
       services_(std::move(services)),
-      mark_(mark) {}
+      mark_(mark),
+      shard_(std::move(shard)),
+      metrics_(families, *shard_) {
+  last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                   std::memory_order_relaxed);
+}
 
 Worker::~Worker() {
   stop();
@@ -50,7 +56,8 @@ Status Worker::start() {
     }
     buffers_ = std::move(*buffers);
     context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
-                                               /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
+                                               /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu,
+                                               metrics_);
     loop_->setAfterBatch([this] { context_->flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [this] { takePublished(); });
     ready.set_value(Status{});
@@ -96,6 +103,8 @@ void Worker::run() {
   // stop() may have run before the waker existed: the flag is checked every round.
   while (!stopping_.load(std::memory_order_relaxed)) {
     loop_->runOnce(std::chrono::milliseconds(1000));
+    last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                     std::memory_order_relaxed);
   }
   shutdownConnections();
   // The ring goes first: it cancels what is still in flight, and only then are the buffers
@@ -152,6 +161,7 @@ void Worker::onAccepted(int fd) {
     // Only connections that spindle's BPF program redirected are served: the proxy port is
     // never an open relay.
     stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    metrics_.connectionOpened(WorkerMetrics::Protocol::kRejected);
     uint64_t suppressed = 0;
     if (reject_log_.allow(&suppressed)) {
       log::warn("rejected connection from {}: not redirected ({} more not logged)",

@@ -27,7 +27,8 @@ struct WorkerStats {
 class Worker {
  public:
   Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
-         std::shared_ptr<const ServiceTable> services, uint32_t mark);
+         std::shared_ptr<const ServiceTable> services, uint32_t mark,
+         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard);
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -39,6 +40,13 @@ class Worker {
   void join();
 
   const WorkerStats& stats() const { return stats_; }
+  // Written by the worker only; a scrape reads it from the main thread (see metrics/).
+  const metrics::Shard& shard() const { return *shard_; }
+  // When the worker's loop last went round: a stuck worker shows in /healthz.
+  std::chrono::steady_clock::time_point lastBeat() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_beat_.load(std::memory_order_relaxed)));
+  }
 
  private:
   class Acceptor final : public loop::Completion {
@@ -65,7 +73,10 @@ class Worker {
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
   std::unique_ptr<loop::BufferPool> buffers_;
+  std::unique_ptr<metrics::Shard> shard_;
+  WorkerMetrics metrics_;
   std::unique_ptr<WorkerContext> context_;
+  std::atomic<int64_t> last_beat_{0};
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::atomic<bool> stopping_{false};
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path

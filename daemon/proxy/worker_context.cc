@@ -10,8 +10,12 @@ namespace spindle::proxy {
 
 WorkerContext::WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
                              std::shared_ptr<const ServiceTable> services, uint32_t mark,
-                             uint64_t seed)
-    : loop_(loop), buffers_(buffers), services_(std::move(services)), mark_(mark) {
+                             uint64_t seed, WorkerMetrics& metrics)
+    : loop_(loop),
+      buffers_(buffers),
+      metrics_(metrics),
+      services_(std::move(services)),
+      mark_(mark) {
   for (size_t i = 0; i < services_->size(); ++i) {
     const ServiceEntry& service = (*services_)[i];
     pickers_.push_back(lb::makePicker(service.balance, seed + i, service.picker_options));

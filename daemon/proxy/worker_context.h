@@ -18,6 +18,7 @@
 #include "loop/loop.h"
 #include "net/address.h"
 #include "proxy/connection.h"
+#include "proxy/proxy_metrics.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
 
@@ -40,11 +41,13 @@ using ServiceTable = std::vector<ServiceEntry>;
 class WorkerContext {
  public:
   WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
-                std::shared_ptr<const ServiceTable> services, uint32_t mark, uint64_t seed);
+                std::shared_ptr<const ServiceTable> services, uint32_t mark, uint64_t seed,
+                WorkerMetrics& metrics);
   ~WorkerContext();
 
   loop::Loop& loop() { return loop_; }
   loop::BufferPool& buffers() { return buffers_; }
+  WorkerMetrics& metrics() { return metrics_; }
   uint32_t mark() const { return mark_; }
 
   // The index of a redirected connection's service, by the id the BPF program recorded.
@@ -86,6 +89,7 @@ class WorkerContext {
  private:
   loop::Loop& loop_;
   loop::BufferPool& buffers_;
+  WorkerMetrics& metrics_;
   std::shared_ptr<const ServiceTable> services_;
   std::vector<std::unique_ptr<lb::Picker>> pickers_;  // by service index
   std::vector<lb::RetryBudget> budgets_;               // by service index

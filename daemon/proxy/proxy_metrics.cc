@@ -1,0 +1,96 @@
+#include "proxy/proxy_metrics.h"
+
+#include <array>
+
+namespace spindle::proxy {
+namespace {
+constexpr std::string_view kProtocols[] = {"h2", "passthrough", "rejected"};
+// Seconds: gRPC calls from well under a millisecond to long streams.
+const std::vector<double> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                              0.1,    0.25,  0.5,    1,     2.5,  5,     10, 60};
+}  // namespace
+
+Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
+  ProxyFamilies f{};
+  struct Entry {
+    metrics::FamilyId* id;
+    metrics::FamilySpec spec;
+  };
+  using metrics::Type;
+  Entry entries[] = {
+      {&f.downstream_connections_total,
+       {"spindle_downstream_connections_total",
+        "Connections redirected to spindle, by how they were served.", Type::kCounter,
+        {"protocol"}, {}, 8}},
+      {&f.downstream_connections_active,
+       {"spindle_downstream_connections_active", "Open connections from Pods, by protocol.",
+        Type::kGauge, {"protocol"}, {}, 8}},
+      {&f.requests_total,
+       {"spindle_requests_total", "gRPC calls by service, endpoint and the grpc-status the app got.",
+        Type::kCounter, {"service", "endpoint", "grpc_status"}, {}, 4096}},
+      {&f.request_duration_seconds,
+       {"spindle_request_duration_seconds", "Duration of gRPC calls through spindle.",
+        Type::kHistogram, {"service"}, kDurationBuckets, 256}},
+      {&f.retries_total,
+       {"spindle_retries_total", "Calls sent again because the endpoint never processed them.",
+        Type::kCounter, {"service", "reason"}, {}, 512}},
+      {&f.ejections_total,
+       {"spindle_ejections_total", "Endpoints ejected by passive health checking.",
+        Type::kCounter, {"service"}, {}, 256}},
+      {&f.panics_total,
+       {"spindle_panics_total",
+        "Picks made over every endpoint because all of them were ejected.", Type::kCounter,
+        {"service"}, {}, 256}},
+  };
+  for (Entry& entry : entries) {
+    auto id = registry.add(std::move(entry.spec));
+    if (!id) return Error{id.error()};
+    *entry.id = *id;
+  }
+  return f;
+}
+
+WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard)
+    : families_(families), shard_(shard) {
+  for (size_t i = 0; i < 3; ++i) {
+    opened_[i] = shard.counter(families.downstream_connections_total, {kProtocols[i]});
+    if (i != 2) active_[i] = shard.gauge(families.downstream_connections_active, {kProtocols[i]});
+  }
+}
+
+void WorkerMetrics::connectionOpened(Protocol protocol) {
+  const auto i = static_cast<size_t>(protocol);
+  opened_[i].inc();
+  if (protocol != Protocol::kRejected) active_[i].inc();
+}
+
+void WorkerMetrics::connectionClosed(Protocol protocol) {
+  if (protocol != Protocol::kRejected) active_[static_cast<size_t>(protocol)].dec();
+}
+
+void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoint,
+                              std::string_view grpc_status, double seconds) {
+  shard_.counter(families_.requests_total, {service, endpoint, grpc_status}).inc();
+  shard_.histogram(families_.request_duration_seconds, {service}).observe(seconds);
+}
+
+void WorkerMetrics::retried(std::string_view service, std::string_view reason) {
+  shard_.counter(families_.retries_total, {service, reason}).inc();
+}
+
+void WorkerMetrics::ejected(std::string_view service) {
+  shard_.counter(families_.ejections_total, {service}).inc();
+}
+
+void WorkerMetrics::panicked(std::string_view service) {
+  shard_.counter(families_.panics_total, {service}).inc();
+}
+
+std::string_view grpcStatusLabel(int status) {
+  static constexpr std::array<std::string_view, 17> kCodes = {
+      "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"};
+  if (status >= 0 && status < 17) return kCodes[static_cast<size_t>(status)];
+  return "other";
+}
+
+}  // namespace spindle::proxy

@@ -1,0 +1,50 @@
+// The proxy's metric families, registered once by the main thread, and a worker's handles
+// on them. Each worker writes its own shard; a scrape merges the shards.
+#pragma once
+
+#include <string_view>
+
+#include "metrics/registry.h"
+
+namespace spindle::proxy {
+
+struct ProxyFamilies {
+  metrics::FamilyId downstream_connections_total;  // {protocol}
+  metrics::FamilyId downstream_connections_active;  // {protocol}
+  metrics::FamilyId requests_total;                 // {service, endpoint, grpc_status}
+  metrics::FamilyId request_duration_seconds;       // {service}
+  metrics::FamilyId retries_total;                  // {service, reason}
+  metrics::FamilyId ejections_total;                // {service}
+  metrics::FamilyId panics_total;                   // {service}
+
+  static Result<ProxyFamilies> registerIn(metrics::Registry& registry);
+};
+
+// A worker's handles. Families whose labels are known at start are resolved once; per-call
+// series (service, endpoint, status) are looked up when a call ends, which allocates only the
+// first time a series is seen.
+class WorkerMetrics {
+ public:
+  WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard);
+
+  enum class Protocol { kH2, kPassthrough, kRejected };
+  void connectionOpened(Protocol protocol);
+  void connectionClosed(Protocol protocol);
+  // grpc_status: "0".."16", or "reset" when the stream ended without a status.
+  void callEnded(std::string_view service, std::string_view endpoint, std::string_view grpc_status,
+                 double seconds);
+  void retried(std::string_view service, std::string_view reason);
+  void ejected(std::string_view service);
+  void panicked(std::string_view service);
+
+ private:
+  const ProxyFamilies& families_;
+  metrics::Shard& shard_;
+  metrics::Counter opened_[3];
+  metrics::Gauge active_[3];
+};
+
+// The text of a grpc-status code 0..16 as a label value; "other" beyond.
+std::string_view grpcStatusLabel(int status);
+
+}  // namespace spindle::proxy

@@ -1,0 +1,298 @@
+#include "status_pages.h"
+
+#include <fmt/core.h>
+
+#include <chrono>
+
+#include "admin/process_metrics.h"
+#include "lb/health.h"
+#include "metrics/text_format.h"
+
+#ifndef SPINDLE_VERSION
+#define SPINDLE_VERSION "0.1.0-dev"
+#endif
+
+namespace spindle {
+namespace {
+
+using admin::HttpRequest;
+using admin::HttpResponse;
+
+// A worker whose loop has not gone round for this long is stuck: its loop wakes at least once
+// a second.
+constexpr auto kStuckAfter = std::chrono::seconds(5);
+
+std::string jsonString(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string htmlEscape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// One series line: name{a="x",b="y"} value
+void appendSeries(std::string& out, std::string_view name,
+                  std::initializer_list<std::pair<std::string_view, std::string_view>> labels,
+                  double value) {
+  out += name;
+  if (labels.size() > 0) {
+    out += '{';
+    bool first = true;
+    for (const auto& [key, label_value] : labels) {
+      if (!first) out += ',';
+      first = false;
+      out += key;
+      out += "=\"";
+      metrics::appendEscapedLabelValue(out, label_value);
+      out += '"';
+    }
+    out += '}';
+  }
+  out += ' ';
+  out += metrics::formatValue(value);
+  out += '\n';
+}
+
+const char* endpointState(const lb::EndpointLoad& load, lb::TimePoint now) {
+  return lb::isEjected(load, now) ? "ejected" : "healthy";
+}
+
+// The metrics whose values live elsewhere than in the shards: the kernel's redirect
+// counters, the endpoints' shared load, DNS state, the build.
+std::string renderLiveMetrics(const StatusSources& s) {
+  std::string out;
+  metrics::appendHeader(out, "spindle_redirects_total",
+                        "Connects seen by the BPF programs, by what was done with them.",
+                        "counter");
+  const redirect::Counters counters = s.redirector.counters();
+  for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
+    appendSeries(out, "spindle_redirects_total", {{"reason", redirect::reasonName(reason)}},
+                 static_cast<double>(counters[static_cast<size_t>(reason)]));
+  }
+
+  const auto table = s.services.table();
+  const auto now = lb::Clock::now();
+  metrics::appendHeader(out, "spindle_active_streams", "Calls in flight, by endpoint.", "gauge");
+  for (const proxy::ServiceEntry& service : *table) {
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      appendSeries(out, "spindle_active_streams",
+                   {{"service", service.name}, {"endpoint", e.load->label}},
+                   e.load->active_streams.load(std::memory_order_relaxed));
+    }
+  }
+  metrics::appendHeader(out, "spindle_upstream_connections_active",
+                        "Open HTTP/2 connections to endpoints, all workers.", "gauge");
+  for (const proxy::ServiceEntry& service : *table) {
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      appendSeries(out, "spindle_upstream_connections_active",
+                   {{"service", service.name}, {"endpoint", e.load->label}},
+                   e.load->upstream_connections.load(std::memory_order_relaxed));
+    }
+  }
+  metrics::appendHeader(out, "spindle_endpoints", "Endpoints of each service, by state.",
+                        "gauge");
+  for (const proxy::ServiceEntry& service : *table) {
+    size_t ejected = 0;
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      if (lb::isEjected(*e.load, now)) ++ejected;
+    }
+    appendSeries(out, "spindle_endpoints", {{"service", service.name}, {"state", "healthy"}},
+                 static_cast<double>(service.endpoints->size() - ejected));
+    appendSeries(out, "spindle_endpoints", {{"service", service.name}, {"state", "ejected"}},
+                 static_cast<double>(ejected));
+  }
+  if (s.discovery != nullptr) {
+    metrics::appendHeader(out, "spindle_dns_staleness_seconds",
+                          "Seconds since the service's endpoints name last had a good answer.",
+                          "gauge");
+    for (const config::Service& service : s.config.services) {
+      if (service.endpoints.dns.empty()) continue;
+      auto stale = s.discovery->staleness(service.endpoints.dns);
+      if (stale) {
+        appendSeries(out, "spindle_dns_staleness_seconds", {{"service", service.name}},
+                     static_cast<double>(stale->count()));
+      }
+    }
+  }
+  metrics::appendHeader(out, "spindle_build_info", "The running spindle's version.", "gauge");
+  appendSeries(out, "spindle_build_info", {{"version", SPINDLE_VERSION}}, 1);
+  out += admin::renderProcessMetrics();
+  return out;
+}
+
+HttpResponse metricsPage(const StatusSources& s) {
+  std::vector<const metrics::Shard*> shards{&s.main_shard};
+  for (const auto& worker : s.workers) shards.push_back(&worker->shard());
+  HttpResponse response;
+  response.content_type = std::string(metrics::kContentType);
+  response.body = metrics::render(s.registry, shards) + renderLiveMetrics(s);
+  return response;
+}
+
+// Ready once the programs are attached, the workers run and every DNS name has answered.
+HttpResponse readyPage(const StatusSources& s) {
+  std::string pending;
+  if (!s.attached) return {503, "text/plain; charset=utf-8", "not ready: BPF not attached\n"};
+  if (s.discovery != nullptr && !s.discovery->allResolved(&pending)) {
+    return {503, "text/plain; charset=utf-8",
+            fmt::format("not ready: DNS has not answered for {}\n", pending)};
+  }
+  return {200, "text/plain; charset=utf-8", "ready\n"};
+}
+
+HttpResponse healthPage(const StatusSources& s) {
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < s.workers.size(); ++i) {
+    if (now - s.workers[i]->lastBeat() > kStuckAfter) {
+      return {503, "text/plain; charset=utf-8", fmt::format("worker {} is stuck\n", i)};
+    }
+  }
+  return {200, "text/plain; charset=utf-8", "ok\n"};
+}
+
+HttpResponse endpointsPage(const StatusSources& s) {
+  const auto now = lb::Clock::now();
+  std::string out = "{\"services\":[";
+  bool first_service = true;
+  for (const proxy::ServiceEntry& service : *s.services.table()) {
+    if (!first_service) out += ',';
+    first_service = false;
+    out += fmt::format("{{\"name\":{},\"balance\":{},\"endpoints\":[", jsonString(service.name),
+                       jsonString(config::balanceName(service.balance)));
+    bool first = true;
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      if (!first) out += ',';
+      first = false;
+      out += fmt::format(
+          "{{\"address\":{},\"state\":\"{}\",\"active_streams\":{},\"calls\":{},"
+          "\"latency_ewma_ms\":{:.3f},\"upstream_connections\":{}}}",
+          jsonString(e.load->label), endpointState(*e.load, now),
+          e.load->active_streams.load(std::memory_order_relaxed),
+          e.load->total_calls.load(std::memory_order_relaxed),
+          static_cast<double>(e.load->latency_ewma_ns.load(std::memory_order_relaxed)) / 1e6,
+          e.load->upstream_connections.load(std::memory_order_relaxed));
+    }
+    out += "]}";
+  }
+  out += "]}\n";
+  return {200, "application/json", out};
+}
+
+std::string addressList(const std::vector<net::SocketAddress>& addresses) {
+  std::string out = "[";
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    out += (i == 0 ? "" : ",") + jsonString(addresses[i].toString());
+  }
+  return out + "]";
+}
+
+HttpResponse configPage(const StatusSources& s) {
+  const config::Config& c = s.config;
+  std::string out = fmt::format(
+      "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
+      "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{}}},"
+      "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
+      "\"empty_confirmations\":{}}},\"services\":[",
+      addressList(c.proxy.listen), c.proxy.workers,
+      c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
+      jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
+      c.redirect.heartbeat_timeout.count(), addressList(c.dns.servers),
+      c.dns.refresh_min.count(), c.dns.refresh_max.count(), c.dns.empty_confirmations);
+  for (size_t i = 0; i < c.services.size(); ++i) {
+    const config::Service& service = c.services[i];
+    std::string intercepts = "[";
+    for (size_t j = 0; j < service.intercept.size(); ++j) {
+      intercepts += (j == 0 ? "" : ",") + jsonString(service.intercept[j].text);
+    }
+    intercepts += "]";
+    out += fmt::format(
+        "{}{{\"name\":{},\"intercept\":{},\"endpoints\":{{\"dns\":{},\"static\":{}}},"
+        "\"port\":{},\"balance\":{}}}",
+        i == 0 ? "" : ",", jsonString(service.name), intercepts,
+        service.endpoints.dns.empty() ? "null" : jsonString(service.endpoints.dns),
+        addressList(service.endpoints.statics), service.port,
+        jsonString(config::balanceName(service.balance)));
+  }
+  out += "]}\n";
+  return {200, "application/json", out};
+}
+
+// For a person with a browser: services, endpoints with their state and share of calls,
+// and why connects were or were not redirected.
+HttpResponse indexPage(const StatusSources& s) {
+  const auto now = lb::Clock::now();
+  std::string out =
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>spindle</title><style>"
+      "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:"
+      "1.5em}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}"
+      ".ejected{color:#b00}</style></head><body><h1>spindle " SPINDLE_VERSION "</h1>";
+  out += "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
+         " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
+  for (const proxy::ServiceEntry& service : *s.services.table()) {
+    uint64_t total = 0;
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      total += e.load->total_calls.load(std::memory_order_relaxed);
+    }
+    out += fmt::format("<h2>{}</h2><p>balance: {}, {} endpoints</p><table><tr><th>endpoint</th>"
+                       "<th>state</th><th>active calls</th><th>calls</th><th>share</th></tr>",
+                       htmlEscape(service.name), config::balanceName(service.balance),
+                       service.endpoints->size());
+    for (const lb::Endpoint& e : service.endpoints->endpoints()) {
+      const uint64_t calls = e.load->total_calls.load(std::memory_order_relaxed);
+      const char* state = endpointState(*e.load, now);
+      out += fmt::format(
+          "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1f}%</td></tr>",
+          state, htmlEscape(e.load->label), state,
+          e.load->active_streams.load(std::memory_order_relaxed), calls,
+          total == 0 ? 0.0 : 100.0 * static_cast<double>(calls) / static_cast<double>(total));
+    }
+    out += "</table>";
+  }
+  out += "<h2>Redirects</h2><table><tr><th>reason</th><th>connects</th></tr>";
+  const redirect::Counters counters = s.redirector.counters();
+  for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
+    out += fmt::format("<tr><td>{}</td><td>{}</td></tr>", redirect::reasonName(reason),
+                       counters[static_cast<size_t>(reason)]);
+  }
+  out += "</table></body></html>\n";
+  return {200, "text/html; charset=utf-8", out};
+}
+
+}  // namespace
+
+void installStatusPages(admin::AdminServer& server, const StatusSources& sources) {
+  // The handlers keep a copy of the references; `sources` itself may go away.
+  auto s = std::make_shared<StatusSources>(sources);
+  server.handle("/metrics", [s](const HttpRequest&) { return metricsPage(*s); });
+  server.handle("/ready", [s](const HttpRequest&) { return readyPage(*s); });
+  server.handle("/healthz", [s](const HttpRequest&) { return healthPage(*s); });
+  server.handle("/endpoints", [s](const HttpRequest&) { return endpointsPage(*s); });
+  server.handle("/config", [s](const HttpRequest&) { return configPage(*s); });
+  server.handle("/", [s](const HttpRequest&) { return indexPage(*s); });
+}
+
+}  // namespace spindle
