@@ -28,6 +28,18 @@ class Completion {
   ~Completion() = default;
 };
 
+// A completion that hands its result to a member function of its owner: one per kind of
+// operation the owner keeps in flight.
+template <typename Owner, void (Owner::*Handler)(int32_t res, uint32_t flags)>
+class MemberCompletion final : public Completion {
+ public:
+  explicit MemberCompletion(Owner& owner) : owner_(owner) {}
+  void complete(int32_t res, uint32_t flags) override { (owner_.*Handler)(res, flags); }
+
+ private:
+  Owner& owner_;
+};
+
 // Something whose destruction waits for the end of the batch that decided it.
 class Deferred {
  public:

@@ -58,24 +58,14 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   std::unique_ptr<h2::Session> session_;
 
  private:
-  template <void (H2Connection::*Handler)(int32_t, uint32_t)>
-  class Op final : public loop::Completion {
-   public:
-    explicit Op(H2Connection& connection) : connection_(connection) {}
-    void complete(int32_t res, uint32_t flags) override { (connection_.*Handler)(res, flags); }
-
-   private:
-    H2Connection& connection_;
-  };
-
   void receive();
   void onReceived(int32_t res, uint32_t flags);
   void onSent(int32_t res, uint32_t flags);
   void onBufferAvailable() override;
   void opDone();
 
-  Op<&H2Connection::onReceived> recv_op_{*this};
-  Op<&H2Connection::onSent> send_op_{*this};
+  loop::MemberCompletion<H2Connection, &H2Connection::onReceived> recv_op_{*this};
+  loop::MemberCompletion<H2Connection, &H2Connection::onSent> send_op_{*this};
   std::string outbound_;  // being filled from the session
   std::string in_flight_;  // being sent: not touched until the send completes
   size_t in_flight_sent_ = 0;

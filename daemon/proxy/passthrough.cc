@@ -49,17 +49,13 @@ void Passthrough::start() {
   pending_ops_ += 2;
 }
 
-void Passthrough::Connect::complete(int32_t res, uint32_t /*flags*/) {
-  conn_.pending_ops_--;
-  conn_.onConnected(res);
+void Passthrough::onConnectTimeout(int32_t /*res*/, uint32_t /*flags*/) {
+  pending_ops_--;
+  opDone();
 }
 
-void Passthrough::ConnectTimeout::complete(int32_t /*res*/, uint32_t /*flags*/) {
-  conn_.pending_ops_--;
-  conn_.opDone();
-}
-
-void Passthrough::onConnected(int32_t res) {
+void Passthrough::onConnected(int32_t res, uint32_t /*flags*/) {
+  pending_ops_--;
   if (closing_) {
     opDone();
     return;
@@ -86,23 +82,23 @@ void Passthrough::sendInitial() {
   pending_ops_++;
 }
 
-void Passthrough::InitialSend::complete(int32_t res, uint32_t /*flags*/) {
-  conn_.pending_ops_--;
-  if (conn_.closing_) {
-    conn_.opDone();
+void Passthrough::onInitialSent(int32_t res, uint32_t /*flags*/) {
+  pending_ops_--;
+  if (closing_) {
+    opDone();
     return;
   }
   if (res < 0) {
-    conn_.close("socket error");
+    close("socket error");
     return;
   }
-  conn_.initial_sent_ += static_cast<size_t>(res);
-  if (conn_.initial_sent_ < conn_.initial_.size()) {
-    conn_.sendInitial();
+  initial_sent_ += static_cast<size_t>(res);
+  if (initial_sent_ < initial_.size()) {
+    sendInitial();
     return;
   }
-  conn_.initial_.clear();
-  conn_.to_upstream_.start(conn_.downstream_.get(), conn_.upstream_.get());
+  initial_.clear();
+  to_upstream_.start(downstream_.get(), upstream_.get());
 }
 
 void Passthrough::Direction::start(int from, int to) {

@@ -56,16 +56,6 @@ class Passthrough final : public Connection {
       uint16_t buffer_id;
       uint32_t length;
     };
-    template <void (Direction::*Handler)(int32_t, uint32_t)>
-    class Op final : public loop::Completion {
-     public:
-      explicit Op(Direction& direction) : direction_(direction) {}
-      void complete(int32_t res, uint32_t flags) override { (direction_.*Handler)(res, flags); }
-
-     private:
-      Direction& direction_;
-    };
-
     void pump();
     void onReceived(int32_t res, uint32_t flags);
     void onSent(int32_t res, uint32_t flags);
@@ -75,8 +65,8 @@ class Passthrough final : public Connection {
     const char* name_;
     int from_ = -1;
     int to_ = -1;
-    Op<&Direction::onReceived> recv_op_;
-    Op<&Direction::onSent> send_op_;
+    loop::MemberCompletion<Direction, &Direction::onReceived> recv_op_;
+    loop::MemberCompletion<Direction, &Direction::onSent> send_op_;
     std::array<Chunk, kMaxHeldBuffers> held_{};  // FIFO of received, not yet sent buffers
     size_t head_ = 0;
     size_t count_ = 0;
@@ -88,37 +78,12 @@ class Passthrough final : public Connection {
     bool done_ = false;
   };
 
-  class Connect final : public loop::Completion {
-   public:
-    explicit Connect(Passthrough& conn) : conn_(conn) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Passthrough& conn_;
-  };
-
-  // The connect's linked timeout; its completion only settles the count of pending ops.
-  class ConnectTimeout final : public loop::Completion {
-   public:
-    explicit ConnectTimeout(Passthrough& conn) : conn_(conn) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Passthrough& conn_;
-  };
-
+  void onConnected(int32_t res, uint32_t flags);
+  // The connect's linked timeout: its completion only settles the count of pending ops.
+  void onConnectTimeout(int32_t res, uint32_t flags);
   // Sends the bytes received before the passthrough started, then starts that direction.
-  class InitialSend final : public loop::Completion {
-   public:
-    explicit InitialSend(Passthrough& conn) : conn_(conn) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Passthrough& conn_;
-  };
-
-  void onConnected(int32_t res);
   void sendInitial();
+  void onInitialSent(int32_t res, uint32_t flags);
   void onDirectionDone();
   void close(const char* why);
   void opDone();
@@ -134,9 +99,9 @@ class Passthrough final : public Connection {
   size_t initial_sent_ = 0;
   Direction to_upstream_{*this, "downstream->upstream"};
   Direction to_downstream_{*this, "upstream->downstream"};
-  Connect connect_{*this};
-  ConnectTimeout connect_timeout_{*this};
-  InitialSend initial_send_{*this};
+  loop::MemberCompletion<Passthrough, &Passthrough::onConnected> connect_{*this};
+  loop::MemberCompletion<Passthrough, &Passthrough::onConnectTimeout> connect_timeout_{*this};
+  loop::MemberCompletion<Passthrough, &Passthrough::onInitialSent> initial_send_{*this};
   __kernel_timespec connect_deadline_{};
   int pending_ops_ = 0;
   bool closing_ = false;

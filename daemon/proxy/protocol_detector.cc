@@ -41,18 +41,18 @@ void ProtocolDetector::receive() {
   pending_ops_ += 2;
 }
 
-void ProtocolDetector::Recv::complete(int32_t res, uint32_t /*flags*/) {
-  detector_.pending_ops_--;
-  detector_.onReceived(res);
-  detector_.opDone();
+void ProtocolDetector::onWaitEnded(int32_t /*res*/, uint32_t /*flags*/) {
+  pending_ops_--;
+  opDone();
 }
 
-void ProtocolDetector::Wait::complete(int32_t /*res*/, uint32_t /*flags*/) {
-  detector_.pending_ops_--;
-  detector_.opDone();
+void ProtocolDetector::onReceived(int32_t res, uint32_t /*flags*/) {
+  pending_ops_--;
+  detect(res);
+  opDone();
 }
 
-void ProtocolDetector::onReceived(int32_t res) {
+void ProtocolDetector::detect(int32_t res) {
   if (done_) return;
   if (res == -ECANCELED) {
     handOver(false);  // the client waits for the server to speak first

@@ -26,25 +26,11 @@ class ProtocolDetector final : public Connection {
   void abort() override;
 
  private:
-  class Recv final : public loop::Completion {
-   public:
-    explicit Recv(ProtocolDetector& detector) : detector_(detector) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    ProtocolDetector& detector_;
-  };
-  class Wait final : public loop::Completion {
-   public:
-    explicit Wait(ProtocolDetector& detector) : detector_(detector) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    ProtocolDetector& detector_;
-  };
-
   void receive();
-  void onReceived(int32_t res);
+  void detect(int32_t res);
+  void onReceived(int32_t res, uint32_t flags);
+  // The receive's linked timeout: its completion only settles the count of pending ops.
+  void onWaitEnded(int32_t res, uint32_t flags);
   void handOver(bool http2);
   void opDone();
 
@@ -53,8 +39,8 @@ class ProtocolDetector final : public Connection {
   net::SocketAddress peer_;
   net::SocketAddress destination_;
   size_t service_index_;
-  Recv recv_{*this};
-  Wait wait_{*this};
+  loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onReceived> recv_{*this};
+  loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onWaitEnded> wait_{*this};
   __kernel_timespec wait_ts_{};
   char buffer_[24] = {};
   size_t received_ = 0;

@@ -37,14 +37,12 @@ void Upstream::connect() {
   opStarted();
 }
 
-void Upstream::ConnectOp::complete(int32_t res, uint32_t /*flags*/) {
-  upstream_.onConnected(res);
-  upstream_.opFinished();
+void Upstream::onConnectDone(int32_t res, uint32_t /*flags*/) {
+  onConnected(res);
+  opFinished();
 }
 
-void Upstream::ConnectTimeoutOp::complete(int32_t /*res*/, uint32_t /*flags*/) {
-  upstream_.opFinished();
-}
+void Upstream::onConnectTimeout(int32_t /*res*/, uint32_t /*flags*/) { opFinished(); }
 
 void Upstream::onConnected(int32_t res) {
   if (closing()) return;

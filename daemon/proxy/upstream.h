@@ -40,24 +40,10 @@ class Upstream final : public H2Connection, private h2::Listener {
   const lb::EndpointLoad* loadKey() const { return endpoint_.load.get(); }
 
  private:
-  class ConnectOp final : public loop::Completion {
-   public:
-    explicit ConnectOp(Upstream& upstream) : upstream_(upstream) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Upstream& upstream_;
-  };
-  class ConnectTimeoutOp final : public loop::Completion {
-   public:
-    explicit ConnectTimeoutOp(Upstream& upstream) : upstream_(upstream) {}
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Upstream& upstream_;
-  };
-
+  void onConnectDone(int32_t res, uint32_t flags);
   void onConnected(int32_t res);
+  // The connect's linked timeout: its completion only settles the count of pending ops.
+  void onConnectTimeout(int32_t res, uint32_t flags);
   void endAll(bool connect_failed);
   void onClosing() override;
   void onClosed() override;
@@ -77,8 +63,8 @@ class Upstream final : public H2Connection, private h2::Listener {
   Call* callOf(int32_t stream_id) const;
 
   lb::Endpoint endpoint_;
-  ConnectOp connect_op_{*this};
-  ConnectTimeoutOp connect_timeout_op_{*this};
+  loop::MemberCompletion<Upstream, &Upstream::onConnectDone> connect_op_{*this};
+  loop::MemberCompletion<Upstream, &Upstream::onConnectTimeout> connect_timeout_op_{*this};
   __kernel_timespec connect_deadline_{};
   bool draining_ = false;
   // Requests are submitted to the session at once, also while connecting: the session holds
