@@ -136,12 +136,10 @@ int runDaemon(const config::Config& config) {
 
   if (Status s = redirect::checkPrivileges(); !s) return fail(s.error());
 
-  std::string cgroup = config.redirect.cgroup;
-  if (cgroup.empty()) {
-    auto mount = redirect::findCgroup2Mount();
-    if (!mount) return fail(mount.error());
-    cgroup = *mount;
-  }
+  auto mount = redirect::findCgroup2Mount();
+  if (!mount) return fail(mount.error());
+  const std::string cgroup_mount = *mount;
+  const std::string cgroup = config.redirect.cgroup.empty() ? cgroup_mount : config.redirect.cgroup;
   if (Status s = redirect::checkCgroup2(cgroup); !s) return fail(s.error());
 
   auto main_loop = loop::Loop::create(kMainRingEntries);
@@ -217,7 +215,7 @@ int runDaemon(const config::Config& config) {
   for (unsigned w = 0; w < workers; ++w) {
     worker_list.push_back(std::make_unique<proxy::Worker>(
         w, std::move(listeners[w]), redirector.originalDsts(), services, kSocketMark, *families,
-        metric_registry.makeShard()));
+        metric_registry.makeShard(), cgroup_mount));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());

@@ -282,6 +282,7 @@ void Call::onDownstreamClosed(uint32_t error_code) {
       worker_.serviceName(service_index_), endpoint ? std::string_view(endpoint->load->label) : "none",
       grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
                         : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
+      downstream_ != nullptr ? std::string_view(downstream_->source()) : "unknown",
       std::chrono::duration<double>(lb::Clock::now() - started_).count());
   // Request bytes the app sent that never went upstream still hold its connection window.
   if (downstream_ != nullptr && request_received_ > request_consumed_) {

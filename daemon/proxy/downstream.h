@@ -16,12 +16,14 @@ namespace spindle::proxy {
 class H2Downstream final : public H2Connection, private h2::Listener {
  public:
   // `received`: the bytes already read while detecting the protocol (the client preface).
-  H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-               size_t service_index);
+  // source: the calling Pod, for the metrics.
+  H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer, size_t service_index,
+               std::string source);
   ~H2Downstream() override;
   Status start(const std::string& received);
 
   // --- for its calls ---
+  const std::string& source() const { return source_; }
   void submitResponse(int32_t stream_id, const h2::HeaderBlock& headers, bool has_body);
   void submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers);
   void resumeResponse(int32_t stream_id);
@@ -49,6 +51,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   Call* callOf(int32_t stream_id) const;
 
   size_t service_index_;
+  std::string source_;
   std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
 };
 

@@ -18,12 +18,14 @@ static_assert(kPreface.size() == 24);
 }  // namespace
 
 ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                                   net::SocketAddress destination, size_t service_index)
+                                   net::SocketAddress destination, size_t service_index,
+                                   std::string source)
     : worker_(worker),
       fd_(std::move(fd)),
       peer_(peer),
       destination_(destination),
-      service_index_(service_index) {}
+      service_index_(service_index),
+      source_(std::move(source)) {}
 
 void ProtocolDetector::start() {
   // Each receive waits at most kWaitNanos (a linked timeout); a preface split over several
@@ -82,7 +84,7 @@ void ProtocolDetector::handOver(bool http2) {
   done_ = true;
   std::string received(buffer_, received_);
   if (http2) {
-    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_);
+    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_, std::move(source_));
     worker_.add(downstream);
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;

@@ -21,7 +21,7 @@ class ProtocolDetector final : public Connection {
   static constexpr int64_t kWaitNanos = 1'000'000'000;
 
   ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                   net::SocketAddress destination, size_t service_index);
+                   net::SocketAddress destination, size_t service_index, std::string source);
   void start();
   void abort() override;
 
@@ -39,6 +39,7 @@ class ProtocolDetector final : public Connection {
   net::SocketAddress peer_;
   net::SocketAddress destination_;
   size_t service_index_;
+  std::string source_;
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onReceived> recv_{*this};
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onWaitEnded> wait_{*this};
   __kernel_timespec wait_ts_{};

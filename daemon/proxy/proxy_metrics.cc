@@ -37,6 +37,10 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
       {&f.ejections_total,
        {"spindle_ejections_total", "Endpoints ejected by passive health checking.",
         Type::kCounter, {"service"}, {}, 256}},
+      {&f.source_requests_total,
+       {"spindle_source_requests_total",
+        "gRPC calls by calling Pod (its UID, or its cgroup path off Kubernetes) and service.",
+        Type::kCounter, {"source", "service"}, {}, 1024}},
       {&f.panics_total,
        {"spindle_panics_total",
         "Picks made over every endpoint because all of them were ejected.", Type::kCounter,
@@ -69,8 +73,10 @@ void WorkerMetrics::connectionClosed(Protocol protocol) {
 }
 
 void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoint,
-                              std::string_view grpc_status, double seconds) {
+                              std::string_view grpc_status, std::string_view source,
+                              double seconds) {
   shard_.counter(families_.requests_total, {service, endpoint, grpc_status}).inc();
+  shard_.counter(families_.source_requests_total, {source, service}).inc();
   shard_.histogram(families_.request_duration_seconds, {service}).observe(seconds);
 }
 

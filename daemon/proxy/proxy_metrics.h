@@ -16,6 +16,7 @@ struct ProxyFamilies {
   metrics::FamilyId retries_total;                  // {service, reason}
   metrics::FamilyId ejections_total;                // {service}
   metrics::FamilyId panics_total;                   // {service}
+  metrics::FamilyId source_requests_total;          // {source, service}
 
   static Result<ProxyFamilies> registerIn(metrics::Registry& registry);
 };
@@ -30,9 +31,10 @@ class WorkerMetrics {
   enum class Protocol { kH2, kPassthrough, kRejected };
   void connectionOpened(Protocol protocol);
   void connectionClosed(Protocol protocol);
-  // grpc_status: "0".."16", or "reset" when the stream ended without a status.
+  // grpc_status: "0".."16", or "reset" when the stream ended without a status. source: the
+  // calling Pod (its UID, or its cgroup path off Kubernetes).
   void callEnded(std::string_view service, std::string_view endpoint, std::string_view grpc_status,
-                 double seconds);
+                 std::string_view source, double seconds);
   void retried(std::string_view service, std::string_view reason);
   void ejected(std::string_view service);
   void panicked(std::string_view service);

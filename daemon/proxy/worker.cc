@@ -22,13 +22,15 @@ constexpr uint32_t kBufferSize = 64 * 1024;
 Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
                redirect::OriginalDstMap original_dsts,
                std::shared_ptr<const ServiceTable> services, uint32_t mark,
-               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard)
+               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+               std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
       services_(std::move(services)),
       mark_(mark),
       shard_(std::move(shard)),
+      cgroup_mount_(std::move(cgroup_mount)),
       metrics_(families, *shard_) {
   last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                    std::memory_order_relaxed);
@@ -55,6 +57,11 @@ Status Worker::start() {
       return;
     }
     buffers_ = std::move(*buffers);
+    if (auto names = redirect::CgroupNames::open(cgroup_mount_)) {
+      cgroup_names_.emplace(std::move(names).value());
+    } else {
+      log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
+    }
     context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
                                                /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu,
                                                metrics_);
@@ -172,8 +179,11 @@ void Worker::onAccepted(int fd) {
   net::setNoDelay(downstream.get());
   const auto service = context_->serviceIndex(original->service_id);
   if (service && !context_->serviceAt(*service).endpoints->empty()) {
+    static const std::string kUnknown = "unknown";
+    const std::string& source =
+        cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
     auto* detector = new ProtocolDetector(*context_, std::move(downstream), *peer,
-                                          original->destination, *service);
+                                          original->destination, *service, source);
     context_->add(detector);
     detector->start();
     return;

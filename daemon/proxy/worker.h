@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "loop/loop.h"
 #include "net/fd.h"
 #include "proxy/worker_context.h"
+#include "redirect/cgroup_names.h"
 #include "redirect/redirector.h"
 #include "util/rate_limit.h"
 
@@ -28,7 +31,8 @@ class Worker {
  public:
   Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
          std::shared_ptr<const ServiceTable> services, uint32_t mark,
-         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard);
+         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+         std::string cgroup_mount);
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -74,6 +78,8 @@ class Worker {
   std::unique_ptr<loop::Waker> waker_;
   std::unique_ptr<loop::BufferPool> buffers_;
   std::unique_ptr<metrics::Shard> shard_;
+  std::string cgroup_mount_;
+  std::optional<redirect::CgroupNames> cgroup_names_;  // none: sources are "unknown"
   WorkerMetrics metrics_;
   std::unique_ptr<WorkerContext> context_;
   std::atomic<int64_t> last_beat_{0};

@@ -1,0 +1,39 @@
+// Which Pod a connection came from, by its cgroup path.
+#include <gtest/gtest.h>
+
+#include "redirect/cgroup_names.h"
+
+namespace spindle::redirect {
+namespace {
+
+TEST(SourceLabel, CgroupfsDriverPathGivesThePodUid) {
+  EXPECT_EQ(sourceLabel("/kubepods/burstable/pod0b7b1a0e-3b8e-4a43-9a0f-5c6d7e8f9a0b/"
+                        "4f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c"),
+            "0b7b1a0e-3b8e-4a43-9a0f-5c6d7e8f9a0b");
+}
+
+TEST(SourceLabel, SystemdDriverPathGivesThePodUidWithDashes) {
+  EXPECT_EQ(sourceLabel("/kubepods.slice/kubepods-besteffort.slice/"
+                        "kubepods-besteffort-pod0b7b1a0e_3b8e_4a43_9a0f_5c6d7e8f9a0b.slice/"
+                        "cri-containerd-4f1c2d3e.scope"),
+            "0b7b1a0e-3b8e-4a43-9a0f-5c6d7e8f9a0b");
+}
+
+TEST(SourceLabel, GuaranteedQosPodHasNoQosLevel) {
+  EXPECT_EQ(sourceLabel("/kubepods/pod11111111-2222-3333-4444-555555555555/abc"),
+            "11111111-2222-3333-4444-555555555555");
+}
+
+TEST(SourceLabel, PathOutsideKubernetesIsKeptWithoutTheLeadingSlash) {
+  EXPECT_EQ(sourceLabel("/spindle-test-1/pod-client"), "spindle-test-1/pod-client");
+  EXPECT_EQ(sourceLabel("/system.slice/cron.service"), "system.slice/cron.service");
+  EXPECT_EQ(sourceLabel("/"), "/");
+}
+
+TEST(SourceLabel, KubepodsPathWithoutAPodUidIsKeptWhole) {
+  EXPECT_EQ(sourceLabel("/kubepods/burstable"), "kubepods/burstable");
+  EXPECT_EQ(sourceLabel("/kubepods/podnotauid/x"), "kubepods/podnotauid/x");
+}
+
+}  // namespace
+}  // namespace spindle::redirect
