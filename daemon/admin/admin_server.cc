@@ -60,6 +60,8 @@ class AdminConnection final : public loop::Deferred {
     return state_ != State::kClosing && now >= deadline_;
   }
   bool draining() const { return state_ == State::kDraining; }
+  // Waiting for (the rest of) a request: nothing of ours is being sent.
+  bool reading() const { return state_ == State::kReading; }
   void detach() { server_ = nullptr; }
 
   AdminConnection* prev = nullptr;
@@ -400,13 +402,28 @@ bool AdminServer::idle() const {
 void AdminServer::onAccepted(int fd) {
   net::Fd accepted(fd);
   if (open_ >= options_.max_connections) {
-    stats_.refused++;
-    uint64_t suppressed = 0;
-    if (refused_log_.allow(&suppressed)) {
-      log::warn("admin: {} connections open, closing a new one ({} more not logged)", open_,
-                suppressed);
+    // Full: make room by closing the oldest connection still waiting for a request, so that
+    // idle connections cannot lock a health probe out until their deadline passes. Only when
+    // every connection is busy answering is the new one refused.
+    AdminConnection* oldest = nullptr;
+    for (AdminConnection* conn = connections_; conn != nullptr; conn = conn->next) {
+      if (conn->reading()) oldest = conn;  // new connections go to the front
     }
-    return;
+    uint64_t suppressed = 0;
+    if (oldest == nullptr) {
+      stats_.refused++;
+      if (refused_log_.allow(&suppressed)) {
+        log::warn("admin: {} connections open and busy, closing a new one ({} more not logged)",
+                  open_, suppressed);
+      }
+      return;
+    }
+    stats_.evicted++;
+    if (refused_log_.allow(&suppressed)) {
+      log::warn("admin: {} connections open, closing the oldest idle one ({} more not logged)",
+                open_, suppressed);
+    }
+    oldest->close();
   }
   stats_.accepted++;
   auto* conn = new AdminConnection(*this, std::move(accepted));

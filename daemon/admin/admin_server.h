@@ -33,7 +33,8 @@ struct AdminOptions {
 
 struct AdminStats {
   uint64_t accepted = 0;
-  uint64_t refused = 0;    // closed at once: max_connections were open
+  uint64_t refused = 0;    // closed at once: max_connections were open and busy
+  uint64_t evicted = 0;    // idle connections closed to make room for a new one
   uint64_t timed_out = 0;  // closed at the deadline
   uint64_t responses = 0;
   uint64_t errors = 0;  // 4xx and 5xx responses, 404 included

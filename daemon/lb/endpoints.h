@@ -37,7 +37,7 @@ struct EndpointLoad {
   explicit EndpointLoad(TimePoint joined) : joined_ns(toNanos(joined)) {}
 
   std::atomic<uint32_t> active_streams{0};
-  std::atomic<uint64_t> total_calls{0};
+  std::atomic<uint64_t> total_calls{0};  // calls the endpoint answered (for status pages)
 
   // Peak EWMA of call latency in ns (lb::recordLatency); 0 = no sample yet.
   std::atomic<uint64_t> latency_ewma_ns{0};

@@ -112,7 +112,6 @@ void Call::dispatch() {
   tried_.add(*index);
   attempt_started_ = now;
   health_reported_ = false;
-  (*endpoints_)[*index].load->total_calls.fetch_add(1, std::memory_order_relaxed);
   worker_.upstreamFor((*endpoints_)[*index]).attach(*this);
 }
 
@@ -157,6 +156,8 @@ size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
 void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   const auto now = lb::Clock::now();
   if (const lb::Endpoint* endpoint = currentEndpoint()) {
+    // The endpoint answered the call (tries that never got an answer do not count).
+    endpoint->load->total_calls.fetch_add(1, std::memory_order_relaxed);
     // Latency to the response headers: what peak_ewma balances on. Streaming calls end when
     // their peers want; their start is what says how busy the endpoint is.
     lb::recordLatency(*endpoint->load,

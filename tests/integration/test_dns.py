@@ -502,7 +502,9 @@ class DnsTest(SimTestCase):
         t_change = self.dnsmasq.set_records(self.records(("b1", "b2")))
         gone = {"b3", "b4", "b5"}
         # new streams and calls after the change has settled, long enough to judge
-        self.wait_served(run, 10, timeout=SETTLE + 6, method=None, since=t_change + SETTLE)
+        # The backends count calls as they start; the driver reports them when they end: wait
+        # for a few more than the 10 judged below, so the last ones have finished.
+        self.wait_served(run, 16, timeout=SETTLE + 6, method=None, since=t_change + SETTLE)
         calls = self.stop_driver(proc)
         failed = [c for c in calls if c[3] != "OK"]
         self.assertEqual(failed, [], f"calls failed across the scale-down: "
@@ -522,7 +524,9 @@ class DnsTest(SimTestCase):
         self.assertFalse([c for c in late if c[4] in gone],
                          f"b3-b5 took new calls {SETTLE:g}s after DNS dropped them: "
                          f"{[c[:5] for c in late if c[4] in gone][:5]}")
-        self.assertEqual({c[4] for c in late}, {"b1", "b2"})
+        # Both b1 and b2 need not take late calls: least_request sends them to whichever has
+        # fewer streams open, which may be the same one every time.
+        self.assertLessEqual({c[4] for c in late}, {"b1", "b2"})
         self.wait_endpoints(sp, addrs=self.endpoints_of(("b1", "b2")), timeout=1)
 
     def test_intercept_name_follows_the_cluster_ip_to_a_new_vip(self):
