@@ -203,8 +203,10 @@ class PowerOfTwoPicker final : public Picker {
       // would spread sequential calls only as evenly as a binomial does (±2.6% over 3000
       // calls to 3 endpoints, one sigma); the endpoint this picker sent fewer calls to since
       // the snapshot appeared wins instead, and only a second tie is left to chance.
-      if (picks_[first] != picks_[second]) {
-        chosen = picks_[first] < picks_[second] ? first : second;
+      const uint32_t first_picks = picksOf(set, first, now_ns);
+      const uint32_t second_picks = picksOf(set, second, now_ns);
+      if (first_picks != second_picks) {
+        chosen = first_picks < second_picks ? first : second;
       } else {
         chosen = (random_.next() >> 63) != 0 ? first : second;
       }
@@ -212,7 +214,8 @@ class PowerOfTwoPicker final : public Picker {
     if (options_.slow_start.count() > 0) {
       chosen = slowStart(set, chosen, chosen == first ? second : first, now_ns);
     }
-    ++picks_[chosen];
+    picks_[chosen] = picksOf(set, chosen, now_ns) + 1;
+    most_picks_ = std::max(most_picks_, picks_[chosen]);
     return chosen;
   }
 
@@ -268,8 +271,21 @@ class PowerOfTwoPicker final : public Picker {
     if (&set != snapshot_ || picks_.size() != set.size()) {
       snapshot_ = &set;
       picks_.assign(set.size(), 0);  // allocates only when the snapshot changes
+      most_picks_ = 0;
     }
   }
+
+  // An endpoint that was out of the running (ejected) for a while must not win every tie
+  // until its count catches up: it is never counted more than kCatchUp picks behind. One in
+  // slow start is behind on purpose and keeps its count, which is how its share grows back.
+  uint32_t picksOf(const EndpointSet& set, size_t index, int64_t now_ns) {
+    if (picks_[index] + kCatchUp < most_picks_ && warmth(set[index], now_ns) >= 1) {
+      picks_[index] = most_picks_ - kCatchUp;
+    }
+    return picks_[index];
+  }
+
+  static constexpr uint32_t kCatchUp = 2;
 
   static constexpr double kMinWarmth = 0.1;
 
@@ -278,6 +294,7 @@ class PowerOfTwoPicker final : public Picker {
   PickerOptions options_;
   const EndpointSet* snapshot_ = nullptr;
   std::vector<uint32_t> picks_;
+  uint32_t most_picks_ = 0;
   std::vector<size_t> scratch_;
 };
 

@@ -159,10 +159,14 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
     // The endpoint answered the call (tries that never got an answer do not count).
     endpoint->load->total_calls.fetch_add(1, std::memory_order_relaxed);
     // Latency to the response headers: what peak_ewma balances on. Streaming calls end when
-    // their peers want; their start is what says how busy the endpoint is.
-    lb::recordLatency(*endpoint->load,
-                      static_cast<uint64_t>((now - attempt_started_).count()), now,
-                      worker_.serviceAt(service_index_).picker_options.decay);
+    // their peers want; their start is what says how busy the endpoint is. A trailers-only
+    // answer is an error, usually a fast one: timing it would make a failing endpoint look
+    // like the fastest and draw calls to it.
+    if (!end_stream) {
+      lb::recordLatency(*endpoint->load,
+                        static_cast<uint64_t>((now - attempt_started_).count()), now,
+                        worker_.serviceAt(service_index_).picker_options.decay);
+    }
   }
   // A trailers-only response carries the status: UNAVAILABLE from the endpoint is a failure.
   if (end_stream) {

@@ -2,20 +2,22 @@
 """A gRPC test driver (python3-grpcio) run inside a client Pod: ONE channel to TARGET, one
 named scenario, bounded in count and time, one JSON object on stdout.
 
-    client.py TARGET unary       [--count N] [--concurrency C] [--sleep-ms S]
+    client.py TARGET unary       [--count N] [--concurrency C] [--sleep-ms S] [--rate R]
     client.py TARGET streams     all four kinds of call, with content checks
     client.py TARGET big         16 MiB request, 16 MiB response, 16 MiB echo
     client.py TARGET cancel      cancel a unary, a server stream and a bidi call mid-way
     client.py TARGET deadline    [--deadline-ms D] [--sleep-ms S]: must be DEADLINE_EXCEEDED
     client.py TARGET metadata    ascii and -bin metadata both ways, trailers, errors
-    client.py TARGET during-kill [--seconds T] [--concurrency C] [--sleep-ms S]
+    client.py TARGET during-kill [--seconds T] [--concurrency C] [--sleep-ms S] [--rate R]
     client.py TARGET stats       the server's Stats answer
 
 Every result has "ok" (the scenario's own checks held), "scenario", "target", "failures"
 (what did not hold), "elapsed_s". "pods" counts the x-pod the calls were answered with and
 "errors" counts failed calls by status code name. Call ids (x-call-id) start with --run, so
 that a test can find its calls in the servers' logs. Client-side retries are off
-(grpc.enable_retries=0): what the test sees is what the path under test did.
+(grpc.enable_retries=0): what the test sees is what the path under test did. --rate paces
+unary and during-kill: call i starts no earlier than i/R s after the first; a call that
+falls behind that schedule starts as soon as a thread is free.
 """
 
 import argparse
@@ -111,6 +113,8 @@ class Driver:
         numbers = iter(range(count))
         stop_at = time.monotonic() + seconds if seconds else None
         extra = [("x-sleep-ms", str(args.sleep_ms))] if args.sleep_ms else []
+        rate = args.rate if args.rate and args.rate > 0 else None
+        t_first = time.monotonic()
 
         def worker():
             for _ in range(count):
@@ -120,6 +124,14 @@ class Driver:
                     i = next(numbers, None)
                 if i is None:
                     return
+                if rate:
+                    # The schedule, not the previous call, says when this one starts.
+                    end = min(self.t_end, stop_at or self.t_end)
+                    wait = min(t_first + i / rate, end) - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    if time.monotonic() >= end:
+                        return
                 cid = self.call_id("u")
                 request = b"ping %d" % i
                 t0 = now()
@@ -486,6 +498,8 @@ def parser():
     ap.add_argument("--record", action="store_true",
                     help="unary: list every call as [id, t_start, t_end, code, pod]")
     ap.add_argument("--sleep-ms", type=int, default=0, help="server sleep per call (x-sleep-ms)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="unary, during-kill: calls per second, paced (0: as fast as they go)")
     ap.add_argument("--seconds", type=float, default=4.0, help="during-kill: how long")
     ap.add_argument("--deadline-ms", type=int, default=200, help="deadline: the call's deadline")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-call deadline (s)")

@@ -92,21 +92,31 @@ class ServerLog:
                               details=lambda: "\n".join(json.dumps(e) for e in self.entries()[-8:]))
 
 
-def start_server(pod, *, name=None, port=PORT, log=None, tls=None, timeout=15.0):
+def start_server(pod, *, name=None, port=PORT, log=None, tls=None, timeout=15.0, flags=None,
+                 wait=True):
     """server.py in `pod` (named after it unless `name`), on [::]:port; waits until it
-    serves. tls=(cert_path, key_path) serves TLS. Returns (Proc, ServerLog)."""
+    serves (unless not `wait`: then wait_serving(proc) does). tls=(cert_path, key_path)
+    serves TLS. flags: more server.py options, {"delay_ms": 20} for --delay-ms 20.
+    Returns (Proc, ServerLog)."""
     name = name or pod.name
     log = log or os.path.join(pod.node.logdir, f"grpc-{name}-{port}.jsonl")
     argv = [sim.PYTHON, SERVER, "--name", name, "--port", str(port), "--log", log]
     if tls:
         argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    argv += _flags(flags or {})
     proc = pod.spawn(argv, name=f"grpc-{name}")
-    proc.wait_for_line(r"^grpc_server: listening", timeout, stream="stdout")
+    if wait:
+        wait_serving(proc, timeout)
     return proc, ServerLog(log, name)
 
 
-def client_argv(tgt, scenario, **opts):
-    argv = [sim.PYTHON, CLIENT, tgt, scenario]
+def wait_serving(proc, timeout=15.0):
+    """Waits until a server.py started with wait=False serves."""
+    proc.wait_for_line(r"^grpc_server: listening", timeout, stream="stdout")
+
+
+def _flags(opts):
+    argv = []
     for k, v in opts.items():
         flag = "--" + k.replace("_", "-")
         if v is True:
@@ -114,6 +124,10 @@ def client_argv(tgt, scenario, **opts):
         elif v is not None and v is not False:
             argv += [flag, str(v)]
     return argv
+
+
+def client_argv(tgt, scenario, **opts):
+    return [sim.PYTHON, CLIENT, tgt, scenario] + _flags(opts)
 
 
 def _parse(stdout, what):

@@ -2,6 +2,7 @@
 """A real gRPC server (python3-grpcio) for spindle's tests: one backend Pod of a Service.
 
     server.py --name b1 --log FILE [--port 50051] [--tls-cert C --tls-key K]
+              [--delay-ms N] [--unavailable-file F] [--grace S]
 
 Serves /spindle.test.Echo/{Unary,ClientStream,ServerStream,Bidi,Stats} with raw bytes (see
 echo_service.py for the request metadata that steers it) on [::]:PORT, which takes IPv4 and
@@ -18,6 +19,15 @@ written (and flushed to the kernel) when it happens, so the log survives a SIGKI
 the RPC-termination callback (context.add_callback) or a context.is_active() poll in a sleep.
 Stats calls are not logged; they answer {"pod", "calls": {method: n}, "cancels": n} as JSON.
 Prints "grpc_server: listening on [::]:PORT as NAME" on stdout once it serves.
+
+Behaviour of the whole server, for the balancing and health tests:
+  --delay-ms N          every Unary call waits N ms before it answers, headers included (so
+                        that a proxy timing the response headers sees the delay too)
+  --unavailable-file F  while F exists, every Unary call is answered UNAVAILABLE at once
+                        (trailers-only, x-pod in the trailers; logged with "code":
+                        "UNAVAILABLE"); checked per call, so a test switches it at run time
+  --grace S             on SIGTERM ("grpc_server: stopping" on stdout), server.stop(S):
+                        GOAWAY, no new connections, S seconds for the calls in flight
 """
 
 import argparse
@@ -160,9 +170,11 @@ class Call:
 
 
 class EchoServer:
-    def __init__(self, name, log):
+    def __init__(self, name, log, *, delay_ms=0, unavailable_file=None):
         self.name = name
         self.log = log
+        self.delay_ms = delay_ms
+        self.unavailable_file = unavailable_file
         self.calls = collections.Counter()
         self.cancels = 0
         self._lock = threading.Lock()
@@ -175,6 +187,12 @@ class EchoServer:
 
     def unary(self, request, context):
         call = Call(self, "Unary", context, req_bytes=len(request))
+        if self.unavailable_file and os.path.exists(self.unavailable_file):
+            context.set_trailing_metadata([("x-pod", self.name)])
+            call.finish("UNAVAILABLE")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is unavailable")
+        if self.delay_ms and not call.sleep_ms(self.delay_ms):
+            return b""
         status = _status(call.header("x-status"))
         echo_h, echo_t = call.echoes()
         if status is None or call.header("x-headers-first"):
@@ -270,9 +288,16 @@ def main(argv=None):
     ap.add_argument("--lifetime", type=float, default=1800, help="exit after this many s")
     ap.add_argument("--tls-cert", help="serve TLS with this PEM certificate ...")
     ap.add_argument("--tls-key", help="... and this PEM key")
+    ap.add_argument("--delay-ms", type=int, default=0,
+                    help="Unary: wait this long before answering every call")
+    ap.add_argument("--unavailable-file",
+                    help="Unary: while this file exists, answer every call UNAVAILABLE")
+    ap.add_argument("--grace", type=float, default=1.0,
+                    help="on SIGTERM: GOAWAY, then this long for the calls in flight")
     args = ap.parse_args(argv)
 
-    echo = EchoServer(args.name, Log(args.log))
+    echo = EchoServer(args.name, Log(args.log), delay_ms=max(0, args.delay_ms),
+                      unavailable_file=args.unavailable_file)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
                          handlers=[echo.handler()],
                          options=es.CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
@@ -295,8 +320,9 @@ def main(argv=None):
     # Bounded like every loop in the tests: a server nobody stopped ends on its own.
     for _ in range(int(args.lifetime)):
         if stop.wait(1.0):
+            print(f"grpc_server: stopping, grace {args.grace:g}s", flush=True)
             break
-    server.stop(grace=1).wait(2)
+    server.stop(grace=args.grace).wait(args.grace + 1)
     return 0
 
 

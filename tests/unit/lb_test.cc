@@ -643,6 +643,21 @@ TEST(LeastRequestTest, LeastRequest_AvoidsASaturatedEndpoint) {
 
 class SlowStart : public ::testing::TestWithParam<Balance> {};
 
+// An endpoint back from an ejection has fewer picks than the others; it must not win every
+// tie until it has caught up (that would send it most calls right after it recovered).
+TEST(LeastRequest, EndpointBackFromEjectionIsNotFlooded) {
+  for (Balance balance : {Balance::kLeastRequest, Balance::kPeakEwma}) {
+    auto p = makePicker(balance, kSeed);
+    const EndpointSet set = makeSet(3);
+    set[2].load->ejected_until_ns.store(toNanos(kNow + seconds(60)));
+    const auto during = countPicks(*p, set, 3000);
+    EXPECT_EQ(during[2], 0u) << config::balanceName(balance);
+    const TimePoint back = kNow + seconds(61);
+    const auto after = countPicks(*p, set, 300, {}, back);
+    EXPECT_NEAR(asDouble(after[2]) / 300, 1.0 / 3, 0.05) << config::balanceName(balance);
+  }
+}
+
 TEST_P(SlowStart, NewEndpointShareGrowsWithItsAge) {
   // Two idle endpoints, the second joined a fraction of slow_start ago: its share of picks
   // is that fraction (10% at least), and half once slow start is over.
