@@ -151,8 +151,6 @@ int runDaemon(const config::Config& config) {
   auto proxy = proxyAddresses(config);
   if (!proxy) return fail(proxy.error());
 
-  // Listeners before the programs are attached: a connect is never redirected to a port
-  // that nobody listens on.
   // A second spindle on the node would attach its own programs and maps, and the two would
   // reject each other's redirected connections: refuse to start beside another listener.
   // A listener of a spindle that just died lingers until the kernel has torn down its
@@ -170,6 +168,8 @@ int runDaemon(const config::Config& config) {
                               address.toString()));
     }
   }
+  // Listeners before the programs are attached: a connect is never redirected to a port
+  // that nobody listens on.
   const unsigned workers = workerCount(config);
   std::vector<std::vector<net::Fd>> listeners(workers);
   for (unsigned w = 0; w < workers; ++w) {
@@ -178,6 +178,15 @@ int runDaemon(const config::Config& config) {
       if (!fd) return fail(fmt::format("proxy.listen: {}", fd.error()));
       listeners[w].push_back(std::move(*fd));
     }
+  }
+
+  // The admin address is bound now, so that a bad one stops the start before anything is
+  // attached; it serves once everything it reports on exists.
+  std::unique_ptr<admin::AdminServer> admin_server;
+  if (config.admin.listen) {
+    auto created = admin::AdminServer::create(loop, *config.admin.listen);
+    if (!created) return fail(fmt::format("admin.listen: {}", created.error()));
+    admin_server = std::move(created).value();
   }
 
   auto netns_cookie = net::networkNamespaceCookie();
@@ -283,11 +292,7 @@ int runDaemon(const config::Config& config) {
     }
   }
 
-  std::unique_ptr<admin::AdminServer> admin_server;
-  if (config.admin.listen) {
-    auto created = admin::AdminServer::create(loop, *config.admin.listen);
-    if (!created) return fail(fmt::format("admin.listen: {}", created.error()));
-    admin_server = std::move(created).value();
+  if (admin_server) {
     installStatusPages(*admin_server,
                        StatusSources{config, metric_registry, *main_shard, worker_list,
                                      redirector, registry, discovery.get(), attached});
