@@ -1,9 +1,13 @@
 #include "daemon.h"
 
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -87,6 +91,61 @@ std::chrono::nanoseconds heartbeatInterval(std::chrono::nanoseconds timeout) {
                                               std::chrono::seconds(1));
 }
 
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// What a reload cannot change in a running process: it is kept, and the log says so.
+void warnAboutRestartOnly(const config::Config& running, const config::Config& next) {
+  auto warn = [](const char* what) {
+    log::warn("config reload: {} changed; it takes effect when spindle restarts", what);
+  };
+  if (!(running.proxy.listen == next.proxy.listen)) warn("proxy.listen");
+  if (running.proxy.workers != next.proxy.workers) warn("proxy.workers");
+  if (running.admin.listen != next.admin.listen) warn("admin.listen");
+  if (running.redirect.cgroup != next.redirect.cgroup ||
+      running.redirect.host_netns != next.redirect.host_netns ||
+      running.redirect.heartbeat_timeout != next.redirect.heartbeat_timeout) {
+    warn("redirect");
+  }
+}
+
+// Watches the config file's directory with inotify (on the loop) and calls back once events
+// have been quiet for a moment: an editor's save or a ConfigMap update is several events.
+class ConfigWatcher final : public loop::Completion {
+ public:
+  ConfigWatcher(loop::Loop& loop, const std::string& path, std::function<void()> on_change)
+      : loop_(loop), on_change_(std::move(on_change)), settle_(loop, [this] { on_change_(); }) {
+    fd_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    if (!fd_.valid() ||
+        ::inotify_add_watch(fd_.get(), dir.empty() ? "." : dir.c_str(),
+                            IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0) {
+      log::warn("config: cannot watch {} ({}); reload with SIGHUP", path, std::strerror(errno));
+      fd_.reset();
+      return;
+    }
+    arm();
+  }
+
+  void complete(int32_t res, uint32_t /*flags*/) override {
+    if (res < 0 && res != -EAGAIN && res != -EINTR) return;  // cancelled at exit
+    if (res > 0 && !settle_.armed()) settle_.arm(kSettle);
+    arm();
+  }
+
+ private:
+  static constexpr auto kSettle = std::chrono::milliseconds(200);
+  void arm() { io_uring_prep_read(loop_.prepare(this), fd_.get(), events_, sizeof(events_), 0); }
+
+  loop::Loop& loop_;
+  std::function<void()> on_change_;
+  loop::Timer settle_;
+  net::Fd fd_;
+  alignas(inotify_event) char events_[4096] = {};
+};
+
 bool needsDns(const config::Config& config) {
   for (const config::Service& service : config.services) {
     if (!service.endpoints.dns.empty()) return true;
@@ -119,7 +178,7 @@ void logCounters(const redirect::Counters& counters) {
 
 }  // namespace
 
-int runDaemon(const config::Config& config) {
+int runDaemon(const std::string& config_path, const config::Config& config) {
   auto fail = [](const std::string& message) {
     log::error("{}", message);
     return 1;
@@ -217,6 +276,10 @@ int runDaemon(const config::Config& config) {
       {"spindle_dns_resolutions_total", "DNS answers for the services' endpoints, by result.",
        metrics::Type::kCounter, {"service", "result"}, {}, 1024});
   if (!dns_family) return fail(dns_family.error());
+  auto reload_family = metric_registry.add(
+      {"spindle_config_reloads_total", "Configuration reloads, by result.",
+       metrics::Type::kCounter, {"result"}, {}, 4});
+  if (!reload_family) return fail(reload_family.error());
   std::unique_ptr<metrics::Shard> main_shard = metric_registry.makeShard();
 
   const auto services = registry.table();
@@ -230,18 +293,6 @@ int runDaemon(const config::Config& config) {
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
   bool attached = true;
 
-  net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
-  if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
-  bool running = true;
-  SignalReader signal_reader(loop, signal_fd.get(), [&](int signo) {
-    if (signo == SIGHUP) {
-      log::info("SIGHUP: configuration reload is not supported yet; ignored");
-      return;
-    }
-    log::info("{}: stopping", strsignal(signo));
-    running = false;
-  });
-  signal_reader.arm();
 
   const auto beat = heartbeatInterval(config.redirect.heartbeat_timeout);
   loop::Timer heartbeat(loop, [&] {
@@ -250,52 +301,113 @@ int runDaemon(const config::Config& config) {
   });
   heartbeat.arm(beat);
 
+  // The config in effect: a reload replaces it, except for what needs a restart.
+  std::shared_ptr<const config::Config> effective = std::make_shared<const config::Config>(config);
+  auto publish = [&](const std::shared_ptr<const proxy::ServiceTable>& table) {
+    for (auto& worker : worker_list) worker->publish(table);
+  };
+
   // DNS: endpoints of services that name a headless Service, and intercepts given as names.
+  // Made anew on each reload: the names and the servers may have changed.
   std::unique_ptr<dns::CaresResolver> resolver;
   std::unique_ptr<dns::Discovery> discovery;
-  if (needsDns(config)) {
-    auto created = dns::CaresResolver::create(loop, config.dns.servers);
-    if (!created) return fail(created.error());
-    resolver = std::move(*created);
+  auto startDiscovery = [&]() -> Status {
+    discovery.reset();
+    resolver.reset();
+    const config::Config& c = *effective;
+    if (!needsDns(c)) return {};
+    auto created = dns::CaresResolver::create(loop, c.dns.servers);
+    if (!created) return Error{created.error()};
+    resolver = std::move(created).value();
     discovery = std::make_unique<dns::Discovery>(
         loop, *resolver,
-        dns::PolicySettings{config.dns.refresh_min, config.dns.refresh_max,
-                            config.dns.empty_confirmations});
-    for (size_t i = 0; i < config.services.size(); ++i) {
-      const config::Service& service = config.services[i];
+        dns::PolicySettings{c.dns.refresh_min, c.dns.refresh_max, c.dns.empty_confirmations});
+    for (const config::Service& service : c.services) {
+      const size_t index = *registry.indexOf(service.name);
+      const std::string name = service.name;
       if (!service.endpoints.dns.empty()) {
         discovery->watch(
             service.endpoints.dns,
-            [&, i](const auto& addresses) {
-              auto table = registry.setEndpoints(i, addresses);
-              logEndpoints(config.services[i].name, *(*table)[i].endpoints);
-              for (auto& worker : worker_list) worker->publish(table);
+            [&, index, name](const auto& addresses) {
+              auto table = registry.setEndpoints(index, addresses);
+              logEndpoints(name, *(*table)[index].endpoints);
+              publish(table);
             },
-            [&, i](dns::Outcome outcome) {
+            [&, name](dns::Outcome outcome) {
               const char* result = outcome == dns::Outcome::kRecords ? "records"
                                    : outcome == dns::Outcome::kEmpty ? "empty"
                                                                      : "failure";
-              main_shard->counter(*dns_family, {config.services[i].name, result}).inc();
+              main_shard->counter(*dns_family, {name, result}).inc();
             });
       }
       for (size_t j = 0; j < service.intercept.size(); ++j) {
         if (service.intercept[j].literal) continue;
-        discovery->watch(service.intercept[j].host, [&, i, j](const auto& addresses) {
-          registry.setInterceptAddresses(i, j, addresses);
-          log::info("service {}: intercept {} is {} addresses", config.services[i].name,
-                    config.services[i].intercept[j].text, addresses.size());
+        const std::string text = service.intercept[j].text;
+        discovery->watch(service.intercept[j].host, [&, index, j, name, text](const auto& addresses) {
+          registry.setInterceptAddresses(index, j, addresses);
+          log::info("service {}: intercept {} is {} addresses", name, text, addresses.size());
           if (Status s = redirector.setServiceAddresses(registry.redirectAddresses()); !s) {
-            log::error("service {}: {}", config.services[i].name, s.error());
+            log::error("service {}: {}", name, s.error());
           }
         });
       }
     }
-  }
+    return {};
+  };
+  if (Status s = startDiscovery(); !s) return fail(s.error());
+
+  // Reload: validate the whole file first; a bad one changes nothing. Services, endpoints,
+  // balancing and DNS settings apply at once; listeners, workers and the redirect settings
+  // need a restart, and say so.
+  std::string applied_text = readFile(config_path);
+  auto reload = [&](const char* why) {
+    auto reloaded = config::load(config_path);
+    if (!reloaded) {
+      log::error("config reload ({}): {}; the running config stays", why, reloaded.error());
+      main_shard->counter(*reload_family, {"failed"}).inc();
+      return;
+    }
+    config::Config next = std::move(reloaded).value();
+    warnAboutRestartOnly(*effective, next);
+    next.proxy = effective->proxy;
+    next.admin = effective->admin;
+    next.redirect = effective->redirect;
+    effective = std::make_shared<const config::Config>(std::move(next));
+    auto table = registry.reload(effective->services);
+    if (Status s = redirector.setServiceAddresses(registry.redirectAddresses()); !s) {
+      log::error("config reload ({}): {}", why, s.error());
+    }
+    publish(table);
+    if (Status s = startDiscovery(); !s) log::error("config reload ({}): {}", why, s.error());
+    applied_text = readFile(config_path);
+    main_shard->counter(*reload_family, {"ok"}).inc();
+    log::info("config reloaded ({}): {} services", why, effective->services.size());
+  };
+
+  // A change of the file reloads it too, including a Kubernetes ConfigMap volume's update,
+  // which swaps a "..data" symlink in the file's directory: watch the directory, and reload
+  // once the events settle and the content differs from what was applied.
+  ConfigWatcher watcher(loop, config_path, [&] {
+    if (readFile(config_path) != applied_text) reload("file changed");
+  });
+
+  net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
+  if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
+  bool running = true;
+  SignalReader signal_reader(loop, signal_fd.get(), [&](int signo) {
+    if (signo == SIGHUP) {
+      reload("SIGHUP");
+      return;
+    }
+    log::info("{}: stopping", strsignal(signo));
+    running = false;
+  });
+  signal_reader.arm();
 
   if (admin_server) {
     installStatusPages(*admin_server,
-                       StatusSources{config, metric_registry, *main_shard, worker_list,
-                                     redirector, registry, discovery.get(), attached});
+                       StatusSources{effective, metric_registry, *main_shard, worker_list,
+                                     redirector, registry, discovery, attached});
     admin_server->start();
   }
 

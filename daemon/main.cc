@@ -90,5 +90,5 @@ int main(int argc, char** argv) {
     spindle::log::error("{}", config.error());
     return 1;
   }
-  return spindle::runDaemon(*config);
+  return spindle::runDaemon(config_path, *config);
 }

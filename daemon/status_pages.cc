@@ -129,7 +129,7 @@ std::string renderLiveMetrics(const StatusSources& s) {
     metrics::appendHeader(out, "spindle_dns_staleness_seconds",
                           "Seconds since the service's endpoints name last had a good answer.",
                           "gauge");
-    for (const config::Service& service : s.config.services) {
+    for (const config::Service& service : s.config->services) {
       if (service.endpoints.dns.empty()) continue;
       auto stale = s.discovery->staleness(service.endpoints.dns);
       if (stale) {
@@ -211,7 +211,7 @@ std::string addressList(const std::vector<net::SocketAddress>& addresses) {
 }
 
 HttpResponse configPage(const StatusSources& s) {
-  const config::Config& c = s.config;
+  const config::Config& c = *s.config;
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{}}},"

@@ -16,13 +16,13 @@
 namespace spindle {
 
 struct StatusSources {
-  const config::Config& config;
+  const std::shared_ptr<const config::Config>& config;  // the config in effect
   const metrics::Registry& registry;
   const metrics::Shard& main_shard;
   const std::vector<std::unique_ptr<proxy::Worker>>& workers;
   const redirect::Redirector& redirector;
   const ServiceRegistry& services;
-  const dns::Discovery* discovery;  // null when no service uses DNS
+  const std::unique_ptr<dns::Discovery>& discovery;  // null when no service uses DNS
   const bool& attached;              // the BPF programs are attached
 };
 

@@ -15,7 +15,8 @@ WorkerContext::WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
       buffers_(buffers),
       metrics_(metrics),
       services_(std::move(services)),
-      mark_(mark) {
+      mark_(mark),
+      seed_(seed) {
   for (size_t i = 0; i < services_->size(); ++i) {
     const ServiceEntry& service = (*services_)[i];
     pickers_.push_back(lb::makePicker(service.balance, seed + i, service.picker_options));
@@ -31,6 +32,29 @@ std::optional<size_t> WorkerContext::serviceIndex(uint32_t service_id) const {
 }
 
 void WorkerContext::setServices(std::shared_ptr<const ServiceTable> services) {
+  // A reload may add services (the table only grows) or change how one is balanced: such a
+  // service gets a new picker and budget; the others keep theirs, and their state.
+  for (size_t i = 0; i < services->size(); ++i) {
+    const ServiceEntry& service = (*services)[i];
+    const bool added = i >= services_->size();
+    if (!added) {
+      const ServiceEntry& old = (*services_)[i];
+      if (old.balance == service.balance &&
+          old.picker_options.decay == service.picker_options.decay &&
+          old.picker_options.slow_start == service.picker_options.slow_start &&
+          old.retries.budget_percent == service.retries.budget_percent) {
+        continue;
+      }
+    }
+    auto picker = lb::makePicker(service.balance, seed_ + i, service.picker_options);
+    if (added) {
+      pickers_.push_back(std::move(picker));
+      budgets_.emplace_back(service.retries.budget_percent);
+    } else {
+      pickers_[i] = std::move(picker);
+      budgets_[i] = lb::RetryBudget(service.retries.budget_percent);
+    }
+  }
   services_ = std::move(services);
   std::vector<const lb::EndpointLoad*> gone;
   for (const auto& [load, pool] : upstreams_) {

@@ -94,6 +94,7 @@ class WorkerContext {
   std::vector<std::unique_ptr<lb::Picker>> pickers_;  // by service index
   std::vector<lb::RetryBudget> budgets_;               // by service index
   uint32_t mark_;
+  uint64_t seed_;
   Connection* connections_ = nullptr;
   std::vector<H2Connection*> dirty_;
   std::vector<H2Connection*> flushing_;
