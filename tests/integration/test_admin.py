@@ -452,6 +452,23 @@ class AdminTest(SimTestCase):
         self.assertEqual((head.status, head.body), (200, b""), head)
         self.assertGreater(int(head.headers.get("content-length", "0")), 0, head)
 
+    def test_calls_are_counted_by_calling_pod(self):
+        # The source label is the calling Pod's cgroup (its UID on a kubelet node; here the
+        # simulator's cgroup path, which ends in the Pod's name).
+        source = os.path.relpath(self.client.cgroup.path, sim.cgroup2_mount())
+
+        def by_source():
+            m = parse_metrics(self.admin("/metrics").text)
+            return m.get(("spindle_source_requests_total",
+                          frozenset({("source", source), ("service", SERVICE)})), 0)
+
+        before = by_source()
+        count = 120
+        res = peers.run_client(self.client, TARGET4, "unary", count=count)
+        self.assertTrue(res.get("ok"), json.dumps(res)[:2000])
+        self.assertEqual(by_source() - before, count,
+                         self.admin("/metrics").text[-3000:])
+
     # === 5. measurements =======================================================================
 
     def test_measure_p99_with_and_without_100ms_scrapes(self):
