@@ -1,5 +1,5 @@
 # spindle: the one entry point. `make` builds, `make test` runs every suite, `make demo` shows
-# the redirect working, `make deps` installs the Debian packages all of them need.
+# the pinning spindle removes, `make deps` installs the Debian packages all of them need.
 
 BUILD      := build
 CXX        ?= g++
@@ -92,8 +92,9 @@ unit: $(UNIT_TESTS)
 integration: deps $(SPINDLE)
 	@/usr/bin/python3 tests/integration/run.py
 
+# DEMO_ARGS="--record run.txt" also writes the run to a file.
 demo: deps $(SPINDLE)
-	@/usr/bin/python3 demo/redirect_demo.py
+	@/usr/bin/python3 demo/demo.py $(DEMO_ARGS)
 
 # A minimal gRPC server on nghttp2 for the benchmarks: fast enough not to be the bottleneck.
 $(BUILD)/bin/grpc_backend: bench/grpc_backend.cc
