@@ -160,14 +160,12 @@ void Worker::Acceptor::complete(int32_t res, uint32_t flags) {
 
 void Worker::onAccepted(int fd) {
   net::Fd downstream(fd);
-  stats_.accepted.fetch_add(1, std::memory_order_relaxed);
   auto peer = net::peerAddress(downstream.get());
   std::optional<redirect::OriginalDst> original;
   if (peer) original = original_dsts_.take(*peer);
   if (!original) {
     // Only connections that spindle's BPF program redirected are served: the proxy port is
     // never an open relay.
-    stats_.rejected.fetch_add(1, std::memory_order_relaxed);
     metrics_.connectionOpened(WorkerMetrics::Protocol::kRejected);
     uint64_t suppressed = 0;
     if (reject_log_.allow(&suppressed)) {

@@ -22,11 +22,6 @@
 
 namespace spindle::proxy {
 
-struct WorkerStats {
-  std::atomic<uint64_t> accepted{0};
-  std::atomic<uint64_t> rejected{0};  // not redirected by spindle: closed at once
-};
-
 class Worker {
  public:
   Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
@@ -43,7 +38,6 @@ class Worker {
   void publish(std::shared_ptr<const ServiceTable> services);
   void join();
 
-  const WorkerStats& stats() const { return stats_; }
   // Written by the worker only; a scrape reads it from the main thread (see metrics/).
   const metrics::Shard& shard() const { return *shard_; }
   // When the worker's loop last went round: a stuck worker shows in /healthz.
@@ -88,7 +82,6 @@ class Worker {
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
   std::shared_ptr<const ServiceTable> published_;
   std::thread thread_;
-  WorkerStats stats_;
   // A flood of rejected connects must not flood the log.
   RateLimit reject_log_{std::chrono::seconds(1)};
 };
