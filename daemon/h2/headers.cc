@@ -15,15 +15,22 @@ void HeaderBlock::add(std::string_view name, std::string_view value) {
 }
 
 void HeaderBlock::set(std::string_view wanted, std::string_view value) {
-  HeaderBlock out;
+  // The new value goes at the end of the arena and the fields point at it: no rebuild of the
+  // block on the call path (grpc-timeout is rewritten on every attempt of a call).
+  const std::string copy(value);  // `value` may point into the arena, which may move
   bool found = false;
   for (size_t i = 0; i < fields_.size(); ++i) {
-    const bool match = name(i) == wanted;
-    found = found || match;
-    out.add(name(i), match ? value : this->value(i));
+    if (name(i) != wanted) continue;
+    if (!found) {
+      found = true;
+      arena_.append(copy);
+    }
+    Field& field = fields_[i];
+    list_size_ = list_size_ - field.value_length + copy.size();
+    field.value_offset = static_cast<uint32_t>(arena_.size() - copy.size());
+    field.value_length = static_cast<uint32_t>(copy.size());
   }
-  if (!found) out.add(wanted, value);
-  *this = std::move(out);
+  if (!found) add(wanted, copy);
 }
 
 void HeaderBlock::clear() {

@@ -23,8 +23,6 @@ Call::Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
 
 Call::~Call() { detachUpstream(); }
 
-const lb::Endpoint& Call::endpoint() const { return (*endpoints_)[endpoint_index_ - 1]; }
-
 void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   request_headers_ = std::move(headers);
   request_ended_ = end_stream;

@@ -64,7 +64,6 @@ class Call {
   int32_t downstreamStream() const { return downstream_stream_; }
 
  private:
-  const lb::Endpoint& endpoint() const;
   // Picks an endpoint (not one already tried) and hands the call to its upstream pool.
   void dispatch();
   void detachUpstream();

@@ -59,7 +59,7 @@ void H2Connection::onReceived(int32_t res, uint32_t flags) {
     receive();
     return;
   }
-  onSocketDone(res == 0 ? "peer closed" : std::strerror(-res));
+  close(res == 0 ? "peer closed" : std::strerror(-res));
 }
 
 void H2Connection::onBufferAvailable() {
@@ -100,7 +100,7 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
       opDone();
       return;
     }
-    onSocketDone(std::strerror(-res));
+    close(std::strerror(-res));
     return;
   }
   if (res > 0) in_flight_sent_ += static_cast<size_t>(res);

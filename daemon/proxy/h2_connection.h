@@ -48,8 +48,6 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   virtual void onClosing() = 0;
   // Nothing is in flight: the owner unlinks and frees the connection.
   virtual void onClosed() = 0;
-  // The peer closed the connection or it failed.
-  virtual void onSocketDone(const char* why) { close(why); }
 
   WorkerContext& worker_;
   bool connected_ = true;  // an upstream sends nothing until its connect completed
