@@ -10,7 +10,9 @@ BPFTOOL    ?= bpftool
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev
 DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
-              dnsmasq-base prometheus
+              dnsmasq-base prometheus libgrpc++-dev
+# Node.js for the grpc-js client: the machine's own when it has one (it may not be Debian's).
+DEPS_TEST  += $(if $(shell command -v node),,nodejs npm)
 DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 
@@ -37,6 +39,7 @@ UNIT_OBJS  := $(patsubst %.cc,$(BUILD)/obj/%.o,$(UNIT_SRCS))
 
 SPINDLE    := $(BUILD)/bin/spindle
 UNIT_TESTS := $(BUILD)/bin/unit_tests
+E2E_CLIENT := $(BUILD)/bin/e2e_client
 
 .PHONY: all deps test unit integration demo bench clean
 # Keep the intermediate BPF objects: the skeleton embeds them, and rebuilding is wasteful.
@@ -54,6 +57,10 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y -q --no-install-recommends $$missing || \
 		{ apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; }; \
+	fi
+	@if [ ! -d tests/e2e/node/node_modules ]; then \
+		echo "npm ci in tests/e2e/node"; \
+		cd tests/e2e/node && npm ci --no-audit --no-fund; \
 	fi
 
 # BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
@@ -83,13 +90,13 @@ $(UNIT_TESTS): $(UNIT_OBJS) $(BUILD)/lib/libspindle.a
 	$(CXX) $(CXXFLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
 
 # Every suite; the last line is "N passed, N failed, N skipped".
-test: deps all
+test: deps all $(E2E_CLIENT)
 	@tests/run_all.sh
 
 unit: $(UNIT_TESTS)
 	@$(UNIT_TESTS)
 
-integration: deps $(SPINDLE)
+integration: deps $(SPINDLE) $(E2E_CLIENT)
 	@/usr/bin/python3 tests/integration/run.py
 
 # DEMO_ARGS="--record run.txt" also writes the run to a file.
@@ -100,6 +107,13 @@ demo: deps $(SPINDLE)
 $(BUILD)/bin/grpc_backend: bench/grpc_backend.cc
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $< -o $@ -lnghttp2
+
+# The end-to-end suite's C++ gRPC client (libgrpc++'s generic stub: no codegen), with its
+# own flags: the project's warnings; grpc's headers are system headers, found by pkg-config.
+$(E2E_CLIENT): tests/e2e/cpp/e2e_client.cc
+	@mkdir -p $(@D)
+	$(CXX) -std=c++20 -O2 -g $(WARNINGS) $$(pkg-config --cflags grpc++) $< -o $@ \
+		$$(pkg-config --libs grpc++) -lcrypto
 
 bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
