@@ -87,6 +87,21 @@ static __always_inline int is_v4_mapped(const __u32 ip6[4])
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
 }
 
+/* Is [ip6]:port one of the proxy's addresses (v6, or v4 as mapped)? */
+static __always_inline int is_proxy6(const struct spindle_control *ctrl, const __u32 ip6[4],
+				     __u32 port)
+{
+	__u32 proxy6[4];
+
+	if (port != ctrl->proxy_port)
+		return 0;
+	if (is_v4_mapped(ip6))
+		return (ctrl->flags & SPINDLE_CONTROL_HAS_V4) && ip6[3] == ctrl->proxy_addr4;
+	__builtin_memcpy(proxy6, ctrl->proxy_addr6, 16);
+	return (ctrl->flags & SPINDLE_CONTROL_HAS_V6) && ip6[0] == proxy6[0] &&
+	       ip6[1] == proxy6[1] && ip6[2] == proxy6[2] && ip6[3] == proxy6[3];
+}
+
 static __always_inline const struct spindle_control *get_control(void)
 {
 	__u32 zero = 0;
@@ -151,6 +166,10 @@ int spindle_connect4(struct bpf_sock_addr *ctx)
 	ctrl = get_control();
 	if (!ctrl)
 		return ALLOW;
+	/* Another spindle's program (the other side of a rollout) ran first and redirected it. */
+	if ((ctrl->flags & SPINDLE_CONTROL_HAS_V4) && ctx->user_ip4 == ctrl->proxy_addr4 &&
+	    ctx->user_port == ctrl->proxy_port)
+		return ALLOW;
 	set_v4_mapped(dst.addr, ctx->user_ip4);
 	dst.port = (__u16)ctx->user_port;
 
@@ -186,6 +205,8 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 	ip6[1] = READ_U32(ctx->user_ip6[1]);
 	ip6[2] = READ_U32(ctx->user_ip6[2]);
 	ip6[3] = READ_U32(ctx->user_ip6[3]);
+	if (is_proxy6(ctrl, ip6, ctx->user_port))
+		return ALLOW; /* redirected by another spindle's program that ran first */
 	__builtin_memcpy(dst.addr, ip6, 16);
 	dst.port = (__u16)ctx->user_port;
 

@@ -176,6 +176,74 @@ void logCounters(const redirect::Counters& counters) {
   log::info("redirect counters: {}", line);
 }
 
+// Is another process listening on proxy.listen (another spindle on this node)? A listener of
+// a spindle that just died lingers until the kernel has torn down its io_uring, a few
+// milliseconds: with wait_for_dying, give that a moment before calling the address taken.
+Result<bool> anotherSpindle(const config::Config& config, bool wait_for_dying) {
+  for (const net::SocketAddress& address : config.proxy.listen) {
+    auto taken = net::isListenedOn(address);
+    for (int tries = 0; wait_for_dying && taken && *taken && tries < 40; ++tries) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      taken = net::isListenedOn(address);
+    }
+    if (!taken) return makeError(fmt::format("proxy.listen: {}", taken.error()));
+    if (*taken) return true;
+  }
+  return false;
+}
+
+// When a spindle stops, connections still queued on its listeners move to the other
+// spindle's listeners of the same port instead of being reset (Linux 5.14+). Per network
+// namespace; it changes nothing for sockets without SO_REUSEPORT peers.
+void allowListenerMigration() {
+  constexpr const char* kPath = "/proc/sys/net/ipv4/tcp_migrate_req";
+  std::ifstream in(kPath);
+  char value = '0';
+  if (in >> value && value == '1') return;
+  std::ofstream out(kPath);
+  if (!(out << "1\n" << std::flush)) {
+    log::warn("cannot set net.ipv4.tcp_migrate_req=1: in a rollout, connections queued on the "
+              "stopping spindle's listener are reset instead of moved to the new one");
+  }
+}
+
+// SIGTERM: stop accepting, tell every HTTP/2 client to go elsewhere (a GOAWAY notice, the
+// final GOAWAY once its PING comes back, at most a second later), and wait up to `limit` for
+// the calls in flight. Another signal (cut) ends the wait.
+void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& workers,
+           std::chrono::milliseconds limit, const bool& cut) {
+  if (limit.count() == 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  // What the programs redirected just before the detach is still being accepted.
+  constexpr auto kAcceptGrace = std::chrono::milliseconds(100);
+  constexpr auto kFinalAfter = std::chrono::seconds(1);
+  while (!cut && std::chrono::steady_clock::now() - start < kAcceptGrace) {
+    loop.runOnce(std::chrono::milliseconds(20));
+  }
+  log::info("draining: up to {} ms for the calls in flight", limit.count());
+  for (auto& worker : workers) worker->drain(/*final=*/false);
+  bool final_sent = false;
+  for (;;) {
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    const bool all_drained = std::all_of(workers.begin(), workers.end(),
+                                         [](const auto& w) { return w->drained(); });
+    if (all_drained) {
+      log::info("drained in {} ms",
+                std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
+      return;
+    }
+    if (cut || elapsed >= limit) {
+      log::warn("drain ended with connections still open: they are closed now");
+      return;
+    }
+    if (!final_sent && elapsed >= kFinalAfter) {
+      for (auto& worker : workers) worker->drain(/*final=*/true);
+      final_sent = true;
+    }
+    loop.runOnce(std::chrono::milliseconds(50));
+  }
+}
+
 }  // namespace
 
 int runDaemon(const std::string& config_path, const config::Config& config) {
@@ -210,23 +278,30 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   auto proxy = proxyAddresses(config);
   if (!proxy) return fail(proxy.error());
 
-  // A second spindle on the node would attach its own programs and maps, and the two would
-  // reject each other's redirected connections: refuse to start beside another listener.
-  // A listener of a spindle that just died lingers until the kernel has torn down its
-  // io_uring, a few milliseconds: give that a moment before calling the address taken.
-  for (const net::SocketAddress& address : config.proxy.listen) {
-    auto taken = net::isListenedOn(address);
-    for (int tries = 0; taken && *taken && tries < 40; ++tries) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      taken = net::isListenedOn(address);
-    }
-    if (!taken) return fail(fmt::format("proxy.listen: {}", taken.error()));
-    if (*taken) {
-      return fail(fmt::format("proxy.listen: {} is in use: is another spindle running on this "
-                              "node?",
-                              address.toString()));
+  // Two spindles on a node (the old and the new one of a rollout) share the listening port
+  // and, through pinned maps, the record of where each redirected connection was going.
+  // Without pinned maps they would reject each other's connections: then a second one is
+  // refused.
+  std::string pin_dir;
+  if (!config.redirect.pin_path.empty()) {
+    auto dir = redirect::Redirector::pinDirectory(config.redirect.pin_path);
+    if (dir) {
+      pin_dir = *dir;
+    } else {
+      log::warn("redirect.pin_path: {}; the maps are not shared, so a second spindle on this "
+                "node (a rollout with maxSurge) will not start beside this one",
+                dir.error());
     }
   }
+  auto another = anotherSpindle(config, /*wait_for_dying=*/pin_dir.empty());
+  if (!another) return fail(another.error());
+  if (*another && pin_dir.empty()) {
+    return fail(fmt::format("proxy.listen: {} is in use: is another spindle running on this "
+                            "node? Two can share it only with redirect.pin_path on bpffs",
+                            config.proxy.listen.front().toString()));
+  }
+  if (*another) log::info("another spindle serves this node: sharing its maps in {}", pin_dir);
+  allowListenerMigration();
   // Listeners before the programs are attached: a connect is never redirected to a port
   // that nobody listens on.
   const unsigned workers = workerCount(config);
@@ -251,9 +326,10 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   auto netns_cookie = net::networkNamespaceCookie();
   if (!netns_cookie) return fail(netns_cookie.error());
 
-  auto loaded = redirect::Redirector::load();
+  auto loaded = redirect::Redirector::load(pin_dir);
   if (!loaded) return fail(loaded.error());
   redirect::Redirector& redirector = **loaded;
+  if (!*another) redirector.claimServicesMap();  // what a spindle that is gone left there
   redirect::ControlSettings control;
   control.proxy_v4 = proxy->v4;
   control.proxy_v6 = proxy->v6;
@@ -394,9 +470,15 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
   if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
   bool running = true;
+  bool cut_drain = false;
   SignalReader signal_reader(loop, signal_fd.get(), [&](int signo) {
     if (signo == SIGHUP) {
       reload("SIGHUP");
+      return;
+    }
+    if (!running) {
+      log::info("{}: ending the drain now", strsignal(signo));
+      cut_drain = true;
       return;
     }
     log::info("{}: stopping", strsignal(signo));
@@ -420,13 +502,19 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
 
   while (running) loop.runOnce(std::chrono::milliseconds(1000));
 
-  // Detach first: from now on new connects go direct, while workers close what they hold.
+  // Detach first: from now on new connects go direct, or to another spindle of this node
+  // whose programs stay attached, while this one finishes what it holds.
   redirector.detach();
   attached = false;
-  if (admin_server) admin_server->stop();
+  if (admin_server) admin_server->stop();  // the port is the other spindle's now
+  drain(loop, worker_list, effective->shutdown.drain, cut_drain);
   for (auto& worker : worker_list) worker->stop();
   for (auto& worker : worker_list) worker->join();
   logCounters(redirector.counters());
+  // The last spindle of the node removes the pins; the maps go with the last open fd. Our
+  // own listeners linger until the kernel has torn down the workers' rings.
+  auto still_another = anotherSpindle(*effective, /*wait_for_dying=*/redirector.pinned());
+  if (redirector.pinned() && still_another && !*still_another) redirector.unpin();
   return 0;
 }
 

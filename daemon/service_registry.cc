@@ -30,9 +30,10 @@ std::vector<lb::Endpoint> ServiceRegistry::staticEndpoints(const config::Service
 
 proxy::ServiceEntry ServiceRegistry::entryFor(const config::Service& service,
                                               lb::EndpointSetPtr endpoints) const {
-  return proxy::ServiceEntry{service.name,           std::move(endpoints),
-                             service.balance,        lb::pickerOptions(service),
-                             service.outlier,        service.retries};
+  return proxy::ServiceEntry{service.name,    config::serviceId(service.name),
+                             std::move(endpoints), service.balance,
+                             lb::pickerOptions(service), service.outlier,
+                             service.retries};
 }
 
 ServiceRegistry::ServiceRegistry(const std::vector<config::Service>& services) {
@@ -118,7 +119,7 @@ std::vector<std::pair<net::SocketAddress, uint32_t>> ServiceRegistry::redirectAd
   for (size_t i = 0; i < slots_.size(); ++i) {
     for (const auto& addresses : slots_[i].intercepts) {
       for (const net::SocketAddress& address : addresses) {
-        out.emplace_back(address, static_cast<uint32_t>(i + 1));
+        out.emplace_back(address, config::serviceId(slots_[i].config->name));
       }
     }
   }

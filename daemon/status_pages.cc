@@ -214,13 +214,15 @@ HttpResponse configPage(const StatusSources& s) {
   const config::Config& c = *s.config;
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
-      "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{}}},"
+      "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
+      "\"pin_path\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
       "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
       "\"empty_confirmations\":{}}},\"services\":[",
       addressList(c.proxy.listen), c.proxy.workers,
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
       jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
-      c.redirect.heartbeat_timeout.count(), addressList(c.dns.servers),
+      c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
+      c.shutdown.drain.count(), addressList(c.dns.servers),
       c.dns.refresh_min.count(), c.dns.refresh_max.count(), c.dns.empty_confirmations);
   for (size_t i = 0; i < c.services.size(); ++i) {
     const config::Service& service = c.services[i];

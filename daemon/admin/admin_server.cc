@@ -336,7 +336,8 @@ Result<std::unique_ptr<AdminServer>> AdminServer::create(loop::Loop& loop,
       options.max_requests_per_connection == 0) {
     return makeError("admin: max_connections, request_timeout and max_requests must be > 0");
   }
-  auto fd = net::listenTcp(listen, /*reuse_port=*/false, kBacklog);
+  // SO_REUSEPORT: during a rollout the new spindle binds the port beside the old one.
+  auto fd = net::listenTcp(listen, /*reuse_port=*/true, kBacklog);
   if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
   sockaddr_storage storage{};
   socklen_t len = sizeof(storage);

@@ -63,6 +63,16 @@ bool isEnvName(std::string_view name) {
   return std::all_of(name.begin(), name.end(), [](char c) { return isAlnum(c) || c == '_'; });
 }
 
+}  // namespace
+
+uint32_t serviceId(std::string_view name) {
+  uint32_t hash = 2166136261u;  // FNV-1a
+  for (char c : name) hash = (hash ^ static_cast<uint8_t>(c)) * 16777619u;
+  return hash == 0 ? 1 : hash;  // 0 is "no service"
+}
+
+namespace {
+
 // A Kubernetes-style DNS label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters.
 bool isServiceName(std::string_view name) {
   if (name.empty() || name.size() > 63 || name.front() == '-' || name.back() == '-') return false;
@@ -127,7 +137,9 @@ class Parser {
     if (auto it = fields.find("services"); it != fields.end()) {
       config.services = parseServices(it->second);
     }
-    if (auto it = fields.find("shutdown"); it != fields.end()) parseShutdown(it->second);
+    if (auto it = fields.find("shutdown"); it != fields.end()) {
+      config.shutdown = parseShutdown(it->second);
+    }
     return config;
   }
 
@@ -327,7 +339,7 @@ class Parser {
   }
 
   Redirect parseRedirect(const Item& item) const {
-    auto fields = readMap(item, {"cgroup", "host_netns", "heartbeat_timeout"});
+    auto fields = readMap(item, {"cgroup", "host_netns", "heartbeat_timeout", "pin_path"});
     Redirect redirect;
     if (auto it = fields.find("cgroup"); it != fields.end()) redirect.cgroup = string(it->second);
     if (auto it = fields.find("host_netns"); it != fields.end()) {
@@ -335,6 +347,12 @@ class Parser {
     }
     if (auto it = fields.find("heartbeat_timeout"); it != fields.end()) {
       redirect.heartbeat_timeout = duration(it->second);
+    }
+    if (auto it = fields.find("pin_path"); it != fields.end()) {
+      redirect.pin_path = string(it->second);
+      if (!redirect.pin_path.empty() && redirect.pin_path.front() != '/') {
+        fail(it->second, fmt::format("'{}' is not an absolute path", redirect.pin_path));
+      }
     }
     return redirect;
   }
@@ -370,9 +388,11 @@ class Parser {
     return dns;
   }
 
-  void parseShutdown(const Item& item) const {
+  Shutdown parseShutdown(const Item& item) const {
     auto fields = readMap(item, {"drain"});
-    if (auto it = fields.find("drain"); it != fields.end()) duration(it->second);
+    Shutdown shutdown;
+    if (auto it = fields.find("drain"); it != fields.end()) shutdown.drain = duration(it->second, true);
+    return shutdown;
   }
 
   Intercept intercept(const Item& item) const {
@@ -434,6 +454,7 @@ class Parser {
     };
     std::map<std::string, Claim> claims;  // intercept key -> who claimed it
     std::map<std::string, int> names;     // service name -> line
+    std::map<uint32_t, std::string> ids;  // serviceId -> service name
     std::vector<Service> services;
     for (const Item& entry : readList(item, false)) {
       if (!entry.node.IsMap()) {
@@ -457,6 +478,10 @@ class Parser {
       if (auto [seen, fresh] = names.emplace(service.name, name.line); !fresh) {
         fail(name, fmt::format("service name '{}' is already used at line {}", service.name,
                                seen->second));
+      }
+      if (auto [other, fresh] = ids.emplace(serviceId(service.name), service.name); !fresh) {
+        fail(name, fmt::format("service names '{}' and '{}' have the same id; rename one",
+                               other->second, service.name));
       }
 
       for (const Item& target : readList(fields.at("intercept"), true)) {

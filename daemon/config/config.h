@@ -83,6 +83,14 @@ struct Redirect {
   std::string cgroup;  // "" = the cgroup2 mount root
   bool host_netns = false;
   Duration heartbeat_timeout{2000};
+  // A bpffs directory where the maps are pinned, so that an old and a new spindle on one node
+  // (a rollout) share one view of them; "" = not shared, one spindle per node.
+  std::string pin_path = "/sys/fs/bpf/spindle";
+};
+
+struct Shutdown {
+  // On SIGTERM: how long in-flight calls get to finish after the GOAWAYs went out.
+  Duration drain{30000};
 };
 
 struct Dns {
@@ -99,8 +107,13 @@ struct Config {
   Admin admin;
   Redirect redirect;
   Dns dns;
+  Shutdown shutdown;
   std::vector<Service> services;
 };
+
+// The id that the BPF services map carries for a service, derived from its name: two spindle
+// processes on one node (during a rollout) agree on it whatever their reload history.
+uint32_t serviceId(std::string_view name);
 
 // Looks up an environment variable for ${NAME} expansion; nullopt when it is not set.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

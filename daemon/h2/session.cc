@@ -82,6 +82,9 @@ struct Callbacks {
         s.goaway_last_stream_id_ = frame->goaway.last_stream_id;
         s.listener_.onGoaway(frame->goaway.last_stream_id, frame->goaway.error_code);
         return 0;
+      case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0) s.listener_.onPingAck();
+        return 0;
       case NGHTTP2_SETTINGS:
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) s.listener_.onRemoteSettings();
         return 0;
@@ -247,6 +250,11 @@ void Session::goaway(uint32_t error_code, std::string_view reason) {
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session_), error_code,
                         reinterpret_cast<const uint8_t*>(reason.data()), reason.size());
+}
+
+void Session::shutdownNotice() {
+  nghttp2_submit_shutdown_notice(session_);
+  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
 }
 
 uint32_t Session::remoteMaxConcurrentStreams() const {

@@ -52,6 +52,8 @@ class Listener {
   // The stream is closed both ways; error_code is NGHTTP2_NO_ERROR or why it was reset.
   virtual void onStreamClose(int32_t stream_id, uint32_t error_code) = 0;
   virtual void onGoaway(int32_t last_stream_id, uint32_t error_code) = 0;
+  // The peer answered our PING (see shutdownNotice): one round trip has passed.
+  virtual void onPingAck() {}
   // The peer's SETTINGS arrived (client: how many streams it takes).
   virtual void onRemoteSettings() = 0;
   // Body of the stream to send: copy at most `length` bytes into `buffer`. Return the count;
@@ -90,6 +92,9 @@ class Session {
   // Gives `length` bytes of window back to the peer (the bytes were passed on).
   void consume(int32_t stream_id, size_t length);
   void goaway(uint32_t error_code, std::string_view reason = {});
+  // Server: a GOAWAY that announces the end without refusing anything yet (RFC 9113 6.8),
+  // and a PING whose answer tells when the peer has seen it: then send the final goaway().
+  void shutdownNotice();
 
   uint32_t remoteMaxConcurrentStreams() const;
   // The last stream id the peer accepted in its GOAWAY, or -1 when none was received.

@@ -24,7 +24,26 @@ Status H2Downstream::start(const std::string& received) {
                                     received.size());
   if (!status) return status;
   startReading();
+  if (worker_.draining()) stopGracefully(false);  // accepted just before the listeners closed
   return {};
+}
+
+void H2Downstream::stopGracefully(bool final) {
+  if (closing() || drain_ == Drain::kFinal) return;
+  if (drain_ == Drain::kNone && !final) {
+    // The client learns it should open its next connection elsewhere, and may still start
+    // calls it already sent our way; they are refused only by the final GOAWAY.
+    session_->shutdownNotice();
+    drain_ = Drain::kNoticed;
+  } else {
+    session_->goaway(NGHTTP2_NO_ERROR);
+    drain_ = Drain::kFinal;
+  }
+  markDirty();
+}
+
+void H2Downstream::onPingAck() {
+  if (drain_ == Drain::kNoticed) stopGracefully(true);
 }
 
 Call* H2Downstream::callOf(int32_t stream_id) const {

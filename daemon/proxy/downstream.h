@@ -32,6 +32,8 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   // Ends the call with a gRPC error as a trailers-only response.
   void failCall(int32_t stream_id, std::string_view grpc_status, const std::string& message);
 
+  void stopGracefully(bool final) override;
+
  private:
   void onClosing() override;
   void onClosed() override;
@@ -44,6 +46,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   void onEndOfData(int32_t stream_id) override;
   void onStreamClose(int32_t stream_id, uint32_t error_code) override;
   void onGoaway(int32_t /*last_stream_id*/, uint32_t /*error_code*/) override {}
+  void onPingAck() override;
   void onRemoteSettings() override {}
   size_t readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
                   bool* trailers_follow) override;
@@ -53,6 +56,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   size_t service_index_;
   std::string source_;
   std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
+  enum class Drain { kNone, kNoticed, kFinal } drain_ = Drain::kNone;
 };
 
 }  // namespace spindle::proxy

@@ -45,6 +45,8 @@ class Upstream final : public H2Connection, private h2::Listener {
   // The connect's linked timeout: its completion only settles the count of pending ops.
   void onConnectTimeout(int32_t res, uint32_t flags);
   void endAll(bool connect_failed);
+  // Its calls belong to downstream connections, which the drain waits for.
+  bool holdsDrain() const override { return false; }
   void onClosing() override;
   void onClosed() override;
 

@@ -66,7 +66,7 @@ Status Worker::start() {
                                                /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu,
                                                metrics_);
     loop_->setAfterBatch([this] { context_->flushDirty(); });
-    waker_ = std::make_unique<loop::Waker>(*loop_, [this] { takePublished(); });
+    waker_ = std::make_unique<loop::Waker>(*loop_, [this] { onWake(); });
     ready.set_value(Status{});
     run();
   });
@@ -78,6 +78,30 @@ Status Worker::start() {
 void Worker::stop() {
   stopping_.store(true, std::memory_order_relaxed);
   if (waker_) waker_->wake();
+}
+
+void Worker::drain(bool final) {
+  int level = final ? 2 : 1;
+  int seen = drain_requested_.load(std::memory_order_relaxed);
+  while (seen < level && !drain_requested_.compare_exchange_weak(seen, level)) {
+  }
+  if (waker_) waker_->wake();
+}
+
+void Worker::onWake() {
+  takePublished();
+  applyDrain();
+}
+
+void Worker::applyDrain() {
+  const int requested = drain_requested_.load(std::memory_order_relaxed);
+  if (requested <= drain_applied_) return;
+  if (drain_applied_ == 0) {
+    closeListeners();
+    context_->drainAll(/*final=*/false);
+  }
+  if (requested == 2) context_->drainAll(/*final=*/true);
+  drain_applied_ = requested;
 }
 
 void Worker::publish(std::shared_ptr<const ServiceTable> services) {
@@ -109,9 +133,11 @@ void Worker::run() {
   }
   // stop() may have run before the waker existed: the flag is checked every round.
   while (!stopping_.load(std::memory_order_relaxed)) {
-    loop_->runOnce(std::chrono::milliseconds(1000));
+    // While draining, look often whether the last connection has gone.
+    loop_->runOnce(std::chrono::milliseconds(drain_applied_ > 0 ? 50 : 1000));
     last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                      std::memory_order_relaxed);
+    if (drain_applied_ > 0) drained_.store(context_->drained(), std::memory_order_relaxed);
   }
   shutdownConnections();
   // The ring goes first: it cancels what is still in flight, and only then are the buffers
@@ -124,13 +150,19 @@ void Worker::run() {
   listeners_.clear();
 }
 
-void Worker::shutdownConnections() {
+void Worker::closeListeners() {
   // No new connections from here on. The ring holds its own reference on a listener with a
-  // multishot accept armed, so closing the fd alone would not stop it.
+  // multishot accept armed, so closing the fd alone would not stop it. Connections still in
+  // the accept queue move to another spindle's listener of the same port, where the kernel
+  // allows it (net.ipv4.tcp_migrate_req), and are reset otherwise.
   for (const net::Fd& listener : listeners_) {
     io_uring_prep_cancel_fd(loop_->prepareIgnored(), listener.get(), IORING_ASYNC_CANCEL_ALL);
   }
   listeners_.clear();
+}
+
+void Worker::shutdownConnections() {
+  closeListeners();
   context_->abortAll();
   // Give the cancellations a moment to complete, so that peers see an orderly close.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
@@ -150,12 +182,14 @@ void Worker::Acceptor::complete(int32_t res, uint32_t flags) {
     return;
   }
   if (res >= 0) {
-    worker_.onAccepted(res);
+    worker_.onAccepted(res);  // also while draining: it was redirected here before the close
+  } else if (worker_.listeners_.empty()) {
+    return;  // cancelled: the listeners are closed
   } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
     // EMFILE and friends: keep serving what we have; the listener's backlog holds the rest.
     log::warn("worker {}: accept: {}", worker_.index_, std::strerror(-res));
   }
-  if (!(flags & IORING_CQE_F_MORE)) arm();
+  if (!(flags & IORING_CQE_F_MORE) && !worker_.listeners_.empty()) arm();
 }
 
 void Worker::onAccepted(int fd) {

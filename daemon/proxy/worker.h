@@ -34,6 +34,11 @@ class Worker {
   Status start();
   // Thread-safe: ask the worker to close everything and exit.
   void stop();
+  // Thread-safe: stop accepting and drain the connections (final == false: GOAWAY notices;
+  // final == true: final GOAWAYs to clients that did not answer the notice's PING yet).
+  void drain(bool final);
+  // Thread-safe: after drain(), no connection the process must wait for is left.
+  bool drained() const { return drained_.load(std::memory_order_relaxed); }
   // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
   void publish(std::shared_ptr<const ServiceTable> services);
   void join();
@@ -59,8 +64,11 @@ class Worker {
   };
 
   void run();
+  void onWake();
   void takePublished();
+  void applyDrain();
   void onAccepted(int fd);
+  void closeListeners();
   void shutdownConnections();
 
   unsigned index_;
@@ -79,6 +87,9 @@ class Worker {
   std::atomic<int64_t> last_beat_{0};
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> drain_requested_{0};  // 0: serving, 1: notice, 2: final
+  int drain_applied_ = 0;                // worker thread only
+  std::atomic<bool> drained_{false};
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
   std::shared_ptr<const ServiceTable> published_;
   std::thread thread_;

@@ -27,8 +27,11 @@ WorkerContext::WorkerContext(loop::Loop& loop, loop::BufferPool& buffers,
 WorkerContext::~WorkerContext() = default;
 
 std::optional<size_t> WorkerContext::serviceIndex(uint32_t service_id) const {
-  if (service_id == 0 || service_id > services_->size()) return std::nullopt;
-  return service_id - 1;
+  // Once per connection, over a handful of services: a scan beats keeping an index in sync.
+  for (size_t i = 0; i < services_->size(); ++i) {
+    if ((*services_)[i].id == service_id) return i;
+  }
+  return std::nullopt;
 }
 
 void WorkerContext::setServices(std::shared_ptr<const ServiceTable> services) {
@@ -113,6 +116,20 @@ void WorkerContext::abortAll() {
   std::vector<Connection*> all;
   for (Connection* c = connections_; c != nullptr; c = c->next) all.push_back(c);
   for (Connection* c : all) c->abort();
+}
+
+void WorkerContext::drainAll(bool final) {
+  draining_ = true;
+  std::vector<Connection*> all;
+  for (Connection* c = connections_; c != nullptr; c = c->next) all.push_back(c);
+  for (Connection* c : all) c->stopGracefully(final);
+}
+
+bool WorkerContext::drained() const {
+  for (Connection* c = connections_; c != nullptr; c = c->next) {
+    if (c->holdsDrain()) return false;
+  }
+  return true;
 }
 
 void WorkerContext::flushDirty() {

@@ -30,6 +30,7 @@ class Upstream;
 // A declared service as the workers see it. Service ids in the BPF map are 1 + the index.
 struct ServiceEntry {
   std::string name;
+  uint32_t id = 0;  // config::serviceId(name): what the BPF program records
   lb::EndpointSetPtr endpoints;
   config::Balance balance = config::Balance::kLeastRequest;
   lb::PickerOptions picker_options;
@@ -71,6 +72,11 @@ class WorkerContext {
   void remove(Connection* connection);
   void abortAll();
   bool idle() const { return connections_ == nullptr; }
+  // SIGTERM: every connection, and every one accepted from now on, is told to drain.
+  void drainAll(bool final);
+  bool draining() const { return draining_; }
+  // No connection the process must wait for is left.
+  bool drained() const;
 
   void markDirty(H2Connection* connection) { dirty_.push_back(connection); }
   // Runs after each batch: sends what the batch made the sessions queue.
@@ -96,6 +102,7 @@ class WorkerContext {
   uint32_t mark_;
   uint64_t seed_;
   Connection* connections_ = nullptr;
+  bool draining_ = false;
   std::vector<H2Connection*> dirty_;
   std::vector<H2Connection*> flushing_;
   // Keyed by the endpoint's shared load, which identifies it across snapshots.

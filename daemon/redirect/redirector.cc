@@ -5,6 +5,9 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,17 +66,78 @@ std::optional<OriginalDst> OriginalDstMap::take(const net::SocketAddress& peer) 
                      orig.cgroup_id};
 }
 
-Result<std::unique_ptr<Redirector>> Redirector::load() {
+Result<std::string> Redirector::pinDirectory(const std::string& pin_path) {
+  // The deepest part of the path that exists must be on bpffs; the rest is made there.
+  std::string existing = pin_path;
+  struct stat st {};
+  while (::stat(existing.c_str(), &st) != 0 && existing.size() > 1) {
+    existing = existing.substr(0, std::max<size_t>(1, existing.rfind('/')));
+  }
+  struct statfs fs {};
+  if (::statfs(existing.c_str(), &fs) != 0 ||
+      fs.f_type != static_cast<decltype(fs.f_type)>(BPF_FS_MAGIC)) {
+    return makeError(fmt::format("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
+                                 existing));
+  }
+  const std::string dir = fmt::format("{}/v{}", pin_path, SPINDLE_ABI_VERSION);
+  for (size_t slash = dir.find('/', 1);; slash = dir.find('/', slash + 1)) {
+    const std::string part = dir.substr(0, slash);
+    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
+      return makeError(fmt::format("cannot create {}: {}", part, std::strerror(errno)));
+    }
+    if (slash == std::string::npos) break;
+  }
+  return dir;
+}
+
+Result<std::unique_ptr<Redirector>> Redirector::load(const std::string& pin_dir) {
   std::unique_ptr<Redirector> redirector(new Redirector());
   redirector->skel_ = redirect_bpf__open();
   if (redirector->skel_ == nullptr) {
     return makeError(fmt::format("cannot open the BPF object: {}", std::strerror(errno)));
   }
+  if (!pin_dir.empty()) {
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, redirector->skel_->obj) {
+      const std::string path = pin_dir + "/" + bpf_map__name(map);
+      if (int rc = bpf_map__set_pin_path(map, path.c_str()); rc != 0) {
+        return makeError(fmt::format("pin path {}: {}", path, libbpfError(rc)));
+      }
+    }
+    redirector->pin_dir_ = pin_dir;
+  }
   int rc = redirect_bpf__load(redirector->skel_);
   if (rc != 0) {
+    if (!pin_dir.empty()) {
+      return makeError(fmt::format(
+          "the kernel refused spindle's BPF programs, or the maps pinned in {} differ from "
+          "this version's: {}",
+          pin_dir, libbpfError(rc)));
+    }
     return makeError(fmt::format("the kernel refused spindle's BPF programs: {}", libbpfError(rc)));
   }
   return redirector;
+}
+
+void Redirector::unpin() {
+  if (pin_dir_.empty()) return;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel_->obj) bpf_map__unpin(map, nullptr);
+  ::rmdir(pin_dir_.c_str());
+  ::rmdir(pin_dir_.substr(0, pin_dir_.rfind('/')).c_str());  // if no other version uses it
+  pin_dir_.clear();
+}
+
+void Redirector::claimServicesMap() {
+  const int fd = bpf_map__fd(skel_->maps.services);
+  spindle_sockaddr_key key{};
+  spindle_sockaddr_key next{};
+  const void* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+    service_keys_.push_back(next);
+    key = next;
+    previous = &key;
+  }
 }
 
 Redirector::~Redirector() {

@@ -1,6 +1,8 @@
 // The kernel side's owner: loads the BPF programs, attaches them to a cgroup with links that
 // this process owns (never pinned, so a dead daemon redirects nothing), and keeps the maps.
-// The only code that includes the skeleton or libbpf's map API.
+// The maps may be pinned on bpffs, so that two spindle processes on a node (the old and the
+// new one of a rollout) share them: whichever process accepts a redirected connection finds
+// its original destination. The only code that includes the skeleton or libbpf's map API.
 #pragma once
 
 #include <array>
@@ -54,8 +56,19 @@ const char* reasonName(int reason);
 
 class Redirector {
  public:
-  // Opens and loads the programs (not attached yet).
-  static Result<std::unique_ptr<Redirector>> load();
+  // Opens and loads the programs (not attached yet). With a pin directory (on bpffs), the
+  // maps pinned there by another spindle of this ABI version are reused, or else created and
+  // pinned there.
+  static Result<std::unique_ptr<Redirector>> load(const std::string& pin_dir = "");
+  // Where the maps of this ABI version are pinned under redirect.pin_path; an error when that
+  // is not on a bpf filesystem.
+  static Result<std::string> pinDirectory(const std::string& pin_path);
+  bool pinned() const { return !pin_dir_.empty(); }
+  // Removes the pins (the last spindle of the node is leaving); the maps live on while open.
+  void unpin();
+  // This process is the node's only spindle: entries of the services map that it did not
+  // write (left by a spindle that is gone) are removed by the next setServiceAddresses().
+  void claimServicesMap();
   ~Redirector();
   Redirector(const Redirector&) = delete;
   Redirector& operator=(const Redirector&) = delete;
@@ -76,6 +89,7 @@ class Redirector {
  private:
   Redirector() = default;
   redirect_bpf* skel_ = nullptr;
+  std::string pin_dir_;
   std::vector<bpf_link*> links_;
   spindle_control control_{};
   std::vector<spindle_sockaddr_key> service_keys_;

@@ -12,6 +12,11 @@
 #define SPINDLE_STATIC_ASSERT _Static_assert
 #endif
 
+/* The maps are pinned under <redirect.pin_path>/v<this>, so that two spindle versions on one
+ * node share maps only when they agree on every struct and map here. Bump it with any change
+ * to this file or to a map's definition. */
+#define SPINDLE_ABI_VERSION 1
+
 #define SPINDLE_MAX_SERVICE_ADDRS 4096
 #define SPINDLE_MAX_TRACKED_SOCKETS 65536
 

@@ -78,9 +78,12 @@ def service_config(svc, *, port=None, endpoints=None):
 
 
 def config(node, services=(), *, listen=None, workers=2, heartbeat_timeout="1s", cgroup=None,
-           extra=None):
+           pin_path="", drain="1s", extra=None):
     """A config dict for spindle in `node`: proxy on the node addresses, programs attached to
-    the node's test cgroup, every given Service intercepted at its first port."""
+    the node's test cgroup, every given Service intercepted at its first port. Maps are not
+    pinned (pin_path ""), unless a test gives a directory of its own (sim.Bpffs): the
+    default /sys/fs/bpf/spindle would be shared by every test running on the machine. A
+    short drain keeps stopping quick."""
     cfg = {
         "proxy": {
             "listen": listen if listen is not None else [f"{node.addr4}:{PROXY_PORT}",
@@ -90,7 +93,9 @@ def config(node, services=(), *, listen=None, workers=2, heartbeat_timeout="1s",
         "redirect": {
             "cgroup": cgroup if cgroup is not None else node.cgroup.path,
             "heartbeat_timeout": heartbeat_timeout,
+            "pin_path": pin_path,
         },
+        "shutdown": {"drain": drain},
         "services": [service_config(s) for s in services],
     }
     for section, values in (extra or {}).items():

@@ -76,6 +76,7 @@ TEST(Config, FullConfigRoundTripsEveryField) {
       cgroup: /sys/fs/cgroup/kubepods
       host_netns: true
       heartbeat_timeout: 1500ms
+      pin_path: /sys/fs/bpf/spindle-blue
     dns:
       servers: ["10.96.0.10:53", "10.96.0.11", "[fd00::10]:5353"]
       refresh: {min: 1s, max: 30s}
@@ -97,7 +98,7 @@ TEST(Config, FullConfigRoundTripsEveryField) {
         endpoints:
           static: ["198.18.1.2:8443", "[fd00:18::3]:8443"]
     shutdown:
-      drain: 30s
+      drain: 45s
   )");
 
   ASSERT_EQ(c.proxy.listen.size(), 2u);
@@ -109,6 +110,8 @@ TEST(Config, FullConfigRoundTripsEveryField) {
   EXPECT_EQ(c.redirect.cgroup, "/sys/fs/cgroup/kubepods");
   EXPECT_TRUE(c.redirect.host_netns);
   EXPECT_EQ(c.redirect.heartbeat_timeout, Duration(1500));
+  EXPECT_EQ(c.redirect.pin_path, "/sys/fs/bpf/spindle-blue");
+  EXPECT_EQ(c.shutdown.drain, Duration(45000));
   ASSERT_EQ(c.dns.servers.size(), 3u);
   EXPECT_EQ(c.dns.servers[0], addr("10.96.0.10:53"));
   EXPECT_EQ(c.dns.servers[1], addr("10.96.0.11:53"));
@@ -165,8 +168,36 @@ TEST(Config, MinimalConfigTakesDefaults) {
   EXPECT_EQ(c.redirect.cgroup, "");
   EXPECT_FALSE(c.redirect.host_netns);
   EXPECT_EQ(c.redirect.heartbeat_timeout, Duration(2000));
+  EXPECT_EQ(c.redirect.pin_path, "/sys/fs/bpf/spindle");
+  EXPECT_EQ(c.shutdown.drain, Duration(30000));
   EXPECT_TRUE(c.dns.servers.empty());
   EXPECT_TRUE(c.services.empty());
+}
+
+TEST(Config, PinPathEmptyTurnsSharingOffAndRelativeIsAnError) {
+  Config c = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    redirect:
+      pin_path: ""
+    shutdown:
+      drain: 0s
+  )");
+  EXPECT_EQ(c.redirect.pin_path, "");
+  EXPECT_EQ(c.shutdown.drain, Duration(0));  // stop at once
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    redirect:
+      pin_path: bpf/spindle
+  )"),
+            "spindle.yaml:4: redirect.pin_path: 'bpf/spindle' is not an absolute path");
+}
+
+TEST(Config, ServiceIdsComeFromNamesSoTwoProcessesAgree) {
+  EXPECT_EQ(serviceId("echo"), serviceId("echo"));
+  EXPECT_NE(serviceId("echo"), serviceId("echo-2"));
+  EXPECT_NE(serviceId(""), 0u);  // 0 means "no service" in the BPF map
 }
 
 TEST(Config, EmptySectionsReadAsDefaults) {

@@ -264,6 +264,7 @@ class Recorder final : public Listener {
     log.push_back("goaway " + std::to_string(last_stream_id));
     goaways.emplace_back(last_stream_id, error_code);
   }
+  void onPingAck() override { ++ping_acks; }
   void onRemoteSettings() override {
     log.push_back("settings");
     ++remote_settings;
@@ -322,6 +323,7 @@ class Recorder final : public Listener {
   std::vector<std::pair<int32_t, uint32_t>> goaways;
   std::set<int32_t> refuse;  // onStreamBegin says no to these
   int remote_settings = 0;
+  int ping_acks = 0;
   bool auto_consume = false;  // consume() after each receive, like a proxy that keeps up
 
  private:
@@ -801,6 +803,41 @@ TEST(H2Session, ResetStream_ServerCodeIsSeenByClient) {
   EXPECT_TRUE(pair.client_events.stream(id).closed);
   EXPECT_EQ(pair.client_events.stream(id).close_code, uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
   EXPECT_EQ(pair.server_events.stream(id).close_code, uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+}
+
+// --- Drain (SIGTERM) -------------------------------------------------------------------------
+
+TEST(H2Session, Drain_NoticeThenFinalGoawayLetTheOpenCallFinish) {
+  Pair pair;
+  const int32_t id = pair.request(grpcRequest());
+  ASSERT_TRUE(pair.pump());
+
+  // The notice refuses nothing (last-stream-id 2^31-1); its PING comes back a round trip later.
+  pair.server->shutdownNotice();
+  ASSERT_TRUE(pair.pump());
+  ASSERT_EQ(pair.client_events.goaways.size(), 1u);
+  EXPECT_EQ(pair.client_events.goaways[0].first, 0x7fffffff);
+  EXPECT_EQ(pair.server_events.ping_acks, 1);
+  EXPECT_TRUE(pair.server->wantsToRead());
+
+  // The final GOAWAY names the open call as the last one processed; it still completes.
+  pair.server->goaway(NGHTTP2_NO_ERROR);
+  ASSERT_TRUE(pair.pump());
+  ASSERT_EQ(pair.client_events.goaways.size(), 2u);
+  EXPECT_EQ(pair.client_events.goaways[1].first, id);
+  EXPECT_EQ(pair.client_events.goaways[1].second, uint32_t{NGHTTP2_NO_ERROR});
+  EXPECT_TRUE(pair.server->wantsToRead()) << "the open call must still be read";
+
+  BodySource body;
+  body.data = "done";
+  body.trailers = grpcTrailers();
+  pair.respond(id, grpcResponse(), body);
+  ASSERT_TRUE(pair.pump());
+  EXPECT_TRUE(pair.client_events.stream(id).closed);
+  EXPECT_EQ(pair.client_events.stream(id).close_code, uint32_t{NGHTTP2_NO_ERROR});
+  // Nothing left: the connection may close.
+  EXPECT_FALSE(pair.server->wantsToRead());
+  EXPECT_FALSE(pair.server->wantsToWrite());
 }
 
 // --- Flow control ---------------------------------------------------------------------------

@@ -1,0 +1,136 @@
+"""Rollout on one node: the DaemonSet's maxSurge 1 starts the new spindle beside the old one,
+then sends the old one SIGTERM. Both share the proxy port (SO_REUSEPORT) and, through maps
+pinned on bpffs, the record of where each redirected connection was going. The old one stops
+accepting, sends its clients GOAWAY, lets their calls finish, and exits; the clients reconnect
+to the new one by themselves. No call may fail, from clients of two gRPC stacks.
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "grpc"))
+from support import SimTestCase, norm_ip  # noqa: E402
+import sim  # noqa: E402
+from sim.bpffs import Bpffs  # noqa: E402
+from sim.prometheus import http_get  # noqa: E402
+import peers  # noqa: E402  (tests/grpc)
+
+PORT = 50051
+VIP4 = "198.19.0.10"
+TARGET = peers.target(VIP4, PORT)
+ADMIN_PORT = 9901
+E2E_CLIENT = os.path.join(sim.REPO, "build", "bin", "e2e_client")
+
+RATE = 100          # calls per second, per client
+SECONDS = 12        # of load per client
+CONCURRENCY = 4
+
+
+class RolloutTest(SimTestCase):
+    needs_spindle = True
+
+    @classmethod
+    def build(cls, stack):
+        if not os.access(E2E_CLIENT, os.X_OK):
+            raise RuntimeError(f"{E2E_CLIENT} is missing (make build/bin/e2e_client)")
+        cls.node = stack.enter_context(sim.Node())
+        cls.py_client = cls.node.add_pod("client-py", n=2)
+        cls.cpp_client = cls.node.add_pod("client-cpp", n=3)
+        cls.pods = [cls.node.add_pod(f"b{i}", n=10 + i) for i in range(3)]
+        cls.echo = cls.node.add_service("echo", vip4=VIP4, ports=[PORT], backends=cls.pods)
+        cls.logs = {}
+        for pod in cls.pods:
+            _proc, cls.logs[pod.name] = peers.start_server(pod)
+        cls.bpffs = Bpffs()
+        stack.callback(cls.bpffs.close)
+
+    def config(self):
+        cfg = sim.spindle.config(self.node, [self.echo], pin_path=f"{self.bpffs.path}/spindle",
+                                 drain="10s",
+                                 extra={"admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}})
+        cfg["services"][0]["endpoints"] = {"static": [f"{p.ip4}:{PORT}" for p in self.pods]}
+        return cfg
+
+    def metric(self, text, name, **labels):
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def test_new_spindle_beside_the_old_then_sigterm_fails_no_call(self):
+        cfg = self.config()
+        old = sim.Spindle(self.node, cfg, name="spindle-old")
+        self.addCleanup(old.close)
+        old.start()
+
+        count = RATE * SECONDS
+        py, py_run = peers.spawn_client(self.py_client, TARGET, "unary", count=count, rate=RATE,
+                                        concurrency=CONCURRENCY, timeout=10)
+        cpp_run = peers.new_run("cpp")
+        # Steady calls (each held 10 ms by the Pod) for as long, every one recorded.
+        cpp = self.cpp_client.spawn([E2E_CLIENT, TARGET, "during-kill", "--seconds", str(SECONDS),
+                                     "--concurrency", "2", "--sleep-ms", "10", "--timeout", "10",
+                                     "--run", cpp_run], name="client-cpp")
+        # Both clients are mid-run on a connection the old spindle holds.
+        sim.wait_until(lambda: all(self.served(run) >= 100 for run in (py_run, cpp_run)), 15,
+                       what="both clients' calls reaching the backends")
+
+        new = sim.Spindle(self.node, cfg, name="spindle-new")
+        self.addCleanup(new.close)
+        new.start()
+        self.assertTrue(any("sharing its maps" in line for line in new.stderr_lines()),
+                        "the new spindle did not join the old one's maps:\n" + new.tail())
+        time.sleep(1.0)
+
+        t_term = time.monotonic()
+        old.signal(signal.SIGTERM)
+        code = old.proc.wait(15)
+        drain_s = time.monotonic() - t_term
+        self.assertEqual(code, 0, "the old spindle did not exit cleanly:\n" + old.tail())
+        drained = [line for line in old.stderr_lines() if re.search(r"drained in \d+ ms", line)]
+        self.assertTrue(drained, "the old spindle did not finish its drain before exiting:\n"
+                        + old.tail())
+
+        py_res = peers.result(py, 60)
+        cpp_res = peers.result(cpp, 60)
+        self.assertTrue(py_res.get("ok"), f"python client: {py_res.get('failures')}\n"
+                        + new.tail())
+        self.assertEqual(py_res.get("calls_ok"), count, f"python client: {py_res}")
+        cpp_calls = cpp_res.get("calls") or []
+        cpp_failed = [c for c in cpp_calls if c[3] != "OK"]
+        self.assertGreater(len(cpp_calls), 500, f"c++ client made too few calls: {cpp_res}")
+        self.assertEqual(cpp_failed, [], f"c++ client: {len(cpp_failed)} calls failed\n"
+                         + new.tail())
+        for run, made in ((py_run, count), (cpp_run, len(cpp_calls))):
+            self.assertEqual(self.served(run), made, f"run {run}: backends logged "
+                             f"{self.served(run)} calls of {made}")
+            seen = {norm_ip(peers.peer_ip(e["peer"])) for log in self.logs.values()
+                    for e in log.starts(run=run)}
+            self.assertEqual(seen, {self.node.addr4}, f"calls of {run} bypassed spindle: {seen}")
+
+        # Both clients came back to the new spindle on their own, and its calls were balanced.
+        metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        reconnected = self.metric(metrics, "spindle_downstream_connections_total", protocol="h2")
+        self.assertGreaterEqual(reconnected, 2, "the clients did not reconnect to the new "
+                                "spindle:\n" + metrics[:3000])
+        per_pod = {p.ip4: self.metric(metrics, "spindle_requests_total", endpoint=f"{p.ip4}:{PORT}")
+                   for p in self.pods}
+        self.assertTrue(all(n > 0 for n in per_pod.values()),
+                        f"the new spindle did not spread calls over every Pod: {per_pod}")
+        print(f"MEASURE rollout: drain {drain_s:.2f} s ({drained[-1].split('drained in ')[1]}), "
+              f"{count + len(cpp_calls)} calls, 0 failed; new spindle calls per Pod {per_pod}")
+
+        # The last spindle leaving removes the pins; the first one's are shared until then.
+        self.assertTrue(self.bpffs.pins(), "no map was pinned while two spindles ran")
+        self.assertEqual(new.stop(), 0, new.tail())
+        self.assertEqual(self.bpffs.pins(), [], "the last spindle left its pins behind")
+
+    def served(self, run):
+        return sum(len(log.starts(run=run)) for log in self.logs.values())
