@@ -15,6 +15,8 @@ DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 cur
 DEPS_TEST  += $(if $(shell command -v node),,nodejs npm)
 DEPS_BENCH := iperf3 nghttp2-client
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
+# Only for `make image` (a daemonless image build), not part of DEPS.
+DEPS_IMAGE := buildah debootstrap
 
 WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
@@ -61,6 +63,10 @@ deps:
 	@if [ ! -d tests/e2e/node/node_modules ]; then \
 		echo "npm ci in tests/e2e/node"; \
 		cd tests/e2e/node && npm ci --no-audit --no-fund; \
+	fi
+	@if [ ! -d tests/k8s/node_modules ]; then \
+		echo "npm ci in tests/k8s"; \
+		cd tests/k8s && npm ci --no-audit --no-fund; \
 	fi
 
 # BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
@@ -118,6 +124,14 @@ $(E2E_CLIENT): tests/e2e/cpp/e2e_client.cc
 bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
 	@/usr/bin/python3 bench/h2_bench.py
+
+# The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
+# chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh). Not part of
+# `make test`: it takes minutes. IMAGE=name:tag to tag it otherwise.
+.PHONY: image
+image:
+	@$(MAKE) --no-print-directory deps DEPS="$(DEPS_IMAGE)"
+	@tools/build-image.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,349 @@
+"""The Kubernetes deployment (k8s/) checked offline, as far as a machine without a cluster can:
+
+- `kubectl kustomize` renders the base and the example, and every object validates against
+  the Kubernetes and Prometheus Operator API schemas with unknown fields as errors
+  (tests/k8s/validate.mjs); the validator is shown to reject an unknown field and a wrong type;
+- the DaemonSet meets what a rollout and the node need (host network, NODE_IP, probes, the
+  grace period above the configured drain, no hostPorts to block the surge Pod, ...);
+- the example config in the ConfigMap passes `spindle --check-config`;
+- spindle runs on a simulated node with exactly the DaemonSet's capabilities and under its
+  seccomp profile (compiled with libseccomp, as a container runtime does): calls are served
+  through it and counted by calling Pod; without each capability, or with io_uring taken out
+  of the profile, it does not do its job.
+
+Run alone: /usr/bin/python3 tests/integration/run.py test_k8s
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import sim
+from support import SimTestCase
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+K8S = os.path.join(ROOT, "k8s")
+VALIDATOR_DIR = os.path.join(ROOT, "tests", "k8s")
+KUBECTL = "/usr/bin/kubectl"
+GRPC_DIR = os.path.join(ROOT, "tests", "grpc")
+
+PORT = 50051
+VIP4 = "198.19.0.10"
+ADMIN_PORT = 9901
+
+
+def kustomize(path):
+    p = subprocess.run([KUBECTL, "kustomize", path], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {path} failed:\n{p.stderr}")
+    return p.stdout
+
+
+def node(script, *args, stdin=""):
+    return subprocess.run(["node", os.path.join(VALIDATOR_DIR, script), *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, cwd=VALIDATOR_DIR)
+
+
+def validate(text):
+    """(exit code, output) of the validator on a multi-document YAML text."""
+    p = node("validate.mjs", "-", stdin=text)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def objects(text):
+    p = node("to-json.mjs", "-", stdin=text)
+    if p.returncode != 0:
+        raise AssertionError(f"to-json.mjs failed: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def find(objs, kind, name):
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind}/{name}, found {len(found)}")
+    return found[0]
+
+
+def seconds(duration):
+    """"30s" / "1m" / "500ms" -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    if not m:
+        raise AssertionError(f"not a duration: {duration!r}")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def replace_once(text, old, new):
+    if text.count(old) != 1:
+        raise AssertionError(f"expected {old!r} exactly once in the rendered manifests")
+    return text.replace(old, new)
+
+
+class ManifestTest(SimTestCase):
+    """Rendering and schema validation: no node, no spindle process."""
+
+    @classmethod
+    def build(cls, stack):
+        for tool, why in ((KUBECTL, "kubectl"), ("node", "node")):
+            if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+                cls._fixture_error = f"{why} is not installed"
+                return
+        if not os.path.isdir(os.path.join(VALIDATOR_DIR, "node_modules")):
+            cls._fixture_error = "tests/k8s/node_modules is missing: run `make deps`"
+            return
+        cls.base = kustomize(K8S)
+        cls.example = kustomize(os.path.join(K8S, "example"))
+        cls.objs = objects(cls.base)
+        cls.ds = find(cls.objs, "DaemonSet", "spindle")
+        cls.config_text = find(cls.objs, "ConfigMap", "spindle")["data"]["spindle.yaml"]
+
+    def test_base_validates_against_the_api_schemas(self):
+        rc, out = validate(self.base)
+        self.assertEqual(rc, 0, out)
+        kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in self.objs)
+        self.assertEqual(kinds, [
+            "ConfigMap/spindle", "ConfigMap/spindle-dashboard", "ConfigMap/spindle-seccomp",
+            "DaemonSet/spindle", "Namespace/spindle-system", "PodMonitor/spindle",
+            "Service/spindle-metrics", "ServiceAccount/spindle"])
+        self.assertEqual(out, f"ok: {len(self.objs)} objects")
+        for o in self.objs:
+            if o["kind"] != "Namespace":
+                self.assertEqual(o["metadata"].get("namespace"), "spindle-system", o["kind"])
+
+    def test_example_validates_and_is_the_service_the_config_declares(self):
+        rc, out = validate(self.example)
+        self.assertEqual(rc, 0, out)
+        objs = objects(self.example)
+        clusterip = find(objs, "Service", "greeter")
+        headless = find(objs, "Service", "greeter-pods")
+        deploy = find(objs, "Deployment", "greeter")
+        self.assertNotEqual(clusterip["spec"].get("clusterIP"), "None")
+        self.assertEqual(headless["spec"]["clusterIP"], "None")
+        labels = deploy["spec"]["template"]["metadata"]["labels"]
+        for svc in (clusterip, headless):
+            self.assertTrue(svc["spec"]["selector"].items() <= labels.items(), svc)
+        ns = deploy["metadata"]["namespace"]
+        port = clusterip["spec"]["ports"][0]["port"]
+        # What the config intercepts and resolves is exactly these two Services.
+        self.assertIn(f'"greeter.{ns}.svc.cluster.local:{port}"', self.config_text)
+        self.assertIn(f'"greeter-pods.{ns}.svc.cluster.local"', self.config_text)
+
+    def test_validator_rejects_an_unknown_field(self):
+        # A typo'd field in the spindle container, and one in the PodMonitor's endpoint.
+        bad = replace_once(self.base, "      - args:\n",
+                           "      - imagePullPolcy: Always\n        args:\n")
+        rc, out = validate(bad)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("imagePullPolcy", out)
+        self.assertIn("DaemonSet/spindle", out)
+        bad = replace_once(self.base, "    path: /metrics\n",
+                           "    path: /metrics\n    scrapeEvery: 15s\n")
+        rc, out = validate(bad)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("scrapeEvery", out)
+        self.assertIn("PodMonitor/spindle", out)
+
+    def test_validator_rejects_a_wrong_type(self):
+        bad = replace_once(self.base, "terminationGracePeriodSeconds: 45",
+                           'terminationGracePeriodSeconds: "45"')
+        rc, out = validate(bad)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("terminationGracePeriodSeconds", out)
+        self.assertRegex(out, r"must be integer|not assignable to type 'number'")
+
+    def test_validator_rejects_an_unknown_kind(self):
+        bad = self.base + "---\napiVersion: apps/v1\nkind: DaemonSett\nmetadata:\n  name: x\n"
+        rc, out = validate(bad)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("no schema for apiVersion apps/v1 kind DaemonSett", out)
+
+    def test_daemonset_meets_what_the_node_and_a_rollout_need(self):
+        spec = self.ds["spec"]
+        pod = spec["template"]["spec"]
+        (c,) = [c for c in pod["containers"] if c["name"] == "spindle"]
+        self.assertEqual(spec["updateStrategy"], {
+            "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+        self.assertTrue(pod["hostNetwork"])
+        self.assertEqual(pod["dnsPolicy"], "ClusterFirstWithHostNet")
+        self.assertEqual(pod["priorityClassName"], "system-node-critical")
+        self.assertIn({"operator": "Exists"}, pod["tolerations"])  # every taint, every effect
+        # Declared ports become hostPorts with hostNetwork: the surge Pod could not schedule.
+        for container in pod["containers"] + pod.get("initContainers", []):
+            self.assertNotIn("ports", container, container["name"])
+        env = {e["name"]: e for e in c["env"]}
+        self.assertEqual(env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP")
+        self.assertIn('"${NODE_IP}:9901"', self.config_text)
+        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/ready", "port": ADMIN_PORT})
+        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": ADMIN_PORT})
+        self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
+        # Not privileged; all capabilities dropped but the three the sim test below proves.
+        sc = c["securityContext"]
+        self.assertFalse(sc.get("privileged", False))
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(sorted(sc["capabilities"]["add"]), ["BPF", "DAC_READ_SEARCH", "NET_ADMIN"])
+        # The Localhost seccomp profile is the file the init container installs from the
+        # ConfigMap, into the directory kubelet reads Localhost profiles from.
+        self.assertEqual(sc["seccompProfile"]["type"], "Localhost")
+        profile = sc["seccompProfile"]["localhostProfile"]
+        (init,) = pod["initContainers"]
+        self.assertIn(f"/host-seccomp/{profile}", " ".join(init["command"]))
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes[self.volume_for(init, "/host-seccomp")]["hostPath"]["path"],
+                         "/var/lib/kubelet/seccomp")
+        self.assertIn(profile, find(self.objs, "ConfigMap",
+                                    volumes[self.volume_for(init, "/profile")]["configMap"]
+                                    ["name"])["data"])
+        # cgroup2 and bpffs from the host.
+        self.assertEqual(volumes[self.volume_for(c, "/sys/fs/cgroup")]["hostPath"]["path"],
+                         "/sys/fs/cgroup")
+        self.assertEqual(volumes[self.volume_for(c, "/sys/fs/bpf")]["hostPath"]["path"],
+                         "/sys/fs/bpf")
+        self.assertIn("pin_path: /sys/fs/bpf/spindle", self.config_text)
+        self.assertEqual(volumes[self.volume_for(c, "/etc/spindle")]["configMap"]["name"],
+                         "spindle")
+        self.assertEqual(c["args"], ["--config", "/etc/spindle/spindle.yaml"])
+        # SIGKILL must not cut the drain short.
+        drain = re.search(r"^shutdown:\n(?:[ ]+#.*\n)*[ ]+drain: (\S+)", self.config_text, re.M)
+        self.assertIsNotNone(drain, "shutdown.drain not found in the config")
+        self.assertGreater(pod["terminationGracePeriodSeconds"], seconds(drain.group(1)))
+
+    def volume_for(self, container, path):
+        (name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == path]
+        return name
+
+    def test_example_config_in_the_configmap_passes_check_config(self):
+        if not os.access(sim.SPINDLE_BIN, os.X_OK):
+            self.skipTest(f"{sim.SPINDLE_BIN} not built")
+        path = os.path.join(sim.paths.subdir("k8s"), "spindle.yaml")
+        with open(path, "w") as f:
+            f.write(self.config_text)
+        p = subprocess.run([sim.SPINDLE_BIN, "--check-config", path], capture_output=True,
+                           text=True, timeout=30, env={**os.environ, "NODE_IP": "198.18.0.1"},
+                           stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # The image ships the same file (Dockerfile), so both are checked by this.
+        with open(os.path.join(K8S, "spindle.yaml")) as f:
+            self.assertEqual(f.read(), self.config_text)
+
+    def test_dashboard_queries_name_metrics_spindle_exports(self):
+        dash = json.loads(find(self.objs, "ConfigMap", "spindle-dashboard")["data"]
+                          ["grafana-dashboard.json"])
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        names = set(re.findall(r"\b(spindle_[a-z_]+?)(?:_bucket)?\{", " ".join(exprs)))
+        sources = ""
+        for d, _, files in os.walk(os.path.join(ROOT, "daemon")):
+            for name in files:
+                if name.endswith(".cc"):
+                    with open(os.path.join(d, name)) as f:
+                        sources += f.read()
+        for name in sorted(names):
+            self.assertIn(f'"{name}"', sources, f"{name} is not a metric spindle exports")
+        for needed in ("spindle_requests_total", "spindle_source_requests_total",
+                       "spindle_request_duration_seconds", "spindle_redirects_total",
+                       "spindle_endpoints"):
+            self.assertIn(needed, names)
+
+
+class PrivilegeTest(SimTestCase):
+    """spindle in a simulated node with the DaemonSet's capabilities (bounding and inheritable
+    sets cut to them, as a container runtime does for root) and its seccomp profile."""
+
+    needs_spindle = True
+
+    @classmethod
+    def build(cls, stack):
+        sys.path.insert(0, GRPC_DIR)
+        import peers
+        cls.peers = peers
+        if subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True,
+                          timeout=60).returncode:
+            cls._skip_reason = "python3-grpcio is not installed (make deps)"
+            return
+        objs = objects(kustomize(K8S))
+        (c,) = find(objs, "DaemonSet", "spindle")["spec"]["template"]["spec"]["containers"]
+        cls.caps = [name.lower() for name in c["securityContext"]["capabilities"]["add"]]
+        profile_name = c["securityContext"]["seccompProfile"]["localhostProfile"]
+        cls.profile = json.loads(find(objs, "ConfigMap", "spindle-seccomp")["data"][profile_name])
+        cls.node = stack.enter_context(sim.Node())
+        cls.client = cls.node.add_pod("client", n=2)
+        cls.server = cls.node.add_pod("server", n=3)
+        cls.svc = cls.node.add_service("echo", vip4=VIP4, ports=[PORT], backends=[cls.server])
+        proc, _ = peers.start_server(cls.server)
+        stack.callback(proc.stop)
+        cls.source = os.path.relpath(cls.client.cgroup.path, sim.cgroup2_mount())
+
+    def write_profile(self, profile):
+        path = os.path.join(self.node.logdir, f"seccomp-{len(os.listdir(self.node.logdir))}.json")
+        with open(path, "w") as f:
+            json.dump(profile, f)
+        return path
+
+    def start(self, caps, profile):
+        wrapper = ["setpriv", "--inh-caps=-all",
+                   "--bounding-set=-all" + "".join(f",+{cap}" for cap in caps),
+                   sim.PYTHON, os.path.join(VALIDATOR_DIR, "seccomp_exec.py"),
+                   self.write_profile(profile)]
+        cfg = sim.spindle.config(self.node, [self.svc],
+                                 extra={"admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}})
+        sp = sim.Spindle(self.node, cfg, wrapper=wrapper)
+        self.addCleanup(sp.close)
+        sp.start(wait_ready=False)
+        sim.wait_until(lambda: not sp.proc.alive() or any(
+            "spindle: info: ready" in line for line in sp.stderr_lines()), 15,
+            what="spindle ready or exited", details=sp.tail)
+        return sp
+
+    def calls_by_source(self):
+        from sim import prometheus as simprom
+        text = simprom.http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r'spindle_source_requests_total\{source="([^"]*)",service="echo"\} (\S+)',
+                         line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
+    def serve_calls(self, sp, count=40):
+        res = self.peers.run_client(self.client, self.peers.target(VIP4, PORT), "unary",
+                                    count=count)
+        self.assertTrue(res.get("ok"), f"{json.dumps(res)[:1500]}\n{sp.tail()}")
+        return self.calls_by_source()
+
+    def assertRefused(self, sp, pattern):
+        self.assertFalse(sp.proc.alive(), f"spindle started\n{sp.tail()}")
+        errors = [line for line in sp.stderr_lines() if line.startswith("spindle: error: ")]
+        self.assertEqual(len(errors), 1, sp.tail())
+        self.assertRegex(errors[0], pattern)
+
+    def test_the_daemonsets_capabilities_and_profile_serve_and_count_calls_by_pod(self):
+        self.assertEqual(sorted(self.caps), ["bpf", "dac_read_search", "net_admin"])
+        sp = self.start(self.caps, self.profile)
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        counts = self.serve_calls(sp)
+        # Counted under the calling Pod: open_by_handle_at worked (CAP_DAC_READ_SEARCH, and
+        # the profile allows the call).
+        self.assertEqual(counts, {self.source: 40.0}, sp.tail())
+        self.assertEqual(sp.proc.stop(10), 0, sp.tail())
+
+    def test_without_cap_bpf_or_cap_net_admin_spindle_refuses_to_start(self):
+        for missing, name in (("bpf", "CAP_BPF"), ("net_admin", "CAP_NET_ADMIN")):
+            with self.subTest(missing=missing):
+                sp = self.start([c for c in self.caps if c != missing], self.profile)
+                self.assertRefused(sp, name)
+
+    def test_without_cap_dac_read_search_calls_are_served_but_not_attributed(self):
+        sp = self.start([c for c in self.caps if c != "dac_read_search"], self.profile)
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        self.assertEqual(self.serve_calls(sp), {"unknown": 40.0}, sp.tail())
+
+    def test_the_profile_without_io_uring_is_refused(self):
+        # What the runtimes' default profile does: the reason for shipping this profile.
+        profile = json.loads(json.dumps(self.profile))
+        for rule in profile["syscalls"]:
+            rule["names"] = [n for n in rule["names"] if not n.startswith("io_uring_")]
+        sp = self.start(self.caps, profile)
+        self.assertRefused(sp, r"io_uring")
