@@ -13,7 +13,10 @@ DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 cur
               dnsmasq-base prometheus libgrpc++-dev
 # Node.js for the grpc-js client: the machine's own when it has one (it may not be Debian's).
 DEPS_TEST  += $(if $(shell command -v node),,nodejs npm)
-DEPS_BENCH := iperf3 nghttp2-client
+DEPS_BENCH := iperf3 nghttp2-client haproxy nginx nghttp2-proxy linux-perf
+# make bench runs its own instances of these proxies: the system services that installing
+# them starts (package:unit) are stopped and disabled right after the install.
+BENCH_SERVICES := haproxy:haproxy nginx:nginx nghttp2-proxy:nghttpx
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
 # Only for `make image` (a daemonless image build), not part of DEPS.
 DEPS_IMAGE := buildah debootstrap
@@ -59,6 +62,11 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y -q --no-install-recommends $$missing || \
 		{ apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; }; \
+		for pu in $(BENCH_SERVICES); do \
+			echo "$$missing" | grep -qx "$${pu%%:*}" || continue; \
+			if [ -d /run/systemd/system ]; then systemctl disable --now -q "$${pu#*:}"; \
+			else service "$${pu#*:}" stop >/dev/null 2>&1 || true; fi; \
+		done; \
 	fi
 	@if [ ! -d tests/e2e/node/node_modules ]; then \
 		echo "npm ci in tests/e2e/node"; \
@@ -123,7 +131,7 @@ $(E2E_CLIENT): tests/e2e/cpp/e2e_client.cc
 
 bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
-	@/usr/bin/python3 bench/h2_bench.py
+	@/usr/bin/python3 bench/grpc_bench.py --perf
 
 # The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
 # chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh). Not part of

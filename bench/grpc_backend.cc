@@ -1,8 +1,12 @@
-// grpc_backend: the gRPC server Pod of bench/h2_bench.py. It speaks h2c (HTTP/2 with prior
+// grpc_backend: the gRPC server Pod of bench/grpc_bench.py. It speaks h2c (HTTP/2 with prior
 // knowledge, as gRPC does without TLS) and answers every request, once the client has ended
 // its stream, with a valid unary gRPC response: ":status: 200", "content-type:
 // application/grpc", one 5-byte-framed message, then the trailer "grpc-status: 0". The
 // request body is read and dropped, so any method and message will do.
+//
+// Two optional request headers shape the answer, so that one server covers every bench
+// workload: "bench-reply-bytes: N" (the message size, instead of --reply-bytes) and
+// "bench-reply-messages: N" (N messages, as a server-streaming call answers).
 //
 // One thread, one epoll, nghttp2 driven by bytes (mem_recv / mem_send): cheap enough per
 // call that h2load, not this server, sets the pace (the bench prints its CPU per call to
@@ -13,7 +17,8 @@
 //   run:   grpc_backend [--port 50051] [--reply-bytes 100]
 //
 // It prints "grpc_backend: listening on port N" once it accepts connections and
-// "grpc_backend: calls N" (calls answered so far) on SIGUSR1 and at exit (SIGTERM, SIGINT).
+// "grpc_backend: calls N messages N" (calls answered so far, and the messages in them) on
+// SIGUSR1 and at exit (SIGTERM, SIGINT).
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -33,6 +38,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <map>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -43,8 +49,11 @@ constexpr size_t kReadBuffer = 64 * 1024;
 constexpr size_t kOutputHighWater = 64 * 1024;  // stop pulling frames from nghttp2 above this
 constexpr int kMaxEvents = 64;
 
-std::vector<uint8_t> g_reply;  // the gRPC frame every call gets: flag 0, length, message
+size_t g_reply_bytes = 100;    // message size when the call does not ask for one
 uint64_t g_calls = 0;          // responses whose trailers went out
+uint64_t g_messages = 0;       // messages in those responses
+constexpr size_t kMaxReplyBytes = 16 << 20;
+constexpr size_t kMaxReplyMessages = 1 << 20;
 
 [[noreturn]] void die(const char* what) {
   std::fprintf(stderr, "grpc_backend: %s: %s\n", what, std::strerror(errno));
@@ -56,6 +65,45 @@ nghttp2_nv header(std::string_view name, std::string_view value) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
                     value.size(), NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+}
+
+// The gRPC length-prefixed message of `size` bytes (built once per size): compressed flag 0,
+// 4-byte big-endian length, then a protobuf message whose field 1 (bytes) fills the size (a
+// tag byte, the varint length, the 'x's), so that a generated client would decode it too.
+// Where the varint grows by a byte the message comes out one byte short.
+const std::vector<uint8_t>& frameOf(size_t size) {
+  static std::map<size_t, std::vector<uint8_t>> frames;
+  auto [it, added] = frames.try_emplace(size);
+  if (!added) return it->second;
+  auto varintSize = [](size_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7) ++n;
+    return n;
+  };
+  std::vector<uint8_t> message{0x0a};
+  size_t payload = size - 2;
+  while (1 + varintSize(payload) + payload > size) --payload;
+  for (size_t v = payload;; v >>= 7) {
+    message.push_back(static_cast<uint8_t>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0)));
+    if (v < 0x80) break;
+  }
+  message.insert(message.end(), payload, 'x');
+  const auto len = static_cast<uint32_t>(message.size());
+  it->second = {0, static_cast<uint8_t>(len >> 24), static_cast<uint8_t>(len >> 16),
+                static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
+  it->second.insert(it->second.end(), message.begin(), message.end());
+  return it->second;
+}
+
+// A header's decimal value within [lo, hi], or `fallback` when absent or malformed.
+size_t headerNumber(const uint8_t* value, size_t len, size_t lo, size_t hi, size_t fallback) {
+  size_t v = 0;
+  if (len == 0 || len > 9) return fallback;
+  for (size_t i = 0; i < len; ++i) {
+    if (value[i] < '0' || value[i] > '9') return fallback;
+    v = v * 10 + (value[i] - '0');
+  }
+  return v < lo || v > hi ? fallback : v;
 }
 
 class Connection {
@@ -135,16 +183,34 @@ class Connection {
           cb, [](nghttp2_session*, const nghttp2_frame* frame, void* self) noexcept {
             return static_cast<Connection*>(self)->onFrameRecv(frame);
           });
+      nghttp2_session_callbacks_set_on_header_callback(
+          cb, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
+                 size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                 void* self) noexcept {
+            const std::string_view n(reinterpret_cast<const char*>(name), namelen);
+            if (n.size() < 6 || n.substr(0, 6) != "bench-") return 0;
+            Reply& r = static_cast<Connection*>(self)->replies_[frame->hd.stream_id];
+            if (n == "bench-reply-bytes") {
+              r.bytes = headerNumber(value, valuelen, 2, kMaxReplyBytes, r.bytes);
+            } else if (n == "bench-reply-messages") {
+              r.messages = headerNumber(value, valuelen, 1, kMaxReplyMessages, r.messages);
+            }
+            return 0;
+          });
       nghttp2_session_callbacks_set_on_frame_send_callback(
-          cb, [](nghttp2_session*, const nghttp2_frame* frame, void*) noexcept {
+          cb, [](nghttp2_session*, const nghttp2_frame* frame, void* self) noexcept {
             // Trailers are the last frame of a call: count it answered.
-            if (frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            if (frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
               ++g_calls;
+              auto& replies = static_cast<Connection*>(self)->replies_;
+              if (auto it = replies.find(frame->hd.stream_id); it != replies.end())
+                g_messages += it->second.messages;
+            }
             return 0;
           });
       nghttp2_session_callbacks_set_on_stream_close_callback(
           cb, [](nghttp2_session*, int32_t stream_id, uint32_t, void* self) noexcept {
-            static_cast<Connection*>(self)->sent_.erase(stream_id);
+            static_cast<Connection*>(self)->replies_.erase(stream_id);
             return 0;
           });
       return cb;
@@ -166,21 +232,30 @@ class Connection {
                             void* self) noexcept -> ssize_t {
       return static_cast<Connection*>(self)->readBody(session, stream_id, buf, length, flags);
     };
-    sent_[id] = 0;
+    Reply& r = replies_[id];
+    r.frame = &frameOf(r.bytes);
     if (nghttp2_submit_response(session_, id, response, 2, &body) != 0) {
       nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
     }
     return 0;
   }
 
-  // The reply frame (in pieces if the window or frame size is smaller), then the trailers.
+  // The reply frames back to back (cut where the window or frame size says), then the
+  // trailers.
   ssize_t readBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf, size_t length,
                    uint32_t* flags) {
-    size_t& off = sent_[stream_id];
-    const size_t n = std::min(length, g_reply.size() - off);
-    std::memcpy(buf, g_reply.data() + off, n);
-    off += n;
-    if (off == g_reply.size()) {
+    Reply& r = replies_[stream_id];
+    const std::vector<uint8_t>& frame = *r.frame;
+    const size_t total = frame.size() * r.messages;
+    size_t n = 0;
+    while (n < length && r.sent < total) {
+      const size_t off = r.sent % frame.size();
+      const size_t k = std::min(length - n, frame.size() - off);
+      std::memcpy(buf + n, frame.data() + off, k);
+      n += k;
+      r.sent += k;
+    }
+    if (r.sent == total) {
       *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
       static nghttp2_nv trailers[] = {header("grpc-status", "0")};
       if (nghttp2_submit_trailer(session, stream_id, trailers, 1) != 0) {
@@ -194,7 +269,13 @@ class Connection {
   nghttp2_session* session_ = nullptr;
   std::string out_;
   size_t out_off_ = 0;
-  std::unordered_map<int32_t, size_t> sent_;  // reply bytes sent, per open stream
+  struct Reply {
+    size_t bytes = g_reply_bytes;
+    size_t messages = 1;
+    const std::vector<uint8_t>* frame = nullptr;
+    size_t sent = 0;  // bytes of the whole answer sent so far
+  };
+  std::unordered_map<int32_t, Reply> replies_;  // per open stream
 };
 
 int listenOn(uint16_t port) {
@@ -215,7 +296,8 @@ int listenOn(uint16_t port) {
 }
 
 void printCalls() {
-  std::printf("grpc_backend: calls %llu\n", static_cast<unsigned long long>(g_calls));
+  std::printf("grpc_backend: calls %llu messages %llu\n",
+              static_cast<unsigned long long>(g_calls), static_cast<unsigned long long>(g_messages));
   std::fflush(stdout);
 }
 
@@ -234,43 +316,18 @@ unsigned long parseNumber(const char* text, unsigned long max, const char* what)
 
 int main(int argc, char** argv) {
   uint16_t port = 50051;
-  size_t reply_bytes = 100;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--port" && i + 1 < argc) {
       port = static_cast<uint16_t>(parseNumber(argv[++i], 65535, "port"));
     } else if (arg == "--reply-bytes" && i + 1 < argc) {
-      reply_bytes = parseNumber(argv[++i], 1 << 24, "reply size");
-      if (reply_bytes < 2) reply_bytes = 2;  // a tag and a length at least
+      g_reply_bytes = parseNumber(argv[++i], kMaxReplyBytes, "reply size");
+      if (g_reply_bytes < 2) g_reply_bytes = 2;  // a tag and a length at least
     } else {
       std::fprintf(stderr, "usage: grpc_backend [--port N] [--reply-bytes N]\n");
       return 2;
     }
   }
-  // The gRPC length-prefixed message: compressed flag 0, 4-byte big-endian length, then a
-  // protobuf message whose field 1 (bytes) fills the size asked for (a tag byte, the varint
-  // length, the 'x's), so that a generated client would decode it too. Where the varint
-  // grows by a byte the message comes out one byte short.
-  std::vector<uint8_t> message{0x0a};
-  {
-    auto varintSize = [](size_t v) {
-      size_t size = 1;
-      for (; v >= 0x80; v >>= 7) ++size;
-      return size;
-    };
-    size_t payload = reply_bytes - 2;
-    while (1 + varintSize(payload) + payload > reply_bytes) --payload;
-    for (size_t v = payload;; v >>= 7) {
-      message.push_back(static_cast<uint8_t>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0)));
-      if (v < 0x80) break;
-    }
-    message.insert(message.end(), payload, 'x');
-  }
-  const auto len = static_cast<uint32_t>(message.size());
-  g_reply = {0, static_cast<uint8_t>(len >> 24), static_cast<uint8_t>(len >> 16),
-             static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
-  g_reply.insert(g_reply.end(), message.begin(), message.end());
-
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);

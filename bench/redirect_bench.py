@@ -20,6 +20,7 @@ import sim  # noqa: E402
 from sim import spindle as spindle_mod  # noqa: E402
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 ROUNDS = int(os.environ.get("SPINDLE_BENCH_ROUNDS", "3"))
 CONNECTS = 1000
 IPERF_SECONDS = 5
@@ -86,18 +87,24 @@ def main():
     spindle_c = statistics.median(connects["spindle"])
     direct_t = statistics.median(throughput["direct"])
     spindle_t = statistics.median(throughput["spindle"])
-    print()
-    print(f"| redirect path ({ROUNDS} interleaved rounds) | direct | spindle | spindle − direct "
-          f"or ratio |")
-    print("|---|---|---|---|")
-    print(f"| connect() median, µs ({CONNECTS} per round) | {direct_c:.1f} | {spindle_c:.1f} | "
-          f"{spindle_c - direct_c:+.1f} µs |")
-    print(f"| per-round medians, µs | {spread(round_medians['direct'])} | "
-          f"{spread(round_medians['spindle'])} | |")
-    print(f"| one TCP connection, Gbit/s (iperf3 {IPERF_SECONDS} s) | {direct_t:.2f} | "
-          f"{spindle_t:.2f} | {spindle_t / direct_t:.2f}× |")
-    print(f"| per-round, Gbit/s | {spread(throughput['direct'])} | {spread(throughput['spindle'])} "
-          f"| |")
+    table = [
+        f"| redirect path ({ROUNDS} interleaved rounds) | direct | spindle | spindle − direct "
+        f"or ratio |",
+        "|---|---|---|---|",
+        f"| connect() median, µs ({CONNECTS} per round) | {direct_c:.1f} | {spindle_c:.1f} | "
+        f"{spindle_c - direct_c:+.1f} µs |",
+        f"| per-round medians, µs | {spread(round_medians['direct'])} | "
+        f"{spread(round_medians['spindle'])} | |",
+        f"| one TCP connection, Gbit/s (iperf3 {IPERF_SECONDS} s) | {direct_t:.2f} | "
+        f"{spindle_t:.2f} | {spindle_t / direct_t:.2f}× |",
+        f"| per-round, Gbit/s | {spread(throughput['direct'])} | {spread(throughput['spindle'])} "
+        f"| |",
+    ]
+    text = "\n".join(table) + "\n"
+    print("\n" + text)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, "redirect.md"), "w") as f:
+        f.write(f"# What the redirect costs\n\n`make bench`, bench/redirect_bench.py\n\n{text}")
     return 0
 
 

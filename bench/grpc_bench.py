@@ -1,0 +1,910 @@
+#!/usr/bin/python3
+"""make bench (gRPC path): spindle against no proxy and against the proxies users would pick
+instead (HAProxy, nginx, nghttpx), the same workloads in one run, on a simulated node.
+
+Systems, each with one worker thread, in front of the same two backend Pods:
+
+  - direct:  no proxy. The client dials the Service VIP, DNAT'd per connection to a random
+             Pod (kube-proxy): the limit of the machine, and the pinning spindle removes;
+  - spindle: the client dials the VIP; spindle's BPF redirects the connect to spindle
+             (proxy.workers 1), which sends every call to one of the two Pods;
+  - haproxy: HAProxy, nbthread 1, `proto h2` on both sides, roundrobin;
+  - nginx:   nginx, worker_processes 1, grpc_pass to an upstream with keepalive;
+  - nghttpx: nghttpx --workers=1, h2c frontend, h2c backends (proto=h2).
+  The three proxies listen on the node address (198.18.0.1); the client dials them directly,
+  as a client configured with a proxy address would. Only spindle is reached by redirect.
+
+Rounds are interleaved (direct, spindle, haproxy, nginx, nghttpx, then again) because the
+machine is noisy; each system's round starts fresh backends and a fresh proxy. Figures are
+medians over rounds, with the min–max of the per-round values.
+
+Workloads (h2load in a client Pod, POSTs of gRPC-framed protobuf messages, `content-type:
+application/grpc`, `te: trailers`; the backend bench/grpc_backend.cc answers each call with
+headers, messages and the trailer `grpc-status: 0`):
+
+  - unary_c2:  100-byte messages, `-c 2 -m 100` (few connections, many streams: the case
+               spindle exists for), for --seconds;
+  - unary_c16: 100-byte messages, `-c 16 -m 32`;
+  - big_64k:   64 KiB request and answer, `-c 2 -m 16`;
+  - stream:    server streaming: 100-byte request, 100 answers of 1 KiB each, `-c 2 -m 16`;
+               counted in messages (from the backends' own counts);
+  - latency:   unary_c2 open loop at a fixed rate (h2load --rps) of half the direct
+               unary_c2 calls/s of the same round; p50/p99 from h2load's --log-file;
+  - idle:      1000 idle HTTP/2 connections (bench/idle_conns.py: preface and SETTINGS both
+               ways), resident memory per connection = VmRSS delta of the proxy's processes
+               (for direct: of the backends) over the connection count;
+  - connect:   connection set-up rate: h2load -c 500 -n 500 -m 1, each new connection makes
+               one call; connections per second over h2load's run time.
+
+Per system: calls/s = calls that succeeded / h2load's time; CPU µs per call = utime + stime of
+every process of the proxy (/proc/PID/stat, the process and its children: nginx's and
+nghttpx's workers) over the calls the backends answered in the run; calls per backend from the
+backends' own counts (SIGUSR1). Outputs bench/results/latest.md (table, targets, versions),
+latest.svg (chart) and latest.json (every round's figures); with --perf, one more spindle run
+under `perf record` gives spindle-profile.txt (where its CPU goes).
+
+    bench/grpc_bench.py [--rounds N] [--seconds S] [--systems a,b] [--workloads a,b]
+                        [--idle-conns N] [--perf] [--out DIR]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import sim  # noqa: E402
+from sim import spindle as spindle_mod  # noqa: E402
+
+BENCH_DIR = os.path.join(REPO, "bench")
+BACKEND_BIN = os.path.join(REPO, "build", "bin", "grpc_backend")
+IDLE_CONNS = os.path.join(BENCH_DIR, "idle_conns.py")
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+PORT = 50051  # the Service port and the Pods' port
+PROXY_PORTS = {"haproxy": 10001, "nginx": 10002, "nghttpx": 10003}
+PATH = "/spindle.bench.Bench/Call"
+SYSTEMS = ("direct", "spindle", "haproxy", "nginx", "nghttpx")
+LABELS = {"direct": "direct", "spindle": "spindle", "haproxy": "HAProxy", "nginx": "nginx",
+          "nghttpx": "nghttpx"}
+PROXIES = ("haproxy", "nginx", "nghttpx")  # the ones spindle's targets compare against
+
+# name: h2load clients, streams per client, request message bytes, answer message bytes,
+# answer messages per call.
+LOADS = {
+    "unary_c2": dict(c=2, m=100, req=100, reply=100, messages=1,
+                     title="unary 100 B, -c 2 -m 100"),
+    "unary_c16": dict(c=16, m=32, req=100, reply=100, messages=1,
+                      title="unary 100 B, -c 16 -m 32"),
+    "big_64k": dict(c=2, m=16, req=65536, reply=65536, messages=1,
+                    title="unary 64 KiB each way, -c 2 -m 16"),
+    "stream": dict(c=2, m=16, req=100, reply=1024, messages=100,
+                   title="server streaming, 100 × 1 KiB per call, -c 2 -m 16"),
+}
+WORKLOADS = (*LOADS, "latency", "idle", "connect")
+CONNECT_COUNT = 500
+LATENCY_WARMUP = 0.5  # s at the start of the open-loop run left out of the percentiles
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def process_tree(pid):
+    """pid and all its descendants (nginx master → worker, nghttpx → worker)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        for p in process_tree(pid):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            fields = data[data.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        for p in process_tree(pid):
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
+            except FileNotFoundError:
+                continue
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+COUNT_LINE = re.compile(r"^grpc_backend: calls (\d+) messages (\d+)$")
+
+
+def backend_counts(proc, timeout=5.0):
+    """(calls, messages) the backend has answered so far: SIGUSR1 prints a new count line."""
+    def lines():
+        return [m.groups() for m in map(COUNT_LINE.match, proc.stdout_lines()) if m]
+    before = len(lines())
+    proc.signal(signal.SIGUSR1)
+    proc.wait_for(lambda: len(lines()) > before, timeout, what="a count line")
+    calls, messages = lines()[-1]
+    return int(calls), int(messages)
+
+
+def wait_listening(place, proc, port, timeout=10.0):
+    def up():
+        if not proc.alive:
+            raise BenchError(f"{proc.name} exited before it listened:\n{proc.tail()}")
+        return place.run(["ss", "-Hltn", f"sport = :{port}"]).stdout.strip()
+    sim.wait_until(up, timeout, what=f"a listener on port {port}")
+
+
+# --- h2load ----------------------------------------------------------------------------------
+
+def grpc_frame(size):
+    """A gRPC length-prefixed protobuf message of about `size` bytes (field 1, bytes)."""
+    payload = size - 2
+    while True:
+        length = bytearray()
+        v = payload
+        while True:
+            length.append((v & 0x7F) | (0x80 if v >= 0x80 else 0))
+            v >>= 7
+            if not v:
+                break
+        if 1 + len(length) + payload <= size:
+            break
+        payload -= 1
+    msg = b"\x0a" + bytes(length) + b"q" * payload
+    return b"\x00" + struct.pack(">I", len(msg)) + msg
+
+
+def _duration_s(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise BenchError(f"unreadable h2load duration {text!r}")
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1}[m.group(2)]
+
+
+def parse_h2load(out):
+    fin = re.search(r"^finished in (\S+), ([\d.]+) req/s", out, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx", out, re.M)
+    if not (fin and req and codes):
+        raise BenchError(f"unreadable h2load output:\n{out}")
+    total, started, done, ok, failed, errored, timeouts = map(int, req.groups())
+    return {"seconds": _duration_s(fin.group(1)), "succeeded": min(ok, int(codes.group(1))),
+            "failed": failed + errored + timeouts + (ok - min(ok, int(codes.group(1))))}
+
+
+def h2load(client, url, body, headers, *, c, m, extra, timeout):
+    argv = ["h2load", "-c", str(c), "-m", str(m), "-t", "1", "-N", "10s", *extra, "-d", body,
+            "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    for h in headers:
+        argv += ["-H", h]
+    try:
+        p = client.run(argv + [url], timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"h2load did not finish within {timeout} s") from None
+    if p.returncode != 0 and "finished in" not in p.stdout:
+        raise BenchError(f"h2load exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return parse_h2load(p.stdout)
+
+
+def grpc_check(client, url, body):
+    """One call with nghttp -v: None when it came back as a valid gRPC response, else why."""
+    argv = ["nghttp", "-v", "-n", "-t", "5", "-d", body, "-H", "content-type: application/grpc",
+            "-H", "te: trailers", url]
+    try:
+        p = client.run(argv, timeout=15, check=False)
+    except subprocess.TimeoutExpired:
+        return "nghttp timed out"
+    missing = [what for what, pattern in (
+        (":status 200", r"recv \(stream_id=\d+\) :status: 200$"),
+        ("a DATA frame", r"recv DATA frame <length=[1-9]"),
+        ("trailer grpc-status 0", r"recv \(stream_id=\d+\) grpc-status: 0$"),
+    ) if not re.search(pattern, p.stdout, re.M)]
+    if p.returncode != 0 or missing:
+        return f"nghttp exited {p.returncode}, missing {', '.join(missing) or 'nothing'}"
+    return None
+
+
+# --- the systems -----------------------------------------------------------------------------
+
+HAPROXY_CFG = """global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+frontend grpc
+    bind {listen} proto h2
+    default_backend pods
+backend pods
+    balance roundrobin
+    http-reuse always
+{servers}
+"""
+
+NGINX_CFG = """daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 0;
+    client_body_buffer_size 128k;
+    keepalive_requests 100000000;
+    upstream pods {{
+{servers}
+        keepalive 1024;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen {listen} http2 backlog=4096;
+        location / {{ grpc_pass grpc://pods; }}
+    }}
+}}
+"""
+
+
+class System:
+    """One system's instance for one round: start(), .pids (whose CPU and memory count),
+    .url, stop()."""
+
+    def __init__(self, name, node, pods, svc, r):
+        self.name, self.node, self.pods, self.svc, self.r = name, node, pods, svc, r
+        self.proc = None
+        self.daemon = None
+        self.pids = []
+        host, port = ((svc.vip4, PORT) if name in ("direct", "spindle")
+                      else (node.addr4, PROXY_PORTS[name]))
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}{PATH}"
+        self.dir = os.path.join(node.logdir, f"{name}-{r}")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def start(self):
+        endpoints = [(p.ip4, PORT) for p in self.pods]
+        if self.name == "spindle":
+            cfg = spindle_mod.config(self.node, [self.svc], workers=1)
+            cfg["services"] = [spindle_mod.service_config(
+                self.svc, endpoints=[f"{a}:{p}" for a, p in endpoints])]
+            self.daemon = sim.Spindle(self.node, cfg, name=f"spindle-{self.r}").start()
+            self.proc = self.daemon.proc
+        elif self.name == "haproxy":
+            path = os.path.join(self.dir, "haproxy.cfg")
+            servers = "\n".join(f"    server pod{i} {a}:{p} proto h2"
+                                for i, (a, p) in enumerate(endpoints))
+            with open(path, "w") as f:
+                f.write(HAPROXY_CFG.format(listen=f"{self.host}:{self.port}", servers=servers))
+            self.proc = self.node.spawn(["haproxy", "-db", "-f", path], name=f"haproxy-{self.r}")
+        elif self.name == "nginx":
+            path = os.path.join(self.dir, "nginx.conf")
+            servers = "\n".join(f"        server {a}:{p};" for a, p in endpoints)
+            with open(path, "w") as f:
+                f.write(NGINX_CFG.format(dir=self.dir, listen=f"{self.host}:{self.port}",
+                                         servers=servers))
+            self.proc = self.node.spawn(["nginx", "-c", path, "-p", self.dir,
+                                         "-e", os.path.join(self.dir, "error.log")],
+                                        name=f"nginx-{self.r}")
+        elif self.name == "nghttpx":
+            argv = ["nghttpx", "--conf=/dev/null", "--workers=1", "--no-via",
+                    f"--frontend={self.host},{self.port};no-tls",
+                    f"--errorlog-file={os.path.join(self.dir, 'error.log')}"]
+            argv += [f"--backend={a},{p};;proto=h2" for a, p in endpoints]
+            self.proc = self.node.spawn(argv, name=f"nghttpx-{self.r}")
+        if self.proc is not None:
+            if self.name != "spindle":
+                wait_listening(self.node, self.proc, self.port)
+            self.pids = [self.proc.pid]
+        return self
+
+    def check_after(self, clients):
+        """spindle: its counters must show the client's connections redirected."""
+        if self.daemon is None:
+            return
+        self.daemon.stop()
+        counters = self.daemon.counters() or {}
+        if counters.get("redirected", 0) < clients:
+            raise BenchError(f"spindle: redirect counters {counters}: the client's "
+                             "connections were not redirected")
+
+    def stop(self):
+        if self.daemon is not None:
+            self.daemon.close()
+        elif self.proc is not None:
+            self.proc.stop()
+
+    def tail(self):
+        return self.proc.tail() if self.proc else ""
+
+
+# --- one system, one round -------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, node, client, pods, svc):
+        self.args, self.node, self.client, self.pods, self.svc = args, node, client, pods, svc
+        self.bodies = {}
+        for size in sorted({w["req"] for w in LOADS.values()}):
+            path = os.path.join(node.logdir, f"request-{size}.grpc")
+            with open(path, "wb") as f:
+                f.write(grpc_frame(size))
+            os.chmod(path, 0o644)
+            self.bodies[size] = path
+        self.results = {s: [] for s in args.systems}
+        self.profile = None
+        self.profiling = False
+
+    def start_backends(self, r):
+        procs = []
+        for pod in self.pods:
+            proc = pod.spawn([BACKEND_BIN, "--port", str(PORT)], name=f"backend-{pod.name}-{r}")
+            proc.wait_for_line(r"^grpc_backend: listening", 10, stream="stdout")
+            procs.append(proc)
+        return procs
+
+    def load(self, system, backends, name, extra=None):
+        """One h2load run of a LOADS workload: figures, with the backends' and proxy's view."""
+        w = LOADS[name]
+        headers = [f"bench-reply-bytes: {w['reply']}", f"bench-reply-messages: {w['messages']}"]
+        before = [backend_counts(b) for b in backends]
+        cpu0 = cpu_seconds(system.pids)
+        bcpu0 = cpu_seconds([b.pid for b in backends])
+        extra = extra or ["-D", str(self.args.seconds)]
+        perf = self.start_perf(system, name) if extra[0] == "-D" else None
+        res = h2load(self.client, system.url, self.bodies[w["req"]], headers, c=w["c"],
+                     m=w["m"], extra=extra, timeout=self.args.seconds + 60)
+        cpu = cpu_seconds(system.pids) - cpu0
+        if perf is not None:
+            self.finish_perf(perf, system, name)
+        bcpu = cpu_seconds([b.pid for b in backends]) - bcpu0
+        after = [backend_counts(b) for b in backends]
+        calls = [a[0] - b[0] for a, b in zip(after, before)]
+        messages = sum(a[1] - b[1] for a, b in zip(after, before))
+        if res["succeeded"] == 0 or sum(calls) == 0:
+            raise BenchError(f"{system.name} {name}: no call succeeded")
+        if sum(calls) < res["succeeded"]:
+            raise BenchError(f"{system.name} {name}: h2load saw {res['succeeded']} calls "
+                             f"succeed, the backends answered {sum(calls)}")
+        out = {
+            "calls_per_s": res["succeeded"] / res["seconds"],
+            "messages_per_s": messages / res["seconds"],
+            "errors": res["failed"],
+            "per_backend": calls,
+            "backend_us_per_call": bcpu * 1e6 / sum(calls),
+        }
+        if system.pids:
+            out["cpu_us_per_call"] = cpu * 1e6 / sum(calls)
+            out["cpu_us_per_message"] = cpu * 1e6 / max(messages, 1)
+        return out
+
+    def start_perf(self, system, name):
+        """The profiling run: perf record of spindle during unary_c2."""
+        if not self.profiling:
+            return None
+        data = os.path.join(system.dir, "perf.data")
+        return sim.Proc(["perf", "record", "-q", "-F", "999", "-p", str(system.pids[0]),
+                         "-o", data, "--", "sleep", str(self.args.seconds)],
+                        logdir=system.dir, name="perf"), data
+
+    def finish_perf(self, perf, system, name):
+        proc, data = perf
+        rc = proc.wait(30)
+
+        def report(sort, limit):
+            p = subprocess.run(["perf", "report", "--stdio", "-i", data, "--no-children",
+                                "--sort", sort, "--percent-limit", limit],
+                               capture_output=True, text=True, timeout=120)
+            rows = [re.sub(r"[\s-]+$", "", line) for line in p.stdout.splitlines()
+                    if line.strip() and not line.startswith("#")]
+            return rows if p.returncode == 0 else []
+        by_dso, by_symbol = report("dso", "1"), report("dso,symbol", "0.7")
+        if rc != 0 or not by_dso or not by_symbol:
+            # A profile is a help for reading the figures, not one of them: say why, go on.
+            self.profile = f"perf failed (record exit {rc}):\n{proc.tail()}"
+            return
+        self.profile = (f"perf record -F 999 of spindle (proxy.workers 1, every thread) in a "
+                        f"{name} run ({self.args.seconds} s) after the measured rounds.\n\n"
+                        "Self time by object:\n\n" + "\n".join(by_dso)
+                        + "\n\nSelf time by symbol (≥ 0.7%):\n\n" + "\n".join(by_symbol[:40]))
+
+    def latency(self, system, backends, rate):
+        log = os.path.join(system.dir, "latency.log")
+        w = LOADS["unary_c2"]
+        per_client = max(1, round(rate / w["c"]))
+        res = self.load(system, backends, "unary_c2",
+                        extra=["-D", str(self.args.seconds), "--rps", str(per_client),
+                               "--log-file", log])
+        with open(log) as f:
+            rows = [line.split("\t") for line in f if line.strip()]
+        rows = [(int(t), int(s), int(d)) for t, s, d, *_ in rows]
+        t0 = min(t for t, _, _ in rows)
+        kept = sorted(d for t, s, d in rows if s == 200 and t >= t0 + LATENCY_WARMUP * 1e6)
+        if not kept:
+            raise BenchError(f"{system.name} latency: no successful call after the warm-up")
+
+        def pct(q):
+            return kept[min(len(kept) - 1, int(q * len(kept)))]
+        return {"rate": per_client * w["c"], "achieved": res["calls_per_s"],
+                "p50_us": pct(0.50), "p99_us": pct(0.99), "errors": res["errors"]}
+
+    def idle(self, system, backends):
+        # Memory of the process that holds the client's connections: the proxy, or for
+        # direct the backends themselves.
+        pids = system.pids or [b.pid for b in backends]
+        before = rss_kib(pids)
+        n = self.args.idle_conns
+        proc = self.client.spawn([sim.PYTHON, IDLE_CONNS, system.host, str(system.port), str(n),
+                                  "120"], name=f"idle-{system.name}-{system.r}")
+        try:
+            proc.wait_for_line(r"^idle: ready", 60, stream="stdout")
+            time.sleep(0.5)  # let the other side finish whatever the last ACKs started
+            after = rss_kib(pids)
+        except Exception as e:
+            raise BenchError(f"{system.name} idle: {e}\n{proc.tail()}") from None
+        finally:
+            proc.stop()
+        return {"kib_per_conn": (after - before) / n, "rss_before_kib": before,
+                "rss_after_kib": after}
+
+    def connect(self, system, backends):
+        w = LOADS["unary_c2"]
+        res = h2load(self.client, system.url, self.bodies[w["req"]], [], c=CONNECT_COUNT, m=1,
+                     extra=["-n", str(CONNECT_COUNT)], timeout=60)
+        return {"conns_per_s": res["succeeded"] / res["seconds"], "errors": res["failed"]}
+
+    def round(self, name, r, rate, workloads=None):
+        workloads = workloads or self.args.workloads
+        backends = self.start_backends(r)
+        system = System(name, self.node, self.pods, self.svc, r)
+        out = {}
+        try:
+            system.start()
+            why = grpc_check(self.client, system.url, self.bodies[100])
+            if why:
+                raise BenchError(f"{name}: a call is not answered as a valid gRPC response: "
+                                 f"{why}")
+            # Idle connections first, on a fresh process, so that memory freed by the load
+            # runs does not hide what new connections take.
+            if "idle" in workloads:
+                out["idle"] = self.idle(system, backends)
+            for w in LOADS:
+                if w in workloads:
+                    out[w] = self.load(system, backends, w)
+            if name == "direct" and "unary_c2" in out:
+                rate = out["unary_c2"]["calls_per_s"] / 2  # the round's fixed rate
+            if "latency" in workloads and rate:
+                out["latency"] = self.latency(system, backends, rate)
+            if "connect" in workloads:
+                out["connect"] = self.connect(system, backends)
+            system.check_after(2)
+        except BaseException:
+            print(system.tail(), file=sys.stderr)
+            raise
+        finally:
+            system.stop()
+            for b in backends:
+                b.stop()
+        return out
+
+    def run(self):
+        for r in range(self.args.rounds):
+            rate = None
+            for name in self.args.systems:
+                t0 = time.monotonic()
+                out = self.round(name, r, rate)
+                if "latency" in out and name == "direct":
+                    rate = out["latency"]["rate"]
+                self.results[name].append(out)
+                print(f"round {r + 1}/{self.args.rounds} {name:8s} {summary(out)} "
+                      f"({time.monotonic() - t0:.0f} s)", flush=True)
+        if self.args.perf and "spindle" in self.args.systems:
+            # Its own run, so that the profiler's overhead stays out of the figures.
+            self.profiling = True
+            self.round("spindle", self.args.rounds, None, ["unary_c2"])
+        return self.results
+
+
+def summary(out):
+    parts = []
+    for w in LOADS:
+        if w in out:
+            cpu = out[w].get("cpu_us_per_call")
+            parts.append(f"{w} {out[w]['calls_per_s']:.0f}/s"
+                         + (f" {cpu:.1f}µs" if cpu is not None else ""))
+    if "latency" in out:
+        parts.append(f"p99 {out['latency']['p99_us']}µs")
+    if "idle" in out:
+        parts.append(f"idle {out['idle']['kib_per_conn']:.1f}KiB")
+    if "connect" in out:
+        parts.append(f"connect {out['connect']['conns_per_s']:.0f}/s")
+    return ", ".join(parts)
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def values(results, system, *path):
+    out = []
+    for rnd in results.get(system, []):
+        v = rnd
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+            if v is None:
+                break
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def med(results, system, *path):
+    v = values(results, system, *path)
+    return statistics.median(v) if v else None
+
+
+def share_deviation(results, system, workload):
+    """Worst backend's distance from an even share, over the calls of every round (0.03 = 3%)."""
+    totals = None
+    for per in values(results, system, workload, "per_backend"):
+        totals = per if totals is None else [a + b for a, b in zip(totals, per)]
+    if not totals or not sum(totals):
+        return None, None
+    even = sum(totals) / len(totals)
+    return max(abs(t - even) for t in totals) / even, totals
+
+
+def cell(results, system, path, fmt, scale=1.0):
+    v = [x * scale for x in values(results, system, *path)]
+    if not v:
+        return "–"
+    m = format(statistics.median(v), fmt)
+    return m if len(v) == 1 else f"{m} ({format(min(v), fmt)}–{format(max(v), fmt)})"
+
+
+def added_latency(results, system, key):
+    """Per round: system's percentile minus direct's in the same round; median over rounds."""
+    diffs = [s[key] - d[key] for s, d in zip(values(results, system, "latency"),
+                                              values(results, "direct", "latency"))]
+    return diffs
+
+
+def targets(results, systems):
+    """(target, measured, ratio text, met) rows; None where a figure is missing."""
+    rows = []
+    others = [p for p in PROXIES if p in systems]
+
+    def best(path, pick):
+        vals = [(med(results, p, *path), p) for p in others]
+        vals = [v for v in vals if v[0] is not None]
+        return pick(vals) if vals else (None, None)
+
+    for w in ("unary_c2", "unary_c16"):
+        if w not in LOADS or not values(results, "spindle", w):
+            continue
+        s = med(results, "spindle", w, "cpu_us_per_call")
+        b, who = best((w, "cpu_us_per_call"), min)
+        if s is not None and b:
+            rows.append((f"CPU per call ≤ 0.7× best proxy ({w})", f"{s:.2f} µs vs {LABELS[who]} "
+                         f"{b:.2f} µs", f"{s / b:.2f}×", s / b <= 0.7))
+        s = med(results, "spindle", w, "calls_per_s")
+        b, who = best((w, "calls_per_s"), max)
+        if s is not None and b:
+            rows.append((f"throughput ≥ 1.2× best proxy ({w})", f"{s:.0f}/s vs {LABELS[who]} "
+                         f"{b:.0f}/s", f"{s / b:.2f}×", s / b >= 1.2))
+        d = med(results, "direct", w, "calls_per_s")
+        if s is not None and d:
+            rows.append((f"throughput ≥ 0.65× direct ({w})", f"{s:.0f}/s vs direct {d:.0f}/s",
+                         f"{s / d:.2f}×", s / d >= 0.65))
+    if values(results, "spindle", "latency") and values(results, "direct", "latency"):
+        s = statistics.median(added_latency(results, "spindle", "p99_us"))
+        vals = [(statistics.median(added_latency(results, p, "p99_us")), p) for p in others
+                if values(results, p, "latency")]
+        if vals:
+            b, who = min(vals)
+            rows.append(("added p99 latency at half load ≤ best proxy",
+                         f"{s:+.0f} µs vs {LABELS[who]} {b:+.0f} µs",
+                         f"{s / b:.2f}×" if b > 0 else f"{s - b:+.0f} µs", s <= b))
+    if values(results, "spindle", "idle"):
+        s = med(results, "spindle", "idle", "kib_per_conn")
+        b, who = best(("idle", "kib_per_conn"), min)
+        if b:
+            rows.append(("memory per idle connection ≤ 0.5× best proxy",
+                         f"{s:.1f} KiB vs {LABELS[who]} {b:.1f} KiB", f"{s / b:.2f}×",
+                         s / b <= 0.5))
+    dev, totals = share_deviation(results, "spindle", "unary_c2")
+    if dev is not None:
+        rows.append(("backends within ±5% of an even share (-c 2)",
+                     "calls per backend " + " / ".join(map(str, totals)), f"±{dev * 100:.1f}%",
+                     dev <= 0.05))
+    return rows
+
+
+def tool_versions():
+    def first_line(argv):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "not found"
+        return ((p.stdout or p.stderr).strip().splitlines() or ["?"])[0]
+    rev = first_line(["git", "-C", REPO, "describe", "--always", "--dirty"])
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+        cpu = m.group(1) if m else cpu
+    return {
+        "spindle": f"{first_line([sim.SPINDLE_BIN, '--version'])} (git {rev})",
+        "HAProxy": first_line(["haproxy", "-v"]),
+        "nginx": first_line(["nginx", "-v"]),
+        "nghttpx": first_line(["nghttpx", "--version"]),
+        "h2load": first_line(["h2load", "--version"]),
+        "backend": "bench/grpc_backend.cc on " + first_line(["dpkg-query", "-W", "-f",
+                                                             "libnghttp2 ${Version}",
+                                                             "libnghttp2-14"]),
+        "kernel": platform.release(),
+        "CPU": f"{os.cpu_count()} × {cpu}",
+    }
+
+
+def report(results, args, versions, started):
+    systems = args.systems
+    cols = [LABELS[s] for s in systems]
+    lines = [
+        "# spindle against direct, HAProxy, nginx and nghttpx",
+        "",
+        f"`make bench` on {started:%Y-%m-%d %H:%M} UTC: {args.rounds} interleaved rounds "
+        f"({' → '.join(cols)}), {args.seconds} s per run, medians with (min–max) over rounds.",
+        "Every system has one worker thread and the same two backend Pods. The client dials the "
+        "Service VIP for direct (kube-proxy-like DNAT, a random Pod per connection) and for "
+        "spindle (its BPF redirects the connect to spindle); it dials HAProxy, nginx and "
+        "nghttpx directly on the node address. CPU per call is the proxy's utime + stime "
+        "(every process of it) over the calls the backends answered. Latency is measured open "
+        "loop at half of direct's unary -c 2 calls/s of the same round: a system that cannot "
+        "keep up with that rate queues, and its latency is mostly that queue (see its achieved "
+        "calls/s).",
+        "",
+        "| figure | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+
+    def row(label, path, fmt, scale=1.0, only=None):
+        cells = [cell(results, s, path, fmt, scale) if (only is None or s in only) else "–"
+                 for s in systems]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    proxied = [s for s in systems if s != "direct"]
+    for w, spec in LOADS.items():
+        if not any(values(results, s, w) for s in systems):
+            continue
+        t = spec["title"]
+        if spec["messages"] > 1:
+            row(f"{t}: messages/s", (w, "messages_per_s"), ".0f")
+            row(f"{t}: CPU µs per message", (w, "cpu_us_per_message"), ".2f", only=proxied)
+        else:
+            row(f"{t}: calls/s", (w, "calls_per_s"), ".0f")
+            row(f"{t}: CPU µs per call", (w, "cpu_us_per_call"), ".2f", only=proxied)
+        row(f"{t}: backend CPU µs per call", (w, "backend_us_per_call"), ".2f")
+        shares = []
+        for s in systems:
+            dev, totals = share_deviation(results, s, w)
+            shares.append("–" if dev is None else
+                          " / ".join(f"{t_ * 100 / sum(totals):.1f}%" for t_ in totals))
+        lines.append(f"| {t}: calls per backend, all rounds | " + " | ".join(shares) + " |")
+        errs = [sum(values(results, s, w, "errors")) for s in systems]
+        if any(errs):
+            lines.append(f"| {t}: failed calls, all rounds | " + " | ".join(map(str, errs)) + " |")
+    if any(values(results, s, "latency") for s in systems):
+        rates = values(results, "direct", "latency", "rate")
+        rate = f"{statistics.median(rates):.0f}" if rates else "?"
+        t = f"open loop at ~{rate} calls/s (½ direct), -c 2"
+        row(f"{t}: achieved calls/s", ("latency", "achieved"), ".0f")
+        row(f"{t}: p50 µs", ("latency", "p50_us"), ".0f")
+        row(f"{t}: p99 µs", ("latency", "p99_us"), ".0f")
+        for key in ("p50_us", "p99_us"):
+            cells = []
+            for s in systems:
+                d = added_latency(results, s, key) if s != "direct" else []
+                cells.append("–" if not d else
+                             f"{statistics.median(d):+.0f}" + ("" if len(d) == 1 else
+                                                                f" ({min(d):+.0f}–{max(d):+.0f})"))
+            lines.append(f"| {t}: added {key[:3]} µs (− direct, per round) | "
+                         + " | ".join(cells) + " |")
+    if any(values(results, s, "idle") for s in systems):
+        row(f"{args.idle_conns} idle HTTP/2 connections: KiB RSS per connection "
+            "(direct: the backends')", ("idle", "kib_per_conn"), ".1f")
+    if any(values(results, s, "connect") for s in systems):
+        row(f"connection set-up, {CONNECT_COUNT} new connections × 1 call: connections/s",
+            ("connect", "conns_per_s"), ".0f")
+
+    lines += ["", "![calls/s and proxy CPU per call, unary workloads](latest.svg)"]
+    rows = targets(results, systems)
+    lines += ["", "## Targets (spindle, ratios from this run)", "",
+              "| target | measured | ratio | met |", "|---|---|---|---|"]
+    for target, measured, ratio, met in rows:
+        lines.append(f"| {target} | {measured} | {ratio} | {'yes' if met else '**no**'} |")
+    if args.perf:
+        lines += ["", "Where spindle's CPU goes: [spindle-profile.txt](spindle-profile.txt) "
+                  "(perf, a separate run after the rounds)."]
+    if os.path.exists(os.path.join(args.out, "redirect.md")):
+        lines += ["", "The redirect's own cost (connect time, one TCP stream): "
+                  "[redirect.md](redirect.md)."]
+    lines += ["", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in versions.items()]
+    if args.note:
+        lines += ["", f"Note: {args.note}"]
+    return "\n".join(lines) + "\n", rows
+
+
+def svg_chart(results, systems):
+    """Two bar charts side by side: calls/s and proxy CPU µs per call for the unary
+    workloads, medians with min–max whiskers. Plain SVG, no library."""
+    loads = [w for w in ("unary_c2", "unary_c16") if any(values(results, s, w) for s in systems)]
+    colours = {"unary_c2": "#3b6ea5", "unary_c16": "#e08a2c"}
+    W, H, top, bottom, left = 460, 300, 40, 50, 70
+    panels = [("calls/s", "calls_per_s", systems),
+              ("proxy CPU µs per call", "cpu_us_per_call", [s for s in systems if s != "direct"])]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * 2}" height="{H + 30}" '
+             'font-family="sans-serif" font-size="12">',
+             f'<rect width="{W * 2}" height="{H + 30}" fill="white"/>']
+    for i, (title, key, syss) in enumerate(panels):
+        x0 = i * W
+        vals = [v for s in syss for w in loads for v in values(results, s, w, key)]
+        vmax = max(vals) * 1.1 if vals else 1
+        plot_w, plot_h = W - left - 20, H - top - bottom
+        parts.append(f'<text x="{x0 + W / 2}" y="20" text-anchor="middle" font-size="14">'
+                     f'{title}</text>')
+        for k in range(5):  # gridlines and axis labels
+            v = vmax * k / 4
+            y = top + plot_h - plot_h * k / 4
+            parts.append(f'<line x1="{x0 + left}" x2="{x0 + left + plot_w}" y1="{y:.1f}" '
+                         f'y2="{y:.1f}" stroke="#ddd"/>')
+            parts.append(f'<text x="{x0 + left - 5}" y="{y + 4:.1f}" text-anchor="end">'
+                         f'{v:,.0f}</text>' if vmax > 20 else
+                         f'<text x="{x0 + left - 5}" y="{y + 4:.1f}" text-anchor="end">'
+                         f'{v:.1f}</text>')
+        group = plot_w / max(len(syss), 1)
+        bar = group * 0.8 / max(len(loads), 1)
+        for j, s in enumerate(syss):
+            gx = x0 + left + j * group + group * 0.1
+            parts.append(f'<text x="{gx + group * 0.4:.1f}" y="{top + plot_h + 18}" '
+                         f'text-anchor="middle">{LABELS[s]}</text>')
+            for k, w in enumerate(loads):
+                v = values(results, s, w, key)
+                if not v:
+                    continue
+                m = statistics.median(v)
+                bx = gx + k * bar
+                h = plot_h * m / vmax
+                parts.append(f'<rect x="{bx:.1f}" y="{top + plot_h - h:.1f}" width="{bar - 2:.1f}" '
+                             f'height="{h:.1f}" fill="{colours[w]}"/>')
+                ylo, yhi = (top + plot_h - plot_h * min(v) / vmax,
+                            top + plot_h - plot_h * max(v) / vmax)
+                cx = bx + (bar - 2) / 2
+                parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{ylo:.1f}" y2="{yhi:.1f}" '
+                             'stroke="black"/>')
+    for k, w in enumerate(loads):  # legend
+        lx = 20 + k * 260
+        parts.append(f'<rect x="{lx}" y="{H + 8}" width="12" height="12" fill="{colours[w]}"/>')
+        parts.append(f'<text x="{lx + 18}" y="{H + 18}">{LOADS[w]["title"]}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("SPINDLE_BENCH_ROUNDS", "3")))
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("SPINDLE_BENCH_SECONDS",
+                                                                      "4")),
+                    help="length of each h2load run (default 4)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--idle-conns", type=int, default=1000)
+    ap.add_argument("--out", default=RESULTS_DIR, help="where latest.{md,svg,json} go")
+    ap.add_argument("--perf", action="store_true",
+                    default=os.environ.get("SPINDLE_BENCH_PERF") == "1",
+                    help="then profile spindle (perf record) in one more unary_c2 run; "
+                         "writes spindle-profile.txt")
+    ap.add_argument("--note", default=os.environ.get("SPINDLE_BENCH_NOTE", ""),
+                    help="a line added to the results, e.g. about the machine")
+    args = ap.parse_args()
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    bad = [s for s in args.systems if s not in SYSTEMS] + [w for w in args.workloads
+                                                            if w not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown: {', '.join(bad)}")
+    if "latency" in args.workloads and (args.systems[0] != "direct"
+                                        or "unary_c2" not in args.workloads):
+        ap.error("latency needs direct first and unary_c2 (its rate is half of direct's)")
+    if not (1 <= args.rounds <= 20 and 1 <= args.seconds <= 60
+            and 10 <= args.idle_conns <= 5000):
+        ap.error("--rounds in 1..20, --seconds in 1..60, --idle-conns in 10..5000")
+    if os.geteuid() != 0:
+        print("make bench needs root", file=sys.stderr)
+        return 1
+    packages = {"h2load": "nghttp2-client", "nghttp": "nghttp2-client", "haproxy": "haproxy",
+                "nginx": "nginx", "nghttpx": "nghttp2-proxy"}
+    for tool, pkg in packages.items():
+        if (tool not in PROXIES or tool in args.systems) and shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install {pkg} (make deps)", file=sys.stderr)
+            return 1
+    for path, how in ((sim.SPINDLE_BIN, "make"), (BACKEND_BIN, "make build/bin/grpc_backend")):
+        if not os.access(path, os.X_OK):
+            print(f"{path} missing: run {how}", file=sys.stderr)
+            return 1
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        with sim.Node() as node:
+            client = node.add_pod("client")
+            pods = [node.add_pod("grpc1"), node.add_pod("grpc2")]
+            svc = node.add_service("grpc", ports=[PORT], backends=pods)
+            bench = Bench(args, node, client, pods, svc)
+            results = bench.run()
+    except BenchError as e:
+        print(f"grpc_bench: {e}", file=sys.stderr)
+        return 1
+
+    versions = tool_versions()
+    text, rows = report(results, args, versions, started)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "latest.svg"), "w") as f:
+        f.write(svg_chart(results, args.systems))
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"started": started.isoformat(), "rounds": args.rounds,
+                   "seconds": args.seconds, "versions": versions, "results": results}, f,
+                  indent=1)
+    if bench.profile:
+        with open(os.path.join(args.out, "spindle-profile.txt"), "w") as f:
+            f.write(bench.profile + "\n")
+    print()
+    print(text)
+    print(f"written: {os.path.join(args.out, 'latest.md')}, latest.svg, latest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""A short run of `make bench`'s gRPC harness (bench/grpc_bench.py), so that it cannot rot:
+one round, one second per run, against every system (direct, spindle, HAProxy, nginx,
+nghttpx). The figures mean nothing at this length; what is checked is that every system was
+set up, answered real gRPC calls, and made it into the table, and that spindle's balance was
+counted at the backends. The figures themselves come from `make bench`."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import sim
+from support import SimTestCase
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HARNESS = os.path.join(REPO, "bench", "grpc_bench.py")
+SYSTEMS = ("direct", "spindle", "haproxy", "nginx", "nghttpx")
+LABELS = ("direct", "spindle", "HAProxy", "nginx", "nghttpx")
+TOOLS = {"h2load": "nghttp2-client", "nghttp": "nghttp2-client", "haproxy": "haproxy",
+         "nginx": "nginx", "nghttpx": "nghttp2-proxy"}
+RUN_TIMEOUT = 100  # s; the run takes about 40
+
+
+class BenchSmokeTest(SimTestCase):
+    needs_spindle = True
+
+    @classmethod
+    def build(cls, stack):
+        missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+        if missing:
+            cls._skip_reason = f"not installed: {' '.join(sorted(set(missing)))} (make deps)"
+            return
+        # The bench's backend is built by make on demand (make bench does it too).
+        subprocess.run(["make", "-s", "build/bin/grpc_backend"], cwd=REPO, check=True,
+                       capture_output=True, timeout=300)
+        cls.out = stack.enter_context(tempfile.TemporaryDirectory(prefix="spindle-bench-"))
+        cls.run_ = subprocess.run(
+            [sim.PYTHON, HARNESS, "--rounds", "1", "--seconds", "1",
+             "--workloads", "unary_c2,latency,idle", "--idle-conns", "50", "--out", cls.out],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    def setUp(self):
+        super().setUp()
+        self.assertEqual(self.run_.returncode, 0,
+                         f"grpc_bench.py failed:\n{self.run_.stdout[-3000:]}\n"
+                         f"{self.run_.stderr[-3000:]}")
+
+    def table(self):
+        with open(os.path.join(self.out, "latest.md")) as f:
+            text = f.read()
+        head = next(line for line in text.splitlines() if line.startswith("| figure |"))
+        rows = {}
+        for line in text.splitlines():
+            m = re.match(r"^\| ([^|]+) \| (.+) \|$", line)
+            if m:
+                rows[m.group(1).strip()] = [c.strip() for c in m.group(2).split("|")]
+        return [c.strip() for c in head.strip("|").split("|")][1:], rows
+
+    def test_every_system_answered_calls(self):
+        columns, rows = self.table()
+        self.assertEqual(columns, list(LABELS))
+        calls = rows["unary 100 B, -c 2 -m 100: calls/s"]
+        self.assertEqual(len(calls), len(SYSTEMS))
+        for label, value in zip(LABELS, calls):
+            self.assertGreater(float(value), 0, f"{label}: no calls/s in the table")
+        cpu = rows["unary 100 B, -c 2 -m 100: CPU µs per call"]
+        for label, value in zip(LABELS[1:], cpu[1:]):
+            self.assertGreater(float(value), 0, f"{label}: no CPU per call in the table")
+        for label, value in zip(LABELS, rows[next(k for k in rows if "idle HTTP/2" in k)]):
+            self.assertNotEqual(value, "–", f"{label}: no idle-connection memory")
+        for label, value in zip(LABELS[1:], rows[next(k for k in rows if "added p99" in k)][1:]):
+            self.assertNotEqual(value, "–", f"{label}: no added latency")
+
+    def test_spindle_balance_counted_at_the_backends(self):
+        with open(os.path.join(self.out, "latest.json")) as f:
+            results = json.load(f)["results"]
+        per_backend = results["spindle"][0]["unary_c2"]["per_backend"]
+        self.assertEqual(len(per_backend), 2)
+        self.assertTrue(all(n > 0 for n in per_backend),
+                        f"spindle sent calls to one backend only: {per_backend}")
+        _, rows = self.table()
+        share = rows["unary 100 B, -c 2 -m 100: calls per backend, all rounds"][1]
+        self.assertRegex(share, r"^\d+\.\d% / \d+\.\d%$")
+        self.assertIn("| backends within ±5% of an even share (-c 2) |",
+                      open(os.path.join(self.out, "latest.md")).read())
+
+
+if __name__ == "__main__":
+    sys.exit("run with tests/integration/run.py")
