@@ -1,5 +1,6 @@
 """spindle's node simulator: a Kubernetes node on one machine, made of network namespaces,
 cgroups and nftables, for the integration tests, the demo, multi-node tests and benchmarks.
+sim.Cluster joins several nodes into one routed cluster network.
 
     import sys; sys.path.insert(0, "<repo>/tests")
     import sim
@@ -19,6 +20,7 @@ import os
 
 from . import cleanup, netns, paths, proc, spindle
 from .cgroup import Cgroup, cgroup2_mount, is_cgroup2
+from .cluster import Cluster, ClusterService
 from .netns import CommandError, Netns
 from .node import Node, Pod, leftovers
 from .paths import PYTHON, REPO, SPINDLE_BIN, TCP_BACKEND, TCP_CLIENT, NO_IO_URING
@@ -31,7 +33,8 @@ from .wait import WaitTimeout, wait_until
 
 __all__ = [
     "cleanup", "netns", "paths", "proc", "spindle",
-    "BackendLog", "Cgroup", "CommandError", "Netns", "Node", "Pod", "Proc", "ProcessExited",
+    "BackendLog", "Cgroup", "Cluster", "ClusterService", "CommandError", "Netns", "Node", "Pod",
+    "Proc", "ProcessExited",
     "Service", "Spindle", "WaitTimeout", "cgroup2_mount", "dial", "is_cgroup2",
     "leftovers", "start_backend", "wait_until", "PYTHON", "REPO", "SPINDLE_BIN",
     "TCP_BACKEND", "TCP_CLIENT", "NO_IO_URING",
