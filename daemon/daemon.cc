@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -178,11 +179,12 @@ void logCounters(const redirect::Counters& counters) {
 
 // Is another process listening on proxy.listen (another spindle on this node)? A listener of
 // a spindle that just died lingers until the kernel has torn down its io_uring, a few
-// milliseconds: with wait_for_dying, give that a moment before calling the address taken.
-Result<bool> anotherSpindle(const config::Config& config, bool wait_for_dying) {
+// milliseconds: give that up to `wait_for_dying` before calling the address taken.
+Result<bool> anotherSpindle(const config::Config& config,
+                            std::chrono::milliseconds wait_for_dying) {
   for (const net::SocketAddress& address : config.proxy.listen) {
     auto taken = net::isListenedOn(address);
-    for (int tries = 0; wait_for_dying && taken && *taken && tries < 40; ++tries) {
+    for (int tries = 0; taken && *taken && tries < wait_for_dying.count() / 50; ++tries) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       taken = net::isListenedOn(address);
     }
@@ -213,15 +215,16 @@ void allowListenerMigration() {
 void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& workers,
            std::chrono::milliseconds limit, const bool& cut) {
   if (limit.count() == 0) return;
+  using proxy::DrainStep;
   const auto start = std::chrono::steady_clock::now();
   // What the programs redirected just before the detach is still being accepted.
   constexpr auto kAcceptGrace = std::chrono::milliseconds(100);
-  constexpr auto kFinalAfter = std::chrono::seconds(1);
+  constexpr auto kFinalAfter = kAcceptGrace + std::chrono::seconds(1);
   while (!cut && std::chrono::steady_clock::now() - start < kAcceptGrace) {
     loop.runOnce(std::chrono::milliseconds(20));
   }
   log::info("draining: up to {} ms for the calls in flight", limit.count());
-  for (auto& worker : workers) worker->drain(/*final=*/false);
+  for (auto& worker : workers) worker->drain(DrainStep::kGoaway);
   bool final_sent = false;
   for (;;) {
     const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -237,7 +240,7 @@ void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& worker
       return;
     }
     if (!final_sent && elapsed >= kFinalAfter) {
-      for (auto& worker : workers) worker->drain(/*final=*/true);
+      for (auto& worker : workers) worker->drain(DrainStep::kFinalGoaway);
       final_sent = true;
     }
     loop.runOnce(std::chrono::milliseconds(50));
@@ -293,7 +296,8 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
                 dir.error());
     }
   }
-  auto another = anotherSpindle(config, /*wait_for_dying=*/pin_dir.empty());
+  // Without shared maps a dying spindle must be gone first; with them, a live one is welcome.
+  auto another = anotherSpindle(config, std::chrono::milliseconds(pin_dir.empty() ? 2000 : 0));
   if (!another) return fail(another.error());
   if (*another && pin_dir.empty()) {
     return fail(fmt::format("proxy.listen: {} is in use: is another spindle running on this "
@@ -321,6 +325,12 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
     auto created = admin::AdminServer::create(loop, *config.admin.listen);
     if (!created) return fail(fmt::format("admin.listen: {}", created.error()));
     admin_server = std::move(created).value();
+  }
+  std::unique_ptr<admin::AdminServer> probe_server;
+  if (!config.admin.socket.empty()) {
+    auto created = admin::AdminServer::createUnix(loop, config.admin.socket);
+    if (!created) return fail(fmt::format("admin.socket: {}", created.error()));
+    probe_server = std::move(created).value();
   }
 
   auto netns_cookie = net::networkNamespaceCookie();
@@ -492,6 +502,12 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
                                      redirector, registry, discovery, attached});
     admin_server->start();
   }
+  if (probe_server) {
+    installStatusPages(*probe_server,
+                       StatusSources{effective, metric_registry, *main_shard, worker_list,
+                                     redirector, registry, discovery, attached});
+    probe_server->start();
+  }
 
   std::string listening;
   for (const net::SocketAddress& address : config.proxy.listen) {
@@ -507,13 +523,19 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   redirector.detach();
   attached = false;
   if (admin_server) admin_server->stop();  // the port is the other spindle's now
+  // The probe socket stays: /ready answers 503 (detached) while this spindle drains.
   drain(loop, worker_list, effective->shutdown.drain, cut_drain);
   for (auto& worker : worker_list) worker->stop();
   for (auto& worker : worker_list) worker->join();
+  if (probe_server) {
+    probe_server->stop();
+    ::unlink(config.admin.socket.c_str());
+  }
   logCounters(redirector.counters());
   // The last spindle of the node removes the pins; the maps go with the last open fd. Our
   // own listeners linger until the kernel has torn down the workers' rings.
-  auto still_another = anotherSpindle(*effective, /*wait_for_dying=*/redirector.pinned());
+  auto still_another = anotherSpindle(
+      *effective, std::chrono::milliseconds(redirector.pinned() ? 500 : 0));
   if (redirector.pinned() && still_another && !*still_another) redirector.unpin();
   return 0;
 }

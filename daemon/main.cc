@@ -1,7 +1,12 @@
 // spindle: per-call gRPC load balancing for every Pod of a node, without changing the apps.
 #include <getopt.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "config/config.h"
@@ -16,6 +21,7 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: spindle --config FILE
        spindle --check-config FILE
+       spindle --config FILE --probe PATH
        spindle --version | --help
 
 spindle redirects the Pods' connections to declared gRPC services into this node's proxy and
@@ -24,18 +30,59 @@ and io_uring.
 
   --config FILE        run with the YAML configuration FILE
   --check-config FILE  validate FILE, print the first error with its line, exit 0 or 1
+  --probe PATH         GET PATH (/ready, /healthz) from the spindle that runs with FILE,
+                       over its admin.socket; print the answer, exit 0 on 200, else 1
   --log-level LEVEL    debug, info (default), warn or error
   --version            print the version
   --help               print this help
 )";
 
+// kubelet's exec probe: asks this Pod's own spindle over its Unix socket. An HTTP probe on
+// the node's address could be answered by the other spindle of a rollout.
+int probe(const std::string& socket_path, const std::string& path) {
+  auto fail = [&](const std::string& what) {
+    std::fprintf(stderr, "spindle: probe %s: %s\n", socket_path.c_str(), what.c_str());
+    return 1;
+  };
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) return fail("path too long");
+  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(std::strerror(errno));
+  const timeval timeout{2, 0};  // below kubelet's default probe timeout
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return fail(std::strerror(err));
+  }
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  std::string response;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0 && response.size() < 65536;) {
+      response.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (body == std::string::npos) return fail("no answer");
+  std::fputs(response.c_str() + body + 4, stdout);
+  return response.compare(0, 13, "HTTP/1.1 200 ") == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum Option { kConfig = 1, kCheckConfig, kLogLevel, kVersion, kHelp };
+  enum Option { kConfig = 1, kCheckConfig, kProbe, kLogLevel, kVersion, kHelp };
   static const option kOptions[] = {
       {"config", required_argument, nullptr, kConfig},
       {"check-config", required_argument, nullptr, kCheckConfig},
+      {"probe", required_argument, nullptr, kProbe},
       {"log-level", required_argument, nullptr, kLogLevel},
       {"version", no_argument, nullptr, kVersion},
       {"help", no_argument, nullptr, kHelp},
@@ -43,11 +90,13 @@ int main(int argc, char** argv) {
   };
   std::string config_path;
   std::string check_path;
+  std::string probe_path;
   opterr = 0;
   for (int opt; (opt = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
     switch (opt) {
       case kConfig: config_path = optarg; break;
       case kCheckConfig: check_path = optarg; break;
+      case kProbe: probe_path = optarg; break;
       case kLogLevel: {
         const std::string level = optarg;
         if (level == "debug") spindle::log::setThreshold(spindle::log::Level::kDebug);
@@ -89,6 +138,13 @@ int main(int argc, char** argv) {
   if (!config) {
     spindle::log::error("{}", config.error());
     return 1;
+  }
+  if (!probe_path.empty()) {
+    if (config->admin.socket.empty()) {
+      spindle::log::error("--probe: {} sets no admin.socket", config_path);
+      return 1;
+    }
+    return probe(config->admin.socket, probe_path);
   }
   return spindle::runDaemon(config_path, *config);
 }

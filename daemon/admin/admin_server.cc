@@ -332,10 +332,6 @@ class AdminServer::Sweeper final : public loop::Completion, public loop::Deferre
 Result<std::unique_ptr<AdminServer>> AdminServer::create(loop::Loop& loop,
                                                          const net::SocketAddress& listen,
                                                          AdminOptions options) {
-  if (options.max_connections == 0 || options.request_timeout.count() <= 0 ||
-      options.max_requests_per_connection == 0) {
-    return makeError("admin: max_connections, request_timeout and max_requests must be > 0");
-  }
   // SO_REUSEPORT: during a rollout the new spindle binds the port beside the old one.
   auto fd = net::listenTcp(listen, /*reuse_port=*/true, kBacklog);
   if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
@@ -345,8 +341,26 @@ Result<std::unique_ptr<AdminServer>> AdminServer::create(loop::Loop& loop,
     return makeError(fmt::format("admin: getsockname: {}", std::strerror(errno)));
   }
   const auto bound = net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
-  std::unique_ptr<AdminServer> server(new AdminServer(loop, bound, options));
-  server->acceptor_ = new Acceptor(*server, std::move(*fd));
+  return serve(loop, std::move(*fd), bound, options);
+}
+
+Result<std::unique_ptr<AdminServer>> AdminServer::createUnix(loop::Loop& loop,
+                                                             const std::string& path,
+                                                             AdminOptions options) {
+  auto fd = net::listenUnix(path);
+  if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
+  return serve(loop, std::move(*fd), net::SocketAddress(), options);
+}
+
+Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, net::Fd listener,
+                                                        net::SocketAddress address,
+                                                        AdminOptions options) {
+  if (options.max_connections == 0 || options.request_timeout.count() <= 0 ||
+      options.max_requests_per_connection == 0) {
+    return makeError("admin: max_connections, request_timeout and max_requests must be > 0");
+  }
+  std::unique_ptr<AdminServer> server(new AdminServer(loop, address, options));
+  server->acceptor_ = new Acceptor(*server, std::move(listener));
   const auto interval = std::clamp<std::chrono::nanoseconds>(
       options.request_timeout / 10, std::chrono::milliseconds(10),
       std::chrono::milliseconds(250));

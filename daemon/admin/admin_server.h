@@ -20,6 +20,7 @@
 #include "admin/http.h"
 #include "loop/loop.h"
 #include "net/address.h"
+#include "net/fd.h"
 #include "util/rate_limit.h"
 #include "util/result.h"
 
@@ -50,6 +51,11 @@ class AdminServer {
   static Result<std::unique_ptr<AdminServer>> create(loop::Loop& loop,
                                                      const net::SocketAddress& listen,
                                                      AdminOptions options = {});
+  // The same on a Unix socket: what `spindle --probe` asks, so that kubelet's probes reach
+  // this process even while another spindle shares the TCP port (a rollout).
+  static Result<std::unique_ptr<AdminServer>> createUnix(loop::Loop& loop,
+                                                         const std::string& path,
+                                                         AdminOptions options = {});
   // Safe at any time: what is still in flight finishes on the loop and frees itself (or is
   // dropped with the loop).
   ~AdminServer();
@@ -76,6 +82,9 @@ class AdminServer {
   class Sweeper;
 
   AdminServer(loop::Loop& loop, net::SocketAddress address, AdminOptions options);
+  static Result<std::unique_ptr<AdminServer>> serve(loop::Loop& loop, net::Fd listener,
+                                                    net::SocketAddress address,
+                                                    AdminOptions options);
   void onAccepted(int fd);
   void sweep();
   void armSweeper();

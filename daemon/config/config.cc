@@ -1,6 +1,7 @@
 #include "config/config.h"
 
 #include <fmt/core.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -332,9 +334,15 @@ class Parser {
   }
 
   Admin parseAdmin(const Item& item) const {
-    auto fields = readMap(item, {"listen"});
+    auto fields = readMap(item, {"listen", "socket"});
     Admin admin;
     if (auto it = fields.find("listen"); it != fields.end()) admin.listen = address(it->second);
+    if (auto it = fields.find("socket"); it != fields.end()) {
+      admin.socket = string(it->second);
+      if (!admin.socket.empty() && admin.socket.front() != '/') {
+        fail(it->second, fmt::format("'{}' is not an absolute path", admin.socket));
+      }
+    }
     return admin;
   }
 
@@ -587,10 +595,38 @@ EnvLookup processEnv() {
   };
 }
 
+// yaml-cpp 0.7's LoadAll never returns on some malformed input (a stray ',' is enough: its
+// parser stops taking tokens and yields empty documents forever, each one kept in memory).
+// Walk the documents first without building them; a real stream has at most one per byte.
+bool documentsEnd(const std::string& text) {
+  struct Ignore final : YAML::EventHandler {
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } ignore;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  for (size_t docs = 0; docs <= text.size() + 1; ++docs) {
+    if (!parser.HandleNextDocument(ignore)) return true;
+  }
+  return false;
+}
+
 Result<Config> parse(std::string_view yaml, std::string_view source, const EnvLookup& env) {
   Parser parser(source, env);
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
+    const std::string text(yaml);
+    if (!documentsEnd(text)) parser.fail(1, "invalid YAML: the parser made no progress");
+    std::vector<YAML::Node> docs = YAML::LoadAll(text);
     // "---" at the end of a file makes an empty second document; only content counts.
     std::erase_if(docs, [](const YAML::Node& doc) { return doc.IsNull(); });
     if (docs.empty()) parser.fail(1, "expected a map at the top level");

@@ -77,6 +77,9 @@ struct Proxy {
 
 struct Admin {
   std::optional<net::SocketAddress> listen;
+  // The same endpoints on a Unix socket, for `spindle --probe`: in Kubernetes a path in the
+  // Pod's own volume, so that its probes reach its own process during a rollout.
+  std::string socket;
 };
 
 struct Redirect {

@@ -3,6 +3,9 @@
 #include <fmt/core.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -35,6 +38,28 @@ Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog)
   }
   if (::listen(fd.get(), backlog) != 0) {
     return makeError(fmt::format("cannot listen on {}: {}", address.toString(), errnoText(errno)));
+  }
+  return fd;
+}
+
+Result<Fd> listenUnix(const std::string& path, int backlog) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return makeError(fmt::format("'{}': a socket path must be 1 to {} bytes", path,
+                                 sizeof(addr.sun_path) - 1));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return makeError(fmt::format("socket for {}: {}", path, errnoText(errno)));
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return makeError(fmt::format("cannot bind {}: {}", path, errnoText(errno)));
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), backlog) != 0) {
+    return makeError(fmt::format("cannot listen on {}: {}", path, errnoText(errno)));
   }
   return fd;
 }

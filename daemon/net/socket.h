@@ -17,6 +17,9 @@ Result<Fd> listenTcp(const SocketAddress& address, bool reuse_port, int backlog 
 // Whether a socket already listens on `address`, even one that SO_REUSEPORT would let a new
 // listener share. An error when the address cannot be bound at all.
 Result<bool> isListenedOn(const SocketAddress& address);
+// A non-blocking listener on a Unix socket at path (a stale socket file there is replaced),
+// readable and writable by its owner only.
+Result<Fd> listenUnix(const std::string& path, int backlog = 64);
 
 // A non-blocking TCP socket for an outgoing connection, carrying `mark` (0 = none).
 Result<Fd> connectingSocket(int family, uint32_t mark);

@@ -5,13 +5,21 @@
 
 namespace spindle::proxy {
 
+// How a stopping spindle (SIGTERM) lets go of a client connection, step by step.
+enum class DrainStep {
+  kNone,
+  // A GOAWAY notice, and a PING whose answer brings the final GOAWAY.
+  kGoaway,
+  // The PING was not answered in time: the final GOAWAY now.
+  kFinalGoaway,
+};
+
 class Connection : public loop::Deferred {
  public:
   // Closes now, whatever is in flight (at shutdown).
   virtual void abort() = 0;
-  // The process is stopping (SIGTERM): take no new work, let what is in flight finish.
-  // Called once with final == false, then once with final == true a round trip later.
-  virtual void stopGracefully(bool /*final*/) {}
+  // The process is stopping (SIGTERM): let what is in flight finish, and the client go.
+  virtual void stopGracefully(DrainStep /*step*/) {}
   // Whether the process waits for this connection to close before it exits. A connection
   // that cannot be told to stop (a byte stream) is cut when shutdown.drain ends.
   virtual bool holdsDrain() const { return true; }

@@ -24,27 +24,28 @@ Status H2Downstream::start(const std::string& received) {
                                     received.size());
   if (!status) return status;
   startReading();
-  if (worker_.draining()) stopGracefully(false);  // accepted just before the listeners closed
+  // Accepted just before the listeners closed: it drains like the others.
+  if (worker_.drainStep() != DrainStep::kNone) stopGracefully(worker_.drainStep());
   return {};
 }
 
-void H2Downstream::stopGracefully(bool final) {
-  if (closing() || drain_ == Drain::kFinal) return;
-  if (drain_ == Drain::kNone && !final) {
+void H2Downstream::stopGracefully(DrainStep step) {
+  if (closing() || step <= drain_) return;
+  if (step == DrainStep::kGoaway) {
     // The client learns it should open its next connection elsewhere, and may still start
     // calls it already sent our way; they are refused only by the final GOAWAY.
     session_->shutdownNotice();
-    drain_ = Drain::kNoticed;
-  } else {
+  } else if (step == DrainStep::kFinalGoaway) {
     session_->goaway(NGHTTP2_NO_ERROR);
-    drain_ = Drain::kFinal;
   }
+  drain_ = step;
   markDirty();
 }
 
 void H2Downstream::onPingAck() {
-  if (drain_ == Drain::kNoticed) stopGracefully(true);
+  if (drain_ == DrainStep::kGoaway) stopGracefully(DrainStep::kFinalGoaway);
 }
+
 
 Call* H2Downstream::callOf(int32_t stream_id) const {
   auto it = calls_.find(stream_id);

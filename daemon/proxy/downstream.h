@@ -32,7 +32,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   // Ends the call with a gRPC error as a trailers-only response.
   void failCall(int32_t stream_id, std::string_view grpc_status, const std::string& message);
 
-  void stopGracefully(bool final) override;
+  void stopGracefully(DrainStep step) override;
 
  private:
   void onClosing() override;
@@ -56,7 +56,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   size_t service_index_;
   std::string source_;
   std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
-  enum class Drain { kNone, kNoticed, kFinal } drain_ = Drain::kNone;
+  DrainStep drain_ = DrainStep::kNone;
 };
 
 }  // namespace spindle::proxy

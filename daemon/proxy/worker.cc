@@ -80,10 +80,9 @@ void Worker::stop() {
   if (waker_) waker_->wake();
 }
 
-void Worker::drain(bool final) {
-  int level = final ? 2 : 1;
-  int seen = drain_requested_.load(std::memory_order_relaxed);
-  while (seen < level && !drain_requested_.compare_exchange_weak(seen, level)) {
+void Worker::drain(DrainStep step) {
+  DrainStep seen = drain_requested_.load(std::memory_order_relaxed);
+  while (seen < step && !drain_requested_.compare_exchange_weak(seen, step)) {
   }
   if (waker_) waker_->wake();
 }
@@ -94,13 +93,10 @@ void Worker::onWake() {
 }
 
 void Worker::applyDrain() {
-  const int requested = drain_requested_.load(std::memory_order_relaxed);
+  const DrainStep requested = drain_requested_.load(std::memory_order_relaxed);
   if (requested <= drain_applied_) return;
-  if (drain_applied_ == 0) {
-    closeListeners();
-    context_->drainAll(/*final=*/false);
-  }
-  if (requested == 2) context_->drainAll(/*final=*/true);
+  if (drain_applied_ == DrainStep::kNone) closeListeners();
+  context_->drainAll(requested);
   drain_applied_ = requested;
 }
 
@@ -134,10 +130,11 @@ void Worker::run() {
   // stop() may have run before the waker existed: the flag is checked every round.
   while (!stopping_.load(std::memory_order_relaxed)) {
     // While draining, look often whether the last connection has gone.
-    loop_->runOnce(std::chrono::milliseconds(drain_applied_ > 0 ? 50 : 1000));
+    const bool draining = drain_applied_ != DrainStep::kNone;
+    loop_->runOnce(std::chrono::milliseconds(draining ? 50 : 1000));
     last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                      std::memory_order_relaxed);
-    if (drain_applied_ > 0) drained_.store(context_->drained(), std::memory_order_relaxed);
+    if (draining) drained_.store(context_->drained(), std::memory_order_relaxed);
   }
   shutdownConnections();
   // The ring goes first: it cancels what is still in flight, and only then are the buffers

@@ -15,6 +15,7 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/fd.h"
+#include "proxy/connection.h"
 #include "proxy/worker_context.h"
 #include "redirect/cgroup_names.h"
 #include "redirect/redirector.h"
@@ -34,9 +35,8 @@ class Worker {
   Status start();
   // Thread-safe: ask the worker to close everything and exit.
   void stop();
-  // Thread-safe: stop accepting and drain the connections (final == false: GOAWAY notices;
-  // final == true: final GOAWAYs to clients that did not answer the notice's PING yet).
-  void drain(bool final);
+  // Thread-safe: stop accepting and take the connections to this step of their drain.
+  void drain(DrainStep step);
   // Thread-safe: after drain(), no connection the process must wait for is left.
   bool drained() const { return drained_.load(std::memory_order_relaxed); }
   // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
@@ -87,8 +87,8 @@ class Worker {
   std::atomic<int64_t> last_beat_{0};
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::atomic<bool> stopping_{false};
-  std::atomic<int> drain_requested_{0};  // 0: serving, 1: notice, 2: final
-  int drain_applied_ = 0;                // worker thread only
+  std::atomic<DrainStep> drain_requested_{DrainStep::kNone};
+  DrainStep drain_applied_ = DrainStep::kNone;  // worker thread only
   std::atomic<bool> drained_{false};
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
   std::shared_ptr<const ServiceTable> published_;

@@ -118,11 +118,11 @@ void WorkerContext::abortAll() {
   for (Connection* c : all) c->abort();
 }
 
-void WorkerContext::drainAll(bool final) {
-  draining_ = true;
+void WorkerContext::drainAll(DrainStep step) {
+  drain_step_ = step;
   std::vector<Connection*> all;
   for (Connection* c = connections_; c != nullptr; c = c->next) all.push_back(c);
-  for (Connection* c : all) c->stopGracefully(final);
+  for (Connection* c : all) c->stopGracefully(step);
 }
 
 bool WorkerContext::drained() const {

@@ -72,9 +72,9 @@ class WorkerContext {
   void remove(Connection* connection);
   void abortAll();
   bool idle() const { return connections_ == nullptr; }
-  // SIGTERM: every connection, and every one accepted from now on, is told to drain.
-  void drainAll(bool final);
-  bool draining() const { return draining_; }
+  // SIGTERM: every connection, and every one accepted from now on, drains to this step.
+  void drainAll(DrainStep step);
+  DrainStep drainStep() const { return drain_step_; }
   // No connection the process must wait for is left.
   bool drained() const;
 
@@ -102,7 +102,7 @@ class WorkerContext {
   uint32_t mark_;
   uint64_t seed_;
   Connection* connections_ = nullptr;
-  bool draining_ = false;
+  DrainStep drain_step_ = DrainStep::kNone;
   std::vector<H2Connection*> dirty_;
   std::vector<H2Connection*> flushing_;
   // Keyed by the endpoint's shared load, which identifies it across snapshots.

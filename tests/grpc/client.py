@@ -15,7 +15,8 @@ Every result has "ok" (the scenario's own checks held), "scenario", "target", "f
 (what did not hold), "elapsed_s". "pods" counts the x-pod the calls were answered with and
 "errors" counts failed calls by status code name. Call ids (x-call-id) start with --run, so
 that a test can find its calls in the servers' logs. Client-side retries are off
-(grpc.enable_retries=0): what the test sees is what the path under test did. --rate paces
+(grpc.enable_retries=0): what the test sees is what the path under test did; --app-defaults
+keeps gRPC's defaults instead (transparent retries of calls never sent), as apps run. --rate paces
 unary and during-kill: call i starts no earlier than i/R s after the first; a call that
 falls behind that schedule starts as soon as a thread is free.
 """
@@ -67,7 +68,9 @@ def _details(err):
 class Driver:
     def __init__(self, args):
         self.args = args
-        options = es.CHANNEL_OPTIONS + [("grpc.enable_retries", 0)]
+        options = list(es.CHANNEL_OPTIONS)
+        if not args.app_defaults:
+            options.append(("grpc.enable_retries", 0))
         if args.tls_ca:
             with open(args.tls_ca, "rb") as f:
                 creds = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -505,6 +508,8 @@ def parser():
     ap.add_argument("--timeout", type=float, default=30.0, help="per-call deadline (s)")
     ap.add_argument("--max-seconds", type=float, default=90.0, help="bound for the whole run")
     ap.add_argument("--run", default=f"r{os.getpid()}", help="prefix of the call ids")
+    ap.add_argument("--app-defaults", action="store_true",
+                    help="keep gRPC's default retries (transparent ones) as apps have them")
     ap.add_argument("--tls-ca", help="TLS: trust this PEM certificate")
     ap.add_argument("--authority", help="TLS: the name to verify in the certificate")
     return ap

@@ -63,7 +63,7 @@ class CliTest(SimTestCase):
     def test_help(self):
         p = self.spindle("--help")
         self.assertEqual(p.returncode, 0, p.stderr)
-        for word in ("--config", "--check-config", "--version", "--help"):
+        for word in ("--config", "--check-config", "--probe", "--version", "--help"):
             self.assertIn(word, p.stdout)
 
     def test_unknown_option_exits_1(self):
@@ -78,3 +78,16 @@ class CliTest(SimTestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("bad-value.yaml:6:", p.stderr)
         self.assertIn("heartbeat_timeout", p.stderr)
+
+    def test_probe_without_admin_socket_says_so(self):
+        path = self.write("no-socket.yaml", GOOD)
+        p = self.spindle("--config", path, "--probe", "/ready")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("sets no admin.socket", p.stderr)
+
+    def test_probe_with_no_spindle_listening_fails(self):
+        sock = os.path.join(sim.paths.subdir("cli"), "nobody.sock")
+        path = self.write("socket.yaml", GOOD + f"admin:\n  socket: {sock}\n")
+        p = self.spindle("--config", path, "--probe", "/healthz")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(sock, p.stderr)

@@ -196,10 +196,12 @@ class GrpcBalanceTest(GrpcNodeTestCase):
                                 f"suite compares against is not there")
 
     def test_with_spindle_least_request_gives_each_backend_a_third(self):
-        # least_request is the default. Eight calls in flight, each held 5 ms at the
-        # backend, so the picker balances on real load; every backend is equally fast.
+        # least_request is the default. Eight calls in flight, each held 20 ms at the
+        # backend, so the picker balances on real load; every backend is equally fast. With
+        # 5 ms, a busy machine made one backend measurably faster, and least_request rightly
+        # gave it more than the 5% this asserts.
         self.start_spindle(self.spindle_config())
-        res, served = self.balance_run(concurrency=8, sleep_ms=5)
+        res, served = self.balance_run(concurrency=8, sleep_ms=20)
         self.assertPath(res["run"], via_spindle=True)
         self.assertEvenShares(served)
 

@@ -175,8 +175,19 @@ class ManifestTest(SimTestCase):
         env = {e["name"]: e for e in c["env"]}
         self.assertEqual(env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP")
         self.assertIn('"${NODE_IP}:9901"', self.config_text)
-        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/ready", "port": ADMIN_PORT})
-        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": ADMIN_PORT})
+        # exec probes through admin.socket in the Pod's own volume: an httpGet on the shared
+        # admin port could be answered by the other spindle of a rollout.
+        probe = ["spindle", "--config", "/etc/spindle/spindle.yaml", "--probe"]
+        self.assertEqual(c["readinessProbe"]["exec"]["command"], probe + ["/ready"])
+        self.assertEqual(c["livenessProbe"]["exec"]["command"], probe + ["/healthz"])
+        socket = re.search(r"^  socket: (\S+)$", self.config_text, re.M)
+        self.assertTrue(socket, "the config sets no admin.socket")
+        socket_dir = os.path.dirname(socket.group(1))
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        self.assertIn(socket_dir, mounts, "admin.socket's directory is not a volume of the Pod")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertIn("emptyDir", volumes[mounts[socket_dir]],
+                      "admin.socket must be in the Pod's own volume, not shared with the host")
         self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
         # Not privileged; all capabilities dropped but the three the sim test below proves.
         sc = c["securityContext"]

@@ -48,12 +48,20 @@ class RolloutTest(SimTestCase):
         cls.bpffs = Bpffs()
         stack.callback(cls.bpffs.close)
 
-    def config(self):
+    def config(self, name):
+        # Each spindle its own probe socket, as each Pod has its own volume for it.
+        admin = {"listen": f"{self.node.addr4}:{ADMIN_PORT}",
+                 "socket": os.path.join(self.node.logdir, f"{name}.sock")}
         cfg = sim.spindle.config(self.node, [self.echo], pin_path=f"{self.bpffs.path}/spindle",
-                                 drain="10s",
-                                 extra={"admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}})
+                                 drain="10s", extra={"admin": admin})
         cfg["services"][0]["endpoints"] = {"static": [f"{p.ip4}:{PORT}" for p in self.pods]}
         return cfg
+
+    def probe(self, spindle, path="/ready"):
+        """kubelet's exec probe: `spindle --config FILE --probe PATH`; (exit code, output)."""
+        p = self.node.run([sim.SPINDLE_BIN, "--config", spindle.config_path, "--probe", path],
+                          check=False, timeout=10)
+        return p.returncode, p.stdout + p.stderr
 
     def metric(self, text, name, **labels):
         total = 0.0
@@ -65,31 +73,36 @@ class RolloutTest(SimTestCase):
         return total
 
     def test_new_spindle_beside_the_old_then_sigterm_fails_no_call(self):
-        cfg = self.config()
-        old = sim.Spindle(self.node, cfg, name="spindle-old")
+        old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
         self.addCleanup(old.close)
         old.start()
 
         count = RATE * SECONDS
         py, py_run = peers.spawn_client(self.py_client, TARGET, "unary", count=count, rate=RATE,
-                                        concurrency=CONCURRENCY, timeout=10)
+                                        concurrency=CONCURRENCY, timeout=10,
+                                        record=True, app_defaults=True)
         cpp_run = peers.new_run("cpp")
         # Steady calls (each held 10 ms by the Pod) for as long, every one recorded.
         cpp = self.cpp_client.spawn([E2E_CLIENT, TARGET, "during-kill", "--seconds", str(SECONDS),
                                      "--concurrency", "2", "--sleep-ms", "10", "--timeout", "10",
-                                     "--run", cpp_run], name="client-cpp")
+                                     "--run", cpp_run, "--app-defaults"], name="client-cpp")
         # Both clients are mid-run on a connection the old spindle holds.
         sim.wait_until(lambda: all(self.served(run) >= 100 for run in (py_run, cpp_run)), 15,
                        what="both clients' calls reaching the backends")
 
-        new = sim.Spindle(self.node, cfg, name="spindle-new")
+        new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
         self.addCleanup(new.close)
         new.start()
         self.assertTrue(any("sharing its maps" in line for line in new.stderr_lines()),
                         "the new spindle did not join the old one's maps:\n" + new.tail())
+        # Each one's probe reaches that one, though they share the admin port.
+        for sp in (old, new):
+            code, out = self.probe(sp)
+            self.assertEqual(code, 0, f"{sp.name}: --probe /ready: {out}")
         time.sleep(1.0)
 
         t_term = time.monotonic()
+        t_term_wall = time.time()
         old.signal(signal.SIGTERM)
         code = old.proc.wait(15)
         drain_s = time.monotonic() - t_term
@@ -97,11 +110,17 @@ class RolloutTest(SimTestCase):
         drained = [line for line in old.stderr_lines() if re.search(r"drained in \d+ ms", line)]
         self.assertTrue(drained, "the old spindle did not finish its drain before exiting:\n"
                         + old.tail())
+        code, out = self.probe(old)
+        self.assertNotEqual(code, 0, f"the old spindle's probe still answers after it exited: {out}")
+        self.assertEqual(self.probe(new), (0, "ready\n"), "the new spindle is not ready")
 
         py_res = peers.result(py, 60)
         cpp_res = peers.result(cpp, 60)
-        self.assertTrue(py_res.get("ok"), f"python client: {py_res.get('failures')}\n"
-                        + new.tail())
+        py_failed = [[c[0], round(c[1] - t_term_wall, 4), round(c[2] - t_term_wall, 4), c[3]]
+                     for c in py_res.get("calls") or [] if c[3] != "OK"]
+        self.assertTrue(py_res.get("ok"), f"python client: {py_res.get('failures')}; failed "
+                        f"calls [id, start, end] in s after SIGTERM: {py_failed}\n"
+                        + old.tail() + new.tail())
         self.assertEqual(py_res.get("calls_ok"), count, f"python client: {py_res}")
         cpp_calls = cpp_res.get("calls") or []
         cpp_failed = [c for c in cpp_calls if c[3] != "OK"]

@@ -1205,4 +1205,17 @@ TEST(Config, DnsRefreshMinAboveMaxIsAnError) {
             "spindle.yaml:4: dns.refresh: min is above max");
 }
 
+// yaml-cpp 0.7's LoadAll never returns on these, and grows without bound (found by
+// fuzz/config_fuzz.cc): a typo must be an error, not a hung daemon.
+TEST(Config, InputThatStallsTheYamlParserIsAnError) {
+  EXPECT_EQ(errorOf(","), "spindle.yaml:1: invalid YAML: the parser made no progress");
+  EXPECT_EQ(errorOf(R"(
+    ,listen: "${NODE_IP} listen:6"${NODE_IP}:15
+    s1"
+    s
+    "]}
+  )"),
+            "spindle.yaml:1: invalid YAML: the parser made no progress");
+}
+
 }  // namespace spindle::config

@@ -330,6 +330,7 @@ struct Options {
   int deadlineMs = 200;
   double timeout = 30.0;
   double maxSeconds = 90.0;
+  bool appDefaults = false;  // keep gRPC's default (transparent) retries, as apps run
   std::string run = "c" + std::to_string(getpid());
 };
 
@@ -505,8 +506,9 @@ class Driver {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxMessage);
     args.SetMaxSendMessageSize(kMaxMessage);
-    // What the test sees is what the path under test did: no client-side retries.
-    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    // What the test sees is what the path under test did: no client-side retries, unless
+    // the test asks for an app's defaults.
+    if (!o.appDefaults) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
     channel_ = grpc::CreateCustomChannel(o.target, grpc::InsecureChannelCredentials(), args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
   }
@@ -964,7 +966,7 @@ int usage(const char* why) {
   std::fprintf(stderr,
                "e2e_client: %s\nusage: e2e_client TARGET {unary|streams|cancel|deadline|metadata|"
                "during-kill} [--count N] [--concurrency C] [--sleep-ms S] [--seconds T] "
-               "[--deadline-ms D] [--timeout S] [--max-seconds S] [--run ID]\n",
+               "[--deadline-ms D] [--timeout S] [--max-seconds S] [--run ID] [--app-defaults]\n",
                why);
   return 2;
 }
@@ -978,6 +980,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a.rfind("--", 0) != 0) {
       pos.push_back(a);
+      continue;
+    }
+    if (a == "--app-defaults") {
+      o.appDefaults = true;
       continue;
     }
     if (i + 1 >= argc) return usage(("missing value for " + a).c_str());
