@@ -1,5 +1,6 @@
 #include "daemon.h"
 
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
@@ -26,6 +27,7 @@
 #include "redirect/redirector.h"
 #include "service_registry.h"
 #include "status_pages.h"
+#include "util/capabilities.h"
 #include "util/log.h"
 
 namespace spindle {
@@ -369,6 +371,17 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   std::unique_ptr<metrics::Shard> main_shard = metric_registry.makeShard();
 
   const auto services = registry.table();
+  if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
+  bool attached = true;
+  // From here on: SO_MARK on upstream sockets, and open_by_handle_at for per-Pod counts when
+  // granted. Maps and links are used through the fds already open, which needs no capability
+  // (Linux 5.19+). Before the workers start, so that their threads inherit the reduced sets;
+  // what is redirected meanwhile waits in the listeners' backlog.
+  auto kept = keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}},
+                                   {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}});
+  if (!kept) return fail(kept.error());
+  log::info("capabilities: kept {}, dropped the rest{}; no new privileges", kept->names,
+            kept->bounding ? " (bounding set too)" : "");
   std::vector<std::unique_ptr<proxy::Worker>> worker_list;
   for (unsigned w = 0; w < workers; ++w) {
     worker_list.push_back(std::make_unique<proxy::Worker>(
@@ -376,8 +389,6 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
         metric_registry.makeShard(), cgroup_mount));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
-  if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
-  bool attached = true;
 
 
   const auto beat = heartbeatInterval(config.redirect.heartbeat_timeout);
