@@ -17,7 +17,8 @@ DEPS_BENCH := iperf3 nghttp2-client haproxy nginx nghttp2-proxy linux-perf
 # make bench runs its own instances of these proxies: the system services that installing
 # them starts (package:unit) are stopped and disabled right after the install.
 BENCH_SERVICES := haproxy:haproxy nginx:nginx nghttp2-proxy:nghttpx
-DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH)
+DEPS_FUZZ  := clang libclang-rt-14-dev
+DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH) $(DEPS_FUZZ)
 # Only for `make image` (a daemonless image build), not part of DEPS.
 DEPS_IMAGE := buildah debootstrap
 
@@ -137,6 +138,56 @@ bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
 	@/usr/bin/python3 bench/grpc_bench.py --perf
 
+# Sanitizer builds, with clang 14: the unit tests under ASan+UBSan, and libFuzzer targets
+# (fuzz/*_fuzz.cc). The strict warnings are the g++ build's job; these look for what only
+# shows at run time. A UBSan finding aborts, so that it fails the run. One sanitized library
+# serves both (its coverage hooks cost the unit tests little): CI builds it once, not twice.
+SAN_CXX      ?= clang++
+SAN_FLAGS    := -std=c++20 -O1 -g1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+                -fsanitize=address,undefined -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
+SAN_CXXFLAGS := $(SAN_FLAGS) -fsanitize=fuzzer-no-link
+SAN_LIB      := $(BUILD)/asan/lib/libspindle.a
+ASAN_UNIT    := $(BUILD)/asan/bin/unit_tests
+FUZZ_NAMES   := $(patsubst fuzz/%_fuzz.cc,%,$(wildcard fuzz/*_fuzz.cc))
+FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/bin/%_fuzz,$(FUZZ_NAMES))
+FUZZ_SECONDS ?= 60
+
+.PHONY: test-asan fuzz fuzz-smoke fuzz-build
+
+$(BUILD)/asan/obj/%.o: %.cc $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/obj/%.o: %.cc $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_CXXFLAGS) -c $< -o $@
+
+$(SAN_LIB): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(LIB_SRCS))
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(ASAN_UNIT): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(UNIT_SRCS)) $(SAN_LIB)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_FLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
+
+test-asan: $(ASAN_UNIT)
+	@UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_UNIT) --gtest_brief=1
+
+$(BUILD)/fuzz/bin/%: $(BUILD)/fuzz/obj/fuzz/%.o $(SAN_LIB)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_FLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each target for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME; what it finds new
+# goes to build/fuzz/corpus/NAME), then executions per second and coverage per target.
+fuzz: deps $(FUZZ_BINS)
+	@fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# The short run CI does (tests/run_all.sh runs the same).
+fuzz-smoke: deps $(FUZZ_BINS)
+	@fuzz/run.sh 30 $(FUZZ_NAMES)
+
 # The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
 # chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh). Not part of
 # `make test`: it takes minutes. IMAGE=name:tag to tag it otherwise.
@@ -149,3 +200,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/asan $(BUILD)/fuzz -name '*.d' 2>/dev/null)

@@ -18,25 +18,23 @@ add() {  # add PASSED FAILED SKIPPED
 	skipped=$((skipped + $3))
 }
 
-# --- unit: GoogleTest, counted from its JSON report -------------------------------------
-echo "== unit tests (build/bin/unit_tests)"
-if [ -x build/bin/unit_tests ]; then
-	build/bin/unit_tests --gtest_brief=1 --gtest_output="json:$work/unit.json"
-	rc=$?
-	counts=$("$PY" - "$work/unit.json" "$rc" <<'EOF'
+# GoogleTest's JSON report as "PASSED FAILED SKIPPED". A missing report (the binary crashed or
+# never ran) or a nonzero exit code with no failed test counts as one failure.
+gtest_counts() {  # SUITE JSON EXIT_CODE
+	"$PY" - "$@" <<'EOF'
 import json, sys
-path, rc = sys.argv[1], int(sys.argv[2])
+suite, path, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     with open(path) as f:
         report = json.load(f)
 except (OSError, ValueError) as e:
     # GoogleTest writes the report at the end: none means it crashed or never ran.
-    print(f"unit: no report ({e}); exit code {rc}: counted as 1 failure", file=sys.stderr)
+    print(f"{suite}: no report ({e}); exit code {rc}: counted as 1 failure", file=sys.stderr)
     print("0 1 0")
     sys.exit(0)
 p = f = s = 0
-for suite in report.get("testsuites", []):
-    for t in suite.get("testsuite", []):
+for testsuite in report.get("testsuites", []):
+    for t in testsuite.get("testsuite", []):
         if t.get("failures"):
             f += 1
         elif t.get("result") in ("SKIPPED", "SUPPRESSED") or t.get("status") == "NOTRUN":
@@ -44,16 +42,82 @@ for suite in report.get("testsuites", []):
         else:
             p += 1
 if rc != 0 and f == 0:
-    print(f"unit: exit code {rc} with no failed test: counted as 1 failure", file=sys.stderr)
+    print(f"{suite}: exit code {rc} with no failed test: counted as 1 failure", file=sys.stderr)
     f = 1
 print(p, f, s)
 EOF
-)
-	read -r p f s <<<"$counts"
+}
+
+# The sanitizer builds are made here, two jobs at a time (they are most of this script's
+# time), so that a broken one fails its suite rather than the whole run. A make of our own,
+# not the caller's jobserver.
+sanitizer_make() {  # TARGET...: output in $work/build.log
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j2 --no-print-directory "$@" >"$work/build.log" 2>&1
+	local rc=$?
+	[ "$rc" -eq 0 ] || tail -n 40 "$work/build.log"
+	return "$rc"
+}
+
+# What a sanitizer prints when it finds something.
+sanitizer_report='ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:'
+
+# --- unit: GoogleTest, counted from its JSON report -------------------------------------
+echo "== unit tests (build/bin/unit_tests)"
+if [ -x build/bin/unit_tests ]; then
+	build/bin/unit_tests --gtest_brief=1 --gtest_output="json:$work/unit.json"
+	rc=$?
+	read -r p f s <<<"$(gtest_counts unit "$work/unit.json" "$rc")"
 	echo "unit: $p passed, $f failed, $s skipped"
 	add "$p" "$f" "$s"
 else
 	echo "unit: build/bin/unit_tests is missing (make build/bin/unit_tests): counted as 1 failure"
+	add 0 1 0
+fi
+
+# --- unit under ASan+UBSan: the same tests, built by clang with the sanitizers ------------
+echo
+echo "== unit tests under ASan+UBSan (build/asan/bin/unit_tests)"
+started=$(date +%s)
+if sanitizer_make build/asan/bin/unit_tests; then
+	echo "asan: built in $(($(date +%s) - started)) s"
+	UBSAN_OPTIONS=print_stacktrace=1 build/asan/bin/unit_tests --gtest_brief=1 \
+		--gtest_output="json:$work/asan.json" 2>&1 | tee "$work/asan.log"
+	rc=${PIPESTATUS[0]}
+	read -r p f s <<<"$(gtest_counts asan "$work/asan.json" "$rc")"
+	# A report from a sanitizer fails the suite even if every test passed.
+	if [ "$f" -eq 0 ] && grep -qE "$sanitizer_report" "$work/asan.log"; then
+		echo "asan: sanitizer report above: counted as 1 failure"
+		f=1
+	fi
+	echo "asan: $p passed, $f failed, $s skipped ($(($(date +%s) - started)) s with the build)"
+	add "$p" "$f" "$s"
+else
+	echo "asan: build failed: counted as 1 failure"
+	add 0 1 0
+fi
+
+# --- fuzz smoke: each fuzz target for 30 s from its seeds, one test each ------------------
+echo
+echo "== fuzz smoke (fuzz/run.sh, 30 s per target, two at a time)"
+fuzz_names=$(for f in fuzz/*_fuzz.cc; do basename "$f" _fuzz.cc; done)
+if sanitizer_make fuzz-build; then
+	# shellcheck disable=SC2086  # one word per target
+	FUZZ_JOBS=2 fuzz/run.sh 30 $fuzz_names 2>&1 | tee "$work/fuzz.log"
+	rc=${PIPESTATUS[0]}
+	line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$work/fuzz.log" | tail -n 1)
+	if [ -n "$line" ]; then
+		read -r _ p _ f _ s _ <<<"${line//,/}"
+		if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+			echo "fuzz: exit code $rc with no failed target: counted as 1 failure"
+			f=1
+		fi
+		add "$p" "$f" "$s"
+	else
+		echo "fuzz: no summary line (exit code $rc): counted as 1 failure"
+		add 0 1 0
+	fi
+else
+	echo "fuzz: build failed: counted as 1 failure"
 	add 0 1 0
 fi
 
