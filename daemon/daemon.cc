@@ -22,6 +22,7 @@
 #include "metrics/registry.h"
 #include "admin/admin_server.h"
 #include "net/socket.h"
+#include "proxy/h2_connection.h"
 #include "proxy/worker.h"
 #include "redirect/platform.h"
 #include "redirect/redirector.h"
@@ -371,6 +372,7 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   std::unique_ptr<metrics::Shard> main_shard = metric_registry.makeShard();
 
   const auto services = registry.table();
+  proxy::setLimits(config.limits);  // read by the workers; a reload does not change them
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
   bool attached = true;
   // From here on: SO_MARK on upstream sockets, and open_by_handle_at for per-Pod counts when
@@ -389,7 +391,6 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
         metric_registry.makeShard(), cgroup_mount));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
-
 
   const auto beat = heartbeatInterval(config.redirect.heartbeat_timeout);
   loop::Timer heartbeat(loop, [&] {

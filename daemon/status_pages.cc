@@ -216,13 +216,19 @@ HttpResponse configPage(const StatusSources& s) {
       "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
       "\"pin_path\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
+      "\"limits\":{{\"max_connections\":{},\"idle_timeout_ms\":{},\"header_timeout_ms\":{},"
+      "\"send_timeout_ms\":{},\"max_premature_resets\":{},\"max_glitches\":{},"
+      "\"max_control_frames\":{}}},"
       "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
       "\"empty_confirmations\":{}}},\"services\":[",
       addressList(c.proxy.listen), c.proxy.workers,
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
       jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
       c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
-      c.shutdown.drain.count(), addressList(c.dns.servers),
+      c.shutdown.drain.count(), c.limits.max_connections, c.limits.idle_timeout.count(),
+      c.limits.header_timeout.count(), c.limits.send_timeout.count(),
+      c.limits.max_premature_resets, c.limits.max_glitches, c.limits.max_control_frames,
+      addressList(c.dns.servers),
       c.dns.refresh_min.count(), c.dns.refresh_max.count(), c.dns.empty_confirmations);
   for (size_t i = 0; i < c.services.size(); ++i) {
     const config::Service& service = c.services[i];

@@ -125,7 +125,8 @@ class Parser {
   Config parseDocument(const YAML::Node& root) {
     if (!root.IsMap()) fail(lineOf(root, 1), "expected a map at the top level");
     Item top{root, lineOf(root, 1), ""};
-    auto fields = readMap(top, {"proxy", "admin", "redirect", "dns", "services", "shutdown"});
+    auto fields = readMap(top, {"proxy", "admin", "redirect", "dns", "services", "shutdown",
+                                "limits"});
 
     Config config;
     auto proxy = fields.find("proxy");
@@ -142,6 +143,7 @@ class Parser {
     if (auto it = fields.find("shutdown"); it != fields.end()) {
       config.shutdown = parseShutdown(it->second);
     }
+    if (auto it = fields.find("limits"); it != fields.end()) config.limits = parseLimits(it->second);
     return config;
   }
 
@@ -401,6 +403,35 @@ class Parser {
     Shutdown shutdown;
     if (auto it = fields.find("drain"); it != fields.end()) shutdown.drain = duration(it->second, true);
     return shutdown;
+  }
+
+  Limits parseLimits(const Item& item) const {
+    auto fields = readMap(item, {"max_connections", "idle_timeout", "header_timeout",
+                                 "send_timeout", "max_premature_resets", "max_glitches",
+                                 "max_control_frames"});
+    Limits limits;
+    if (auto it = fields.find("max_connections"); it != fields.end()) {
+      limits.max_connections = static_cast<uint32_t>(integer(it->second, 1, 1000000));
+    }
+    if (auto it = fields.find("idle_timeout"); it != fields.end()) {
+      limits.idle_timeout = duration(it->second, true);
+    }
+    if (auto it = fields.find("header_timeout"); it != fields.end()) {
+      limits.header_timeout = duration(it->second);
+    }
+    if (auto it = fields.find("send_timeout"); it != fields.end()) {
+      limits.send_timeout = duration(it->second);
+    }
+    if (auto it = fields.find("max_premature_resets"); it != fields.end()) {
+      limits.max_premature_resets = static_cast<uint32_t>(integer(it->second, 1, 1000000));
+    }
+    if (auto it = fields.find("max_glitches"); it != fields.end()) {
+      limits.max_glitches = static_cast<uint32_t>(integer(it->second, 1, 1000000));
+    }
+    if (auto it = fields.find("max_control_frames"); it != fields.end()) {
+      limits.max_control_frames = static_cast<uint32_t>(integer(it->second, 10, 1000000));
+    }
+    return limits;
   }
 
   Intercept intercept(const Item& item) const {

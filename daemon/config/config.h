@@ -105,8 +105,28 @@ struct Dns {
   uint32_t empty_confirmations = 3;
 };
 
+// Bounds that protect the node from a misbehaving HTTP/2 peer, downstream (Pods) and upstream
+// (endpoints) alike. Read at start: a reload does not change them.
+struct Limits {
+  uint32_t max_connections = 10000;  // open downstream connections per worker: 1..1000000
+  Duration idle_timeout{300000};     // a connection without streams is closed; 0 = never
+  // The client preface and SETTINGS, and each header block once begun, within this time.
+  Duration header_timeout{10000};
+  Duration send_timeout{30000};      // a send that makes no progress for this long closes
+  // Streams the client resets before any response: past this many, and over half of the
+  // connection's streams, the connection is closed (CVE-2023-44487).
+  uint32_t max_premature_resets = 100;
+  // Stream errors the peer provokes (malformed frames or headers): a burst of this many,
+  // refilled at a tenth of it per second.
+  uint32_t max_glitches = 100;
+  // SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames, each: a burst of this
+  // many, refilled at a tenth of it per second.
+  uint32_t max_control_frames = 1000;
+};
+
 struct Config {
   Proxy proxy;
+  Limits limits;
   Admin admin;
   Redirect redirect;
   Dns dns;

@@ -2,11 +2,31 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace spindle::h2 {
 
 Settings downstreamSettings() { return Settings{}; }
+
+std::string_view violationName(Violation violation) {
+  // In the order of the enum: these are the metric's label values.
+  static constexpr std::string_view kNames[kViolationCount] = {
+      "none",           "rapid_reset",         "glitch",         "continuation_flood",
+      "settings_flood", "ping_flood",          "window_update_flood", "priority_flood",
+      "empty_frames",   "ack_flood",           "header_timeout", "send_timeout",
+      "protocol_error",
+  };
+  return kNames[static_cast<size_t>(violation)];
+}
+
+namespace {
+// Abuse is answered with ENHANCE_YOUR_CALM; what nghttp2 found malformed, PROTOCOL_ERROR.
+uint32_t goawayCode(Violation violation) {
+  return violation == Violation::kProtocolError ? NGHTTP2_PROTOCOL_ERROR
+                                                : NGHTTP2_ENHANCE_YOUR_CALM;
+}
+}  // namespace
 
 Settings upstreamSettings() {
   Settings settings;
@@ -25,9 +45,14 @@ struct Callbacks {
     s.pending_headers_.clear();
     s.pending_stream_ = frame->hd.stream_id;
     s.pending_too_large_ = false;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-        !s.listener_.onStreamBegin(frame->hd.stream_id)) {
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets the stream
+    s.pending_open_ = true;
+    s.pending_since_ = Session::Clock::now();
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      ++s.streams_opened_;
+      s.window_updates_.giveBack(2);  // each stream may update its window
+      if (!s.listener_.onStreamBegin(frame->hd.stream_id)) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets the stream
+      }
     }
     return 0;
   }
@@ -43,6 +68,9 @@ struct Callbacks {
     if (s.pending_headers_.listSize() + size > s.settings_.max_header_list_hard ||
         s.pending_headers_.count() >= s.settings_.max_header_count) {
       s.pending_too_large_ = true;
+      s.pending_open_ = false;  // the rest of the block is skipped, not waited for
+      s.onGlitch();
+      if (s.violation_ != Violation::kNone) return NGHTTP2_ERR_CALLBACK_FAILURE;
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     s.pending_headers_.add(
@@ -55,8 +83,11 @@ struct Callbacks {
                          void* user_data) noexcept {
     Session& s = self(user_data);
     const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    const bool ack = (frame->hd.flags & NGHTTP2_FLAG_ACK) != 0;
+    const auto now = Session::Clock::now();
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS: {
+        s.pending_open_ = false;
         if (s.pending_too_large_ || frame->hd.stream_id != s.pending_stream_) return 0;
         HeadersKind kind = HeadersKind::kTrailers;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -76,21 +107,85 @@ struct Callbacks {
         return 0;
       }
       case NGHTTP2_DATA:
+        // Frames that carry nothing cost us work and the peer nothing.
+        if (!end_stream && frame->hd.length <= frame->data.padlen &&
+            !s.empty_frames_.take(now)) {
+          return s.giveUpInCallback(Violation::kEmptyFrames);
+        }
         if (end_stream) s.listener_.onEndOfData(frame->hd.stream_id);
+        return 0;
+      case NGHTTP2_RST_STREAM:
+        // Rapid Reset: a stream the client resets before we answered cost us a call upstream
+        // and the client nothing. Clients cancel too, so only a connection where such resets
+        // are many, and most of its streams, is closed.
+        if (nghttp2_session_check_server_session(s.session_) != 0 &&
+            nghttp2_session_get_stream_user_data(s.session_, frame->hd.stream_id) == nullptr) {
+          ++s.premature_resets_;
+          if (s.premature_resets_ >= s.settings_.max_premature_resets &&
+              s.premature_resets_ * 2 > s.streams_opened_) {
+            return s.giveUpInCallback(Violation::kRapidReset);
+          }
+        }
+        return 0;
+      case NGHTTP2_WINDOW_UPDATE:
+        if (!s.window_updates_.take(now)) return s.giveUpInCallback(Violation::kWindowUpdateFlood);
         return 0;
       case NGHTTP2_GOAWAY:
         s.goaway_last_stream_id_ = frame->goaway.last_stream_id;
         s.listener_.onGoaway(frame->goaway.last_stream_id, frame->goaway.error_code);
         return 0;
       case NGHTTP2_PING:
-        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0) s.listener_.onPingAck();
+        if (ack) {
+          s.listener_.onPingAck();
+        } else if (!s.pings_.take(now)) {
+          return s.giveUpInCallback(Violation::kPingFlood);
+        }
         return 0;
       case NGHTTP2_SETTINGS:
-        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0) s.listener_.onRemoteSettings();
+        if (!ack) {
+          s.remote_settings_seen_ = true;
+          if (!s.settings_frames_.take(now)) return s.giveUpInCallback(Violation::kSettingsFlood);
+          s.listener_.onRemoteSettings();
+        }
         return 0;
       default:
         return 0;
     }
+  }
+
+  // A frame nghttp2 refused at the stream level (malformed headers, a bad state): the stream
+  // is reset, which costs us work; the peer gets a budget of those.
+  static int onInvalidFrame(nghttp2_session*, const nghttp2_frame* /*frame*/,
+                            int /*lib_error_code*/, void* user_data) noexcept {
+    Session& s = self(user_data);
+    s.onGlitch();
+    return s.violation_ != Violation::kNone ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+  }
+
+  static int onFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user_data) noexcept {
+    Session& s = self(user_data);
+    if (frame->hd.type == NGHTTP2_DATA) {
+      // Our DATA is what legitimately draws WINDOW_UPDATEs back: up to 10 for each DATA
+      // frame (Envoy's max_inbound_window_update_frames_per_data_frame_sent), and the PINGs
+      // of clients that measure bandwidth (gRPC's BDP probe).
+      s.window_updates_.giveBack(10);
+      s.pings_.giveBack(1);
+    } else if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+               s.violation_ == Violation::kNone) {
+      // nghttp2 closed the connection on its own (a connection error in the peer's frames).
+      s.violation_ = Violation::kProtocolError;
+    }
+    return 0;
+  }
+
+  // PRIORITY frames never reach onFrameRecv: RFC 7540 priorities are off
+  // (SETTINGS_NO_RFC7540_PRIORITIES) and nghttp2 skips them. Each still costs a read.
+  static int onBeginFrame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user_data) noexcept {
+    Session& s = self(user_data);
+    if (hd->type == NGHTTP2_PRIORITY && !s.priorities_.take(Session::Clock::now())) {
+      return s.giveUpInCallback(Violation::kPriorityFlood);
+    }
+    return 0;
   }
 
   static int onDataChunk(nghttp2_session*, uint8_t /*flags*/, int32_t stream_id,
@@ -130,6 +225,9 @@ struct Callbacks {
       nghttp2_session_callbacks_set_on_frame_recv_callback(cb, onFrameRecv);
       nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, onDataChunk);
       nghttp2_session_callbacks_set_on_stream_close_callback(cb, onStreamClose);
+      nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, onInvalidFrame);
+      nghttp2_session_callbacks_set_on_frame_send_callback(cb, onFrameSend);
+      nghttp2_session_callbacks_set_on_begin_frame_callback(cb, onBeginFrame);
       return cb;
     }();
     return callbacks;
@@ -148,6 +246,14 @@ struct Callbacks {
     // gRPC implementations accept metadata values with leading or trailing spaces, which
     // RFC 9113 calls malformed: a transparent proxy passes on what both ends accept.
     nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(option, 1);
+    // nghttp2's own floods checks, at their defaults made explicit: a header block in at most
+    // 8 CONTINUATIONs, at most 1000 SETTINGS/PING ACKs owed to a peer that does not read, 32
+    // entries per SETTINGS, and (server) a RST_STREAM bucket of 1000 refilled at 33/s under
+    // our premature-reset rule.
+    nghttp2_option_set_max_continuations(option, 8);
+    nghttp2_option_set_max_outbound_ack(option, 1000);
+    nghttp2_option_set_max_settings(option, 32);
+    nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33);
     return option;
   }
 };
@@ -186,15 +292,51 @@ std::unique_ptr<Session> Session::create(Role role, const Settings& settings,
 
 Session::~Session() { nghttp2_session_del(session_); }
 
+bool Session::Budget::take(Clock::time_point now) {
+  const double seconds = std::chrono::duration<double>(now - last_).count();
+  last_ = now;
+  tokens_ = std::min(burst_, tokens_ + seconds * burst_ / 10);
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+void Session::giveUp(Violation violation, uint32_t error_code) {
+  if (violation_ != Violation::kNone) return;
+  violation_ = violation;
+  nghttp2_session_terminate_session(session_, error_code);
+}
+
+int Session::giveUpInCallback(Violation violation) {
+  giveUp(violation, goawayCode(violation));
+  return NGHTTP2_ERR_CALLBACK_FAILURE;  // stop reading: the connection is done
+}
+
+void Session::onGlitch() {
+  if (!glitches_.take(Clock::now())) giveUp(Violation::kGlitch, goawayCode(Violation::kGlitch));
+}
+
+void Session::fail(Violation violation) { giveUp(violation, goawayCode(violation)); }
+
+bool Session::headersOverdue(Clock::time_point now, std::chrono::nanoseconds timeout) const {
+  if (!remote_settings_seen_ && now - created_ > timeout) return true;
+  return pending_open_ && now - pending_since_ > timeout;
+}
+
 Status Session::receive(const uint8_t* data, size_t length) {
   const ssize_t rc = nghttp2_session_mem_recv(session_, data, length);
   if (rc < 0) {
-    // nghttp2 rejects a bad client preface without queueing the GOAWAY that RFC 9113 3.4
-    // asks for (and that our callers flush before closing): queue it here.
-    if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-      nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
-    }
-    return makeError(nghttp2_strerror(static_cast<int>(rc)));
+    // nghttp2 rejects some peers without queueing a GOAWAY (a bad client preface, which RFC
+    // 9113 3.4 answers with one, and its flood checks): queue it here, for our callers flush
+    // before closing. A violation of our own rules queued its GOAWAY already.
+    Violation violation = Violation::kProtocolError;
+    if (rc == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) violation = Violation::kContinuationFlood;
+    if (rc == NGHTTP2_ERR_FLOODED) violation = Violation::kAckFlood;
+    if (rc == NGHTTP2_ERR_TOO_MANY_SETTINGS) violation = Violation::kSettingsFlood;
+    giveUp(violation, goawayCode(violation));
+    return makeError(violation_ == Violation::kProtocolError
+                         ? std::string(nghttp2_strerror(static_cast<int>(rc)))
+                         : std::string(violationName(violation_)));
   }
   return {};
 }
@@ -223,6 +365,8 @@ int Session::submitResponse(int32_t stream_id, const HeaderBlock& headers, bool 
   nghttp2_data_provider provider{};
   provider.read_callback = Callbacks::readBody;
   const auto& nv = headers.nv();
+  // Marks the stream answered: a reset from now on is not premature.
+  nghttp2_session_set_stream_user_data(session_, stream_id, this);
   return nghttp2_submit_response(session_, stream_id, nv.data(), nv.size(),
                                  has_body ? &provider : nullptr);
 }

@@ -7,6 +7,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,7 +28,30 @@ struct Settings {
   uint32_t max_header_list_advertised = 16 * 1024;
   uint32_t max_header_list_hard = 64 * 1024;
   uint32_t max_header_count = 100;
+  // Abuse budgets (config::Limits): see Violation.
+  uint32_t max_premature_resets = 100;
+  uint32_t max_glitches = 100;
+  uint32_t max_control_frames = 1000;
 };
+
+// Why the session gave up on its peer: each is answered with a GOAWAY and counted.
+enum class Violation {
+  kNone,
+  kRapidReset,         // streams reset before any response (CVE-2023-44487)
+  kGlitch,             // too many stream errors the peer provoked
+  kContinuationFlood,  // a header block split in too many CONTINUATION frames
+  kSettingsFlood,
+  kPingFlood,
+  kWindowUpdateFlood,
+  kPriorityFlood,
+  kEmptyFrames,        // DATA frames with nothing in them and no END_STREAM
+  kAckFlood,           // SETTINGS/PING ACKs we owe pile up: the peer does not read
+  kHeaderTimeout,      // preface, SETTINGS or a header block too slow (slowloris)
+  kSendTimeout,        // the peer stopped reading
+  kProtocolError,      // anything else nghttp2 refused
+};
+inline constexpr size_t kViolationCount = 13;
+std::string_view violationName(Violation violation);
 
 Settings downstreamSettings();
 Settings upstreamSettings();
@@ -97,13 +121,50 @@ class Session {
   void shutdownNotice();
 
   uint32_t remoteMaxConcurrentStreams() const;
+
+  // The first rule the peer broke, once the session gave up on it (kNone otherwise).
+  Violation violation() const { return violation_; }
+  // Gives up on the peer for a reason found outside the session (a timeout): GOAWAY.
+  void fail(Violation violation);
+  // The peer is late: its preface/SETTINGS, or a header block it began, is older than
+  // `timeout`.
+  bool headersOverdue(std::chrono::steady_clock::time_point now,
+                      std::chrono::nanoseconds timeout) const;
   // The last stream id the peer accepted in its GOAWAY, or -1 when none was received.
   int32_t goawayLastStreamId() const { return goaway_last_stream_id_; }
 
  private:
   friend struct Callbacks;
+  using Clock = std::chrono::steady_clock;
+
+  // A token bucket: `burst` tokens, refilled at a tenth of it per second.
+  class Budget {
+   public:
+    explicit Budget(uint32_t burst) : tokens_(burst), burst_(burst) {}
+    bool take(Clock::time_point now);
+    void giveBack(double n) { tokens_ = tokens_ + n > burst_ ? burst_ : tokens_ + n; }
+
+   private:
+    double tokens_;
+    double burst_;
+    Clock::time_point last_{};
+  };
+
   Session(const Settings& settings, Listener& listener)
-      : settings_(settings), listener_(listener) {}
+      : settings_(settings),
+        listener_(listener),
+        glitches_(settings.max_glitches),
+        settings_frames_(settings.max_control_frames),
+        pings_(settings.max_control_frames),
+        window_updates_(settings.max_control_frames),
+        priorities_(settings.max_control_frames),
+        empty_frames_(settings.max_control_frames),
+        created_(Clock::now()) {}
+  // Records the violation and queues the GOAWAY that ends the connection.
+  void giveUp(Violation violation, uint32_t error_code);
+  // The same from inside an nghttp2 callback: returns the code that stops the receive.
+  int giveUpInCallback(Violation violation);
+  void onGlitch();
 
   Settings settings_;
   Listener& listener_;
@@ -112,6 +173,20 @@ class Session {
   int32_t pending_stream_ = 0;
   bool pending_too_large_ = false;
   int32_t goaway_last_stream_id_ = -1;
+
+  Violation violation_ = Violation::kNone;
+  uint64_t streams_opened_ = 0;
+  uint64_t premature_resets_ = 0;
+  Budget glitches_;
+  Budget settings_frames_;
+  Budget pings_;
+  Budget window_updates_;
+  Budget priorities_;
+  Budget empty_frames_;
+  Clock::time_point created_;
+  bool remote_settings_seen_ = false;
+  bool pending_open_ = false;  // a header block has begun and not ended
+  Clock::time_point pending_since_{};
 };
 
 }  // namespace spindle::h2

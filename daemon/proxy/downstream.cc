@@ -10,7 +10,7 @@ H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress
     : H2Connection(worker, std::move(fd), peer),
       service_index_(service_index),
       source_(std::move(source)) {
-  session_ = h2::Session::create(h2::Role::kServer, h2::downstreamSettings(), *this);
+  session_ = h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings()), *this);
   worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kH2);
 }
 
@@ -53,6 +53,7 @@ Call* H2Downstream::callOf(int32_t stream_id) const {
 }
 
 bool H2Downstream::onStreamBegin(int32_t stream_id) {
+  noteActivity();
   calls_.emplace(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_index_));
   return true;
 }

@@ -37,6 +37,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
  private:
   void onClosing() override;
   void onClosed() override;
+  bool hasStreams() const override { return !calls_.empty(); }
 
   // h2::Listener
   bool onStreamBegin(int32_t stream_id) override;

@@ -2,18 +2,146 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "proxy/worker_context.h"
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace spindle::proxy {
+namespace {
+config::Limits g_limits;
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+void setLimits(const config::Limits& limits) { g_limits = limits; }
+const config::Limits& limits() { return g_limits; }
+
+h2::Settings withLimits(h2::Settings settings) {
+  settings.max_premature_resets = g_limits.max_premature_resets;
+  settings.max_glitches = g_limits.max_glitches;
+  settings.max_control_frames = g_limits.max_control_frames;
+  return settings;
+}
 
 H2Connection::H2Connection(WorkerContext& worker, net::Fd fd, net::SocketAddress peer)
     : worker_(worker), fd_(std::move(fd)), peer_(peer) {}
 
-void H2Connection::startReading() { receive(); }
+H2Connection::~H2Connection() { dropUnread(); }
+
+void H2Connection::dropUnread() {
+  if (!fd_.valid()) return;
+  // Bounded: a peer that keeps sending gets its reset after 1 MiB.
+  static thread_local char scratch[64 * 1024];
+  for (int i = 0; i < 16; ++i) {
+    if (::recv(fd_.get(), scratch, sizeof(scratch), MSG_DONTWAIT) <= 0) return;
+  }
+}
+
+void H2Connection::shutdownSocket() {
+  dropUnread();
+  ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+void H2Connection::linger() {
+  if (!linger_ok_) {
+    shutdownSocket();
+    return;
+  }
+  ::shutdown(fd_.get(), SHUT_WR);
+  linger_until_ = Clock::now() + kLinger;
+  lingerRead();
+}
+
+void H2Connection::lingerRead() {
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(linger_until_ - Clock::now());
+  // Bounded in bytes too: a peer that keeps sending gets its reset.
+  if (left.count() <= 0 || lingered_ > 1024 * 1024) {
+    shutdownSocket();
+    return;
+  }
+  // What is read is dropped: every lingering connection of the worker shares the buffer.
+  static thread_local char scratch[16 * 1024];
+  io_uring_sqe* sqe = worker_.loop().prepare(&linger_op_);
+  io_uring_prep_recv(sqe, fd_.get(), scratch, sizeof(scratch), 0);
+  sqe->flags |= IOSQE_IO_LINK;
+  linger_ts_.tv_sec = left.count() / 1'000'000'000;
+  linger_ts_.tv_nsec = left.count() % 1'000'000'000;
+  io_uring_prep_link_timeout(worker_.loop().prepare(&linger_timeout_op_), &linger_ts_, 0);
+  pending_ops_ += 2;
+}
+
+void H2Connection::onLingerRead(int32_t res, uint32_t /*flags*/) {
+  --pending_ops_;
+  if (res > 0) {
+    lingered_ += static_cast<size_t>(res);
+    lingerRead();
+  } else {
+    shutdownSocket();  // the peer closed, or the time is up
+  }
+  opDone();
+}
+
+void H2Connection::onLingerEnd(int32_t /*res*/, uint32_t /*flags*/) {
+  --pending_ops_;
+  opDone();
+}
+
+void H2Connection::startReading() {
+  receive();
+  armTick();
+}
+
+void H2Connection::armTick() {
+  // A quarter of the shortest deadline, so that each is met within 25% (2.5 s with the
+  // defaults); never under 50 ms.
+  auto shortest = std::min(g_limits.header_timeout, g_limits.send_timeout);
+  if (g_limits.idle_timeout.count() > 0) shortest = std::min(shortest, g_limits.idle_timeout);
+  const auto period = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(shortest) / 4,
+                               std::chrono::nanoseconds(std::chrono::milliseconds(50)));
+  tick_ts_.tv_sec = period.count() / 1'000'000'000;
+  tick_ts_.tv_nsec = period.count() % 1'000'000'000;
+  io_uring_prep_timeout(worker_.loop().prepare(&tick_op_), &tick_ts_, 0, 0);
+  ticking_ = true;
+  ++pending_ops_;
+}
+
+void H2Connection::onTick(int32_t /*res*/, uint32_t /*flags*/) {
+  --pending_ops_;
+  ticking_ = false;
+  if (closing_) {
+    opDone();
+    return;
+  }
+  checkDeadlines();
+  if (!closing_) armTick();
+}
+
+void H2Connection::checkDeadlines() {
+  const auto now = Clock::now();
+  if (sending_ && now - send_progress_ > g_limits.send_timeout) {
+    // The peer does not read: no GOAWAY would get through.
+    session_->fail(h2::Violation::kSendTimeout);
+    close("send timeout", /*abandon_send=*/true);
+    return;
+  }
+  if (session_->headersOverdue(now, g_limits.header_timeout)) {
+    session_->fail(h2::Violation::kHeaderTimeout);
+    flush();
+    close("header timeout");
+    return;
+  }
+  if (hasStreams()) {
+    last_busy_ = now;
+  } else if (g_limits.idle_timeout.count() > 0 && now - last_busy_ > g_limits.idle_timeout) {
+    if (!upstream_side_) worker_.metrics().idleClosed();
+    session_->goaway(NGHTTP2_NO_ERROR);
+    flush();
+    close("idle");
+  }
+}
 
 void H2Connection::receive() {
   if (closing_ || receiving_ || waiting_for_buffer_) return;
@@ -86,6 +214,7 @@ void H2Connection::flush() {
   in_flight_.swap(outbound_);
   outbound_.clear();
   in_flight_sent_ = 0;
+  send_progress_ = Clock::now();
   io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(), in_flight_.data(),
                      in_flight_.size(), MSG_NOSIGNAL);
   sending_ = true;
@@ -103,7 +232,10 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     close(std::strerror(-res));
     return;
   }
-  if (res > 0) in_flight_sent_ += static_cast<size_t>(res);
+  if (res > 0) {
+    in_flight_sent_ += static_cast<size_t>(res);
+    send_progress_ = Clock::now();
+  }
   if (in_flight_sent_ < in_flight_.size()) {
     io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(),
                        in_flight_.data() + in_flight_sent_, in_flight_.size() - in_flight_sent_,
@@ -118,7 +250,7 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     if (!outbound_.empty()) {
       flush();
     } else {
-      ::shutdown(fd_.get(), SHUT_RDWR);
+      linger();
     }
     opDone();
     return;
@@ -126,10 +258,30 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
   flush();
 }
 
-void H2Connection::close(const char* why) {
+void H2Connection::close(const char* why, bool abandon_send) {
   if (closing_) return;
+  // What the session queued last (its GOAWAY) goes out before the socket closes, also when
+  // a send was in flight and flush() could not take it.
+  if (!abandon_send && session_ != nullptr && connected_ && fd_.valid()) {
+    session_->produce(outbound_, kOutboundLimit);
+  }
   closing_ = true;
   log::debug("{}: closing HTTP/2 connection: {}", peer_.toString(), why);
+  if (session_ != nullptr && session_->violation() != h2::Violation::kNone) {
+    worker_.metrics().violation(upstream_side_, session_->violation());
+    static thread_local RateLimit violation_log{std::chrono::seconds(1)};  // one per worker
+    uint64_t suppressed = 0;
+    if (violation_log.allow(&suppressed)) {
+      log::warn("{} {}: closing HTTP/2 connection: {} ({} more not logged)",
+                upstream_side_ ? "endpoint" : "client", peer_.toString(),
+                h2::violationName(session_->violation()), suppressed);
+    }
+  }
+  if (ticking_) {
+    io_uring_prep_timeout_remove(worker_.loop().prepareIgnored(),
+                                 reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&tick_op_)),
+                                 0);
+  }
   if (waiting_for_buffer_) worker_.buffers().cancelWait(this);
   waiting_for_buffer_ = false;
   onClosing();
@@ -137,7 +289,16 @@ void H2Connection::close(const char* why) {
   if (receiving_) {
     io_uring_prep_cancel(worker_.loop().prepareIgnored(), &recv_op_, 0);
   }
-  if (!sending_ && fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+  if (sending_ && abandon_send) io_uring_prep_cancel(worker_.loop().prepareIgnored(), &send_op_, 0);
+  if (abandon_send && fd_.valid()) {
+    shutdownSocket();
+  } else if (!sending_ && fd_.valid()) {
+    if (outbound_.empty()) {
+      linger();
+    } else {
+      flush();  // then lingers once sent
+    }
+  }
   opDone();
 }
 

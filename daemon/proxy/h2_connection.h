@@ -3,10 +3,12 @@
 // one send in flight and a bounded outbound buffer, and closes once nothing is in flight.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "config/config.h"
 #include "h2/session.h"
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
@@ -18,31 +20,48 @@ namespace spindle::proxy {
 
 class WorkerContext;
 
+// The limits every connection obeys. Set once at start, before the workers run; read-only
+// after.
+void setLimits(const config::Limits& limits);
+const config::Limits& limits();
+// HTTP/2 settings with the abuse budgets of limits() filled in.
+h2::Settings withLimits(h2::Settings settings);
+
 class H2Connection : public Connection, protected loop::BufferWaiter {
  public:
   // What the session may queue for the socket before the connection stops producing more.
   static constexpr size_t kOutboundLimit = 256 * 1024;
+  // How long a closing connection waits for its peer to read the GOAWAY and close.
+  static constexpr auto kLinger = std::chrono::seconds(1);
 
   // Produces and sends what the session has (after a batch of completions).
   void flush();
   bool closing() const { return closing_; }
-  void abort() override { close("shutting down"); }
+  void abort() override {
+    linger_ok_ = false;  // the process is exiting: no time to wait for the peer
+    close("shutting down");
+  }
 
  protected:
   H2Connection(WorkerContext& worker, net::Fd fd, net::SocketAddress peer);
-  ~H2Connection() override = default;
+  ~H2Connection() override;
 
   // Starts receiving; `session_` must exist.
   void startReading();
   // Asks the worker to flush this connection after the current batch.
   void markDirty();
+  // The connection has streams: it is not idle.
+  void noteActivity() { last_busy_ = std::chrono::steady_clock::now(); }
+  virtual bool hasStreams() const = 0;
+
   // Operations of a subclass (a connect) that must end before the connection is freed.
   void opStarted() { ++pending_ops_; }
   void opFinished() {
     --pending_ops_;
     opDone();
   }
-  void close(const char* why);
+  // abandon_send: a send in flight is cut off too (the peer does not read it).
+  void close(const char* why, bool abandon_send = false);
 
   // The connection is closing: detach every stream (called once, before the last op ends).
   virtual void onClosing() = 0;
@@ -51,6 +70,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
 
   WorkerContext& worker_;
   bool connected_ = true;  // an upstream sends nothing until its connect completed
+  bool upstream_side_ = false;  // for the metrics
   net::Fd fd_;
   net::SocketAddress peer_;
   std::unique_ptr<h2::Session> session_;
@@ -61,9 +81,34 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   void onSent(int32_t res, uint32_t flags);
   void onBufferAvailable() override;
   void opDone();
+  // Reads and drops what the peer sent and nobody will read: closing a socket with unread
+  // bytes resets it, and the reset can overtake our GOAWAY.
+  void dropUnread();
+  void shutdownSocket();
+  // A lingering close: FIN after what we sent (the GOAWAY), then read and drop what the peer
+  // still sends, until it closes or for at most kLinger. Closing with unread bytes would
+  // reset the connection, and the reset can destroy the GOAWAY before the peer reads it.
+  void linger();
+  void lingerRead();
+  void onLingerRead(int32_t res, uint32_t flags);
+  void onLingerEnd(int32_t res, uint32_t flags);
+  // The deadlines of limits(), checked on a periodic tick while the connection is open.
+  void armTick();
+  void onTick(int32_t res, uint32_t flags);
+  void checkDeadlines();
 
   loop::MemberCompletion<H2Connection, &H2Connection::onReceived> recv_op_{*this};
   loop::MemberCompletion<H2Connection, &H2Connection::onSent> send_op_{*this};
+  loop::MemberCompletion<H2Connection, &H2Connection::onTick> tick_op_{*this};
+  loop::MemberCompletion<H2Connection, &H2Connection::onLingerRead> linger_op_{*this};
+  loop::MemberCompletion<H2Connection, &H2Connection::onLingerEnd> linger_timeout_op_{*this};
+  __kernel_timespec linger_ts_{};
+  std::chrono::steady_clock::time_point linger_until_{};
+  size_t lingered_ = 0;
+  bool linger_ok_ = true;
+  __kernel_timespec tick_ts_{};
+  std::chrono::steady_clock::time_point last_busy_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point send_progress_{};  // last byte sent, or send start
   std::string outbound_;  // being filled from the session
   std::string in_flight_;  // being sent: not touched until the send completes
   size_t in_flight_sent_ = 0;
@@ -73,6 +118,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   bool closing_ = false;
   bool dirty_ = false;
   bool closed_notified_ = false;
+  bool ticking_ = false;
   int pending_ops_ = 0;
 
   friend class WorkerContext;

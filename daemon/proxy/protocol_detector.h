@@ -22,6 +22,7 @@ class ProtocolDetector final : public Connection {
 
   ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
                    net::SocketAddress destination, size_t service_index, std::string source);
+  ~ProtocolDetector() override;
   void start();
   void abort() override;
 

@@ -41,6 +41,14 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
        {"spindle_source_requests_total",
         "gRPC calls by calling Pod (its UID, or its cgroup path off Kubernetes) and service.",
         Type::kCounter, {"source", "service"}, {}, 1024}},
+      {&f.h2_violations_total,
+       {"spindle_h2_violations_total",
+        "HTTP/2 connections closed because the peer broke a rule, by side and rule.",
+        Type::kCounter, {"side", "reason"}, {}, 64}},
+      {&f.limit_closes_total,
+       {"spindle_limit_closes_total",
+        "Downstream connections closed by a limit: max_connections (refused at once) or idle.",
+        Type::kCounter, {"reason"}, {}, 4}},
       {&f.panics_total,
        {"spindle_panics_total",
         "Picks made over every endpoint because all of them were ejected.", Type::kCounter,
@@ -60,16 +68,37 @@ WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shar
     opened_[i] = shard.counter(families.downstream_connections_total, {kProtocols[i]});
     if (i != 2) active_[i] = shard.gauge(families.downstream_connections_active, {kProtocols[i]});
   }
+  // Every series exists from the start: a scrape shows 0 rather than nothing.
+  for (size_t side = 0; side < 2; ++side) {
+    for (size_t v = 1; v < h2::kViolationCount; ++v) {
+      violations_[side][v] =
+          shard.counter(families.h2_violations_total,
+                        {side == 0 ? "downstream" : "upstream",
+                         h2::violationName(static_cast<h2::Violation>(v))});
+    }
+  }
+  over_limit_ = shard.counter(families.limit_closes_total, {"max_connections"});
+  idle_closed_ = shard.counter(families.limit_closes_total, {"idle"});
+}
+
+void WorkerMetrics::violation(bool upstream, h2::Violation violation) {
+  if (violation == h2::Violation::kNone) return;
+  violations_[upstream ? 1 : 0][static_cast<size_t>(violation)].inc();
 }
 
 void WorkerMetrics::connectionOpened(Protocol protocol) {
   const auto i = static_cast<size_t>(protocol);
   opened_[i].inc();
-  if (protocol != Protocol::kRejected) active_[i].inc();
+  if (protocol != Protocol::kRejected) {
+    active_[i].inc();
+    ++open_[i];
+  }
 }
 
 void WorkerMetrics::connectionClosed(Protocol protocol) {
-  if (protocol != Protocol::kRejected) active_[static_cast<size_t>(protocol)].dec();
+  if (protocol == Protocol::kRejected) return;
+  active_[static_cast<size_t>(protocol)].dec();
+  --open_[static_cast<size_t>(protocol)];
 }
 
 void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoint,

@@ -2,8 +2,10 @@
 // on them. Each worker writes its own shard; a scrape merges the shards.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
+#include "h2/session.h"
 #include "metrics/registry.h"
 
 namespace spindle::proxy {
@@ -17,6 +19,8 @@ struct ProxyFamilies {
   metrics::FamilyId ejections_total;                // {service}
   metrics::FamilyId panics_total;                   // {service}
   metrics::FamilyId source_requests_total;          // {source, service}
+  metrics::FamilyId h2_violations_total;            // {side, reason}
+  metrics::FamilyId limit_closes_total;             // {reason}
 
   static Result<ProxyFamilies> registerIn(metrics::Registry& registry);
 };
@@ -38,12 +42,29 @@ class WorkerMetrics {
   void retried(std::string_view service, std::string_view reason);
   void ejected(std::string_view service);
   void panicked(std::string_view service);
+  // A peer broke an HTTP/2 rule and its connection was closed.
+  void violation(bool upstream, h2::Violation violation);
+
+  // Open downstream connections of this worker (being detected, HTTP/2 or passed through),
+  // for limits.max_connections.
+  void detectorStarted() { ++detecting_; }
+  void detectorEnded() { --detecting_; }
+  size_t downstreamOpen() const { return detecting_ + open_[0] + open_[1]; }
+  // A new connection closed at once: the worker is at limits.max_connections.
+  void overConnectionLimit() { over_limit_.inc(); }
+  // A connection closed for having no streams for limits.idle_timeout.
+  void idleClosed() { idle_closed_.inc(); }
 
  private:
   const ProxyFamilies& families_;
   metrics::Shard& shard_;
   metrics::Counter opened_[3];
   metrics::Gauge active_[3];
+  metrics::Counter violations_[2][h2::kViolationCount];
+  metrics::Counter over_limit_;
+  metrics::Counter idle_closed_;
+  size_t open_[2] = {0, 0};
+  size_t detecting_ = 0;
 };
 
 // The text of a grpc-status code 0..16 as a label value; "other" beyond.

@@ -13,7 +13,8 @@ namespace spindle::proxy {
 Upstream::Upstream(WorkerContext& worker, const lb::Endpoint& endpoint)
     : H2Connection(worker, net::Fd(), endpoint.address), endpoint_(endpoint) {
   connected_ = false;
-  session_ = h2::Session::create(h2::Role::kClient, h2::upstreamSettings(), *this);
+  upstream_side_ = true;
+  session_ = h2::Session::create(h2::Role::kClient, withLimits(h2::upstreamSettings()), *this);
 }
 
 void Upstream::connect() {
@@ -82,6 +83,7 @@ void Upstream::attach(Call& call) {
     return;
   }
   streams_[stream_id] = &call;
+  noteActivity();
   endpoint_.load->active_streams.fetch_add(1, std::memory_order_relaxed);
   call.onUpstreamAttached(*this, stream_id);
   markDirty();

@@ -49,6 +49,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   bool holdsDrain() const override { return false; }
   void onClosing() override;
   void onClosed() override;
+  bool hasStreams() const override { return !streams_.empty(); }
 
   // h2::Listener
   bool onStreamBegin(int32_t stream_id) override;

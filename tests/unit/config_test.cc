@@ -1218,4 +1218,75 @@ TEST(Config, InputThatStallsTheYamlParserIsAnError) {
             "spindle.yaml:1: invalid YAML: the parser made no progress");
 }
 
+// --- limits: ----------------------------------------------------------------------------------
+
+TEST(Config, LimitsDefaultToProductionValues) {
+  const Config c = mustParse(R"(
+    proxy:
+      listen: ["127.0.0.1:15001"]
+  )");
+  EXPECT_EQ(c.limits.max_connections, 10000u);
+  EXPECT_EQ(c.limits.idle_timeout, Duration(300000));
+  EXPECT_EQ(c.limits.header_timeout, Duration(10000));
+  EXPECT_EQ(c.limits.send_timeout, Duration(30000));
+  EXPECT_EQ(c.limits.max_premature_resets, 100u);
+  EXPECT_EQ(c.limits.max_glitches, 100u);
+  EXPECT_EQ(c.limits.max_control_frames, 1000u);
+}
+
+TEST(Config, LimitsTakeEveryKeyAndKeepDefaultsForTheRest) {
+  const Config c = mustParse(R"(
+    proxy:
+      listen: ["127.0.0.1:15001"]
+    limits:
+      max_connections: 50
+      idle_timeout: 0s
+      header_timeout: 2s
+      send_timeout: 1500ms
+      max_premature_resets: 20
+      max_glitches: 30
+  )");
+  EXPECT_EQ(c.limits.max_connections, 50u);
+  EXPECT_EQ(c.limits.idle_timeout, Duration(0));  // never
+  EXPECT_EQ(c.limits.header_timeout, Duration(2000));
+  EXPECT_EQ(c.limits.send_timeout, Duration(1500));
+  EXPECT_EQ(c.limits.max_premature_resets, 20u);
+  EXPECT_EQ(c.limits.max_glitches, 30u);
+  EXPECT_EQ(c.limits.max_control_frames, 1000u);
+  const Config empty = mustParse(R"(
+    proxy:
+      listen: ["127.0.0.1:15001"]
+    limits:
+  )");
+  EXPECT_EQ(empty.limits.max_connections, 10000u);
+}
+
+TEST(Config, BadLimitsNameKeyAndLine) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"max_connections: 0", "limits.max_connections: '0' is not an integer from 1 to 1000000"},
+      {"max_connections: many",
+       "limits.max_connections: 'many' is not an integer from 1 to 1000000"},
+      {"header_timeout: 0s", "limits.header_timeout: '0s': a duration must be greater than zero"},
+      {"send_timeout: 30", "limits.send_timeout: '30' needs a unit: ms, s, m or h"},
+      {"idle_timeout: -1s", "limits.idle_timeout: '-1s': a duration must be zero or more"},
+      {"max_premature_resets: 0",
+       "limits.max_premature_resets: '0' is not an integer from 1 to 1000000"},
+      {"max_glitches: -1", "limits.max_glitches: '-1' is not an integer from 1 to 1000000"},
+      {"max_control_frames: 5",
+       "limits.max_control_frames: '5' is not an integer from 10 to 1000000"},
+  };
+  for (const auto& [entry, message] : cases) {
+    const std::string text = fmt::format(
+        "\n    proxy:\n      listen: [\"127.0.0.1:15001\"]\n    limits:\n      {}\n", entry);
+    EXPECT_EQ(errorOf(text), fmt::format("spindle.yaml:4: {}", message)) << entry;
+  }
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: ["127.0.0.1:15001"]
+    limits:
+      max_streams: 10
+  )"),
+            "spindle.yaml:4: unknown key 'max_streams' in limits");
+}
+
 }  // namespace spindle::config

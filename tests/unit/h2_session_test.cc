@@ -1276,5 +1276,309 @@ TEST(H2Session, Receive_BadFrameAfterPrefaceQueuesGoawayAndEndsTheSession) {
   EXPECT_FALSE(server->wantsToWrite());
 }
 
+// --- Abuse: each rule ends only the offending connection, with a GOAWAY ---------------------
+
+std::string u32(uint32_t v) {
+  std::string out;
+  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+  return out;
+}
+
+std::string rstStream(int32_t stream_id, uint32_t code) {
+  return encodeFrame(NGHTTP2_RST_STREAM, 0, stream_id, u32(code));
+}
+std::string ping(uint64_t n) {
+  return encodeFrame(NGHTTP2_PING, 0, 0, u32(static_cast<uint32_t>(n >> 32)) +
+                                             u32(static_cast<uint32_t>(n)));
+}
+std::string windowUpdate(int32_t stream_id, uint32_t increment) {
+  return encodeFrame(NGHTTP2_WINDOW_UPDATE, 0, stream_id, u32(increment));
+}
+std::string priority(int32_t stream_id) {
+  return encodeFrame(NGHTTP2_PRIORITY, 0, stream_id, u32(0) + std::string(1, '\x10'));
+}
+
+// A server Session fed by a hand-written client.
+struct RawClient {
+  explicit RawClient(Settings settings = downstreamSettings()) : events("server") {
+    server = Session::create(Role::kServer, settings, events);
+    events.attach(*server);
+    feed(std::string(kClientPreface) + RawPeer::settings() + RawPeer::settingsAck());
+    EXPECT_TRUE(errors.empty());
+    drain();
+  }
+  // Feeds bytes one frame-sized piece at a time is not needed: nghttp2 stops at the first
+  // fatal error.
+  void feed(const std::string& bytes) {
+    Status status = server->receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    if (!status) errors.push_back(status.error());
+  }
+  std::string drain() {
+    std::string out;
+    server->produce(out, 16 * 1024 * 1024);
+    return out;
+  }
+  // The one GOAWAY the server sent, or none.
+  std::optional<uint32_t> goawayCode() {
+    const auto goaways = framesOfType(drain(), NGHTTP2_GOAWAY);
+    if (goaways.empty()) return std::nullopt;
+    EXPECT_EQ(goaways.size(), 1u);
+    return goaways[0].errorCode();
+  }
+
+  Recorder events;
+  std::unique_ptr<Session> server;
+  RawPeer peer;
+  std::vector<std::string> errors;
+};
+
+Settings withBudgets(uint32_t premature_resets, uint32_t glitches, uint32_t control_frames) {
+  Settings settings = downstreamSettings();
+  settings.max_premature_resets = premature_resets;
+  settings.max_glitches = glitches;
+  settings.max_control_frames = control_frames;
+  return settings;
+}
+
+TEST(H2Session, Abuse_RapidResetEndsTheConnectionWithEnhanceYourCalm) {
+  RawClient c(withBudgets(10, 100, 1000));
+  std::string bytes;
+  for (int32_t i = 0; i < 20; ++i) {
+    const int32_t id = 1 + 2 * i;
+    bytes += c.peer.headers(id, grpcRequest(), false) + rstStream(id, NGHTTP2_CANCEL);
+  }
+  c.feed(bytes);
+  ASSERT_EQ(c.errors.size(), 1u);
+  EXPECT_EQ(c.errors[0], "rapid_reset");
+  EXPECT_EQ(c.server->violation(), Violation::kRapidReset);
+  EXPECT_EQ(c.events.begun.size(), 10u);  // reading stopped at the tenth reset
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+  EXPECT_FALSE(c.server->wantsToRead());
+}
+
+TEST(H2Session, Abuse_ResetsAfterTheResponseAreNotPremature) {
+  RawClient c(withBudgets(10, 100, 1000));
+  for (int32_t i = 0; i < 30; ++i) {
+    const int32_t id = 1 + 2 * i;
+    c.feed(c.peer.headers(id, grpcRequest(), false));
+    ASSERT_EQ(c.server->submitResponse(id, blockOf(grpcResponse()), true), 0);
+    c.events.bodies[id] = BodySource{"", 0, false, std::nullopt};  // never ends
+    c.drain();
+    c.feed(rstStream(id, NGHTTP2_CANCEL));
+  }
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_EQ(c.server->violation(), Violation::kNone);
+  EXPECT_EQ(c.goawayCode(), std::nullopt);
+}
+
+// A client that cancels some of its calls early (deadlines) is not an attacker: the rule
+// needs the resets to be most of the connection's streams.
+TEST(H2Session, Abuse_ACancelOfFewerThanHalfTheStreamsIsNotRapidReset) {
+  RawClient c(withBudgets(10, 100, 1000));
+  for (int32_t i = 0; i < 60; ++i) {
+    const int32_t id = 1 + 2 * i;
+    c.feed(c.peer.headers(id, grpcRequest(), true));
+    if (i % 3 == 0) {
+      c.feed(rstStream(id, NGHTTP2_CANCEL));  // 20 of 60
+    } else {
+      ASSERT_EQ(c.server->submitResponse(id, blockOf(grpcResponse()), false), 0);
+    }
+    c.drain();
+  }
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_EQ(c.server->violation(), Violation::kNone);
+}
+
+TEST(H2Session, Abuse_MalformedRequestsResetStreamsThenExhaustTheGlitchBudget) {
+  RawClient c(withBudgets(100, 5, 1000));
+  Fields bad = grpcRequest();
+  bad.emplace_back("Upper-Case", "x");  // an uppercase name is malformed in HTTP/2
+  c.feed(c.peer.headers(1, bad, true));
+  EXPECT_TRUE(c.errors.empty());
+  const auto resets = framesOfType(c.drain(), NGHTTP2_RST_STREAM);
+  ASSERT_EQ(resets.size(), 1u);  // a stream error while within the budget
+  EXPECT_EQ(c.server->violation(), Violation::kNone);
+
+  std::string bytes;
+  for (int32_t i = 1; i < 20; ++i) bytes += c.peer.headers(1 + 2 * i, bad, true);
+  c.feed(bytes);
+  EXPECT_EQ(c.server->violation(), Violation::kGlitch);
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+  for (const auto& [id, stream] : c.events.streams) {
+    EXPECT_TRUE(stream.blocks.empty()) << id;  // none was passed on
+  }
+}
+
+TEST(H2Session, Abuse_OversizedHeaderBlocksCountAsGlitches) {
+  Settings settings = withBudgets(100, 3, 1000);
+  RawClient c(settings);
+  const Fields big = withBigFields(150, 10);  // within a frame, past the field count
+  ASSERT_GT(big.size(), settings.max_header_count);
+  std::string bytes;
+  for (int32_t i = 0; i < 6; ++i) bytes += c.peer.headers(1 + 2 * i, big, true);
+  c.feed(bytes);
+  EXPECT_EQ(c.server->violation(), Violation::kGlitch);
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+}
+
+TEST(H2Session, Abuse_ContinuationFloodEndsTheConnection) {
+  RawClient c;
+  // A HEADERS frame without END_HEADERS, then CONTINUATIONs that carry nothing, past
+  // nghttp2's limit of 8.
+  std::string bytes = encodeFrame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 1, {});
+  for (int i = 0; i < 20; ++i) bytes += encodeFrame(NGHTTP2_CONTINUATION, 0, 1, {});
+  c.feed(bytes);
+  ASSERT_EQ(c.errors.size(), 1u);
+  EXPECT_EQ(c.server->violation(), Violation::kContinuationFlood);
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+}
+
+struct FloodCase {
+  const char* name;
+  std::string (*frame)(uint64_t i);
+  Violation violation;
+};
+
+TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
+  const FloodCase cases[] = {
+      {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
+      {"ping", [](uint64_t i) { return ping(i); }, Violation::kPingFlood},
+      {"window_update", [](uint64_t) { return windowUpdate(0, 1); },
+       Violation::kWindowUpdateFlood},
+      {"priority", [](uint64_t i) { return priority(static_cast<int32_t>(1001 + 2 * i)); },
+       Violation::kPriorityFlood},
+  };
+  for (const FloodCase& flood : cases) {
+    RawClient c(withBudgets(100, 100, 50));
+    // Within the budget (the first SETTINGS took one token): served as usual.
+    std::string bytes;
+    for (uint64_t i = 0; i < 40; ++i) bytes += flood.frame(i);
+    c.feed(bytes);
+    EXPECT_TRUE(c.errors.empty()) << flood.name;
+    EXPECT_EQ(c.goawayCode(), std::nullopt) << flood.name;
+    bytes.clear();
+    for (uint64_t i = 40; i < 100; ++i) bytes += flood.frame(i);
+    c.feed(bytes);
+    EXPECT_EQ(c.errors.size(), 1u) << flood.name;
+    EXPECT_EQ(c.server->violation(), flood.violation) << flood.name;
+    EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
+  }
+}
+
+TEST(H2Session, Abuse_EmptyDataFramesWithoutEndStreamAreAFlood) {
+  RawClient c(withBudgets(100, 100, 50));
+  c.feed(c.peer.headers(1, grpcRequest(), false));
+  std::string bytes;
+  for (int i = 0; i < 100; ++i) bytes += RawPeer::data(1, "", false);
+  c.feed(bytes);
+  EXPECT_EQ(c.server->violation(), Violation::kEmptyFrames);
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+}
+
+TEST(H2Session, Abuse_DataWithPayloadIsNotCountedAsEmpty) {
+  RawClient c(withBudgets(100, 100, 50));
+  c.events.auto_consume = true;
+  c.feed(c.peer.headers(1, grpcRequest(), false));
+  for (int i = 0; i < 100; ++i) {
+    c.feed(RawPeer::data(1, "x", false));
+    c.events.consumeAll();
+  }
+  c.feed(RawPeer::data(1, "", true));  // an empty END_STREAM is how some clients half-close
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_EQ(c.server->violation(), Violation::kNone);
+  EXPECT_EQ(c.events.stream(1).data.size(), 100u);
+}
+
+TEST(H2Session, Abuse_AServerPeerIsHeldToTheSameRules) {
+  Settings settings = upstreamSettings();
+  settings.max_control_frames = 50;
+  Recorder events("client");
+  auto client = Session::create(Role::kClient, settings, events);
+  events.attach(*client);
+  std::string out;
+  client->produce(out, kProduceLimit);
+  std::string bytes = RawPeer::settings();
+  for (uint64_t i = 0; i < 100; ++i) bytes += ping(i);
+  Status status = client->receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(client->violation(), Violation::kPingFlood);
+  out.clear();
+  client->produce(out, 1024 * 1024);
+  const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].errorCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+}
+
+TEST(H2Session, Abuse_HeadersOverdueCoversThePrefaceAndAnUnfinishedBlock) {
+  using std::chrono::seconds;
+  const auto now = std::chrono::steady_clock::now();
+  Recorder events("server");
+  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  events.attach(*server);
+  // Nothing yet: late only once the timeout passed.
+  EXPECT_FALSE(server->headersOverdue(now, seconds(10)));
+  EXPECT_TRUE(server->headersOverdue(now + seconds(11), seconds(10)));
+
+  const std::string hello = std::string(kClientPreface) + RawPeer::settings();
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+  EXPECT_FALSE(server->headersOverdue(now + seconds(11), seconds(10)));
+
+  // A header block begun and never finished (slowloris): a HEADERS frame without
+  // END_HEADERS, its CONTINUATION never sent.
+  RawPeer peer;
+  std::string block = peer.headers(1, grpcRequest(), true);
+  block[4] = static_cast<char>(NGHTTP2_FLAG_END_STREAM);  // clear END_HEADERS
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(block.data()), block.size()));
+  EXPECT_FALSE(server->headersOverdue(std::chrono::steady_clock::now(), seconds(10)));
+  EXPECT_TRUE(server->headersOverdue(std::chrono::steady_clock::now() + seconds(11), seconds(10)));
+
+  const std::string end = encodeFrame(NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, {});
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(end.data()), end.size()));
+  EXPECT_EQ(events.stream(1).blocks.size(), 1u);
+  EXPECT_FALSE(server->headersOverdue(std::chrono::steady_clock::now() + seconds(11), seconds(10)));
+
+  server->fail(Violation::kHeaderTimeout);
+  std::string out;
+  server->produce(out, kProduceLimit);
+  const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].errorCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM});
+  EXPECT_EQ(server->violation(), Violation::kHeaderTimeout);
+  EXPECT_EQ(violationName(server->violation()), "header_timeout");
+}
+
+TEST(H2Session, Abuse_RfcPrioritiesAreOffInBothDirections) {
+  Pair pair;
+  ASSERT_TRUE(pair.pump());
+  for (const std::string* bytes : {&pair.server_bytes_in, &pair.client_bytes_in}) {
+    const auto settings = framesOfType(*bytes, NGHTTP2_SETTINGS);
+    ASSERT_FALSE(settings.empty());
+    bool off = false;
+    for (size_t at = 0; at + 6 <= settings[0].payload.size(); at += 6) {
+      const auto id = static_cast<uint16_t>((static_cast<uint8_t>(settings[0].payload[at]) << 8) |
+                                            static_cast<uint8_t>(settings[0].payload[at + 1]));
+      off = off || (id == NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES && settings[0].readU32(at + 2) == 1);
+    }
+    EXPECT_TRUE(off);
+  }
+}
+
+// Clients answer our DATA with WINDOW_UPDATEs (gRPC's C core sends more than one per frame):
+// those are not a flood, however many calls the connection carries.
+TEST(H2Session, Abuse_WindowUpdatesThatAnswerOurDataAreNotAFlood) {
+  RawClient c(withBudgets(100, 100, 50));
+  for (int32_t i = 0; i < 100; ++i) {
+    const int32_t id = 1 + 2 * i;
+    c.feed(c.peer.headers(id, grpcRequest(), true));
+    c.events.bodies[id] = BodySource{"response", 0, true, std::nullopt};
+    ASSERT_EQ(c.server->submitResponse(id, blockOf(grpcResponse()), true), 0);
+    ASSERT_EQ(framesOfType(c.drain(), NGHTTP2_DATA).size(), 1u);
+    c.feed(windowUpdate(0, 8) + windowUpdate(0, 1) + windowUpdate(0, 1) + windowUpdate(0, 1));
+  }
+  EXPECT_TRUE(c.errors.empty());
+  EXPECT_EQ(c.server->violation(), Violation::kNone);
+  EXPECT_EQ(c.goawayCode(), std::nullopt);
+}
+
 }  // namespace
 }  // namespace spindle::h2
