@@ -8,7 +8,7 @@ BPFTOOL    ?= bpftool
 
 # Packages the build, the tests and the demo need (Debian 12).
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
-              libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev libgoogle-perftools-dev
+              libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev libjemalloc-dev
 DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
               dnsmasq-base prometheus libgrpc++-dev
 # Node.js for the grpc-js client: the machine's own when it has one (it may not be Debian's).
@@ -28,9 +28,11 @@ CXXFLAGS   ?= -O2 -g
 CXXFLAGS   += -std=c++20 $(WARNINGS) -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
 LDLIBS     := -lbpf -luring -lnghttp2 -lcares -lyaml-cpp -lfmt -lelf -lz -lpthread
 # The daemon's allocator: glibc's malloc and free were 18% of its CPU per call (nghttp2
-# allocates per frame and stream); tcmalloc's per-thread caches cut CPU per call by 13%.
-# Only the daemon: the sanitizer builds bring their own allocator.
-MALLOC_LIB := -ltcmalloc_minimal
+# allocates per frame and stream). jemalloc cuts CPU per unary call by about 10% and keeps
+# 64 KiB messages and streams as fast as glibc; tcmalloc was as fast on unary calls but 40%
+# slower on 64 KiB messages and 80% on streams. Only the daemon: the sanitizer builds bring
+# their own allocator.
+MALLOC_LIB := -ljemalloc
 
 # clang -target bpf does not know the multiarch include dir (asm/types.h): ask clang for the
 # host's system dirs and pass them with -idirafter.
