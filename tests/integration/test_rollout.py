@@ -2,7 +2,8 @@
 then sends the old one SIGTERM. Both share the proxy port (SO_REUSEPORT) and, through maps
 pinned on bpffs, the record of where each redirected connection was going. The old one stops
 accepting, sends its clients GOAWAY, lets their calls finish, and exits; the clients reconnect
-to the new one by themselves. No call may fail, from clients of two gRPC stacks.
+to the new one by themselves. No call may fail, from clients of three gRPC stacks
+(python3-grpcio, C++ libgrpc++, @grpc/grpc-js), run with gRPC's default retries as apps are.
 """
 
 import os
@@ -24,6 +25,8 @@ VIP4 = "198.19.0.10"
 TARGET = peers.target(VIP4, PORT)
 ADMIN_PORT = 9901
 E2E_CLIENT = os.path.join(sim.REPO, "build", "bin", "e2e_client")
+NODE = "/usr/bin/node"
+NODE_CLIENT = os.path.join(sim.REPO, "tests", "e2e", "node", "client.js")
 
 RATE = 100          # calls per second, per client
 SECONDS = 12        # of load per client
@@ -40,6 +43,7 @@ class RolloutTest(SimTestCase):
         cls.node = stack.enter_context(sim.Node())
         cls.py_client = cls.node.add_pod("client-py", n=2)
         cls.cpp_client = cls.node.add_pod("client-cpp", n=3)
+        cls.node_client = cls.node.add_pod("client-node", n=4)
         cls.pods = [cls.node.add_pod(f"b{i}", n=10 + i) for i in range(3)]
         cls.echo = cls.node.add_service("echo", vip4=VIP4, ports=[PORT], backends=cls.pods)
         cls.logs = {}
@@ -86,9 +90,14 @@ class RolloutTest(SimTestCase):
         cpp = self.cpp_client.spawn([E2E_CLIENT, TARGET, "during-kill", "--seconds", str(SECONDS),
                                      "--concurrency", "2", "--sleep-ms", "10", "--timeout", "10",
                                      "--run", cpp_run, "--app-defaults"], name="client-cpp")
+        js_run = peers.new_run("js")
+        js = self.node_client.spawn([NODE, NODE_CLIENT, TARGET, "during-kill", "--seconds",
+                                     str(SECONDS), "--concurrency", "2", "--sleep-ms", "10",
+                                     "--timeout", "10", "--run", js_run, "--app-defaults"],
+                                    name="client-node")
         # Both clients are mid-run on a connection the old spindle holds.
-        sim.wait_until(lambda: all(self.served(run) >= 100 for run in (py_run, cpp_run)), 15,
-                       what="both clients' calls reaching the backends")
+        sim.wait_until(lambda: all(self.served(run) >= 100 for run in (py_run, cpp_run, js_run)),
+                       15, what="every client's calls reaching the backends")
 
         new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
         self.addCleanup(new.close)
@@ -116,18 +125,22 @@ class RolloutTest(SimTestCase):
 
         py_res = peers.result(py, 60)
         cpp_res = peers.result(cpp, 60)
+        js_res = peers.result(js, 60)
         py_failed = [[c[0], round(c[1] - t_term_wall, 4), round(c[2] - t_term_wall, 4), c[3]]
                      for c in py_res.get("calls") or [] if c[3] != "OK"]
         self.assertTrue(py_res.get("ok"), f"python client: {py_res.get('failures')}; failed "
                         f"calls [id, start, end] in s after SIGTERM: {py_failed}\n"
                         + old.tail() + new.tail())
         self.assertEqual(py_res.get("calls_ok"), count, f"python client: {py_res}")
-        cpp_calls = cpp_res.get("calls") or []
-        cpp_failed = [c for c in cpp_calls if c[3] != "OK"]
-        self.assertGreater(len(cpp_calls), 500, f"c++ client made too few calls: {cpp_res}")
-        self.assertEqual(cpp_failed, [], f"c++ client: {len(cpp_failed)} calls failed\n"
-                         + new.tail())
-        for run, made in ((py_run, count), (cpp_run, len(cpp_calls))):
+        made_by = {py_run: count}
+        for name, run, res in (("c++", cpp_run, cpp_res), ("grpc-js", js_run, js_res)):
+            calls = res.get("calls") or []
+            failed = [c for c in calls if c[3] != "OK"]
+            self.assertGreater(len(calls), 300, f"{name} client made too few calls: {res}")
+            self.assertEqual(failed, [], f"{name} client: {len(failed)} calls failed\n"
+                             + new.tail())
+            made_by[run] = len(calls)
+        for run, made in made_by.items():
             self.assertEqual(self.served(run), made, f"run {run}: backends logged "
                              f"{self.served(run)} calls of {made}")
             seen = {norm_ip(peers.peer_ip(e["peer"])) for log in self.logs.values()
@@ -137,14 +150,14 @@ class RolloutTest(SimTestCase):
         # Both clients came back to the new spindle on their own, and its calls were balanced.
         metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
         reconnected = self.metric(metrics, "spindle_downstream_connections_total", protocol="h2")
-        self.assertGreaterEqual(reconnected, 2, "the clients did not reconnect to the new "
+        self.assertGreaterEqual(reconnected, 3, "the clients did not reconnect to the new "
                                 "spindle:\n" + metrics[:3000])
         per_pod = {p.ip4: self.metric(metrics, "spindle_requests_total", endpoint=f"{p.ip4}:{PORT}")
                    for p in self.pods}
         self.assertTrue(all(n > 0 for n in per_pod.values()),
                         f"the new spindle did not spread calls over every Pod: {per_pod}")
         print(f"MEASURE rollout: drain {drain_s:.2f} s ({drained[-1].split('drained in ')[1]}), "
-              f"{count + len(cpp_calls)} calls, 0 failed; new spindle calls per Pod {per_pod}")
+              f"{sum(made_by.values())} calls from 3 stacks, 0 failed; new spindle calls per Pod {per_pod}")
 
         # The last spindle leaving removes the pins; the first one's are shared until then.
         self.assertTrue(self.bpffs.pins(), "no map was pinned while two spindles ran")

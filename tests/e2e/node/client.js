@@ -97,7 +97,7 @@ const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
 function parseArgs(argv) {
   const o = {
     count: 100, concurrency: 1, sleepMs: 0, seconds: 4, deadlineMs: 200, timeout: 30,
-    maxSeconds: 90, run: `n${process.pid}`,
+    maxSeconds: 90, run: `n${process.pid}`, appDefaults: false,
   };
   const names = {
     '--count': ['count', Number], '--concurrency': ['concurrency', Number],
@@ -108,6 +108,8 @@ function parseArgs(argv) {
   const pos = [];
   for (let i = 0; i < argv.length; i++) {
     if (!argv[i].startsWith('--')) { pos.push(argv[i]); continue; }
+    // Keep grpc-js's default (transparent) retries, as apps run.
+    if (argv[i] === '--app-defaults') { o.appDefaults = true; continue; }
     const spec = names[argv[i]];
     if (!spec || i + 1 >= argv.length) throw new Error(`bad option ${argv[i]}`);
     o[spec[0]] = spec[1](argv[++i]);
@@ -160,12 +162,14 @@ const same = (a, b) => (Buffer.isBuffer(a) && Buffer.isBuffer(b) ? a.equals(b) :
 class Driver {
   constructor(o) {
     this.o = o;
-    this.client = new Echo(o.target, grpc.credentials.createInsecure(), {
+    const options = {
       'grpc.max_send_message_length': MAX_MESSAGE,
       'grpc.max_receive_message_length': MAX_MESSAGE,
-      // What the test sees is what the path under test did: no client-side retries.
-      'grpc.enable_retries': 0,
-    });
+    };
+    // What the test sees is what the path under test did: no client-side retries, unless the
+    // test asks for an app's defaults.
+    if (!o.appDefaults) options['grpc.enable_retries'] = 0;
+    this.client = new Echo(o.target, grpc.credentials.createInsecure(), options);
     this.ids = 0;
     this.tEnd = monoNow() + Math.min(o.maxSeconds, MAX_SECONDS);
   }
