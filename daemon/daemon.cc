@@ -508,17 +508,12 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   });
   signal_reader.arm();
 
-  if (admin_server) {
-    installStatusPages(*admin_server,
-                       StatusSources{effective, metric_registry, *main_shard, worker_list,
-                                     redirector, registry, discovery, attached});
-    admin_server->start();
-  }
-  if (probe_server) {
-    installStatusPages(*probe_server,
-                       StatusSources{effective, metric_registry, *main_shard, worker_list,
-                                     redirector, registry, discovery, attached});
-    probe_server->start();
+  const StatusSources status_sources{effective, metric_registry, *main_shard, worker_list,
+                                     redirector,  registry,        discovery,   attached};
+  for (admin::AdminServer* server : {admin_server.get(), probe_server.get()}) {
+    if (server == nullptr) continue;
+    installStatusPages(*server, status_sources);
+    server->start();
   }
 
   std::string listening;

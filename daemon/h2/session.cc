@@ -84,7 +84,8 @@ struct Callbacks {
     Session& s = self(user_data);
     const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     const bool ack = (frame->hd.flags & NGHTTP2_FLAG_ACK) != 0;
-    const auto now = Session::Clock::now();
+    // The clock only for the frames a budget limits: not per HEADERS or DATA with content.
+    auto now = [] { return Session::Clock::now(); };
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS: {
         s.pending_open_ = false;
@@ -109,7 +110,7 @@ struct Callbacks {
       case NGHTTP2_DATA:
         // Frames that carry nothing cost us work and the peer nothing.
         if (!end_stream && frame->hd.length <= frame->data.padlen &&
-            !s.empty_frames_.take(now)) {
+            !s.empty_frames_.take(now())) {
           return s.giveUpInCallback(Violation::kEmptyFrames);
         }
         if (end_stream) s.listener_.onEndOfData(frame->hd.stream_id);
@@ -128,7 +129,7 @@ struct Callbacks {
         }
         return 0;
       case NGHTTP2_WINDOW_UPDATE:
-        if (!s.window_updates_.take(now)) return s.giveUpInCallback(Violation::kWindowUpdateFlood);
+        if (!s.window_updates_.take(now())) return s.giveUpInCallback(Violation::kWindowUpdateFlood);
         return 0;
       case NGHTTP2_GOAWAY:
         s.goaway_last_stream_id_ = frame->goaway.last_stream_id;
@@ -137,14 +138,14 @@ struct Callbacks {
       case NGHTTP2_PING:
         if (ack) {
           s.listener_.onPingAck();
-        } else if (!s.pings_.take(now)) {
+        } else if (!s.pings_.take(now())) {
           return s.giveUpInCallback(Violation::kPingFlood);
         }
         return 0;
       case NGHTTP2_SETTINGS:
         if (!ack) {
           s.remote_settings_seen_ = true;
-          if (!s.settings_frames_.take(now)) return s.giveUpInCallback(Violation::kSettingsFlood);
+          if (!s.settings_frames_.take(now())) return s.giveUpInCallback(Violation::kSettingsFlood);
           s.listener_.onRemoteSettings();
         }
         return 0;

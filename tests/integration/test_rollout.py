@@ -164,5 +164,25 @@ class RolloutTest(SimTestCase):
         self.assertEqual(new.stop(), 0, new.tail())
         self.assertEqual(self.bpffs.pins(), [], "the last spindle left its pins behind")
 
+    def test_pin_path_off_bpffs_runs_unshared_and_refuses_a_second(self):
+        # Without a bpf filesystem the maps cannot be shared: the first spindle says so and
+        # serves; a second beside it would reject the first one's connections, so it refuses.
+        cfg = self.config("unshared")
+        cfg["redirect"]["pin_path"] = os.path.join(self.node.logdir, "not-bpffs")
+        first = sim.Spindle(self.node, cfg, name="spindle-unshared")
+        self.addCleanup(first.close)
+        first.start()
+        self.assertTrue(any("is not on a bpf filesystem" in line and "not shared" in line
+                            for line in first.stderr_lines()), first.tail())
+        cfg["admin"]["socket"] = os.path.join(self.node.logdir, "second.sock")
+        second = sim.Spindle(self.node, cfg, name="spindle-second")
+        self.addCleanup(second.close)
+        second.start(wait_ready=False)
+        self.assertEqual(second.proc.wait(10), 1, second.tail())
+        self.assertTrue(any("is another spindle running on this node" in line
+                            for line in second.error_lines()), second.tail())
+        self.assertTrue(first.proc.alive(), "the first spindle died:\n" + first.tail())
+        self.assertEqual(first.stop(), 0, first.tail())
+
     def served(self, run):
         return sum(len(log.starts(run=run)) for log in self.logs.values())
