@@ -275,7 +275,9 @@ for _ in range(3):
 
 # name, options, the GOAWAY code expected, the reason counted in spindle_h2_violations_total
 ATTACKS = [
-    ("rapid_reset", {"frames": 3000}, ENHANCE_YOUR_CALM, "rapid_reset"),
+    # More than spindle drains from a connection it closes (1 MiB) and the socket buffers
+    # hold, so that being cut off shows in what the attacker could send.
+    ("rapid_reset", {"frames": 20000}, ENHANCE_YOUR_CALM, "rapid_reset"),
     ("glitch", {"frames": 3000}, ENHANCE_YOUR_CALM, "glitch"),
     ("continuation", {"frames": 100}, ENHANCE_YOUR_CALM, "continuation_flood"),
     # Whichever trips first: our budget, or nghttp2's bound on the ACKs it owes (1000), when
