@@ -4,7 +4,7 @@ pinned on bpffs, the record of where each redirected connection was going. The o
 accepting, sends its clients GOAWAY, lets their calls finish, and exits; the clients reconnect
 to the new one by themselves. No call may fail, from clients of two gRPC stacks
 (python3-grpcio, C++ libgrpc++), run with gRPC's default retries as apps are. (@grpc/grpc-js
-1.14 failed one call in 12 runs here, UNAVAILABLE at the GOAWAY: not yet understood.)
+1.14 failed one call in 4 runs here, UNAVAILABLE at the GOAWAY: not yet understood.)
 """
 
 import os
