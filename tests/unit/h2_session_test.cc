@@ -1465,6 +1465,25 @@ TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
   }
 }
 
+TEST(H2Session, Abuse_AFloodInOneReadIsNamedByItsKindNotAsAckFlood) {
+  // nghttp2 queues each PING's ACK before the budget sees the PING: with the default budget,
+  // one read of 1500 PINGs (and SETTINGS to add their ACKs) must still be a ping flood.
+  const FloodCase cases[] = {
+      {"ping", [](uint64_t i) { return ping(i); }, Violation::kPingFlood},
+      {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
+  };
+  for (const FloodCase& flood : cases) {
+    RawClient c(withBudgets(100, 100, 1000));
+    std::string bytes;
+    for (uint64_t i = 0; i < 990; ++i) bytes += i % 2 ? ping(i) : RawPeer::settings();
+    for (uint64_t i = 0; i < 1500; ++i) bytes += flood.frame(i);
+    c.feed(bytes);
+    EXPECT_EQ(c.errors.size(), 1u) << flood.name;
+    EXPECT_EQ(c.server->violation(), flood.violation) << flood.name;
+    EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
+  }
+}
+
 TEST(H2Session, Abuse_EmptyDataFramesWithoutEndStreamAreAFlood) {
   RawClient c(withBudgets(100, 100, 50));
   c.feed(c.peer.headers(1, grpcRequest(), false));
