@@ -2,7 +2,80 @@
 
 namespace spindle::h2 {
 
+// Buffers of blocks that went, kept per thread for the next blocks. Bounded in count and in
+// size, so a burst of big blocks does not stay held.
+class HeaderBlock::Spares {
+ public:
+  static constexpr size_t kMaxCount = 128;
+  static constexpr size_t kMaxArena = 4096;
+  static constexpr size_t kMaxFields = 32;
+
+  static Spares* forThread() { return gone_ ? nullptr : &spares_; }
+
+  bool put(Buffers& buffers) {
+    if (items_.size() >= kMaxCount || buffers.arena.capacity() > kMaxArena ||
+        buffers.fields.capacity() > kMaxFields || buffers.nv.capacity() > kMaxFields) {
+      return false;
+    }
+    buffers.arena.clear();
+    buffers.fields.clear();
+    buffers.nv.clear();
+    items_.push_back(std::move(buffers));
+    return true;
+  }
+
+  bool take(Buffers& buffers) {
+    if (items_.empty()) return false;
+    buffers = std::move(items_.back());
+    items_.pop_back();
+    return true;
+  }
+
+  ~Spares() { gone_ = true; }  // blocks that go after this, at thread exit, just free
+
+ private:
+  std::vector<Buffers> items_;
+  static thread_local Spares spares_;
+  static thread_local bool gone_;  // trivially destructible: readable during thread exit
+};
+
+thread_local HeaderBlock::Spares HeaderBlock::Spares::spares_;
+thread_local bool HeaderBlock::Spares::gone_ = false;
+
+HeaderBlock& HeaderBlock::operator=(HeaderBlock&& other) noexcept {
+  if (this != &other) {
+    recycle();
+    arena_ = std::move(other.arena_);
+    fields_ = std::move(other.fields_);
+    nv_ = std::move(other.nv_);
+    list_size_ = other.list_size_;
+    other.list_size_ = 0;
+  }
+  return *this;
+}
+
+HeaderBlock::~HeaderBlock() { recycle(); }
+
+void HeaderBlock::recycle() {
+  if (fields_.capacity() == 0) return;  // nothing worth keeping (a moved-from block)
+  Spares* spares = Spares::forThread();
+  if (spares == nullptr) return;
+  Buffers buffers{std::move(arena_), std::move(fields_), std::move(nv_)};
+  spares->put(buffers);
+  list_size_ = 0;
+}
+
+void HeaderBlock::reuse() {
+  Spares* spares = Spares::forThread();
+  Buffers buffers;
+  if (spares == nullptr || !spares->take(buffers)) return;
+  arena_ = std::move(buffers.arena);
+  fields_ = std::move(buffers.fields);
+  nv_ = std::move(buffers.nv);
+}
+
 void HeaderBlock::add(std::string_view name, std::string_view value) {
+  if (fields_.capacity() == 0) reuse();
   Field field{};
   field.name_offset = static_cast<uint32_t>(arena_.size());
   field.name_length = static_cast<uint32_t>(name.size());

@@ -46,7 +46,7 @@ struct Callbacks {
     s.pending_stream_ = frame->hd.stream_id;
     s.pending_too_large_ = false;
     s.pending_open_ = true;
-    s.pending_since_ = Session::Clock::now();
+    s.pending_since_ = EventClock::now();
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
       ++s.streams_opened_;
       s.window_updates_.giveBack(2);  // each stream may update its window
@@ -84,8 +84,6 @@ struct Callbacks {
     Session& s = self(user_data);
     const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     const bool ack = (frame->hd.flags & NGHTTP2_FLAG_ACK) != 0;
-    // The clock only for the frames a budget limits: not per HEADERS or DATA with content.
-    auto now = [] { return Session::Clock::now(); };
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS: {
         s.pending_open_ = false;
@@ -110,7 +108,7 @@ struct Callbacks {
       case NGHTTP2_DATA:
         // Frames that carry nothing cost us work and the peer nothing.
         if (!end_stream && frame->hd.length <= frame->data.padlen &&
-            !s.empty_frames_.take(now())) {
+            !s.empty_frames_.take(EventClock::now())) {
           return s.giveUpInCallback(Violation::kEmptyFrames);
         }
         if (end_stream) s.listener_.onEndOfData(frame->hd.stream_id);
@@ -129,7 +127,9 @@ struct Callbacks {
         }
         return 0;
       case NGHTTP2_WINDOW_UPDATE:
-        if (!s.window_updates_.take(now())) return s.giveUpInCallback(Violation::kWindowUpdateFlood);
+        if (!s.window_updates_.take(EventClock::now())) {
+          return s.giveUpInCallback(Violation::kWindowUpdateFlood);
+        }
         return 0;
       case NGHTTP2_GOAWAY:
         s.goaway_last_stream_id_ = frame->goaway.last_stream_id;
@@ -138,14 +138,16 @@ struct Callbacks {
       case NGHTTP2_PING:
         if (ack) {
           s.listener_.onPingAck();
-        } else if (!s.pings_.take(now())) {
+        } else if (!s.pings_.take(EventClock::now())) {
           return s.giveUpInCallback(Violation::kPingFlood);
         }
         return 0;
       case NGHTTP2_SETTINGS:
         if (!ack) {
           s.remote_settings_seen_ = true;
-          if (!s.settings_frames_.take(now())) return s.giveUpInCallback(Violation::kSettingsFlood);
+          if (!s.settings_frames_.take(EventClock::now())) {
+            return s.giveUpInCallback(Violation::kSettingsFlood);
+          }
           s.listener_.onRemoteSettings();
         }
         return 0;
@@ -183,7 +185,7 @@ struct Callbacks {
   // (SETTINGS_NO_RFC7540_PRIORITIES) and nghttp2 skips them. Each still costs a read.
   static int onBeginFrame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user_data) noexcept {
     Session& s = self(user_data);
-    if (hd->type == NGHTTP2_PRIORITY && !s.priorities_.take(Session::Clock::now())) {
+    if (hd->type == NGHTTP2_PRIORITY && !s.priorities_.take(EventClock::now())) {
       return s.giveUpInCallback(Violation::kPriorityFlood);
     }
     return 0;
@@ -254,7 +256,8 @@ struct Callbacks {
     // a flood is then named by its kind, and only a peer that does not read its ACKs, over
     // several reads, hits the ACK cap.
     nghttp2_option_set_max_continuations(option, 8);
-    nghttp2_option_set_max_outbound_ack(option, 2 * static_cast<size_t>(settings.max_control_frames) + 1);
+    nghttp2_option_set_max_outbound_ack(option,
+                                        2 * static_cast<size_t>(settings.max_control_frames) + 1);
     nghttp2_option_set_max_settings(option, 32);
     nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33);
     return option;
@@ -316,7 +319,9 @@ int Session::giveUpInCallback(Violation violation) {
 }
 
 void Session::onGlitch() {
-  if (!glitches_.take(Clock::now())) giveUp(Violation::kGlitch, goawayCode(Violation::kGlitch));
+  if (!glitches_.take(EventClock::now())) {
+    giveUp(Violation::kGlitch, goawayCode(Violation::kGlitch));
+  }
 }
 
 void Session::fail(Violation violation) { giveUp(violation, goawayCode(violation)); }

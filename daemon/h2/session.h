@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "h2/headers.h"
+#include "util/event_clock.h"
 #include "util/result.h"
 
 namespace spindle::h2 {
@@ -159,7 +160,7 @@ class Session {
         window_updates_(settings.max_control_frames),
         priorities_(settings.max_control_frames),
         empty_frames_(settings.max_control_frames),
-        created_(Clock::now()) {}
+        created_(EventClock::now()) {}
   // Records the violation and queues the GOAWAY that ends the connection.
   void giveUp(Violation violation, uint32_t error_code);
   // The same from inside an nghttp2 callback: returns the code that stops the receive.

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "util/event_clock.h"
+
 namespace spindle::loop {
 namespace {
 
@@ -73,8 +75,9 @@ void Loop::runOnce(std::chrono::milliseconds timeout) {
   }
   unsigned head = 0;
   unsigned seen = 0;
+  EventClock::Scope event_time;
   io_uring_for_each_cqe(&ring_, head, cqe) {
-    ++seen;
+    if (seen++ > 0) event_time.advance();
     auto* completion = static_cast<Completion*>(io_uring_cqe_get_data(cqe));
     if (completion != nullptr) completion->complete(cqe->res, cqe->flags);
   }

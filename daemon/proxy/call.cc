@@ -8,6 +8,7 @@
 #include "proxy/grpc_timeout.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_context.h"
+#include "util/event_clock.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
@@ -26,7 +27,7 @@ Call::~Call() { detachUpstream(); }
 void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   request_headers_ = std::move(headers);
   request_ended_ = end_stream;
-  const auto now = lb::Clock::now();
+  const auto now = EventClock::now();
   started_ = now;
   worker_.retryBudget(service_index_).onCall(now);
   if (auto timeout = parseGrpcTimeout(request_headers_.find("grpc-timeout"))) {
@@ -47,7 +48,7 @@ void Call::reportHealth(bool failed) {
   const lb::Endpoint* endpoint = currentEndpoint();
   if (endpoint == nullptr) return;
   if (failed) {
-    const auto outcome = lb::onFailure(*endpoint->load, *endpoints_, lb::Clock::now(),
+    const auto outcome = lb::onFailure(*endpoint->load, *endpoints_, EventClock::now(),
                                        worker_.serviceAt(service_index_).outlier);
     if (outcome == lb::FailureOutcome::kEjected) {
       worker_.metrics().ejected(worker_.serviceName(service_index_));
@@ -71,7 +72,7 @@ void Call::onRequestEnd() {
 bool Call::canRetry() const {
   if (response_started_ || !request_body_.replayable() || downstream_ == nullptr) return false;
   if (attempts_ >= worker_.serviceAt(service_index_).retries.max) return false;
-  const auto now = lb::Clock::now();
+  const auto now = EventClock::now();
   if (deadline_ && *deadline_ - now < kMinTimeForRetry) return false;
   // Last: a retry that passes the budget is counted in it.
   return worker_.retryBudget(service_index_).tryRetry(now);
@@ -79,7 +80,7 @@ bool Call::canRetry() const {
 
 void Call::dispatch() {
   if (downstream_ == nullptr) return;
-  const auto now = lb::Clock::now();
+  const auto now = EventClock::now();
   if (deadline_) {
     // The endpoint gets the time that is left, not the time the app gave; a call already
     // past its deadline is not sent at all.
@@ -152,7 +153,7 @@ size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
 }
 
 void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
-  const auto now = lb::Clock::now();
+  const auto now = EventClock::now();
   if (const lb::Endpoint* endpoint = currentEndpoint()) {
     // The endpoint answered the call (tries that never got an answer do not count).
     endpoint->load->total_calls.fetch_add(1, std::memory_order_relaxed);
@@ -286,7 +287,7 @@ void Call::onDownstreamClosed(uint32_t error_code) {
       grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
                         : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
       downstream_ != nullptr ? std::string_view(downstream_->source()) : "unknown",
-      std::chrono::duration<double>(lb::Clock::now() - started_).count());
+      std::chrono::duration<double>(EventClock::now() - started_).count());
   // Request bytes the app sent that never went upstream still hold its connection window.
   if (downstream_ != nullptr && request_received_ > request_consumed_) {
     downstream_->consumeRequest(downstream_stream_, request_received_ - request_consumed_);

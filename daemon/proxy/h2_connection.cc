@@ -214,7 +214,7 @@ void H2Connection::flush() {
   in_flight_.swap(outbound_);
   outbound_.clear();
   in_flight_sent_ = 0;
-  send_progress_ = Clock::now();
+  send_progress_ = EventClock::now();
   io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(), in_flight_.data(),
                      in_flight_.size(), MSG_NOSIGNAL);
   sending_ = true;
@@ -234,7 +234,7 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
   }
   if (res > 0) {
     in_flight_sent_ += static_cast<size_t>(res);
-    send_progress_ = Clock::now();
+    send_progress_ = EventClock::now();
   }
   if (in_flight_sent_ < in_flight_.size()) {
     io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(),

@@ -15,6 +15,7 @@
 #include "net/address.h"
 #include "net/fd.h"
 #include "proxy/connection.h"
+#include "util/event_clock.h"
 
 namespace spindle::proxy {
 
@@ -51,7 +52,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   // Asks the worker to flush this connection after the current batch.
   void markDirty();
   // The connection has streams: it is not idle.
-  void noteActivity() { last_busy_ = std::chrono::steady_clock::now(); }
+  void noteActivity() { last_busy_ = EventClock::now(); }
   virtual bool hasStreams() const = 0;
 
   // Operations of a subclass (a connect) that must end before the connection is freed.
