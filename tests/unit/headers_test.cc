@@ -44,5 +44,39 @@ TEST(HeaderBlock, SetAcceptsAValueFromTheBlockItself) {
   EXPECT_EQ(block.find(":path"), "/echo.Echo/Unary");
 }
 
+TEST(HeaderBlock, ABlockOnSpareBuffersHoldsOnlyItsOwnFields) {
+  const void* spare = nullptr;
+  {
+    HeaderBlock old = request();
+    old.add("x-padding", std::string(300, 'p'));
+    spare = old.nv().data();
+  }
+  HeaderBlock block;
+  block.add("grpc-status", "0");
+  ASSERT_EQ(block.count(), 1u);
+  EXPECT_EQ(block.name(0), "grpc-status");
+  EXPECT_EQ(block.value(0), "0");
+  EXPECT_EQ(block.find(":path"), "");
+  EXPECT_EQ(block.listSize(), std::string_view("grpc-status0").size() + 32);
+  const auto& nv = block.nv();
+  ASSERT_EQ(nv.size(), 1u);
+  // The buffers of the block that went were taken, not new ones.
+  EXPECT_EQ(static_cast<const void*>(nv.data()), spare);
+}
+
+TEST(HeaderBlock, MoveAssignmentKeepsTheMovedBlockAndEmptiesTheSource) {
+  HeaderBlock target;
+  target.add("x-old", "1");
+  HeaderBlock source = request();
+  target = std::move(source);
+  ASSERT_EQ(target.count(), 4u);
+  EXPECT_EQ(target.find(":path"), "/echo.Echo/Unary");
+  EXPECT_EQ(target.find("x-old"), "");
+  EXPECT_EQ(source.count(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_EQ(source.listSize(), 0u);
+  source.add("x-new", "2");  // a moved-from block is usable again
+  EXPECT_EQ(source.find("x-new"), "2");
+}
+
 }  // namespace
 }  // namespace spindle::h2
