@@ -2,13 +2,14 @@
 
 namespace spindle::h2 {
 
-// Buffers of blocks that went, kept per thread for the next blocks. Bounded in count and in
-// size, so a burst of big blocks does not stay held.
+// Buffers of blocks that went, kept per thread for the next blocks: enough for the calls that
+// end in one batch of completions (three blocks each), bounded in count and in size so that
+// a burst of big blocks does not stay held (at most 512 x 3.3 KiB).
 class HeaderBlock::Spares {
  public:
-  static constexpr size_t kMaxCount = 128;
-  static constexpr size_t kMaxArena = 4096;
-  static constexpr size_t kMaxFields = 32;
+  static constexpr size_t kMaxCount = 512;
+  static constexpr size_t kMaxArena = 2048;
+  static constexpr size_t kMaxFields = 24;
 
   static Spares* forThread() { return gone_ ? nullptr : &spares_; }
 
@@ -68,7 +69,12 @@ void HeaderBlock::recycle() {
 void HeaderBlock::reuse() {
   Spares* spares = Spares::forThread();
   Buffers buffers;
-  if (spares == nullptr || !spares->take(buffers)) return;
+  if (spares == nullptr || !spares->take(buffers)) {
+    // New buffers, sized for a usual gRPC block rather than grown to it field by field.
+    arena_.reserve(512);
+    fields_.reserve(16);
+    return;
+  }
   arena_ = std::move(buffers.arena);
   fields_ = std::move(buffers.fields);
   nv_ = std::move(buffers.nv);

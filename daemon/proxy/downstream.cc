@@ -48,13 +48,13 @@ void H2Downstream::onPingAck() {
 
 
 Call* H2Downstream::callOf(int32_t stream_id) const {
-  auto it = calls_.find(stream_id);
-  return it == calls_.end() ? nullptr : it->second.get();
+  const std::unique_ptr<Call>* call = calls_.find(stream_id);
+  return call == nullptr ? nullptr : call->get();
 }
 
 bool H2Downstream::onStreamBegin(int32_t stream_id) {
   noteActivity();
-  calls_.emplace(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_index_));
+  calls_.insert(stream_id, std::make_unique<Call>(worker_, *this, stream_id, service_index_));
   return true;
 }
 
@@ -84,11 +84,8 @@ void H2Downstream::onEndOfData(int32_t stream_id) {
 }
 
 void H2Downstream::onStreamClose(int32_t stream_id, uint32_t error_code) {
-  auto it = calls_.find(stream_id);
-  if (it == calls_.end()) return;
-  std::unique_ptr<Call> call = std::move(it->second);
-  calls_.erase(it);
-  call->onDownstreamClosed(error_code);
+  std::unique_ptr<Call> call = calls_.take(stream_id);
+  if (call != nullptr) call->onDownstreamClosed(error_code);
 }
 
 size_t H2Downstream::readBody(int32_t stream_id, uint8_t* buffer, size_t length, bool* end,
@@ -142,9 +139,9 @@ void H2Downstream::failCall(int32_t stream_id, std::string_view grpc_status,
 
 void H2Downstream::onClosing() {
   // Every call still here is cut off: cancel its upstream stream.
-  auto calls = std::move(calls_);
-  calls_.clear();
-  for (auto& [stream_id, call] : calls) call->onDownstreamClosed(NGHTTP2_CANCEL);
+  StreamMap<std::unique_ptr<Call>> calls;
+  calls.swap(calls_);
+  calls.forEach([](int32_t, std::unique_ptr<Call>& call) { call->onDownstreamClosed(NGHTTP2_CANCEL); });
 }
 
 void H2Downstream::onClosed() { worker_.remove(this); }

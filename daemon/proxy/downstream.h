@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
 #include "h2/session.h"
 #include "proxy/call.h"
 #include "proxy/h2_connection.h"
+#include "proxy/stream_map.h"
 
 namespace spindle::proxy {
 
@@ -56,7 +56,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
 
   size_t service_index_;
   std::string source_;
-  std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
+  StreamMap<std::unique_ptr<Call>> calls_;
   DrainStep drain_ = DrainStep::kNone;
 };
 

@@ -82,7 +82,7 @@ void Upstream::attach(Call& call) {
     call.onUpstreamEnded(UpstreamEnd::kConnectFailed, NGHTTP2_REFUSED_STREAM);
     return;
   }
-  streams_[stream_id] = &call;
+  streams_.insert(stream_id, &call);
   noteActivity();
   endpoint_.load->active_streams.fetch_add(1, std::memory_order_relaxed);
   call.onUpstreamAttached(*this, stream_id);
@@ -90,9 +90,9 @@ void Upstream::attach(Call& call) {
 }
 
 void Upstream::detach(Call& call, int32_t stream_id) {
-  auto it = streams_.find(stream_id);
-  if (it == streams_.end() || it->second != &call) return;
-  streams_.erase(it);
+  Call** current = streams_.find(stream_id);
+  if (current == nullptr || *current != &call) return;
+  streams_.take(stream_id);
   endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
   // A draining connection closes once its last stream is gone.
   if (draining_ && streams_.empty()) markDirty();
@@ -114,8 +114,8 @@ void Upstream::consumeResponse(int32_t stream_id, size_t length) {
 }
 
 Call* Upstream::callOf(int32_t stream_id) const {
-  auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : it->second;
+  Call* const* call = streams_.find(stream_id);
+  return call == nullptr ? nullptr : *call;
 }
 
 bool Upstream::onStreamBegin(int32_t /*stream_id*/) { return true; }
@@ -171,13 +171,13 @@ size_t Upstream::readBody(int32_t stream_id, uint8_t* buffer, size_t length, boo
 
 void Upstream::endAll(bool connect_failed) {
   // Calls detach as they are told; take the list first.
-  std::unordered_map<int32_t, Call*> streams;
+  StreamMap<Call*> streams;
   streams.swap(streams_);
-  for (auto& [stream_id, call] : streams) {
+  streams.forEach([&](int32_t, Call* call) {
     endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
     call->onUpstreamEnded(connect_failed ? UpstreamEnd::kConnectFailed : UpstreamEnd::kConnectionLost,
                           NGHTTP2_INTERNAL_ERROR);
-  }
+  });
 }
 
 void Upstream::onClosing() {

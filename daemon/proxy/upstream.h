@@ -6,12 +6,12 @@
 
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
 #include <vector>
 
 #include "h2/session.h"
 #include "lb/endpoints.h"
 #include "proxy/h2_connection.h"
+#include "proxy/stream_map.h"
 
 namespace spindle::proxy {
 
@@ -72,7 +72,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   bool draining_ = false;
   // Requests are submitted to the session at once, also while connecting: the session holds
   // them until the socket is up.
-  std::unordered_map<int32_t, Call*> streams_;
+  StreamMap<Call*> streams_;
 };
 
 }  // namespace spindle::proxy
