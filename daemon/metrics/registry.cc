@@ -49,6 +49,11 @@ class FamilyStore {
   // Owner thread: the cells of the series with these label values, created on first use.
   Cell* intern(std::span<const std::string_view> values, std::string& key) {
     if (spec_.label_names.empty()) return cellsAt(0);
+    const uint64_t tag = memoTag(values);
+    Memo& memo = memo_[tag % memo_.size()];
+    if (memo.series != kNone && memo.tag == tag && labelsAre(memo.series, values)) {
+      return cellsAt(memo.series);
+    }
     // Length-prefixed, so that no label value can make two label sets look alike.
     key.clear();
     for (std::string_view value : values) {
@@ -56,12 +61,16 @@ class FamilyStore {
       key += ':';
       key += value;
     }
-    if (auto it = index_.find(key); it != index_.end()) return cellsAt(it->second);
+    if (auto it = index_.find(key); it != index_.end()) {
+      memo = Memo{tag, it->second};
+      return cellsAt(it->second);
+    }
     const uint32_t used = published_.load(std::memory_order_relaxed);
     const bool has_overflow = overflow_index_ != kNone;
     if (used - (has_overflow ? 1 : 0) < spec_.max_series) {
       const uint32_t index = publish(std::vector<std::string>(values.begin(), values.end()));
       index_.emplace(key, index);
+      memo = Memo{tag, index};
       return cellsAt(index);
     }
     overflowed_.store(overflowed_.load(std::memory_order_relaxed) + 1,
@@ -107,6 +116,35 @@ class FamilyStore {
     return index;
   }
 
+  // A direct-mapped memo in front of index_, keyed by where the label values live: the call
+  // path passes the same strings call after call (a service's name, an endpoint's label, a
+  // status literal), so a hit costs no key building or hashing of the values. A hit is
+  // checked against the series' labels: a string that moved or changed costs only the
+  // full lookup.
+  struct Memo {
+    uint64_t tag = 0;
+    uint32_t series = kNone;
+  };
+
+  static uint64_t memoTag(std::span<const std::string_view> values) {
+    uint64_t tag = 0xcbf29ce484222325ULL;
+    for (std::string_view value : values) {
+      tag = (tag ^ reinterpret_cast<uintptr_t>(value.data())) * 0x100000001b3ULL;
+      tag = (tag ^ value.size()) * 0x100000001b3ULL;
+    }
+    return tag ^ (tag >> 29);
+  }
+
+  bool labelsAre(uint32_t index, std::span<const std::string_view> values) const {
+    const Chunk* chunk = chunks_[index / kChunkSeries].load(std::memory_order_relaxed);
+    const std::vector<std::string>& labels = chunk->labels[index % kChunkSeries];
+    if (labels.size() != values.size()) return false;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (labels[i] != values[i]) return false;
+    }
+    return true;
+  }
+
   Cell* cellsAt(uint32_t index) {
     Chunk* chunk = chunks_[index / kChunkSeries].load(std::memory_order_relaxed);
     return &chunk->cells[(index % kChunkSeries) * cells_per_series_];
@@ -120,6 +158,7 @@ class FamilyStore {
   std::atomic<uint32_t> published_{0};
   std::atomic<uint64_t> overflowed_{0};
   std::unordered_map<std::string, uint32_t> index_;  // owner thread only
+  std::array<Memo, 64> memo_{};                      // owner thread only
   uint32_t overflow_index_ = kNone;
 };
 

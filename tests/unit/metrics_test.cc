@@ -240,6 +240,26 @@ TEST(MetricsSeries, SameLabelValuesGiveTheSameSeries) {
             "spindle_calls_total{a=\"xy\",b=\"\"} 10\n");
 }
 
+TEST(MetricsSeries, ALabelBufferRewrittenInPlaceNamesANewSeries) {
+  // The lookup memo keys on where label values live; the same buffer holding another value
+  // (an endpoint label freed and its memory reused) must not reach the old series.
+  Registry registry;
+  const FamilyId id =
+      addFamily(registry, {"spindle_calls_total", "Calls.", Type::kCounter, {"endpoint"}, {}, 256});
+  auto shard = registry.makeShard();
+  char label[] = "10.0.0.1:80";
+  const std::string_view view(label);
+  shard->counter(id, {view}).inc();
+  shard->counter(id, {view}).inc();
+  label[7] = '2';  // same address, same length, other endpoint
+  shard->counter(id, {view}).inc(10);
+  EXPECT_EQ(renderShards(registry, {shard.get()}),
+            "# HELP spindle_calls_total Calls.\n"
+            "# TYPE spindle_calls_total counter\n"
+            "spindle_calls_total{endpoint=\"10.0.0.1:80\"} 2\n"
+            "spindle_calls_total{endpoint=\"10.0.0.2:80\"} 10\n");
+}
+
 TEST(MetricsSeries, BeyondMaxSeriesEventsGoToTheOverflowSeriesAndAreCounted) {
   Registry registry;
   const FamilyId calls = addFamily(
