@@ -3,6 +3,7 @@
 // allocates nothing once the table has grown to the connection's concurrency.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -76,6 +77,7 @@ class StreamMap {
   void swap(StreamMap& other) noexcept {
     slots_.swap(other.slots_);
     std::swap(size_, other.size_);
+    std::swap(shift_, other.shift_);
   }
 
  private:
@@ -84,15 +86,15 @@ class StreamMap {
     V value{};
   };
 
-  // Stream ids of one side go up by 2: consecutive streams land in consecutive slots.
-  size_t home(int32_t id) const {
-    return (static_cast<size_t>(static_cast<uint32_t>(id)) >> 1) & (slots_.size() - 1);
-  }
+  // Fibonacci hashing: the ids of one side go up by 2, and taken as they are they would fill
+  // one contiguous run of slots, which deletion would then walk to its end every time.
+  size_t home(int32_t id) const { return (static_cast<uint32_t>(id) * 0x9E3779B9u) >> shift_; }
   size_t next(size_t i) const { return (i + 1) & (slots_.size() - 1); }
 
   void grow() {
     std::vector<Slot> old(slots_.empty() ? 16 : slots_.size() * 2);
     old.swap(slots_);
+    shift_ = 32 - static_cast<unsigned>(std::countr_zero(slots_.size()));
     size_ = 0;
     for (Slot& slot : old) {
       if (slot.id != 0) insert(slot.id, std::move(slot.value));
@@ -101,6 +103,7 @@ class StreamMap {
 
   std::vector<Slot> slots_;
   size_t size_ = 0;
+  unsigned shift_ = 32;  // 32 - log2(slots)
 };
 
 }  // namespace spindle::proxy

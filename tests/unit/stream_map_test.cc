@@ -42,18 +42,29 @@ TEST(StreamMap, OwnsUniquePointersItHolds) {
   EXPECT_EQ(**map.find(9), 90);
 }
 
-TEST(StreamMap, CollidingIdsSurviveTakesInTheMiddleOfTheirRun) {
-  // 16 slots at first: ids 1, 33, 65 and 97 share a home slot, 3 is next to it.
-  StreamMap<int> map;
-  for (int32_t id : {1, 33, 65, 3, 97}) map.insert(id, id * 10);
-  EXPECT_EQ(map.take(33), 330);
-  EXPECT_EQ(*map.find(1), 10);
-  EXPECT_EQ(*map.find(65), 650);
-  EXPECT_EQ(*map.find(3), 30);
-  EXPECT_EQ(*map.find(97), 970);
-  EXPECT_EQ(map.take(1), 10);
-  EXPECT_EQ(*map.find(97), 970);
-  EXPECT_EQ(map.size(), 3u);
+TEST(StreamMap, AFullTableSurvivesATakeAnywhere) {
+  // 8 streams in the first 16-slot table: probe runs form; take each one in turn from a
+  // fresh table, and in every order of two, and the others must all still be found.
+  const int32_t ids[] = {1, 3, 5, 7, 9, 11, 13, 101};
+  for (int32_t first : ids) {
+    for (int32_t second : ids) {
+      StreamMap<int> map;
+      for (int32_t id : ids) map.insert(id, id * 10);
+      EXPECT_EQ(map.take(first), first * 10);
+      if (second != first) {
+        EXPECT_EQ(map.take(second), second * 10);
+      }
+      for (int32_t id : ids) {
+        const int* found = map.find(id);
+        if (id == first || id == second) {
+          EXPECT_EQ(found, nullptr) << id;
+        } else {
+          ASSERT_NE(found, nullptr) << first << " " << second << " " << id;
+          EXPECT_EQ(*found, id * 10);
+        }
+      }
+    }
+  }
 }
 
 TEST(StreamMap, ForEachVisitsEveryStreamOnce) {
