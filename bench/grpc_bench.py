@@ -30,6 +30,10 @@ headers, messages and the trailer `grpc-status: 0`):
                counted in messages (from the backends' own counts);
   - latency:   unary_c2 open loop at a fixed rate (h2load --rps) of half the direct
                unary_c2 calls/s of the same round; p50/p99 from h2load's --log-file;
+  - rtt:       one call at a time (h2load -c 1 -m 1) for --seconds: the round trip a hop
+               adds without any queue; p50/p99 from h2load's --log-file. The open-loop figures
+               above include h2load's own pacing of --rps (at 20,000 calls/s, direct's p50
+               was 802 µs where one call's round trip is 46 µs), this one does not;
   - idle:      1000 idle HTTP/2 connections (bench/idle_conns.py: preface and SETTINGS both
                ways), resident memory per connection = VmRSS delta of the proxy's processes
                (for direct: of the backends) over the connection count;
@@ -91,7 +95,7 @@ LOADS = {
     "stream": dict(c=2, m=16, req=100, reply=1024, messages=100,
                    title="server streaming, 100 × 1 KiB per call, -c 2 -m 16"),
 }
-WORKLOADS = (*LOADS, "latency", "idle", "connect")
+WORKLOADS = (*LOADS, "latency", "rtt", "idle", "connect")
 CONNECT_COUNT = 500
 LATENCY_WARMUP = 0.5  # s at the start of the open-loop run left out of the percentiles
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -455,18 +459,18 @@ class Bench:
         res = self.load(system, backends, "unary_c2",
                         extra=["-D", str(self.args.seconds), "--rps", str(per_client),
                                "--log-file", log])
-        with open(log) as f:
-            rows = [line.split("\t") for line in f if line.strip()]
-        rows = [(int(t), int(s), int(d)) for t, s, d, *_ in rows]
-        t0 = min(t for t, _, _ in rows)
-        kept = sorted(d for t, s, d in rows if s == 200 and t >= t0 + LATENCY_WARMUP * 1e6)
-        if not kept:
-            raise BenchError(f"{system.name} latency: no successful call after the warm-up")
-
-        def pct(q):
-            return kept[min(len(kept) - 1, int(q * len(kept)))]
         return {"rate": per_client * w["c"], "achieved": res["calls_per_s"],
-                "p50_us": pct(0.50), "p99_us": pct(0.99), "errors": res["errors"]}
+                "errors": res["errors"], **percentiles(log, f"{system.name} latency")}
+
+    def rtt(self, system):
+        log = os.path.join(system.dir, "rtt.log")
+        w = LOADS["unary_c2"]
+        headers = [f"bench-reply-bytes: {w['reply']}", f"bench-reply-messages: {w['messages']}"]
+        res = h2load(self.client, system.url, self.bodies[w["req"]], headers, c=1, m=1,
+                     extra=["-D", str(self.args.seconds), "--log-file", log],
+                     timeout=self.args.seconds + 60)
+        return {"calls_per_s": res["succeeded"] / res["seconds"], "errors": res["failed"],
+                **percentiles(log, f"{system.name} rtt")}
 
     def idle(self, system, backends):
         # Memory of the process that holds the client's connections: the proxy, or for
@@ -515,6 +519,8 @@ class Bench:
                 rate = out["unary_c2"]["calls_per_s"] / 2  # the round's fixed rate
             if "latency" in workloads and rate:
                 out["latency"] = self.latency(system, backends, rate)
+            if "rtt" in workloads:
+                out["rtt"] = self.rtt(system)
             if "connect" in workloads:
                 out["connect"] = self.connect(system, backends)
             system.check_after(2)
@@ -543,6 +549,23 @@ class Bench:
             self.profiling = True
             self.round("spindle", self.args.rounds, None, ["unary_c2"])
         return self.results
+
+
+def percentiles(log, what):
+    """p50 and p99 in µs of the calls h2load logged as 200, after the warm-up."""
+    with open(log) as f:
+        rows = [line.split("\t") for line in f if line.strip()]
+    rows = [(int(t), int(s), int(d)) for t, s, d, *_ in rows]
+    if not rows:
+        raise BenchError(f"{what}: h2load logged no call")
+    t0 = min(t for t, _, _ in rows)
+    kept = sorted(d for t, s, d in rows if s == 200 and t >= t0 + LATENCY_WARMUP * 1e6)
+    if not kept:
+        raise BenchError(f"{what}: no successful call after the warm-up")
+
+    def pct(q):
+        return kept[min(len(kept) - 1, int(q * len(kept)))]
+    return {"p50_us": pct(0.50), "p99_us": pct(0.99)}
 
 
 def summary(out):
@@ -600,11 +623,10 @@ def cell(results, system, path, fmt, scale=1.0):
     return m if len(v) == 1 else f"{m} ({format(min(v), fmt)}–{format(max(v), fmt)})"
 
 
-def added_latency(results, system, key):
-    """Per round: system's percentile minus direct's in the same round; median over rounds."""
-    diffs = [s[key] - d[key] for s, d in zip(values(results, system, "latency"),
-                                              values(results, "direct", "latency"))]
-    return diffs
+def added_latency(results, system, key, workload="latency"):
+    """Per round: system's percentile minus direct's in the same round."""
+    return [s[key] - d[key] for s, d in zip(values(results, system, workload),
+                                             values(results, "direct", workload))]
 
 
 def targets(results, systems):
@@ -699,11 +721,23 @@ def report(results, args, versions, started):
         "(every process of it) over the calls the backends answered. Latency is measured open "
         "loop at half of direct's unary -c 2 calls/s of the same round: a system that cannot "
         "keep up with that rate queues, and its latency is mostly that queue (see its achieved "
-        "calls/s).",
+        "calls/s); it also carries h2load's own pacing of --rps. One call at a time (-c 1 -m 1) "
+        "shows what a hop adds without either.",
         "",
         "| figure | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
+
+    def added_rows(workload, title):
+        for key in ("p50_us", "p99_us"):
+            cells = []
+            for s in systems:
+                d = added_latency(results, s, key, workload) if s != "direct" else []
+                cells.append("–" if not d else
+                             f"{statistics.median(d):+.0f}" + ("" if len(d) == 1 else
+                                                                f" ({min(d):+.0f}–{max(d):+.0f})"))
+            lines.append(f"| {title}: added {key[:3]} µs (− direct, per round) | "
+                         + " | ".join(cells) + " |")
 
     def row(label, path, fmt, scale=1.0, only=None):
         cells = [cell(results, s, path, fmt, scale) if (only is None or s in only) else "–"
@@ -739,15 +773,13 @@ def report(results, args, versions, started):
         row(f"{t}: achieved calls/s", ("latency", "achieved"), ".0f")
         row(f"{t}: p50 µs", ("latency", "p50_us"), ".0f")
         row(f"{t}: p99 µs", ("latency", "p99_us"), ".0f")
-        for key in ("p50_us", "p99_us"):
-            cells = []
-            for s in systems:
-                d = added_latency(results, s, key) if s != "direct" else []
-                cells.append("–" if not d else
-                             f"{statistics.median(d):+.0f}" + ("" if len(d) == 1 else
-                                                                f" ({min(d):+.0f}–{max(d):+.0f})"))
-            lines.append(f"| {t}: added {key[:3]} µs (− direct, per round) | "
-                         + " | ".join(cells) + " |")
+        added_rows("latency", t)
+    if any(values(results, s, "rtt") for s in systems):
+        t = "one call at a time, -c 1 -m 1"
+        row(f"{t}: calls/s", ("rtt", "calls_per_s"), ".0f")
+        row(f"{t}: p50 µs", ("rtt", "p50_us"), ".0f")
+        row(f"{t}: p99 µs", ("rtt", "p99_us"), ".0f")
+        added_rows("rtt", t)
     if any(values(results, s, "idle") for s in systems):
         row(f"{args.idle_conns} idle HTTP/2 connections: KiB RSS per connection "
             "(direct: the backends')", ("idle", "kib_per_conn"), ".1f")
@@ -761,6 +793,12 @@ def report(results, args, versions, started):
               "| target | measured | ratio | met |", "|---|---|---|---|"]
     for target, measured, ratio, met in rows:
         lines.append(f"| {target} | {measured} | {ratio} | {'yes' if met else '**no**'} |")
+    hops = {s: added_latency(results, s, "p50_us", "rtt") for s in systems if s != "direct"}
+    hops = {s: statistics.median(d) for s, d in hops.items() if d}
+    if "spindle" in hops:
+        lines += ["", "Round trip a hop adds, one call at a time (p50 − direct's, median over "
+                  "rounds): " + ", ".join(f"{LABELS[s]} {d:+.0f} µs" for s, d in hops.items())
+                  + "."]
     if args.perf:
         lines += ["", "Where spindle's CPU goes: [spindle-profile.txt](spindle-profile.txt) "
                   "(perf, a separate run after the rounds)."]

@@ -39,7 +39,7 @@ class BenchSmokeTest(SimTestCase):
         cls.out = stack.enter_context(tempfile.TemporaryDirectory(prefix="spindle-bench-"))
         cls.run_ = subprocess.run(
             [sim.PYTHON, HARNESS, "--rounds", "1", "--seconds", "1",
-             "--workloads", "unary_c2,latency,idle", "--idle-conns", "50", "--out", cls.out],
+             "--workloads", "unary_c2,latency,rtt,idle", "--idle-conns", "50", "--out", cls.out],
             capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
     def setUp(self):
@@ -73,6 +73,12 @@ class BenchSmokeTest(SimTestCase):
             self.assertNotEqual(value, "–", f"{label}: no idle-connection memory")
         for label, value in zip(LABELS[1:], rows[next(k for k in rows if "added p99" in k)][1:]):
             self.assertNotEqual(value, "–", f"{label}: no added latency")
+        for label, value in zip(LABELS, rows["one call at a time, -c 1 -m 1: p50 µs"]):
+            self.assertGreater(float(value), 0, f"{label}: no round trip")
+        for label, value in zip(LABELS[1:],
+                                rows["one call at a time, -c 1 -m 1: added p50 µs (− direct, "
+                                     "per round)"][1:]):
+            self.assertRegex(value, r"^[+-]\d+$", f"{label}: no added round trip")
 
     def test_spindle_balance_counted_at_the_backends(self):
         with open(os.path.join(self.out, "latest.json")) as f:
