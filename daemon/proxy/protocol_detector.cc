@@ -11,7 +11,6 @@
 #include "proxy/passthrough.h"
 #include "proxy/worker_context.h"
 #include "util/log.h"
-#include "util/rate_limit.h"
 
 namespace spindle::proxy {
 namespace {
@@ -34,22 +33,6 @@ ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::Socke
 ProtocolDetector::~ProtocolDetector() { worker_.metrics().detectorEnded(); }
 
 void ProtocolDetector::start() {
-  // Over the worker's connection limit the connection is closed at once: the Pod's client
-  // retries (elsewhere, or later) rather than the node growing without bound. This one counts
-  // itself.
-  if (worker_.metrics().downstreamOpen() > limits().max_connections) {
-    worker_.metrics().overConnectionLimit();
-    static thread_local RateLimit limit_log{std::chrono::seconds(1)};  // one per worker
-    uint64_t suppressed = 0;
-    if (limit_log.allow(&suppressed)) {
-      log::warn("closing connection from {}: {} connections open, limits.max_connections "
-                "({} more not logged)",
-                peer_.toString(), limits().max_connections, suppressed);
-    }
-    done_ = true;
-    opDone();
-    return;
-  }
   // Each receive waits at most kWaitNanos (a linked timeout); a preface split over several
   // segments is rare and each piece gets the same bound.
   wait_ts_.tv_sec = kWaitNanos / 1'000'000'000;

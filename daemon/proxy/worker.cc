@@ -7,6 +7,7 @@
 #include <future>
 
 #include "net/socket.h"
+#include "proxy/h2_connection.h"
 #include "proxy/passthrough.h"
 #include "proxy/protocol_detector.h"
 #include "util/log.h"
@@ -202,6 +203,19 @@ void Worker::onAccepted(int fd) {
     if (reject_log_.allow(&suppressed)) {
       log::warn("rejected connection from {}: not redirected ({} more not logged)",
                 peer ? peer->toString() : std::string("unknown peer"), suppressed);
+    }
+    return;
+  }
+  // Over the worker's connection limit the connection is closed at once, whatever it would
+  // have become (HTTP/2 or passthrough): the Pod's client retries, elsewhere or later, rather
+  // than the node growing without bound.
+  if (metrics_.downstreamOpen() >= limits().max_connections) {
+    metrics_.overConnectionLimit();
+    uint64_t suppressed = 0;
+    if (limit_log_.allow(&suppressed)) {
+      log::warn("closing connection from {}: {} connections open, limits.max_connections "
+                "({} more not logged)",
+                peer->toString(), limits().max_connections, suppressed);
     }
     return;
   }

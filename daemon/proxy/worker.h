@@ -95,6 +95,7 @@ class Worker {
   std::thread thread_;
   // A flood of rejected connects must not flood the log.
   RateLimit reject_log_{std::chrono::seconds(1)};
+  RateLimit limit_log_{std::chrono::seconds(1)};
 };
 
 }  // namespace spindle::proxy

@@ -17,6 +17,7 @@ import threading
 import time
 
 import sim
+from sim import dns as simdns
 from sim import prometheus as simprom
 from support import SimTestCase, spindle_missing
 
@@ -322,9 +323,17 @@ class AttacksTest(SimTestCase):
         cls.evil = cls.node.add_pod("evil", n=5)
         cls.echo = cls.node.add_service("echo", ports=[PORT], backends=[cls.backend])
         cls.evil_svc = cls.node.add_service("evil", ports=[PORT], backends=[cls.evil])
+        # A Service whose name DNS does not know: spindle has no endpoints for it and passes
+        # its connections through to the ClusterIP (here the echo backend).
+        cls.unresolved = cls.node.add_service("unresolved", ports=[PORT], backends=[cls.backend])
+        cls.dnsmasq = simdns.Dnsmasq(cls.node, records={})
         cls.server, _ = peers.start_server(cls.backend)
         cfg = sim.spindle.config(cls.node, [cls.echo, cls.evil_svc], extra={
-            "admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}"}, "limits": LIMITS})
+            "admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}"}, "limits": LIMITS,
+            "dns": {"servers": [cls.dnsmasq.server]}})
+        cfg["services"].append({
+            "name": "unresolved", "intercept": [cls.unresolved.addr4(PORT)],
+            "endpoints": {"dns": f"unresolved.{simdns.CLUSTER_DOMAIN}"}})
         cls.spindle = stack.enter_context(sim.Spindle(cls.node, cfg))
         cls.spindle.start()
         cls.baseline_p99 = None
@@ -377,8 +386,8 @@ class AttacksTest(SimTestCase):
         rss1, cpu1 = self.proc_status()
         return result, res, max(peak[0], rss1) - rss0, cpu1 - cpu0, rss0
 
-    def attack(self, name, opts, timeout=40):
-        p = self.attacker.run([sim.PYTHON, "-c", ATTACKER, self.echo.vip4, str(PORT), name,
+    def attack(self, name, opts, timeout=40, vip=None):
+        p = self.attacker.run([sim.PYTHON, "-c", ATTACKER, vip or self.echo.vip4, str(PORT), name,
                                json.dumps(opts)], timeout=timeout, check=False)
         lines = p.stdout.strip().splitlines()
         self.assertTrue(lines, f"attacker {name} gave nothing: rc {p.returncode} {p.stderr[-2000:]}")
@@ -479,6 +488,21 @@ class AttacksTest(SimTestCase):
         self.assertEqual(after - before, out["closed_at_once"], out)
         self.assertVictimUnharmed(res, "max_connections")
         self.assertLess(growth, RSS_BOUND, f"max_connections: RSS grew {growth} from {rss0}")
+
+    def test_3_passthrough_connections_count_against_the_limit_too(self):
+        # Connections to a Service without endpoints are passed through at L4; they hold
+        # sockets and buffers as well, so the limit closes those over it at once too.
+        key = 'spindle_limit_closes_total{reason="max_connections"}'
+        before = self.metrics().get(key, 0)
+        count = 100
+        out = self.attack("max_connections", {"count": count}, vip=self.unresolved.vip4)
+        after = self.metrics()
+        print(f"MEASURE attack=max_connections_passthrough connections={out['connections']} "
+              f"closed_at_once={out['closed_at_once']}", flush=True)
+        self.assertGreater(after.get('spindle_downstream_connections_total{protocol="passthrough"}', 0), 0,
+                           "the connections were not passed through")
+        self.assertGreaterEqual(out["closed_at_once"], count - 2 * LIMITS["max_connections"], out)
+        self.assertEqual(after.get(key, 0) - before, out["closed_at_once"], out)
 
     def test_4_idle_connection_gets_goaway_then_close(self):
         key = 'spindle_limit_closes_total{reason="idle"}'
