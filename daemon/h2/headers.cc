@@ -1,5 +1,7 @@
 #include "h2/headers.h"
 
+#include <utility>
+
 namespace spindle::h2 {
 
 // Buffers of blocks that went, kept per thread for the next blocks: enough for the calls that
@@ -43,14 +45,19 @@ class HeaderBlock::Spares {
 thread_local HeaderBlock::Spares HeaderBlock::Spares::spares_;
 thread_local bool HeaderBlock::Spares::gone_ = false;
 
+HeaderBlock::HeaderBlock(HeaderBlock&& other) noexcept
+    : arena_(std::move(other.arena_)),
+      fields_(std::move(other.fields_)),
+      list_size_(std::exchange(other.list_size_, 0)),
+      nv_(std::move(other.nv_)) {}
+
 HeaderBlock& HeaderBlock::operator=(HeaderBlock&& other) noexcept {
   if (this != &other) {
     recycle();
     arena_ = std::move(other.arena_);
     fields_ = std::move(other.fields_);
     nv_ = std::move(other.nv_);
-    list_size_ = other.list_size_;
-    other.list_size_ = 0;
+    list_size_ = std::exchange(other.list_size_, 0);
   }
   return *this;
 }

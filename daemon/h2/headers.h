@@ -16,7 +16,7 @@ namespace spindle::h2 {
 class HeaderBlock {
  public:
   HeaderBlock() = default;
-  HeaderBlock(HeaderBlock&& other) noexcept = default;
+  HeaderBlock(HeaderBlock&& other) noexcept;
   HeaderBlock& operator=(HeaderBlock&& other) noexcept;
   ~HeaderBlock();
 

@@ -76,6 +76,10 @@ TEST(HeaderBlock, MoveAssignmentKeepsTheMovedBlockAndEmptiesTheSource) {
   EXPECT_EQ(source.listSize(), 0u);
   source.add("x-new", "2");  // a moved-from block is usable again
   EXPECT_EQ(source.find("x-new"), "2");
+  HeaderBlock constructed(std::move(target));
+  EXPECT_EQ(constructed.find(":path"), "/echo.Echo/Unary");
+  EXPECT_EQ(target.count(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_EQ(target.listSize(), 0u);
 }
 
 }  // namespace
