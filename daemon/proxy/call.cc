@@ -83,8 +83,9 @@ void Call::dispatch() {
   const auto now = EventClock::now();
   if (deadline_) {
     // The endpoint gets the time that is left, not the time the app gave; a call already
-    // past its deadline is not sent at all.
-    auto left = formatGrpcTimeout(*deadline_ - now);
+    // past its deadline is not sent at all. Left by the clock itself, not the event's time:
+    // what the worker spent since the request arrived counts against the call too.
+    auto left = formatGrpcTimeout(*deadline_ - lb::Clock::now());
     if (!left) {
       failWithStatus("4", "deadline exceeded before the call was sent");  // DEADLINE_EXCEEDED
       return;
