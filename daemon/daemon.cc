@@ -212,9 +212,10 @@ void allowListenerMigration() {
   }
 }
 
-// SIGTERM: stop accepting, tell every HTTP/2 client to go elsewhere (a GOAWAY notice, the
-// final GOAWAY once its PING comes back, at most a second later), and wait up to `limit` for
-// the calls in flight. Another signal (cut) ends the wait.
+// SIGTERM: stop accepting, and once no listener of this process is left, tell every HTTP/2
+// client to go elsewhere (a GOAWAY notice, the final GOAWAY once its PING comes back, at most
+// a second later); then wait up to `limit` for the calls in flight. Another signal (cut)
+// ends the wait.
 void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& workers,
            std::chrono::milliseconds limit, const bool& cut) {
   if (limit.count() == 0) return;
@@ -222,12 +223,26 @@ void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& worker
   const auto start = std::chrono::steady_clock::now();
   // What the programs redirected just before the detach is still being accepted.
   constexpr auto kAcceptGrace = std::chrono::milliseconds(100);
-  constexpr auto kFinalAfter = kAcceptGrace + std::chrono::seconds(1);
+  constexpr auto kFinalAfter = std::chrono::seconds(1);  // after the notice
   while (!cut && std::chrono::steady_clock::now() - start < kAcceptGrace) {
     loop.runOnce(std::chrono::milliseconds(20));
   }
+  // A client told to go elsewhere reconnects at once: were one of our listeners still open
+  // (another worker's, not yet woken), the new connection could land there and be sent away
+  // again, and a call refused twice fails.
+  constexpr auto kCloseWait = std::chrono::milliseconds(500);
+  for (auto& worker : workers) worker->drain(DrainStep::kStopAccepting);
+  const auto closing = std::chrono::steady_clock::now();
+  auto accepting = [&] {
+    return std::any_of(workers.begin(), workers.end(),
+                       [](const auto& w) { return w->accepting(); });
+  };
+  while (!cut && accepting() && std::chrono::steady_clock::now() - closing < kCloseWait) {
+    loop.runOnce(std::chrono::milliseconds(5));
+  }
   log::info("draining: up to {} ms for the calls in flight", limit.count());
   for (auto& worker : workers) worker->drain(DrainStep::kGoaway);
+  const auto notice = std::chrono::steady_clock::now();
   bool final_sent = false;
   for (;;) {
     const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -242,7 +257,7 @@ void drain(loop::Loop& loop, std::vector<std::unique_ptr<proxy::Worker>>& worker
       log::warn("drain ended with connections still open: they are closed now");
       return;
     }
-    if (!final_sent && elapsed >= kFinalAfter) {
+    if (!final_sent && std::chrono::steady_clock::now() - notice >= kFinalAfter) {
       for (auto& worker : workers) worker->drain(DrainStep::kFinalGoaway);
       final_sent = true;
     }

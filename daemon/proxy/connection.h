@@ -8,6 +8,10 @@ namespace spindle::proxy {
 // How a stopping spindle (SIGTERM) lets go of a client connection, step by step.
 enum class DrainStep {
   kNone,
+  // The listeners are closed; connections go on as before. No client is told to go
+  // elsewhere before every listener of the process is closed: its next connection would
+  // otherwise land on one of them and be sent away too.
+  kStopAccepting,
   // A GOAWAY notice, and a PING whose answer brings the final GOAWAY.
   kGoaway,
   // The PING was not answered in time: the final GOAWAY now.

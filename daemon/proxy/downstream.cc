@@ -30,7 +30,7 @@ Status H2Downstream::start(const std::string& received) {
 }
 
 void H2Downstream::stopGracefully(DrainStep step) {
-  if (closing() || step <= drain_) return;
+  if (step == DrainStep::kStopAccepting || closing() || step <= drain_) return;
   if (step == DrainStep::kGoaway) {
     // The client learns it should open its next connection elsewhere, and may still start
     // calls it already sent our way; they are refused only by the final GOAWAY.

@@ -128,6 +128,8 @@ void Worker::run() {
     acceptors_.push_back(std::make_unique<Acceptor>(*this, listener.get()));
     acceptors_.back()->arm();
   }
+  acceptors_armed_ = acceptors_.size();
+  if (acceptors_armed_ == 0) accepting_.store(false, std::memory_order_release);
   // stop() may have run before the waker existed: the flag is checked every round.
   while (!stopping_.load(std::memory_order_relaxed)) {
     // While draining, look often whether the last connection has gone.
@@ -150,11 +152,15 @@ void Worker::run() {
 
 void Worker::closeListeners() {
   // No new connections from here on. The ring holds its own reference on a listener with a
-  // multishot accept armed, so closing the fd alone would not stop it. Connections still in
-  // the accept queue move to another spindle's listener of the same port, where the kernel
-  // allows it (net.ipv4.tcp_migrate_req), and are reset otherwise.
-  for (const net::Fd& listener : listeners_) {
-    io_uring_prep_cancel_fd(loop_->prepareIgnored(), listener.get(), IORING_ASYNC_CANCEL_ALL);
+  // multishot accept armed, so closing the fd alone would not stop it: the accepts are
+  // cancelled, by their completion rather than by fd, as the fds are closed before the
+  // cancellations are submitted. Connections still in the accept queue move to another
+  // spindle's listener of the same port, where the kernel allows it
+  // (net.ipv4.tcp_migrate_req), and are reset otherwise.
+  if (listeners_.empty()) return;
+  for (const auto& acceptor : acceptors_) {
+    loop::Completion* accept = acceptor.get();
+    io_uring_prep_cancel(loop_->prepareIgnored(), accept, 0);
   }
   listeners_.clear();
 }
@@ -181,13 +187,18 @@ void Worker::Acceptor::complete(int32_t res, uint32_t flags) {
   }
   if (res >= 0) {
     worker_.onAccepted(res);  // also while draining: it was redirected here before the close
-  } else if (worker_.listeners_.empty()) {
-    return;  // cancelled: the listeners are closed
-  } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+  } else if (!worker_.listeners_.empty() && res != -EAGAIN && res != -EINTR &&
+             res != -ECONNABORTED) {
     // EMFILE and friends: keep serving what we have; the listener's backlog holds the rest.
     log::warn("worker {}: accept: {}", worker_.index_, std::strerror(-res));
   }
-  if (!(flags & IORING_CQE_F_MORE) && !worker_.listeners_.empty()) arm();
+  if (flags & IORING_CQE_F_MORE) return;
+  if (!worker_.listeners_.empty()) {
+    arm();
+  } else if (--worker_.acceptors_armed_ == 0) {
+    // The ring let go of the last listener: the kernel has closed it.
+    worker_.accepting_.store(false, std::memory_order_release);
+  }
 }
 
 void Worker::onAccepted(int fd) {

@@ -39,6 +39,8 @@ class Worker {
   void drain(DrainStep step);
   // Thread-safe: after drain(), no connection the process must wait for is left.
   bool drained() const { return drained_.load(std::memory_order_relaxed); }
+  // Thread-safe: a listener may still accept (false once drain() closed them all).
+  bool accepting() const { return accepting_.load(std::memory_order_acquire); }
   // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
   void publish(std::shared_ptr<const ServiceTable> services);
   void join();
@@ -90,6 +92,8 @@ class Worker {
   std::atomic<DrainStep> drain_requested_{DrainStep::kNone};
   DrainStep drain_applied_ = DrainStep::kNone;  // worker thread only
   std::atomic<bool> drained_{false};
+  std::atomic<bool> accepting_{true};
+  size_t acceptors_armed_ = 0;  // worker thread only
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
   std::shared_ptr<const ServiceTable> published_;
   std::thread thread_;
