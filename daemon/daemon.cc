@@ -547,6 +547,8 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   if (admin_server) admin_server->stop();  // the port is the other spindle's now
   // The probe socket stays: /ready answers 503 (detached) while this spindle drains.
   drain(loop, worker_list, effective->shutdown.drain, cut_drain);
+  const bool listeners_closed = std::none_of(worker_list.begin(), worker_list.end(),
+                                             [](const auto& w) { return w->accepting(); });
   for (auto& worker : worker_list) worker->stop();
   for (auto& worker : worker_list) worker->join();
   if (probe_server) {
@@ -555,9 +557,10 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   }
   logCounters(redirector.counters());
   // The last spindle of the node removes the pins; the maps go with the last open fd. Our
-  // own listeners linger until the kernel has torn down the workers' rings.
+  // own listeners linger until the kernel has torn down the workers' rings, unless the drain
+  // saw the rings let go of every one of them.
   auto still_another = anotherSpindle(
-      *effective, std::chrono::milliseconds(redirector.pinned() ? 500 : 0));
+      *effective, std::chrono::milliseconds(redirector.pinned() && !listeners_closed ? 500 : 0));
   if (redirector.pinned() && still_another && !*still_another) redirector.unpin();
   return 0;
 }
