@@ -141,7 +141,9 @@ void H2Downstream::onClosing() {
   // Every call still here is cut off: cancel its upstream stream.
   StreamMap<std::unique_ptr<Call>> calls;
   calls.swap(calls_);
-  calls.forEach([](int32_t, std::unique_ptr<Call>& call) { call->onDownstreamClosed(NGHTTP2_CANCEL); });
+  calls.forEach([](int32_t, std::unique_ptr<Call>& call) {
+    call->onDownstreamClosed(NGHTTP2_CANCEL);
+  });
 }
 
 void H2Downstream::onClosed() { worker_.remove(this); }
