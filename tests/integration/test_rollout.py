@@ -31,6 +31,17 @@ E2E_CLIENT = os.path.join(sim.REPO, "build", "bin", "e2e_client")
 NODE = "/usr/bin/node"
 NODE_CLIENT = os.path.join(sim.REPO, "tests", "e2e", "node", "client.js")
 
+# A TCP connect: "refused" or "accepted".
+DIAL = r'''
+import socket, sys
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("accepted")
+except ConnectionRefusedError:
+    print("refused")
+'''
 RATE = 100          # calls per second, per client
 SECONDS = 12        # of load per client
 CONCURRENCY = 4
@@ -166,6 +177,30 @@ class RolloutTest(SimTestCase):
         self.assertTrue(self.bpffs.pins(), "no map was pinned while two spindles ran")
         self.assertEqual(new.stop(), 0, new.tail())
         self.assertEqual(self.bpffs.pins(), [], "the last spindle left its pins behind")
+
+    def test_a_draining_spindle_has_no_listener_left(self):
+        # The GOAWAY sends clients to reconnect at once; the draining spindle must hold no
+        # listener by then, or the reconnect lands on it and is sent away again. Its listeners
+        # stayed open through the whole drain once (a cancel that found nothing).
+        sp = sim.Spindle(self.node, self.config("lone"), name="spindle-lone")
+        self.addCleanup(sp.close)
+        sp.start()
+        # Calls held 3 s by the Pod keep the drain going while the port is probed.
+        proc, run = peers.spawn_client(self.py_client, TARGET, "during-kill", seconds=1,
+                                       concurrency=2, sleep_ms=3000, rate=4, timeout=10)
+        sim.wait_until(lambda: self.served(run) >= 2, 10, what="calls held by the Pods")
+        sp.signal(signal.SIGTERM)
+        sim.wait_until(lambda: any("draining: up to" in line for line in sp.stderr_lines()), 5,
+                       what="the drain to start")
+        # From the node itself: not redirected, just a TCP connect to the proxy port.
+        p = self.node.run([sim.PYTHON, "-c", DIAL, self.node.addr4, str(sim.spindle.PROXY_PORT)],
+                          check=False, timeout=10)
+        seen = p.stdout.strip()
+        self.assertTrue(sp.proc.alive(), "the drain ended before the port was probed")
+        self.assertEqual(seen, "refused", "the draining spindle still accepts:\n" + sp.tail())
+        res = peers.result(proc, 30)
+        self.assertTrue(res.get("ok"), f"calls held through the drain failed: {res}")
+        self.assertEqual(sp.proc.wait(15), 0, sp.tail())
 
     def test_pin_path_off_bpffs_runs_unshared_and_refuses_a_second(self):
         # Without a bpf filesystem the maps cannot be shared: the first spindle says so and
