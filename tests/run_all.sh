@@ -48,6 +48,25 @@ print(p, f, s)
 EOF
 }
 
+# A suite's closing "N passed, N failed, N skipped" line (after PREFIX) into the totals. No
+# such line, or a nonzero exit code with no failed test, counts as one failure.
+add_summary() {  # SUITE LOG EXIT_CODE [PREFIX]
+	local suite=$1 log=$2 rc=$3 prefix=${4:-} line p f s
+	line=$(grep -E "^${prefix}[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$" "$log" | tail -n 1)
+	if [ -z "$line" ]; then
+		echo "$suite: no summary line (exit code $rc): counted as 1 failure"
+		add 0 1 0
+		return
+	fi
+	line=${line#"$prefix"}
+	read -r p _ f _ s _ <<<"${line//,/}"
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "$suite: exit code $rc with no failed test: counted as 1 failure"
+		f=1
+	fi
+	add "$p" "$f" "$s"
+}
+
 # The sanitizer builds are made here, two jobs at a time (they are most of this script's
 # time), so that a broken one fails its suite rather than the whole run. A make of our own,
 # not the caller's jobserver.
@@ -103,19 +122,7 @@ fuzz_names=$(for f in fuzz/*_fuzz.cc; do basename "$f" _fuzz.cc; done)
 if sanitizer_make fuzz-build; then
 	# shellcheck disable=SC2086  # one word per target
 	FUZZ_JOBS=2 fuzz/run.sh 30 $fuzz_names 2>&1 | tee "$work/fuzz.log"
-	rc=${PIPESTATUS[0]}
-	line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$work/fuzz.log" | tail -n 1)
-	if [ -n "$line" ]; then
-		read -r _ p _ f _ s _ <<<"${line//,/}"
-		if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-			echo "fuzz: exit code $rc with no failed target: counted as 1 failure"
-			f=1
-		fi
-		add "$p" "$f" "$s"
-	else
-		echo "fuzz: no summary line (exit code $rc): counted as 1 failure"
-		add 0 1 0
-	fi
+	add_summary fuzz "$work/fuzz.log" "${PIPESTATUS[0]}" "fuzz: "
 else
 	echo "fuzz: build failed: counted as 1 failure"
 	add 0 1 0
@@ -125,19 +132,7 @@ fi
 echo
 echo "== integration tests (tests/integration/run.py)"
 SPINDLE_REQUIRED=1 "$PY" tests/integration/run.py 2>&1 | tee "$work/integration.log"
-rc=${PIPESTATUS[0]}
-line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$work/integration.log" | tail -n 1)
-if [ -n "$line" ]; then
-	read -r p _ f _ s _ <<<"${line//,/}"
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		echo "integration: exit code $rc with no failed test: counted as 1 failure"
-		f=1
-	fi
-	add "$p" "$f" "$s"
-else
-	echo "integration: no summary line (exit code $rc): counted as 1 failure"
-	add 0 1 0
-fi
+add_summary integration "$work/integration.log" "${PIPESTATUS[0]}"
 
 echo
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -15,16 +15,16 @@ class HeaderBlock::Spares {
 
   static Spares* forThread() { return gone_ ? nullptr : &spares_; }
 
-  bool put(Buffers& buffers) {
+  // Keeps the buffers, unless there are enough spares or they are too big to hold on to.
+  void put(Buffers& buffers) {
     if (items_.size() >= kMaxCount || buffers.arena.capacity() > kMaxArena ||
         buffers.fields.capacity() > kMaxFields || buffers.nv.capacity() > kMaxFields) {
-      return false;
+      return;
     }
     buffers.arena.clear();
     buffers.fields.clear();
     buffers.nv.clear();
     items_.push_back(std::move(buffers));
-    return true;
   }
 
   bool take(Buffers& buffers) {

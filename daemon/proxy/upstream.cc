@@ -90,9 +90,11 @@ void Upstream::attach(Call& call) {
 }
 
 void Upstream::detach(Call& call, int32_t stream_id) {
-  Call** current = streams_.find(stream_id);
-  if (current == nullptr || *current != &call) return;
-  streams_.take(stream_id);
+  Call* current = streams_.take(stream_id);
+  if (current != &call) {
+    if (current != nullptr) streams_.insert(stream_id, current);  // another call's: keep it
+    return;
+  }
   endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
   // A draining connection closes once its last stream is gone.
   if (draining_ && streams_.empty()) markDirty();

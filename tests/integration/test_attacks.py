@@ -19,7 +19,7 @@ import time
 import sim
 from sim import dns as simdns
 from sim import prometheus as simprom
-from support import SimTestCase, spindle_missing
+from support import SimTestCase
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -309,13 +309,10 @@ def p99(calls):
 
 
 class AttacksTest(SimTestCase):
+    needs_spindle = True
+
     @classmethod
     def build(cls, stack):
-        if spindle_missing():
-            if os.environ.get("SPINDLE_REQUIRED") == "1":
-                raise RuntimeError(f"{sim.SPINDLE_BIN} is missing")
-            cls._skip_reason = f"{sim.SPINDLE_BIN} not built"
-            return
         cls.node = stack.enter_context(sim.Node())
         cls.attacker = cls.node.add_pod("attacker", n=2)
         cls.victim = cls.node.add_pod("victim", n=3)

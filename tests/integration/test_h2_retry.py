@@ -11,7 +11,7 @@ import os
 import sys
 
 import sim
-from support import SimTestCase, spindle_missing
+from support import SimTestCase
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -23,13 +23,10 @@ GOAWAY_SERVER = os.path.join(os.path.dirname(peers.SERVER), "goaway_server.py")
 
 
 class GoawayRetryTest(SimTestCase):
+    needs_spindle = True
+
     @classmethod
     def build(cls, stack):
-        if spindle_missing():
-            if os.environ.get("SPINDLE_REQUIRED") == "1":
-                raise RuntimeError(f"{sim.SPINDLE_BIN} is missing")
-            cls._skip_reason = f"{sim.SPINDLE_BIN} not built"
-            return
         cls.node = stack.enter_context(sim.Node())
         cls.client = cls.node.add_pod("client", n=2)
         cls.good = cls.node.add_pod("good", n=3)

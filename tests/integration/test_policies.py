@@ -33,7 +33,7 @@ for _path in (os.path.join(TESTS, "grpc"), TESTS):
         sys.path.insert(0, _path)
 
 import sim  # noqa: E402
-from support import SimTestCase, spindle_missing  # noqa: E402
+from support import SimTestCase  # noqa: E402
 import echo_service as es  # noqa: E402  (tests/grpc)
 import peers  # noqa: E402
 
@@ -68,13 +68,10 @@ class PolicyTestCase(SimTestCase):
     VIP4:50051 to the three (the DNAT only matters without spindle), and a `blackhole` Pod
     (198.18.1.6) that drops every TCP segment to 50051: a connect there times out."""
 
+    needs_spindle = True
+
     @classmethod
     def build(cls, stack):
-        if spindle_missing():
-            if os.environ.get("SPINDLE_REQUIRED") == "1":
-                raise RuntimeError(f"{sim.SPINDLE_BIN} is missing (make build/bin/spindle)")
-            cls._skip_reason = f"{sim.SPINDLE_BIN} not built"
-            return
         if peers_missing():
             cls._skip_reason = "python3-grpcio or python3-h2 is not installed (make deps)"
             return

@@ -1439,6 +1439,13 @@ struct FloodCase {
   Violation violation;
 };
 
+// The connection ended for this flood: one error, its violation, GOAWAY ENHANCE_YOUR_CALM.
+void expectClosedFor(RawClient& c, const FloodCase& flood) {
+  EXPECT_EQ(c.errors.size(), 1u) << flood.name;
+  EXPECT_EQ(c.server->violation(), flood.violation) << flood.name;
+  EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
+}
+
 TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
   const FloodCase cases[] = {
       {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
@@ -1459,9 +1466,7 @@ TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
     bytes.clear();
     for (uint64_t i = 40; i < 100; ++i) bytes += flood.frame(i);
     c.feed(bytes);
-    EXPECT_EQ(c.errors.size(), 1u) << flood.name;
-    EXPECT_EQ(c.server->violation(), flood.violation) << flood.name;
-    EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
+    expectClosedFor(c, flood);
   }
 }
 
@@ -1478,9 +1483,7 @@ TEST(H2Session, Abuse_AFloodInOneReadIsNamedByItsKindNotAsAckFlood) {
     for (uint64_t i = 0; i < 990; ++i) bytes += i % 2 ? ping(i) : RawPeer::settings();
     for (uint64_t i = 0; i < 1500; ++i) bytes += flood.frame(i);
     c.feed(bytes);
-    EXPECT_EQ(c.errors.size(), 1u) << flood.name;
-    EXPECT_EQ(c.server->violation(), flood.violation) << flood.name;
-    EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
+    expectClosedFor(c, flood);
   }
 }
 
