@@ -3,10 +3,19 @@
 //
 // Flow control is manual: the session never gives window back by itself; the owner calls
 // consume() once the bytes it was handed have been taken by the other side.
+//
+// A server makes its nghttp2 session only when the peer sends the first frame that needs one,
+// usually the first HEADERS. Until then the preface and the connection-level frames of a
+// handshake or of a connection left idle (SETTINGS, PING, WINDOW_UPDATE) are answered here,
+// with the same SETTINGS nghttp2 would send: a connection that never carries a call holds
+// ~0.5 KiB instead of nghttp2's ~12 KiB. The nghttp2 session, once made, is told what was
+// agreed before it reads the rest. Anything unusual (an invalid value, a frame split across
+// reads, a setting changed twice) is left to nghttp2 to judge.
 #pragma once
 
 #include <nghttp2/nghttp2.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -122,6 +131,8 @@ class Session {
   void shutdownNotice();
 
   uint32_t remoteMaxConcurrentStreams() const;
+  // Whether the nghttp2 session exists: a server makes it at the first frame that needs it.
+  bool started() const { return session_ != nullptr; }
 
   // The first rule the peer broke, once the session gave up on it (kNone otherwise).
   Violation violation() const { return violation_; }
@@ -151,8 +162,9 @@ class Session {
     Clock::time_point last_{};
   };
 
-  Session(const Settings& settings, Listener& listener)
-      : settings_(settings),
+  Session(Role role, const Settings& settings, Listener& listener)
+      : role_(role),
+        settings_(settings),
         listener_(listener),
         glitches_(settings.max_glitches),
         settings_frames_(settings.max_control_frames),
@@ -163,10 +175,25 @@ class Session {
         created_(EventClock::now()) {}
   // Records the violation and queues the GOAWAY that ends the connection.
   void giveUp(Violation violation, uint32_t error_code);
+  Status errorStatus() const;
+
+  // --- A server before its nghttp2 session (see the top of this file) ---
+  enum class EarlyFrame { kTaken, kNeedsSession, kViolation };
+  // Answers what it can of `data`; *used: the bytes taken, the rest needs the session.
+  Status receiveEarly(const uint8_t* data, size_t length, size_t* used);
+  EarlyFrame takeEarlyFrame(uint8_t type, uint8_t flags, int32_t stream_id,
+                            const uint8_t* payload, size_t length);
+  EarlyFrame takeEarlySettings(const uint8_t* payload, size_t length);
+  void queueEarlyAck();
+  void queueEarlyGoaway(int32_t last_stream_id, uint32_t error_code, std::string_view reason);
+  // Makes the nghttp2 session and replays what was agreed so far into it.
+  Status startSession();
+
   // The same from inside an nghttp2 callback: returns the code that stops the receive.
   int giveUpInCallback(Violation violation);
   void onGlitch();
 
+  Role role_;
   Settings settings_;
   Listener& listener_;
   nghttp2_session* session_ = nullptr;
@@ -188,6 +215,19 @@ class Session {
   bool remote_settings_seen_ = false;
   bool pending_open_ = false;  // a header block has begun and not ended
   Clock::time_point pending_since_{};
+
+  // Before the nghttp2 session: what the peer set, by setting id (RFC 9113 6.5.2 and
+  // extensions up to NO_RFC7540_PRIORITIES), and what it sent that the session must know.
+  static constexpr size_t kKnownSettings = 10;
+  std::string early_out_;  // frames written here, sent before the session's
+  std::array<uint32_t, kKnownSettings> early_settings_{};
+  uint16_t early_settings_set_ = 0;  // bit per id
+  uint32_t early_window_increment_ = 0;  // the peer's connection WINDOW_UPDATEs, summed
+  uint32_t early_acks_owed_ = 0;  // ACKs in early_out_
+  bool early_preface_seen_ = false;
+  bool early_settings_acked_ = false;  // the peer acknowledged our SETTINGS
+  bool early_final_goaway_ = false;  // a GOAWAY that ends the connection is queued
+  bool replaying_ = false;  // startSession() feeds the agreed frames: no budgets, no events
 };
 
 }  // namespace spindle::h2

@@ -1340,6 +1340,149 @@ Settings withBudgets(uint32_t premature_resets, uint32_t glitches, uint32_t cont
   return settings;
 }
 
+// --- A server before its nghttp2 session ----------------------------------------------------
+
+std::string settingsWith(std::initializer_list<std::pair<uint16_t, uint32_t>> entries) {
+  std::string payload;
+  for (const auto& [id, value] : entries) {
+    payload += static_cast<char>(id >> 8);
+    payload += static_cast<char>(id & 0xff);
+    payload += u32(value);
+  }
+  return encodeFrame(NGHTTP2_SETTINGS, 0, 0, payload);
+}
+
+// The handshake, and the frames of a connection that stays idle, are answered with no nghttp2
+// session (it is ~12 KiB): by hand, as nghttp2 would.
+TEST(H2Session, Early_HandshakeAndIdleFramesAreAnsweredWithoutASession) {
+  Recorder events("server");
+  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  events.attach(*server);
+  std::string out;
+  server->produce(out, kProduceLimit);
+  const auto first = parseFrames(out);
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].type, NGHTTP2_SETTINGS);
+  EXPECT_EQ(first[0].payload.size(), 4 * 6u);  // no ENABLE_PUSH from a server
+  EXPECT_EQ(first[1].type, NGHTTP2_WINDOW_UPDATE);
+  EXPECT_EQ(first[1].readU32(0), downstreamSettings().connection_window - 65535);
+
+  const std::string hello = std::string(kClientPreface) + settingsWith({{4, 1 << 20}}) +
+                            RawPeer::settingsAck() + windowUpdate(0, 1000) + ping(42) +
+                            encodeFrame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, u32(0) + u32(0)) +
+                            settingsWith({{3, 10}});
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+  EXPECT_FALSE(server->started());
+  EXPECT_EQ(events.remote_settings, 2);
+  EXPECT_EQ(events.ping_acks, 1);
+  EXPECT_TRUE(server->wantsToRead());
+  EXPECT_TRUE(server->wantsToWrite());
+  out.clear();
+  server->produce(out, kProduceLimit);
+  const auto answers = parseFrames(out);
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[0].type, NGHTTP2_SETTINGS);
+  EXPECT_EQ(answers[0].flags, NGHTTP2_FLAG_ACK);
+  EXPECT_EQ(answers[1].type, NGHTTP2_PING);
+  EXPECT_EQ(answers[1].flags, NGHTTP2_FLAG_ACK);
+  EXPECT_EQ(answers[1].readU32(4), 42u);  // the PING's own payload
+  EXPECT_EQ(answers[2].type, NGHTTP2_SETTINGS);
+  EXPECT_EQ(answers[2].flags, NGHTTP2_FLAG_ACK);
+  EXPECT_FALSE(server->wantsToWrite());
+}
+
+// The session made at the first HEADERS knows what was agreed before it: the client's stream
+// window (SETTINGS) and its connection WINDOW_UPDATE decide how much body it is sent.
+TEST(H2Session, Early_WhatWasAgreedHoldsOnceTheSessionStarts) {
+  RawClient c;
+  c.feed(settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1'000'000}}) +
+         windowUpdate(0, 50'000));
+  ASSERT_FALSE(c.server->started());
+  c.drain();
+  c.feed(c.peer.headers(1, grpcRequest(), true));
+  ASSERT_TRUE(c.server->started());
+  ASSERT_EQ(c.events.begun, std::vector<int32_t>{1});
+  c.events.bodies[1] = BodySource{patternedBytes(200'000), 0, true, std::nullopt};
+  ASSERT_EQ(c.server->submitResponse(1, blockOf(grpcResponse()), true), 0);
+  size_t sent = 0;
+  for (const Frame& f : framesOfType(c.drain(), NGHTTP2_DATA)) sent += f.payload.size();
+  EXPECT_EQ(sent, 65'535u + 50'000u);  // the connection window, raised by the client
+  EXPECT_TRUE(c.errors.empty());
+}
+
+// Frames split across reads, or a setting that changes, are left to nghttp2.
+TEST(H2Session, Early_WhatIsNotPlainIsLeftToTheSession) {
+  {
+    Recorder events("server");
+    auto server = Session::create(Role::kServer, downstreamSettings(), events);
+    events.attach(*server);
+    const std::string hello = std::string(kClientPreface) + settingsWith({{3, 50}}) + ping(7);
+    for (char byte : hello) {
+      ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(&byte), 1));
+    }
+    EXPECT_TRUE(server->started());
+    std::string out;
+    server->produce(out, kProduceLimit);
+    EXPECT_EQ(framesOfType(out, NGHTTP2_PING).size(), 1u);
+    EXPECT_EQ(events.remote_settings, 1);
+  }
+  {
+    RawClient c;
+    c.feed(settingsWith({{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 0}}));
+    EXPECT_FALSE(c.server->started());
+    c.feed(settingsWith({{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096}}));
+    EXPECT_TRUE(c.server->started());
+    EXPECT_EQ(c.events.remote_settings, 3);
+    c.feed(c.peer.headers(1, grpcRequest(), true));
+    EXPECT_EQ(c.events.begun, std::vector<int32_t>{1});
+    EXPECT_TRUE(c.errors.empty());
+  }
+}
+
+// A bad value is answered as nghttp2 answers it.
+TEST(H2Session, Early_AnInvalidSettingEndsTheConnectionAsNghttp2Would) {
+  const std::pair<uint16_t, uint32_t> cases[] = {
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0x80000000u},  // FLOW_CONTROL_ERROR
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 2},                    // PROTOCOL_ERROR
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 100},               // PROTOCOL_ERROR
+  };
+  for (const auto& [id, value] : cases) {
+    RawClient c;
+    c.feed(settingsWith({{id, value}}));
+    const auto code = c.goawayCode();
+    ASSERT_TRUE(code.has_value()) << id;
+    EXPECT_EQ(*code, id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
+                         ? uint32_t{NGHTTP2_FLOW_CONTROL_ERROR}
+                         : uint32_t{NGHTTP2_PROTOCOL_ERROR})
+        << id;
+    EXPECT_FALSE(c.server->wantsToRead()) << id;
+  }
+}
+
+// A drain reaches an idle connection too: the notice and its PING, then the final GOAWAY.
+TEST(H2Session, Early_DrainNoticeThenFinalGoaway) {
+  RawClient c;
+  c.server->shutdownNotice();
+  const auto notice = parseFrames(c.drain());
+  ASSERT_EQ(notice.size(), 2u);
+  EXPECT_EQ(notice[0].type, NGHTTP2_GOAWAY);
+  EXPECT_EQ(notice[0].goawayLastStreamId(), 0x7fffffff);
+  EXPECT_EQ(notice[0].errorCode(), uint32_t{NGHTTP2_NO_ERROR});
+  EXPECT_EQ(notice[1].type, NGHTTP2_PING);
+  c.feed(encodeFrame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, notice[1].payload));
+  EXPECT_EQ(c.events.ping_acks, 1);
+  EXPECT_TRUE(c.server->wantsToRead());
+  c.server->goaway(NGHTTP2_NO_ERROR);
+  const auto goaways = framesOfType(c.drain(), NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].goawayLastStreamId(), 0);
+  EXPECT_FALSE(c.server->wantsToRead());
+  EXPECT_FALSE(c.server->wantsToWrite());
+  // A stream begun after the final GOAWAY is not served.
+  c.feed(c.peer.headers(1, grpcRequest(), true));
+  EXPECT_TRUE(c.events.begun.empty());
+}
+
 TEST(H2Session, Abuse_RapidResetEndsTheConnectionWithEnhanceYourCalm) {
   RawClient c(withBudgets(10, 100, 1000));
   std::string bytes;
@@ -1446,6 +1589,12 @@ void expectClosedFor(RawClient& c, const FloodCase& flood) {
   EXPECT_EQ(c.goawayCode(), uint32_t{NGHTTP2_ENHANCE_YOUR_CALM}) << flood.name;
 }
 
+// With `started`, the client begins a call: its connection then has its nghttp2 session.
+void beginACallIf(bool started, RawClient& c) {
+  if (started) c.feed(c.peer.headers(1, grpcRequest(), true));
+  EXPECT_EQ(c.server->started(), started);
+}
+
 TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
   const FloodCase cases[] = {
       {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
@@ -1456,17 +1605,21 @@ TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
        Violation::kPriorityFlood},
   };
   for (const FloodCase& flood : cases) {
-    RawClient c(withBudgets(100, 100, 50));
-    // Within the budget (the first SETTINGS took one token): served as usual.
-    std::string bytes;
-    for (uint64_t i = 0; i < 40; ++i) bytes += flood.frame(i);
-    c.feed(bytes);
-    EXPECT_TRUE(c.errors.empty()) << flood.name;
-    EXPECT_EQ(c.goawayCode(), std::nullopt) << flood.name;
-    bytes.clear();
-    for (uint64_t i = 40; i < 100; ++i) bytes += flood.frame(i);
-    c.feed(bytes);
-    expectClosedFor(c, flood);
+    for (bool started : {false, true}) {
+      SCOPED_TRACE(started ? "with a session" : "before the session");
+      RawClient c(withBudgets(100, 100, 50));
+      beginACallIf(started, c);
+      // Within the budget (the first SETTINGS took one token): served as usual.
+      std::string bytes;
+      for (uint64_t i = 0; i < 40; ++i) bytes += flood.frame(i);
+      c.feed(bytes);
+      EXPECT_TRUE(c.errors.empty()) << flood.name;
+      EXPECT_EQ(c.goawayCode(), std::nullopt) << flood.name;
+      bytes.clear();
+      for (uint64_t i = 40; i < 100; ++i) bytes += flood.frame(i);
+      c.feed(bytes);
+      expectClosedFor(c, flood);
+    }
   }
 }
 
@@ -1478,12 +1631,16 @@ TEST(H2Session, Abuse_AFloodInOneReadIsNamedByItsKindNotAsAckFlood) {
       {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
   };
   for (const FloodCase& flood : cases) {
-    RawClient c(withBudgets(100, 100, 1000));
-    std::string bytes;
-    for (uint64_t i = 0; i < 990; ++i) bytes += i % 2 ? ping(i) : RawPeer::settings();
-    for (uint64_t i = 0; i < 1500; ++i) bytes += flood.frame(i);
-    c.feed(bytes);
-    expectClosedFor(c, flood);
+    for (bool started : {false, true}) {
+      SCOPED_TRACE(started ? "with a session" : "before the session");
+      RawClient c(withBudgets(100, 100, 1000));
+      beginACallIf(started, c);
+      std::string bytes;
+      for (uint64_t i = 0; i < 990; ++i) bytes += i % 2 ? ping(i) : RawPeer::settings();
+      for (uint64_t i = 0; i < 1500; ++i) bytes += flood.frame(i);
+      c.feed(bytes);
+      expectClosedFor(c, flood);
+    }
   }
 }
 
