@@ -731,7 +731,10 @@ def report(results, args, versions, started):
         "loop at half of direct's unary -c 2 calls/s of the same round: a system that cannot "
         "keep up with that rate queues, and its latency is mostly that queue (see its achieved "
         "calls/s); it also carries h2load's own pacing of --rps. One call at a time (-c 1 -m 1) "
-        "shows what a hop adds without either.",
+        "shows what a hop adds without either. Memory per idle connection is the RSS growth "
+        f"while a second batch of {args.idle_conns} connections opens, the first batch still "
+        "open: what one more connection costs, without the one-time costs the first batch pays "
+        "(spindle's receive buffers, touched the first time the kernel fills them).",
         "",
         "| figure | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",

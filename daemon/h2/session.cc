@@ -381,7 +381,7 @@ Session::~Session() { nghttp2_session_del(session_); }
 bool Session::Budget::take(Clock::time_point now) {
   const double seconds = std::chrono::duration<double>(now - last_).count();
   last_ = now;
-  tokens_ = std::min(burst_, tokens_ + seconds * burst_ / 10);
+  tokens_ = static_cast<float>(std::min<double>(burst_, tokens_ + seconds * burst_ / 10));
   if (tokens_ < 1) return false;
   tokens_ -= 1;
   return true;

@@ -149,16 +149,18 @@ class Session {
   friend struct Callbacks;
   using Clock = std::chrono::steady_clock;
 
-  // A token bucket: `burst` tokens, refilled at a tenth of it per second.
+  // A token bucket: `burst` tokens, refilled at a tenth of it per second. In floats (bursts
+  // are at most 10^6, config::Limits): a connection holds six.
   class Budget {
    public:
-    explicit Budget(uint32_t burst) : tokens_(burst), burst_(burst) {}
+    explicit Budget(uint32_t burst)
+        : tokens_(static_cast<float>(burst)), burst_(static_cast<float>(burst)) {}
     bool take(Clock::time_point now);
-    void giveBack(double n) { tokens_ = tokens_ + n > burst_ ? burst_ : tokens_ + n; }
+    void giveBack(float n) { tokens_ = tokens_ + n > burst_ ? burst_ : tokens_ + n; }
 
    private:
-    double tokens_;
-    double burst_;
+    float tokens_;
+    float burst_;
     Clock::time_point last_{};
   };
 

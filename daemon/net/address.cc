@@ -53,7 +53,7 @@ Result<HostPort> splitHostPort(std::string_view text) {
 
 SocketAddress::SocketAddress() {
   std::memset(&storage_, 0, sizeof(storage_));
-  storage_.ss_family = AF_INET;
+  storage_.sa.sa_family = AF_INET;
 }
 
 Result<SocketAddress> SocketAddress::parse(std::string_view text) {

@@ -35,7 +35,7 @@ class SocketAddress {
   // From the BPF form; a v4-mapped address comes back as AF_INET.
   static SocketAddress fromMapped(const MappedBytes& addr, uint16_t port_network_order);
 
-  int family() const { return storage_.ss_family; }
+  int family() const { return storage_.sa.sa_family; }
   bool isV4() const { return family() == AF_INET; }
   const ::sockaddr* asSockaddr() const { return reinterpret_cast<const ::sockaddr*>(&storage_); }
   socklen_t length() const;
@@ -50,7 +50,13 @@ class SocketAddress {
   bool operator==(const SocketAddress& other) const;
 
  private:
-  sockaddr_storage storage_;
+  // Either family in 28 bytes, not sockaddr_storage's 128: every connection holds one.
+  union Storage {
+    ::sockaddr sa;
+    sockaddr_in in4;
+    sockaddr_in6 in6;
+  };
+  Storage storage_;
 };
 
 }  // namespace spindle::net

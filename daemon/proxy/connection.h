@@ -6,7 +6,7 @@
 namespace spindle::proxy {
 
 // How a stopping spindle (SIGTERM) lets go of a client connection, step by step.
-enum class DrainStep {
+enum class DrainStep : uint8_t {
   kNone,
   // The listeners are closed; connections go on as before. No client is told to go
   // elsewhere before every listener of the process is closed: its next connection would

@@ -8,7 +8,7 @@ namespace spindle::proxy {
 H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
                            size_t service_index, std::string source)
     : H2Connection(worker, std::move(fd), peer),
-      service_index_(service_index),
+      service_index_(static_cast<uint32_t>(service_index)),
       source_(std::move(source)) {
   session_ = h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings()), *this);
   worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kH2);

@@ -54,10 +54,11 @@ class H2Downstream final : public H2Connection, private h2::Listener {
 
   Call* callOf(int32_t stream_id) const;
 
-  size_t service_index_;
+  // Ordered for size: every open connection holds these.
+  uint32_t service_index_;
+  DrainStep drain_ = DrainStep::kNone;
   std::string source_;
   StreamMap<std::unique_ptr<Call>> calls_;
-  DrainStep drain_ = DrainStep::kNone;
 };
 
 }  // namespace spindle::proxy

@@ -12,11 +12,31 @@
 
 namespace spindle::proxy {
 namespace {
-config::Limits g_limits;
 using Clock = std::chrono::steady_clock;
+
+// A quarter of the shortest deadline, so that each is met within 25% (2.5 s with the
+// defaults); never under 50 ms.
+__kernel_timespec tickPeriod(const config::Limits& limits) {
+  auto shortest = std::min(limits.header_timeout, limits.send_timeout);
+  if (limits.idle_timeout.count() > 0) shortest = std::min(shortest, limits.idle_timeout);
+  const auto period = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(shortest) / 4,
+                               std::chrono::nanoseconds(std::chrono::milliseconds(50)));
+  __kernel_timespec ts{};
+  ts.tv_sec = period.count() / 1'000'000'000;
+  ts.tv_nsec = period.count() % 1'000'000'000;
+  return ts;
+}
+
+config::Limits g_limits;
+// Every connection's tick has the same period: one timespec for all (the kernel copies it
+// when the timeout is submitted).
+__kernel_timespec g_tick = tickPeriod(g_limits);
 }  // namespace
 
-void setLimits(const config::Limits& limits) { g_limits = limits; }
+void setLimits(const config::Limits& limits) {
+  g_limits = limits;
+  g_tick = tickPeriod(limits);
+}
 const config::Limits& limits() { return g_limits; }
 
 h2::Settings withLimits(h2::Settings settings) {
@@ -76,7 +96,7 @@ void H2Connection::lingerRead() {
 void H2Connection::onLingerRead(int32_t res, uint32_t /*flags*/) {
   --pending_ops_;
   if (res > 0) {
-    lingered_ += static_cast<size_t>(res);
+    lingered_ += static_cast<uint32_t>(res);
     lingerRead();
   } else {
     shutdownSocket();  // the peer closed, or the time is up
@@ -95,15 +115,7 @@ void H2Connection::startReading() {
 }
 
 void H2Connection::armTick() {
-  // A quarter of the shortest deadline, so that each is met within 25% (2.5 s with the
-  // defaults); never under 50 ms.
-  auto shortest = std::min(g_limits.header_timeout, g_limits.send_timeout);
-  if (g_limits.idle_timeout.count() > 0) shortest = std::min(shortest, g_limits.idle_timeout);
-  const auto period = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(shortest) / 4,
-                               std::chrono::nanoseconds(std::chrono::milliseconds(50)));
-  tick_ts_.tv_sec = period.count() / 1'000'000'000;
-  tick_ts_.tv_nsec = period.count() % 1'000'000'000;
-  io_uring_prep_timeout(worker_.loop().prepare(&tick_op_), &tick_ts_, 0, 0);
+  io_uring_prep_timeout(worker_.loop().prepare(&tick_op_), &g_tick, 0, 0);
   ticking_ = true;
   ++pending_ops_;
 }
@@ -233,7 +245,7 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     return;
   }
   if (res > 0) {
-    in_flight_sent_ += static_cast<size_t>(res);
+    in_flight_sent_ += static_cast<uint32_t>(res);
     send_progress_ = EventClock::now();
   }
   if (in_flight_sent_ < in_flight_.size()) {

@@ -105,14 +105,14 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   loop::MemberCompletion<H2Connection, &H2Connection::onLingerEnd> linger_timeout_op_{*this};
   __kernel_timespec linger_ts_{};
   std::chrono::steady_clock::time_point linger_until_{};
-  size_t lingered_ = 0;
-  bool linger_ok_ = true;
-  __kernel_timespec tick_ts_{};
   std::chrono::steady_clock::time_point last_busy_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point send_progress_{};  // last byte sent, or send start
   std::string outbound_;  // being filled from the session
   std::string in_flight_;  // being sent: not touched until the send completes
-  size_t in_flight_sent_ = 0;
+  // Fields are ordered for size: every open connection holds them.
+  uint32_t in_flight_sent_ = 0;  // at most kOutboundLimit and one session frame
+  uint32_t lingered_ = 0;
+  bool linger_ok_ = true;
   bool receiving_ = false;
   bool sending_ = false;
   bool waiting_for_buffer_ = false;
