@@ -40,7 +40,9 @@ headers, messages and the trailer `grpc-status: 0`):
                the backends) over the second batch, divided by its size: what one more
                connection costs. The first batch also pays one-time costs (spindle's receive
                buffers are touched the first time the kernel fills them: up to 1 MiB per
-               worker); its figure is reported too;
+               worker); its figure is reported too. A third batch makes one call on each
+               connection before it goes idle, as most idle gRPC channels have: its growth
+               per connection is reported as "after one call";
   - connect:   connection set-up rate: h2load -c 500 -n 500 -m 1, each new connection makes
                one call; connections per second over h2load's run time.
 
@@ -483,10 +485,11 @@ class Bench:
         n = self.args.idle_conns
         rss = [rss_kib(pids)]
         batches = []
+        call = ["--call", f"{system.host}:{system.port}", PATH]
         try:
-            for batch in range(2):
+            for batch, extra in enumerate(([], [], call)):
                 proc = self.client.spawn([sim.PYTHON, IDLE_CONNS, system.host, str(system.port),
-                                          str(n), "120"],
+                                          str(n), "120", *extra],
                                          name=f"idle-{system.name}-{system.r}-{batch}")
                 batches.append(proc)
                 proc.wait_for_line(r"^idle: ready", 60, stream="stdout")
@@ -498,7 +501,8 @@ class Bench:
             for proc in batches:
                 proc.stop()
         return {"kib_per_conn": (rss[2] - rss[1]) / n,
-                "first_kib_per_conn": (rss[1] - rss[0]) / n, "rss_kib": rss}
+                "first_kib_per_conn": (rss[1] - rss[0]) / n,
+                "used_kib_per_conn": (rss[3] - rss[2]) / n, "rss_kib": rss}
 
     def connect(self, system, backends):
         w = LOADS["unary_c2"]
@@ -734,7 +738,9 @@ def report(results, args, versions, started):
         "shows what a hop adds without either. Memory per idle connection is the RSS growth "
         f"while a second batch of {args.idle_conns} connections opens, the first batch still "
         "open: what one more connection costs, without the one-time costs the first batch pays "
-        "(spindle's receive buffers, touched the first time the kernel fills them).",
+        "(spindle's receive buffers, touched the first time the kernel fills them). A third "
+        "batch makes one call per connection before it goes idle, as most idle gRPC channels "
+        "have.",
         "",
         "| figure | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",
@@ -797,6 +803,8 @@ def report(results, args, versions, started):
             "(direct: the backends')", ("idle", "kib_per_conn"), ".1f")
         row(f"idle HTTP/2 connections: KiB RSS per connection, the first {args.idle_conns} "
             "(with one-time costs)", ("idle", "first_kib_per_conn"), ".1f")
+        row(f"idle HTTP/2 connections: KiB RSS per connection, {args.idle_conns} more after "
+            "one call each", ("idle", "used_kib_per_conn"), ".1f")
     if any(values(results, s, "connect") for s in systems):
         row(f"connection set-up, {CONNECT_COUNT} new connections × 1 call: connections/s",
             ("connect", "conns_per_s"), ".0f")
