@@ -6,6 +6,8 @@
 #include <cstring>
 #include <utility>
 
+#include "util/log.h"
+
 namespace spindle::h2 {
 
 Settings downstreamSettings() { return Settings{}; }
@@ -302,6 +304,14 @@ struct Callbacks {
     return static_cast<ssize_t>(n);
   }
 
+  // Why nghttp2 closed a connection, when it says (for the debug log).
+  static int onError(nghttp2_session*, int lib_error_code, const char* message, size_t length,
+                     void*) noexcept {
+    log::debug("HTTP/2: {} ({})", std::string_view(message, length),
+               nghttp2_strerror(lib_error_code));
+    return 0;
+  }
+
   static const nghttp2_session_callbacks* table() {
     static nghttp2_session_callbacks* callbacks = [] {
       nghttp2_session_callbacks* cb = nullptr;
@@ -314,6 +324,7 @@ struct Callbacks {
       nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, onInvalidFrame);
       nghttp2_session_callbacks_set_on_frame_send_callback(cb, onFrameSend);
       nghttp2_session_callbacks_set_on_begin_frame_callback(cb, onBeginFrame);
+      nghttp2_session_callbacks_set_error_callback2(cb, onError);
       return cb;
     }();
     return callbacks;

@@ -6,7 +6,7 @@
 namespace spindle::proxy {
 
 H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                           size_t service_index, std::string source)
+                           size_t service_index, std::shared_ptr<const std::string> source)
     : H2Connection(worker, std::move(fd), peer),
       service_index_(static_cast<uint32_t>(service_index)),
       source_(std::move(source)) {

@@ -18,12 +18,12 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   // `received`: the bytes already read while detecting the protocol (the client preface).
   // source: the calling Pod, for the metrics.
   H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer, size_t service_index,
-               std::string source);
+               std::shared_ptr<const std::string> source);
   ~H2Downstream() override;
   Status start(const std::string& received);
 
   // --- for its calls ---
-  const std::string& source() const { return source_; }
+  const std::string& source() const { return *source_; }
   void submitResponse(int32_t stream_id, const h2::HeaderBlock& headers, bool has_body);
   void submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers);
   void resumeResponse(int32_t stream_id);
@@ -57,7 +57,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   // Ordered for size: every open connection holds these.
   uint32_t service_index_;
   DrainStep drain_ = DrainStep::kNone;
-  std::string source_;
+  std::shared_ptr<const std::string> source_;  // shared by the Pod's connections
   StreamMap<std::unique_ptr<Call>> calls_;
 };
 

@@ -257,6 +257,8 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     return;
   }
   in_flight_.clear();
+  // A connection that has not begun a call (its handshake sent) keeps no buffer while idle.
+  if (!session_->started()) std::string().swap(in_flight_);
   if (closing_) {
     // A final GOAWAY may still be queued: send it before the socket goes.
     if (!outbound_.empty()) {

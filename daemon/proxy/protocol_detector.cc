@@ -20,7 +20,7 @@ static_assert(kPreface.size() == 24);
 
 ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
                                    net::SocketAddress destination, size_t service_index,
-                                   std::string source)
+                                   std::shared_ptr<const std::string> source)
     : worker_(worker),
       fd_(std::move(fd)),
       peer_(peer),

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "loop/loop.h"
@@ -21,7 +22,8 @@ class ProtocolDetector final : public Connection {
   static constexpr int64_t kWaitNanos = 1'000'000'000;
 
   ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
-                   net::SocketAddress destination, size_t service_index, std::string source);
+                   net::SocketAddress destination, size_t service_index,
+                   std::shared_ptr<const std::string> source);
   ~ProtocolDetector() override;
   void start();
   void abort() override;
@@ -40,7 +42,7 @@ class ProtocolDetector final : public Connection {
   net::SocketAddress peer_;
   net::SocketAddress destination_;
   size_t service_index_;
-  std::string source_;
+  std::shared_ptr<const std::string> source_;
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onReceived> recv_{*this};
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onWaitEnded> wait_{*this};
   __kernel_timespec wait_ts_{};

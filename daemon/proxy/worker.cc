@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <memory>
 
 #include "net/socket.h"
 #include "proxy/h2_connection.h"
@@ -233,11 +234,10 @@ void Worker::onAccepted(int fd) {
   net::setNoDelay(downstream.get());
   const auto service = context_->serviceIndex(original->service_id);
   if (service && !context_->serviceAt(*service).endpoints->empty()) {
-    static const std::string kUnknown = "unknown";
-    const std::string& source =
-        cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
+    static const auto kUnknown = std::make_shared<const std::string>("unknown");
+    auto source = cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
     auto* detector = new ProtocolDetector(*context_, std::move(downstream), *peer,
-                                          original->destination, *service, source);
+                                          original->destination, *service, std::move(source));
     context_->add(detector);
     detector->start();
     return;

@@ -52,7 +52,7 @@ Result<CgroupNames> CgroupNames::open(const std::string& mount) {
   return names;
 }
 
-const std::string& CgroupNames::labelOf(uint64_t cgroup_id) {
+CgroupNames::Label CgroupNames::labelOf(uint64_t cgroup_id) {
   if (auto it = cache_.find(cgroup_id); it != cache_.end()) return it->second;
   if (cache_.size() >= kMaxCached) cache_.clear();
   std::string label = "unknown";
@@ -73,7 +73,8 @@ const std::string& CgroupNames::labelOf(uint64_t cgroup_id) {
       label = sourceLabel(full);
     }
   }
-  return cache_.emplace(cgroup_id, std::move(label)).first->second;
+  return cache_.emplace(cgroup_id, std::make_shared<const std::string>(std::move(label)))
+      .first->second;
 }
 
 }  // namespace spindle::redirect

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,14 +23,16 @@ class CgroupNames {
   static Result<CgroupNames> open(const std::string& mount);
 
   // The label of a cgroup id; "unknown" when it cannot be resolved (gone, or no privilege).
-  // Resolved ids are cached; the cache is bounded and starts over when full.
-  const std::string& labelOf(uint64_t cgroup_id);
+  // Resolved ids are cached; the cache is bounded and starts over when full. Shared: every
+  // connection from a Pod holds its label, and keeps it past the cache.
+  using Label = std::shared_ptr<const std::string>;
+  Label labelOf(uint64_t cgroup_id);
 
  private:
   static constexpr size_t kMaxCached = 4096;
   net::Fd mount_fd_;
   std::string mount_;
-  std::unordered_map<uint64_t, std::string> cache_;
+  std::unordered_map<uint64_t, Label> cache_;
 };
 
 }  // namespace spindle::redirect
