@@ -432,7 +432,8 @@ Status Session::receive(const uint8_t* data, size_t length) {
   if (session_ == nullptr) {
     size_t used = 0;
     if (Status status = receiveEarly(data, length, &used); !status) return status;
-    if (used == length) return {};
+    // Nothing begins after our final GOAWAY (a PING's ACK can bring it, mid-read).
+    if (used == length || early_final_goaway_) return {};
     if (Status status = startSession(); !status) return status;
     data += used;
     length -= used;

@@ -264,7 +264,11 @@ class Recorder final : public Listener {
     log.push_back("goaway " + std::to_string(last_stream_id));
     goaways.emplace_back(last_stream_id, error_code);
   }
-  void onPingAck() override { ++ping_acks; }
+  void onPingAck() override {
+    ++ping_acks;
+    // As the proxy does once a drain notice's PING comes back.
+    if (goaway_on_ping_ack) session_->goaway(NGHTTP2_NO_ERROR);
+  }
   void onRemoteSettings() override {
     log.push_back("settings");
     ++remote_settings;
@@ -325,6 +329,7 @@ class Recorder final : public Listener {
   int remote_settings = 0;
   int ping_acks = 0;
   bool auto_consume = false;  // consume() after each receive, like a proxy that keeps up
+  bool goaway_on_ping_ack = false;
 
  private:
   const char* name_;
@@ -1481,6 +1486,23 @@ TEST(H2Session, Early_DrainNoticeThenFinalGoaway) {
   // A stream begun after the final GOAWAY is not served.
   c.feed(c.peer.headers(1, grpcRequest(), true));
   EXPECT_TRUE(c.events.begun.empty());
+}
+
+// The final GOAWAY comes with the PING's ACK; a stream behind it in the same read is not
+// served either.
+TEST(H2Session, Early_AStreamBehindTheAckThatEndsTheDrainIsNotServed) {
+  RawClient c;
+  c.events.goaway_on_ping_ack = true;
+  c.server->shutdownNotice();
+  const auto notice = parseFrames(c.drain());
+  ASSERT_EQ(notice.size(), 2u);
+  c.feed(encodeFrame(NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, notice[1].payload) +
+         c.peer.headers(1, grpcRequest(), true));
+  EXPECT_TRUE(c.events.begun.empty());
+  EXPECT_FALSE(c.server->started());
+  const auto goaways = framesOfType(c.drain(), NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].goawayLastStreamId(), 0);
 }
 
 TEST(H2Session, Abuse_RapidResetEndsTheConnectionWithEnhanceYourCalm) {
