@@ -377,7 +377,7 @@ struct Callbacks {
 
 std::unique_ptr<Session> Session::create(Role role, const Settings& settings,
                                          Listener& listener) {
-  std::unique_ptr<Session> s(new Session(role, settings, listener));
+  std::unique_ptr<Session> s(new Session(settings, listener));
   if (role == Role::kServer) {
     s->early_out_ = handshakeFrames(role, settings);  // the session comes later
     return s;
@@ -448,9 +448,8 @@ Status Session::receive(const uint8_t* data, size_t length) {
     if (rc == NGHTTP2_ERR_FLOODED) violation = Violation::kAckFlood;
     if (rc == NGHTTP2_ERR_TOO_MANY_SETTINGS) violation = Violation::kSettingsFlood;
     giveUp(violation, goawayCode(violation));
-    return makeError(violation_ == Violation::kProtocolError
-                         ? std::string(nghttp2_strerror(static_cast<int>(rc)))
-                         : std::string(violationName(violation_)));
+    if (violation_ != Violation::kProtocolError) return errorStatus();
+    return makeError(nghttp2_strerror(static_cast<int>(rc)));
   }
   return {};
 }
@@ -688,7 +687,7 @@ void Session::queueEarlyGoaway(int32_t last_stream_id, uint32_t error_code,
 }
 
 Status Session::startSession() {
-  session_ = Callbacks::make(role_, settings_, this);
+  session_ = Callbacks::make(Role::kServer, settings_, this);
   // What the new session queued first, we sent already: it must be what we wrote.
   std::string queued;
   if (session_ != nullptr) {
@@ -710,7 +709,7 @@ Status Session::startSession() {
   }
   if (early_settings_acked_) appendFrameHeader(agreed, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
   if (early_window_increment_ > 0) appendWindowUpdate(agreed, early_window_increment_);
-  bool ok = session_ != nullptr && queued == handshakeFrames(role_, settings_);
+  bool ok = session_ != nullptr && queued == handshakeFrames(Role::kServer, settings_);
   if (ok) {
     replaying_ = true;
     const ssize_t rc = nghttp2_session_mem_recv(

@@ -164,9 +164,8 @@ class Session {
     Clock::time_point last_{};
   };
 
-  Session(Role role, const Settings& settings, Listener& listener)
-      : role_(role),
-        settings_(settings),
+  Session(const Settings& settings, Listener& listener)
+      : settings_(settings),
         listener_(listener),
         glitches_(settings.max_glitches),
         settings_frames_(settings.max_control_frames),
@@ -188,14 +187,13 @@ class Session {
   EarlyFrame takeEarlySettings(const uint8_t* payload, size_t length);
   void queueEarlyAck();
   void queueEarlyGoaway(int32_t last_stream_id, uint32_t error_code, std::string_view reason);
-  // Makes the nghttp2 session and replays what was agreed so far into it.
+  // Server: makes the nghttp2 session and replays what was agreed so far into it.
   Status startSession();
 
   // The same from inside an nghttp2 callback: returns the code that stops the receive.
   int giveUpInCallback(Violation violation);
   void onGlitch();
 
-  Role role_;
   Settings settings_;
   Listener& listener_;
   nghttp2_session* session_ = nullptr;
