@@ -146,7 +146,7 @@ class ConfigWatcher final : public loop::Completion {
   loop::Loop& loop_;
   std::function<void()> on_change_;
   loop::Timer settle_;
-  net::Fd fd_;
+  Fd fd_;
   alignas(inotify_event) char events_[4096] = {};
 };
 
@@ -327,7 +327,7 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   // Listeners before the programs are attached: a connect is never redirected to a port
   // that nobody listens on.
   const unsigned workers = workerCount(config);
-  std::vector<std::vector<net::Fd>> listeners(workers);
+  std::vector<std::vector<Fd>> listeners(workers);
   for (unsigned w = 0; w < workers; ++w) {
     for (const net::SocketAddress& address : config.proxy.listen) {
       auto fd = net::listenTcp(address, /*reuse_port=*/true);
@@ -387,7 +387,6 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   std::unique_ptr<metrics::Shard> main_shard = metric_registry.makeShard();
 
   const auto services = registry.table();
-  proxy::setLimits(config.limits);  // read by the workers; a reload does not change them
   if (Status s = redirector.attach(cgroup); !s) return fail(s.error());
   bool attached = true;
   // From here on: SO_MARK on upstream sockets, and open_by_handle_at for per-Pod counts when
@@ -402,7 +401,8 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
   std::vector<std::unique_ptr<proxy::Worker>> worker_list;
   for (unsigned w = 0; w < workers; ++w) {
     worker_list.push_back(std::make_unique<proxy::Worker>(
-        w, std::move(listeners[w]), redirector.originalDsts(), services, kSocketMark, *families,
+        w, std::move(listeners[w]), redirector.originalDsts(), services, config.limits,
+        kSocketMark, *families,
         metric_registry.makeShard(), cgroup_mount));
     if (Status s = worker_list.back()->start(); !s) return fail(s.error());
   }
@@ -416,7 +416,7 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
 
   // The config in effect: a reload replaces it, except for what needs a restart.
   std::shared_ptr<const config::Config> effective = std::make_shared<const config::Config>(config);
-  auto publish = [&](const std::shared_ptr<const proxy::ServiceTable>& table) {
+  auto publish = [&](const std::shared_ptr<const lb::ServiceTable>& table) {
     for (auto& worker : worker_list) worker->publish(table);
   };
 
@@ -504,7 +504,7 @@ int runDaemon(const std::string& config_path, const config::Config& config) {
     if (readFile(config_path) != applied_text) reload("file changed");
   });
 
-  net::Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
+  Fd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
   if (!signal_fd.valid()) return fail(fmt::format("signalfd: {}", std::strerror(errno)));
   bool running = true;
   bool cut_drain = false;

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "daemon.h"
+#include "util/fd.h"
 #include "util/log.h"
 
 #ifndef SPINDLE_VERSION
@@ -48,27 +49,24 @@ int probe(const std::string& socket_path, const std::string& path) {
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(addr.sun_path)) return fail("path too long");
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return fail(std::strerror(errno));
+  const spindle::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return fail(std::strerror(errno));
   const timeval timeout{2, 0};  // below kubelet's default probe timeout
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return fail(std::strerror(err));
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return fail(std::strerror(errno));
   }
   const std::string request =
       "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   std::string response;
-  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) ==
       static_cast<ssize_t>(request.size())) {
     char buffer[4096];
-    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0 && response.size() < 65536;) {
+    for (ssize_t n; (n = ::recv(fd.get(), buffer, sizeof(buffer), 0)) > 0 && response.size() < 65536;) {
       response.append(buffer, static_cast<size_t>(n));
     }
   }
-  ::close(fd);
   const size_t body = response.find("\r\n\r\n");
   if (body == std::string::npos) return fail("no answer");
   std::fputs(response.c_str() + body + 4, stdout);

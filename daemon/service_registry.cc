@@ -28,16 +28,14 @@ std::vector<lb::Endpoint> ServiceRegistry::staticEndpoints(const config::Service
   return endpoints;
 }
 
-proxy::ServiceEntry ServiceRegistry::entryFor(const config::Service& service,
+lb::ServiceEntry ServiceRegistry::entryFor(const config::Service& service,
                                               lb::EndpointSetPtr endpoints) const {
-  return proxy::ServiceEntry{service.name,    config::serviceId(service.name),
-                             std::move(endpoints), service.balance,
-                             lb::pickerOptions(service), service.outlier,
-                             service.retries};
+  return lb::ServiceEntry{service.name, config::serviceId(service.name), std::move(endpoints),
+                          config::policyOf(service)};
 }
 
 ServiceRegistry::ServiceRegistry(const std::vector<config::Service>& services) {
-  auto table = std::make_shared<proxy::ServiceTable>();
+  auto table = std::make_shared<lb::ServiceTable>();
   for (const config::Service& service : services) {
     // A DNS service starts empty: not ready, its connections pass through at L4 meanwhile.
     auto endpoints = std::make_shared<const lb::EndpointSet>(
@@ -60,9 +58,9 @@ std::optional<size_t> ServiceRegistry::indexOf(const std::string& name) const {
   return std::nullopt;
 }
 
-std::shared_ptr<const proxy::ServiceTable> ServiceRegistry::reload(
+std::shared_ptr<const lb::ServiceTable> ServiceRegistry::reload(
     const std::vector<config::Service>& services) {
-  auto table = std::make_shared<proxy::ServiceTable>(*table_);
+  auto table = std::make_shared<lb::ServiceTable>(*table_);
   std::vector<bool> kept(slots_.size(), false);
   for (const config::Service& service : services) {
     // A name seen before keeps its slot, even one a reload removed in between.
@@ -126,16 +124,16 @@ std::vector<std::pair<net::SocketAddress, uint32_t>> ServiceRegistry::redirectAd
   return out;
 }
 
-std::shared_ptr<const proxy::ServiceTable> ServiceRegistry::setEndpoints(
+std::shared_ptr<const lb::ServiceTable> ServiceRegistry::setEndpoints(
     size_t index, const std::vector<net::SocketAddress>& addresses) {
-  const proxy::ServiceEntry& old_entry = (*table_)[index];
+  const lb::ServiceEntry& old_entry = (*table_)[index];
   const uint16_t port = slots_[index].config ? slots_[index].config->port : 0;
   std::vector<lb::Endpoint> endpoints;
   for (net::SocketAddress address : addresses) {
     address.setPort(port);
     endpoints.push_back(lb::Endpoint{address, loadFor(address, old_entry.endpoints.get(), true)});
   }
-  auto table = std::make_shared<proxy::ServiceTable>(*table_);
+  auto table = std::make_shared<lb::ServiceTable>(*table_);
   (*table)[index].endpoints =
       std::make_shared<const lb::EndpointSet>(old_entry.name, std::move(endpoints));
   table_ = std::move(table);

@@ -18,7 +18,7 @@
 
 #include "config/config.h"
 #include "net/address.h"
-#include "proxy/worker_context.h"
+#include "lb/service_table.h"
 
 namespace spindle {
 
@@ -26,7 +26,7 @@ class ServiceRegistry {
  public:
   explicit ServiceRegistry(const std::vector<config::Service>& services);
 
-  std::shared_ptr<const proxy::ServiceTable> table() const { return table_; }
+  std::shared_ptr<const lb::ServiceTable> table() const { return table_; }
   // What the BPF services map must hold: literal intercepts and resolved names.
   std::vector<std::pair<net::SocketAddress, uint32_t>> redirectAddresses() const;
   // The slot of a declared service, by name.
@@ -35,11 +35,11 @@ class ServiceRegistry {
   // Applies a new list of services: changed ones are updated in place, new ones get a slot,
   // removed ones stop being intercepted. Names resolved before keep their addresses until
   // DNS answers again. Returns the new table.
-  std::shared_ptr<const proxy::ServiceTable> reload(const std::vector<config::Service>& services);
+  std::shared_ptr<const lb::ServiceTable> reload(const std::vector<config::Service>& services);
 
   // DNS gave service `index` these Pod addresses (port 0): the endpoints become those
   // addresses at the service's port. An endpoint that stays keeps its load counters.
-  std::shared_ptr<const proxy::ServiceTable> setEndpoints(
+  std::shared_ptr<const lb::ServiceTable> setEndpoints(
       size_t index, const std::vector<net::SocketAddress>& addresses);
   // DNS gave intercept `intercept` (its index in the service's config) these VIPs (port 0).
   void setInterceptAddresses(size_t index, size_t intercept,
@@ -54,10 +54,10 @@ class ServiceRegistry {
 
   static std::vector<lb::Endpoint> staticEndpoints(const config::Service& service,
                                                    const lb::EndpointSet* previous);
-  proxy::ServiceEntry entryFor(const config::Service& service, lb::EndpointSetPtr endpoints) const;
+  lb::ServiceEntry entryFor(const config::Service& service, lb::EndpointSetPtr endpoints) const;
 
   std::vector<Slot> slots_;
-  std::shared_ptr<const proxy::ServiceTable> table_;
+  std::shared_ptr<const lb::ServiceTable> table_;
 };
 
 }  // namespace spindle

@@ -97,7 +97,7 @@ std::string renderLiveMetrics(const StatusSources& s) {
   const auto table = s.services.table();
   const auto now = lb::Clock::now();
   metrics::appendHeader(out, "spindle_active_streams", "Calls in flight, by endpoint.", "gauge");
-  for (const proxy::ServiceEntry& service : *table) {
+  for (const lb::ServiceEntry& service : *table) {
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       appendSeries(out, "spindle_active_streams",
                    {{"service", service.name}, {"endpoint", e.load->label}},
@@ -106,7 +106,7 @@ std::string renderLiveMetrics(const StatusSources& s) {
   }
   metrics::appendHeader(out, "spindle_upstream_connections_active",
                         "Open HTTP/2 connections to endpoints, all workers.", "gauge");
-  for (const proxy::ServiceEntry& service : *table) {
+  for (const lb::ServiceEntry& service : *table) {
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       appendSeries(out, "spindle_upstream_connections_active",
                    {{"service", service.name}, {"endpoint", e.load->label}},
@@ -115,7 +115,7 @@ std::string renderLiveMetrics(const StatusSources& s) {
   }
   metrics::appendHeader(out, "spindle_endpoints", "Endpoints of each service, by state.",
                         "gauge");
-  for (const proxy::ServiceEntry& service : *table) {
+  for (const lb::ServiceEntry& service : *table) {
     size_t ejected = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       if (lb::isEjected(*e.load, now)) ++ejected;
@@ -178,11 +178,11 @@ HttpResponse endpointsPage(const StatusSources& s) {
   const auto now = lb::Clock::now();
   std::string out = "{\"services\":[";
   bool first_service = true;
-  for (const proxy::ServiceEntry& service : *s.services.table()) {
+  for (const lb::ServiceEntry& service : *s.services.table()) {
     if (!first_service) out += ',';
     first_service = false;
     out += fmt::format("{{\"name\":{},\"balance\":{},\"endpoints\":[", jsonString(service.name),
-                       jsonString(config::balanceName(service.balance)));
+                       jsonString(lb::balanceName(service.policy.balance)));
     bool first = true;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       if (!first) out += ',';
@@ -243,7 +243,7 @@ HttpResponse configPage(const StatusSources& s) {
         i == 0 ? "" : ",", jsonString(service.name), intercepts,
         service.endpoints.dns.empty() ? "null" : jsonString(service.endpoints.dns),
         addressList(service.endpoints.statics), service.port,
-        jsonString(config::balanceName(service.balance)));
+        jsonString(lb::balanceName(service.balance)));
   }
   out += "]}\n";
   return {200, "application/json", out};
@@ -260,14 +260,14 @@ HttpResponse indexPage(const StatusSources& s) {
       ".ejected{color:#b00}</style></head><body><h1>spindle " SPINDLE_VERSION "</h1>";
   out += "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
          " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
-  for (const proxy::ServiceEntry& service : *s.services.table()) {
+  for (const lb::ServiceEntry& service : *s.services.table()) {
     uint64_t total = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       total += e.load->total_calls.load(std::memory_order_relaxed);
     }
     out += fmt::format("<h2>{}</h2><p>balance: {}, {} endpoints</p><table><tr><th>endpoint</th>"
                        "<th>state</th><th>active calls</th><th>calls</th><th>share</th></tr>",
-                       htmlEscape(service.name), config::balanceName(service.balance),
+                       htmlEscape(service.name), lb::balanceName(service.policy.balance),
                        service.endpoints->size());
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       const uint64_t calls = e.load->total_calls.load(std::memory_order_relaxed);

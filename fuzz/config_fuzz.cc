@@ -51,7 +51,7 @@ void check(const config::Config& config) {
     FUZZ_REQUIRE(service.retries.budget_percent <= 100);
     FUZZ_REQUIRE(service.peak_ewma.decay.count() >= 0);
     FUZZ_REQUIRE(service.slow_start.count() >= 0);
-    (void)config::balanceName(service.balance);
+    (void)lb::balanceName(service.balance);
   }
 }
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <exception>
 
-#include "net/fd.h"
+#include "util/fd.h"
 #include "net/socket.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
@@ -24,20 +24,14 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kDrainTimeout{1000};
 constexpr int kBacklog = 128;
 
-// Accept failures that mean "out of something": retried on the next sweep, not at once, so
-// that a process out of fds does not spin the loop.
-bool isResourceError(int err) {
-  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
 }  // namespace
 
 // One admin connection: read a request head into a fixed buffer, answer it, then read the next
 // one (keep-alive) or drain and close. It frees itself once nothing of it is in flight, which
 // may be after the server is gone: server_ is then null.
-class AdminConnection final : public loop::Deferred {
+class AdminConnection final : public loop::Deferred, public ListNode<AdminConnection> {
  public:
-  AdminConnection(AdminServer& server, net::Fd fd)
+  AdminConnection(AdminServer& server, Fd fd)
       : server_(&server), loop_(server.loop_), fd_(std::move(fd)) {}
 
   void start() {
@@ -64,29 +58,8 @@ class AdminConnection final : public loop::Deferred {
   bool reading() const { return state_ == State::kReading; }
   void detach() { server_ = nullptr; }
 
-  AdminConnection* prev = nullptr;
-  AdminConnection* next = nullptr;
-
  private:
   enum class State { kReading, kWriting, kDraining, kClosing };
-
-  class RecvOp final : public loop::Completion {
-   public:
-    explicit RecvOp(AdminConnection& conn) : conn_(conn) {}
-    void complete(int32_t res, uint32_t /*flags*/) override { conn_.onReceived(res); }
-
-   private:
-    AdminConnection& conn_;
-  };
-
-  class SendOp final : public loop::Completion {
-   public:
-    explicit SendOp(AdminConnection& conn) : conn_(conn) {}
-    void complete(int32_t res, uint32_t /*flags*/) override { conn_.onSent(res); }
-
-   private:
-    AdminConnection& conn_;
-  };
 
   void readMore() {
     io_uring_prep_recv(loop_.prepare(&recv_op_), fd_.get(), buffer_.data() + filled_,
@@ -100,7 +73,7 @@ class AdminConnection final : public loop::Deferred {
     pending_++;
   }
 
-  void onReceived(int32_t res) {
+  void onReceived(int32_t res, uint32_t /*flags*/) {
     pending_--;
     if (state_ == State::kClosing) {
       maybeFree();
@@ -162,7 +135,7 @@ class AdminConnection final : public loop::Deferred {
     sendMore();
   }
 
-  void onSent(int32_t res) {
+  void onSent(int32_t res, uint32_t /*flags*/) {
     pending_--;
     if (state_ == State::kClosing) {
       maybeFree();
@@ -207,10 +180,10 @@ class AdminConnection final : public loop::Deferred {
 
   AdminServer* server_;
   loop::Loop& loop_;
-  net::Fd fd_;
+  Fd fd_;
   State state_ = State::kReading;
-  RecvOp recv_op_{*this};
-  SendOp send_op_{*this};
+  loop::MemberCompletion<AdminConnection, &AdminConnection::onReceived> recv_op_{*this};
+  loop::MemberCompletion<AdminConnection, &AdminConnection::onSent> send_op_{*this};
   int pending_ = 0;
   Clock::time_point deadline_{};
   HttpRequestParser parser_;
@@ -221,70 +194,6 @@ class AdminConnection final : public loop::Deferred {
   std::string response_;
   size_t sent_ = 0;
   bool keep_alive_ = false;
-};
-
-// The listener's multishot accept. It owns the listening socket and closes it only once the
-// accept is over: a closed fd alone would not stop an armed multishot accept.
-class AdminServer::Acceptor final : public loop::Completion, public loop::Deferred {
- public:
-  Acceptor(AdminServer& server, net::Fd fd)
-      : server_(&server), loop_(server.loop_), fd_(std::move(fd)) {}
-
-  void arm() {
-    if (!fd_.valid()) return;
-    io_uring_prep_multishot_accept(loop_.prepare(this), fd_.get(), nullptr, nullptr,
-                                   SOCK_NONBLOCK | SOCK_CLOEXEC);
-    armed_ = true;
-    retry_ = false;
-  }
-
-  void cancel() {
-    retry_ = false;
-    if (armed_) {
-      io_uring_prep_cancel(loop_.prepareIgnored(), static_cast<loop::Completion*>(this), 0);
-    } else {
-      fd_.reset();
-    }
-  }
-
-  void complete(int32_t res, uint32_t flags) override {
-    if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
-    if (server_ == nullptr || server_->stopped_) {
-      net::Fd late(res >= 0 ? res : -1);  // accepted while stopping: closed at once
-      if (!armed_) {
-        fd_.reset();
-        if (server_ == nullptr) loop_.deferDelete(std::unique_ptr<loop::Deferred>(this));
-      }
-      return;
-    }
-    if (res >= 0) {
-      server_->onAccepted(res);
-    } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
-      uint64_t suppressed = 0;
-      if (accept_log_.allow(&suppressed)) {
-        log::warn("admin: accept: {} ({} more not logged)", std::strerror(-res), suppressed);
-      }
-    }
-    if (armed_) return;
-    if (res < 0 && isResourceError(-res)) {
-      retry_ = true;
-      server_->armSweeper();
-    } else {
-      arm();
-    }
-  }
-
-  bool armed() const { return armed_; }
-  bool waitingToRetry() const { return retry_; }
-  void detach() { server_ = nullptr; }
-
- private:
-  AdminServer* server_;
-  loop::Loop& loop_;
-  net::Fd fd_;
-  bool armed_ = false;
-  bool retry_ = false;
-  RateLimit accept_log_{std::chrono::seconds(10)};
 };
 
 // Deadlines of all connections are checked by one periodic timeout rather than one timer per
@@ -352,7 +261,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::createUnix(loop::Loop& loop,
   return serve(loop, std::move(*fd), net::SocketAddress(), options);
 }
 
-Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, net::Fd listener,
+Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd listener,
                                                         net::SocketAddress address,
                                                         AdminOptions options) {
   if (options.max_connections == 0 || options.request_timeout.count() <= 0 ||
@@ -360,7 +269,9 @@ Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, net::F
     return makeError("admin: max_connections, request_timeout and max_requests must be > 0");
   }
   std::unique_ptr<AdminServer> server(new AdminServer(loop, address, options));
-  server->acceptor_ = new Acceptor(*server, std::move(listener));
+  AdminServer* self = server.get();
+  server->acceptor_ = new net::Acceptor(loop, std::move(listener), "admin",
+                                        [self](Fd fd) { self->onAccepted(std::move(fd)); });
   const auto interval = std::clamp<std::chrono::nanoseconds>(
       options.request_timeout / 10, std::chrono::milliseconds(10),
       std::chrono::milliseconds(250));
@@ -375,12 +286,8 @@ AdminServer::~AdminServer() {
   stop();
   // What still waits for a completion frees itself when it comes (or never, if the loop goes
   // first, which is fine: the ring drops every operation with it).
-  for (AdminConnection* conn = connections_; conn != nullptr; conn = conn->next) conn->detach();
-  if (acceptor_->armed()) {
-    acceptor_->detach();
-  } else {
-    delete acceptor_;
-  }
+  connections_.forEach([](AdminConnection& conn) { conn.detach(); });
+  net::Acceptor::release(acceptor_);
   if (sweeper_->armed()) {
     sweeper_->detach();
   } else {
@@ -393,37 +300,30 @@ void AdminServer::handle(std::string path, Handler handler) {
 }
 
 void AdminServer::start() {
-  if (stopped_ || acceptor_->armed()) return;
-  acceptor_->arm();
+  if (!stopped_) acceptor_->start();
 }
 
 void AdminServer::stop() {
   if (stopped_) return;
   stopped_ = true;
-  acceptor_->cancel();
+  acceptor_->close();
   sweeper_->cancel();
-  AdminConnection* conn = connections_;
-  while (conn != nullptr) {
-    AdminConnection* next = conn->next;  // close() may unlink conn
-    conn->close();
-    conn = next;
-  }
+  connections_.forEach([](AdminConnection& conn) { conn.close(); });
 }
 
 bool AdminServer::idle() const {
-  return connections_ == nullptr && !acceptor_->armed() && !sweeper_->armed();
+  return connections_.empty() && acceptor_->idle() && !sweeper_->armed();
 }
 
-void AdminServer::onAccepted(int fd) {
-  net::Fd accepted(fd);
+void AdminServer::onAccepted(Fd accepted) {
   if (open_ >= options_.max_connections) {
     // Full: make room by closing the oldest connection still waiting for a request, so that
     // idle connections cannot lock a health probe out until their deadline passes. Only when
     // every connection is busy answering is the new one refused.
     AdminConnection* oldest = nullptr;
-    for (AdminConnection* conn = connections_; conn != nullptr; conn = conn->next) {
-      if (conn->reading()) oldest = conn;  // new connections go to the front
-    }
+    connections_.forEach([&](AdminConnection& conn) {
+      if (conn.reading()) oldest = &conn;  // new connections go to the front
+    });
     uint64_t suppressed = 0;
     if (oldest == nullptr) {
       stats_.refused++;
@@ -442,20 +342,13 @@ void AdminServer::onAccepted(int fd) {
   }
   stats_.accepted++;
   auto* conn = new AdminConnection(*this, std::move(accepted));
-  conn->next = connections_;
-  if (connections_ != nullptr) connections_->prev = conn;
-  connections_ = conn;
+  connections_.pushFront(conn);
   open_++;
   conn->start();
   armSweeper();
 }
 
-void AdminServer::unlink(AdminConnection* conn) {
-  if (conn->prev != nullptr) conn->prev->next = conn->next;
-  if (conn->next != nullptr) conn->next->prev = conn->prev;
-  if (connections_ == conn) connections_ = conn->next;
-  conn->prev = conn->next = nullptr;
-}
+void AdminServer::unlink(AdminConnection* conn) { connections_.remove(conn); }
 
 void AdminServer::armSweeper() {
   if (!stopped_) sweeper_->arm();
@@ -464,16 +357,11 @@ void AdminServer::armSweeper() {
 void AdminServer::sweep() {
   if (stopped_) return;
   const auto now = Clock::now();
-  AdminConnection* conn = connections_;
-  while (conn != nullptr) {
-    AdminConnection* next = conn->next;  // close() may unlink conn
-    if (conn->expired(now)) {
-      if (!conn->draining()) stats_.timed_out++;
-      conn->close();
-    }
-    conn = next;
-  }
-  if (acceptor_->waitingToRetry()) acceptor_->arm();
+  connections_.forEach([&](AdminConnection& conn) {
+    if (!conn.expired(now)) return;
+    if (!conn.draining()) stats_.timed_out++;
+    conn.close();
+  });
   if (open_ > 0) armSweeper();
 }
 

@@ -19,8 +19,10 @@
 
 #include "admin/http.h"
 #include "loop/loop.h"
+#include "net/acceptor.h"
 #include "net/address.h"
-#include "net/fd.h"
+#include "util/fd.h"
+#include "util/intrusive_list.h"
 #include "util/rate_limit.h"
 #include "util/result.h"
 
@@ -78,14 +80,13 @@ class AdminServer {
 
  private:
   friend class AdminConnection;
-  class Acceptor;
   class Sweeper;
 
   AdminServer(loop::Loop& loop, net::SocketAddress address, AdminOptions options);
-  static Result<std::unique_ptr<AdminServer>> serve(loop::Loop& loop, net::Fd listener,
+  static Result<std::unique_ptr<AdminServer>> serve(loop::Loop& loop, Fd listener,
                                                     net::SocketAddress address,
                                                     AdminOptions options);
-  void onAccepted(int fd);
+  void onAccepted(Fd fd);
   void sweep();
   void armSweeper();
   // A closed connection is freed: it leaves the list.
@@ -97,10 +98,10 @@ class AdminServer {
   AdminOptions options_;
   std::map<std::string, Handler, std::less<>> handlers_;
   // Owned by themselves once in flight: each may outlive the server by one completion.
-  Acceptor* acceptor_ = nullptr;
+  net::Acceptor* acceptor_ = nullptr;
   Sweeper* sweeper_ = nullptr;
-  // Intrusive list of every connection not yet freed, closing ones included.
-  AdminConnection* connections_ = nullptr;
+  // Every connection not yet freed, closing ones included.
+  IntrusiveList<AdminConnection> connections_;
   size_t open_ = 0;  // connections in the list that are not closing
   bool stopped_ = false;
   AdminStats stats_;

@@ -6,7 +6,7 @@
 
 #include <optional>
 
-#include "net/fd.h"
+#include "util/fd.h"
 
 namespace spindle::admin {
 namespace {
@@ -14,7 +14,7 @@ namespace {
 // procfs files are generated on read: read until EOF, with a cap in case one is huge.
 std::optional<std::string> readProcFile(const char* path) {
   constexpr size_t kMaxBytes = 1 << 20;
-  net::Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(path, O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return std::nullopt;
   std::string text;
   char chunk[4096];

@@ -480,7 +480,7 @@ class Parser {
     const std::string text = string(item);
     for (Balance b :
          {Balance::kRoundRobin, Balance::kLeastRequest, Balance::kPeakEwma, Balance::kRandom}) {
-      if (text == balanceName(b)) return b;
+      if (text == lb::balanceName(b)) return b;
     }
     fail(item,
          fmt::format("'{}' is not one of round_robin, least_request, peak_ewma, random", text));
@@ -608,14 +608,14 @@ class Parser {
 
 }  // namespace
 
-std::string_view balanceName(Balance balance) {
-  switch (balance) {
-    case Balance::kLeastRequest: return "least_request";
-    case Balance::kRoundRobin: return "round_robin";
-    case Balance::kPeakEwma: return "peak_ewma";
-    case Balance::kRandom: return "random";
-  }
-  return "?";
+lb::ServicePolicy policyOf(const Service& service) {
+  lb::ServicePolicy policy;
+  policy.balance = service.balance;
+  policy.picker.decay = service.peak_ewma.decay;
+  policy.picker.slow_start = service.slow_start;
+  policy.outlier = service.outlier;
+  policy.retries = service.retries;
+  return policy;
 }
 
 EnvLookup processEnv() {

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lb/policy.h"
 #include "net/address.h"
 #include "util/result.h"
 
@@ -17,8 +18,10 @@ namespace spindle::config {
 
 using Duration = std::chrono::milliseconds;
 
-enum class Balance { kLeastRequest, kRoundRobin, kPeakEwma, kRandom };
-std::string_view balanceName(Balance balance);
+// The balancing settings are lb/'s own types, named here after their YAML sections.
+using Balance = lb::Balance;
+using Outlier = lb::OutlierSettings;
+using Retries = lb::RetrySettings;
 
 // What apps dial. A literal "ip:port" goes straight into the BPF services map; a "name:port"
 // is resolved by DNS to the Service's ClusterIP (the DNS issue fills that in).
@@ -32,23 +35,6 @@ struct Intercept {
 struct Endpoints {
   std::string dns;                          // headless Service name, or empty
   std::vector<net::SocketAddress> statics;  // "ip:port" list, or empty
-};
-
-// Passive health (lb/health.h): an endpoint whose calls fail `consecutive_failures` times in a
-// row is ejected for base_ejection * 2^(ejections so far), at most max_ejection.
-struct Outlier {
-  uint32_t consecutive_failures = 5;  // 1..1000
-  Duration base_ejection{1000};
-  Duration max_ejection{60000};       // not below base_ejection
-  uint32_t max_ejected_percent = 50;  // 0..100; 0 never ejects
-};
-
-// Transparent retries of calls the endpoint never processed (lb/retry_budget.h).
-struct Retries {
-  uint32_t max = 3;              // tries per call, the first included: 1..10; 1 = no retries
-  // Retries per second may reach this share of the calls per second, and never fall below
-  // 10 per second whatever it says: 0 keeps only that floor (max: 1 turns retries off).
-  uint32_t budget_percent = 20;  // 0..100
 };
 
 struct PeakEwma {
@@ -69,6 +55,9 @@ struct Service {
   // A new endpoint's share of picks ramps up over this time; 0 = off.
   Duration slow_start{0};
 };
+
+// How the service is balanced, as lb/ takes it.
+lb::ServicePolicy policyOf(const Service& service);
 
 struct Proxy {
   std::vector<net::SocketAddress> listen;  // at most one per family

@@ -17,7 +17,7 @@ bool isEjected(const EndpointLoad& load, TimePoint now) {
 }
 
 std::chrono::nanoseconds ejectionDuration(uint32_t ejections_so_far,
-                                          const config::Outlier& settings) {
+                                          const OutlierSettings& settings) {
   const std::chrono::nanoseconds max = settings.max_ejection;
   std::chrono::nanoseconds duration = settings.base_ejection;
   // Doubling stops at max, so it never overflows whatever the count.
@@ -41,7 +41,7 @@ size_t countEjected(const EndpointSet& set, TimePoint now) {
 }
 
 FailureOutcome onFailure(EndpointLoad& load, const EndpointSet& set, TimePoint now,
-                         const config::Outlier& settings) {
+                         const OutlierSettings& settings) {
   const int64_t now_ns = toNanos(now);
   int64_t until = load.ejected_until_ns.load(std::memory_order_relaxed);
   // Calls that were in flight when the endpoint was ejected fail late; they say nothing new

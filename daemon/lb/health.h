@@ -12,8 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "config/config.h"
 #include "lb/endpoints.h"
+#include "lb/policy.h"
 
 namespace spindle::lb {
 
@@ -33,13 +33,13 @@ void onSuccess(EndpointLoad& load);
 // so the cap may be passed by one endpoint per racing worker, briefly; it holds again as soon
 // as either ejection ends, and a lock to make it exact would sit on every failure path.
 FailureOutcome onFailure(EndpointLoad& load, const EndpointSet& set, TimePoint now,
-                         const config::Outlier& settings);
+                         const OutlierSettings& settings);
 
 bool isEjected(const EndpointLoad& load, TimePoint now);
 
 // base_ejection * 2^ejections_so_far, at most max_ejection.
 std::chrono::nanoseconds ejectionDuration(uint32_t ejections_so_far,
-                                          const config::Outlier& settings);
+                                          const OutlierSettings& settings);
 
 // How many of `endpoints` may be ejected at once: floor(endpoints * percent / 100), but at
 // least one when there are two or more endpoints and percent > 0. Without that, a small set

@@ -40,13 +40,6 @@ size_t Random::below(size_t bound) {
 
 double Random::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
-PickerOptions pickerOptions(const config::Service& service) {
-  PickerOptions options;
-  options.decay = service.peak_ewma.decay;
-  options.slow_start = service.slow_start;
-  return options;
-}
-
 void recordLatency(EndpointLoad& load, uint64_t sample_ns, TimePoint now,
                    std::chrono::nanoseconds decay) {
   const int64_t now_ns = toNanos(now);
@@ -358,16 +351,26 @@ class RandomPicker final : public Picker {
 
 }  // namespace
 
-std::unique_ptr<Picker> makePicker(config::Balance balance, uint64_t seed,
+std::string_view balanceName(Balance balance) {
+  switch (balance) {
+    case Balance::kLeastRequest: return "least_request";
+    case Balance::kRoundRobin: return "round_robin";
+    case Balance::kPeakEwma: return "peak_ewma";
+    case Balance::kRandom: return "random";
+  }
+  return "?";
+}
+
+std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed,
                                    PickerOptions options) {
   switch (balance) {
-    case config::Balance::kLeastRequest:
+    case Balance::kLeastRequest:
       return std::make_unique<PowerOfTwoPicker>(Cost::kActiveStreams, seed, options);
-    case config::Balance::kRoundRobin:
+    case Balance::kRoundRobin:
       return std::make_unique<RoundRobinPicker>(seed);
-    case config::Balance::kRandom:
+    case Balance::kRandom:
       return std::make_unique<RandomPicker>(seed);
-    case config::Balance::kPeakEwma:
+    case Balance::kPeakEwma:
       return std::make_unique<PowerOfTwoPicker>(Cost::kPeakEwma, seed, options);
   }
   return std::make_unique<PowerOfTwoPicker>(Cost::kActiveStreams, seed, options);

@@ -8,8 +8,8 @@
 #include <optional>
 #include <vector>
 
-#include "config/config.h"
 #include "lb/endpoints.h"
+#include "lb/policy.h"
 
 namespace spindle::lb {
 
@@ -51,20 +51,6 @@ class Random {
   uint64_t state_;
 };
 
-// What a picker needs from the service's config besides the policy.
-struct PickerOptions {
-  // The latency average's time constant (peak_ewma.decay). peak_ewma also reads an
-  // endpoint's latency as decaying toward zero while no new sample comes: an endpoint that
-  // was slow once and then lost every comparison is tried again after a few decay times,
-  // and one slow answer puts it back where it was (the peak is taken whole).
-  std::chrono::nanoseconds decay = std::chrono::seconds(10);
-  // 0 = off. Otherwise an endpoint that joined less than this long ago keeps a pick that
-  // least_request or peak_ewma gave it only with probability age / slow_start (at least 10%,
-  // so that it is warmed at all) relative to its rival's; see PowerOfTwoPicker.
-  std::chrono::nanoseconds slow_start{0};
-};
-PickerOptions pickerOptions(const config::Service& service);
-
 class Picker {
  public:
   virtual ~Picker() = default;
@@ -84,7 +70,7 @@ class Picker {
   uint64_t panics_ = 0;
 };
 
-std::unique_ptr<Picker> makePicker(config::Balance balance, uint64_t seed,
+std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed,
                                    PickerOptions options = {});
 
 // Adds a call's latency to the endpoint's peak EWMA: a sample above the average replaces it

@@ -100,20 +100,18 @@ void Timer::complete(int32_t res, uint32_t /*flags*/) {
 
 Waker::Waker(Loop& loop, std::function<void()> on_wake)
     : loop_(loop), on_wake_(std::move(on_wake)), fd_(::eventfd(0, EFD_CLOEXEC)) {
-  if (fd_ < 0) {
+  if (!fd_.valid()) {
     fmt::print(stderr, "spindle: error: eventfd: {}\n", std::strerror(errno));
     std::abort();
   }
 }
 
-Waker::~Waker() { ::close(fd_); }
-
-void Waker::arm() { io_uring_prep_read(loop_.prepare(this), fd_, &value_, sizeof(value_), 0); }
+void Waker::arm() { io_uring_prep_read(loop_.prepare(this), fd_.get(), &value_, sizeof(value_), 0); }
 
 void Waker::wake() {
   uint64_t one = 1;
   // An eventfd write only fails when the counter would overflow, which cannot happen here.
-  [[maybe_unused]] ssize_t written = ::write(fd_, &one, sizeof(one));
+  [[maybe_unused]] ssize_t written = ::write(fd_.get(), &one, sizeof(one));
 }
 
 void Waker::complete(int32_t res, uint32_t /*flags*/) {

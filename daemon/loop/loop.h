@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "util/fd.h"
 #include "util/result.h"
 
 namespace spindle::loop {
@@ -94,7 +95,6 @@ class Timer final : public Completion {
 class Waker final : public Completion {
  public:
   Waker(Loop& loop, std::function<void()> on_wake);
-  ~Waker();
   Waker(const Waker&) = delete;
   Waker& operator=(const Waker&) = delete;
 
@@ -105,7 +105,7 @@ class Waker final : public Completion {
  private:
   Loop& loop_;
   std::function<void()> on_wake_;
-  int fd_;
+  Fd fd_;
   uint64_t value_ = 0;
 };
 

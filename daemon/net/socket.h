@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "net/address.h"
-#include "net/fd.h"
+#include "util/fd.h"
 #include "util/result.h"
 
 namespace spindle::net {

@@ -7,13 +7,13 @@
 #include "proxy/downstream.h"
 #include "proxy/grpc_timeout.h"
 #include "proxy/upstream.h"
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/event_clock.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
 
-Call::Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
+Call::Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id,
            size_t service_index)
     : worker_(worker),
       downstream_(&downstream),
@@ -29,7 +29,7 @@ void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   request_ended_ = end_stream;
   const auto now = EventClock::now();
   started_ = now;
-  worker_.retryBudget(service_index_).onCall(now);
+  worker_.services.retryBudget(service_index_).onCall(now);
   if (auto timeout = parseGrpcTimeout(request_headers_.find("grpc-timeout"))) {
     deadline_ = now + std::chrono::duration_cast<lb::Clock::duration>(
                           std::min(*timeout, std::chrono::nanoseconds(std::chrono::hours(24 * 365))));
@@ -49,9 +49,9 @@ void Call::reportHealth(bool failed) {
   if (endpoint == nullptr) return;
   if (failed) {
     const auto outcome = lb::onFailure(*endpoint->load, *endpoints_, EventClock::now(),
-                                       worker_.serviceAt(service_index_).outlier);
+                                       worker_.services.at(service_index_).policy.outlier);
     if (outcome == lb::FailureOutcome::kEjected) {
-      worker_.metrics().ejected(worker_.serviceName(service_index_));
+      worker_.metrics.ejected(worker_.services.name(service_index_));
     }
   } else {
     lb::onSuccess(*endpoint->load);
@@ -71,11 +71,11 @@ void Call::onRequestEnd() {
 
 bool Call::canRetry() const {
   if (response_started_ || !request_body_.replayable() || downstream_ == nullptr) return false;
-  if (attempts_ >= worker_.serviceAt(service_index_).retries.max) return false;
+  if (attempts_ >= worker_.services.at(service_index_).policy.retries.max) return false;
   const auto now = EventClock::now();
   if (deadline_ && *deadline_ - now < kMinTimeForRetry) return false;
   // Last: a retry that passes the budget is counted in it.
-  return worker_.retryBudget(service_index_).tryRetry(now);
+  return worker_.services.retryBudget(service_index_).tryRetry(now);
 }
 
 void Call::dispatch() {
@@ -95,15 +95,15 @@ void Call::dispatch() {
   ++attempts_;
   // Each attempt balances over the current snapshot; the endpoints tried are indices of the
   // snapshot they were tried in, so a new snapshot starts a new list.
-  const lb::EndpointSetPtr& current = worker_.serviceAt(service_index_).endpoints;
+  const lb::EndpointSetPtr& current = worker_.services.at(service_index_).endpoints;
   if (current != endpoints_) {
     endpoints_ = current;
     tried_ = lb::Exclusions();
   }
-  lb::Picker& picker = worker_.picker(service_index_);
+  lb::Picker& picker = worker_.services.picker(service_index_);
   const uint64_t panics = picker.panics();
   auto index = picker.pick(*endpoints_, tried_, now);
-  if (picker.panics() != panics) worker_.metrics().panicked(worker_.serviceName(service_index_));
+  if (picker.panics() != panics) worker_.metrics.panicked(worker_.services.name(service_index_));
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
     return;
@@ -112,7 +112,7 @@ void Call::dispatch() {
   tried_.add(*index);
   attempt_started_ = now;
   health_reported_ = false;
-  worker_.upstreamFor((*endpoints_)[*index]).attach(*this);
+  worker_.upstreams.upstreamFor((*endpoints_)[*index]).attach(*this);
 }
 
 void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
@@ -165,7 +165,7 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
     if (!end_stream) {
       lb::recordLatency(*endpoint->load,
                         static_cast<uint64_t>((now - attempt_started_).count()), now,
-                        worker_.serviceAt(service_index_).picker_options.decay);
+                        worker_.services.at(service_index_).policy.picker.decay);
     }
   }
   // A trailers-only response carries the status: UNAVAILABLE from the endpoint is a failure.
@@ -238,7 +238,7 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
   // stream it reset for other reasons (it processed the call) does not.
   if (unprocessed || how == UpstreamEnd::kConnectionLost) reportHealth(/*failed=*/true);
   if (unprocessed && canRetry()) {
-    worker_.metrics().retried(worker_.serviceName(service_index_),
+    worker_.metrics.retried(worker_.services.name(service_index_),
                               how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");
     request_body_.rewind();
     dispatch();
@@ -259,7 +259,7 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
     grpc_status_ = 14;
     response_trailers_.add("grpc-message",
                            fmt::format("spindle: service {}: upstream connection lost",
-                                       worker_.serviceName(service_index_)));
+                                       worker_.services.name(service_index_)));
     response_has_trailers_ = true;
     response_ended_ = true;
     downstream_->resumeResponse(downstream_stream_);
@@ -283,8 +283,8 @@ void Call::noteStatus(std::string_view grpc_status) {
 
 void Call::onDownstreamClosed(uint32_t error_code) {
   const lb::Endpoint* endpoint = currentEndpoint();
-  worker_.metrics().callEnded(
-      worker_.serviceName(service_index_), endpoint ? std::string_view(endpoint->load->label) : "none",
+  worker_.metrics.callEnded(
+      worker_.services.name(service_index_), endpoint ? std::string_view(endpoint->load->label) : "none",
       grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
                         : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
       downstream_ != nullptr ? std::string_view(downstream_->source()) : "unknown",
@@ -311,7 +311,7 @@ void Call::failWithStatus(std::string_view status, std::string_view why) {
   noteStatus(status);
   downstream_->failCall(downstream_stream_, status,
                         fmt::format("spindle: service {}: {}",
-                                    worker_.serviceName(service_index_), why));
+                                    worker_.services.name(service_index_), why));
 }
 
 }  // namespace spindle::proxy

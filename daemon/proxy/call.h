@@ -19,7 +19,7 @@ namespace spindle::proxy {
 
 class H2Downstream;
 class Upstream;
-class WorkerContext;
+struct WorkerParts;
 
 // Why an upstream stream ended without a complete response.
 enum class UpstreamEnd {
@@ -35,7 +35,7 @@ class Call {
   // A retry needs at least this much of the call's deadline left to be worth sending.
   static constexpr auto kMinTimeForRetry = std::chrono::milliseconds(10);
 
-  Call(WorkerContext& worker, H2Downstream& downstream, int32_t stream_id,
+  Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id,
        size_t service_index);
   ~Call();
   Call(const Call&) = delete;
@@ -79,7 +79,7 @@ class Call {
   bool canRetry() const;
   void noteStatus(std::string_view grpc_status);
 
-  WorkerContext& worker_;
+  WorkerParts& worker_;
   H2Downstream* downstream_;  // null once the downstream stream closed
   int32_t downstream_stream_;
   size_t service_index_;

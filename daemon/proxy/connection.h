@@ -2,6 +2,7 @@
 #pragma once
 
 #include "loop/loop.h"
+#include "util/intrusive_list.h"
 
 namespace spindle::proxy {
 
@@ -18,7 +19,7 @@ enum class DrainStep : uint8_t {
   kFinalGoaway,
 };
 
-class Connection : public loop::Deferred {
+class Connection : public loop::Deferred, public ListNode<Connection> {
  public:
   // Closes now, whatever is in flight (at shutdown).
   virtual void abort() = 0;
@@ -27,10 +28,6 @@ class Connection : public loop::Deferred {
   // Whether the process waits for this connection to close before it exits. A connection
   // that cannot be told to stop (a byte stream) is cut when shutdown.drain ends.
   virtual bool holdsDrain() const { return true; }
-
-  // Intrusive list of a worker's connections.
-  Connection* prev = nullptr;
-  Connection* next = nullptr;
 };
 
 }  // namespace spindle::proxy

@@ -1,21 +1,21 @@
 #include "proxy/downstream.h"
 
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
 
-H2Downstream::H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+H2Downstream::H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer,
                            size_t service_index, std::shared_ptr<const std::string> source)
     : H2Connection(worker, std::move(fd), peer),
       service_index_(static_cast<uint32_t>(service_index)),
       source_(std::move(source)) {
-  session_ = h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings()), *this);
-  worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kH2);
+  session_ = h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings(), worker_.limits), *this);
+  worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kH2);
 }
 
 H2Downstream::~H2Downstream() {
-  worker_.metrics().connectionClosed(WorkerMetrics::Protocol::kH2);
+  worker_.metrics.connectionClosed(WorkerMetrics::Protocol::kH2);
 }
 
 Status H2Downstream::start(const std::string& received) {
@@ -25,7 +25,7 @@ Status H2Downstream::start(const std::string& received) {
   if (!status) return status;
   startReading();
   // Accepted just before the listeners closed: it drains like the others.
-  if (worker_.drainStep() != DrainStep::kNone) stopGracefully(worker_.drainStep());
+  if (worker_.connections.drainStep() != DrainStep::kNone) stopGracefully(worker_.connections.drainStep());
   return {};
 }
 
@@ -146,6 +146,6 @@ void H2Downstream::onClosing() {
   });
 }
 
-void H2Downstream::onClosed() { worker_.remove(this); }
+void H2Downstream::onClosed() { worker_.connections.remove(this); }
 
 }  // namespace spindle::proxy

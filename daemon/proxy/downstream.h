@@ -17,7 +17,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
  public:
   // `received`: the bytes already read while detecting the protocol (the client preface).
   // source: the calling Pod, for the metrics.
-  H2Downstream(WorkerContext& worker, net::Fd fd, net::SocketAddress peer, size_t service_index,
+  H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer, size_t service_index,
                std::shared_ptr<const std::string> source);
   ~H2Downstream() override;
   Status start(const std::string& received);

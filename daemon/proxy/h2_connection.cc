@@ -6,47 +6,16 @@
 #include <cerrno>
 #include <cstring>
 
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
 
 namespace spindle::proxy {
 namespace {
 using Clock = std::chrono::steady_clock;
-
-// A quarter of the shortest deadline, so that each is met within 25% (2.5 s with the
-// defaults); never under 50 ms.
-__kernel_timespec tickPeriod(const config::Limits& limits) {
-  auto shortest = std::min(limits.header_timeout, limits.send_timeout);
-  if (limits.idle_timeout.count() > 0) shortest = std::min(shortest, limits.idle_timeout);
-  const auto period = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(shortest) / 4,
-                               std::chrono::nanoseconds(std::chrono::milliseconds(50)));
-  __kernel_timespec ts{};
-  ts.tv_sec = period.count() / 1'000'000'000;
-  ts.tv_nsec = period.count() % 1'000'000'000;
-  return ts;
-}
-
-config::Limits g_limits;
-// Every connection's tick has the same period: one timespec for all (the kernel copies it
-// when the timeout is submitted).
-__kernel_timespec g_tick = tickPeriod(g_limits);
 }  // namespace
 
-void setLimits(const config::Limits& limits) {
-  g_limits = limits;
-  g_tick = tickPeriod(limits);
-}
-const config::Limits& limits() { return g_limits; }
-
-h2::Settings withLimits(h2::Settings settings) {
-  settings.max_premature_resets = g_limits.max_premature_resets;
-  settings.max_glitches = g_limits.max_glitches;
-  settings.max_control_frames = g_limits.max_control_frames;
-  return settings;
-}
-
-H2Connection::H2Connection(WorkerContext& worker, net::Fd fd, net::SocketAddress peer)
+H2Connection::H2Connection(WorkerParts& worker, Fd fd, net::SocketAddress peer)
     : worker_(worker), fd_(std::move(fd)), peer_(peer) {}
 
 H2Connection::~H2Connection() { dropUnread(); }
@@ -84,12 +53,12 @@ void H2Connection::lingerRead() {
   }
   // What is read is dropped: every lingering connection of the worker shares the buffer.
   static thread_local char scratch[16 * 1024];
-  io_uring_sqe* sqe = worker_.loop().prepare(&linger_op_);
+  io_uring_sqe* sqe = worker_.loop.prepare(&linger_op_);
   io_uring_prep_recv(sqe, fd_.get(), scratch, sizeof(scratch), 0);
   sqe->flags |= IOSQE_IO_LINK;
   linger_ts_.tv_sec = left.count() / 1'000'000'000;
   linger_ts_.tv_nsec = left.count() % 1'000'000'000;
-  io_uring_prep_link_timeout(worker_.loop().prepare(&linger_timeout_op_), &linger_ts_, 0);
+  io_uring_prep_link_timeout(worker_.loop.prepare(&linger_timeout_op_), &linger_ts_, 0);
   pending_ops_ += 2;
 }
 
@@ -115,7 +84,7 @@ void H2Connection::startReading() {
 }
 
 void H2Connection::armTick() {
-  io_uring_prep_timeout(worker_.loop().prepare(&tick_op_), &g_tick, 0, 0);
+  io_uring_prep_timeout(worker_.loop.prepare(&tick_op_), &worker_.tick, 0, 0);
   ticking_ = true;
   ++pending_ops_;
 }
@@ -133,13 +102,13 @@ void H2Connection::onTick(int32_t /*res*/, uint32_t /*flags*/) {
 
 void H2Connection::checkDeadlines() {
   const auto now = Clock::now();
-  if (sending_ && now - send_progress_ > g_limits.send_timeout) {
+  if (sending_ && now - send_progress_ > worker_.limits.send_timeout) {
     // The peer does not read: no GOAWAY would get through.
     session_->fail(h2::Violation::kSendTimeout);
     close("send timeout", /*abandon_send=*/true);
     return;
   }
-  if (session_->headersOverdue(now, g_limits.header_timeout)) {
+  if (session_->headersOverdue(now, worker_.limits.header_timeout)) {
     session_->fail(h2::Violation::kHeaderTimeout);
     flush();
     close("header timeout");
@@ -147,8 +116,8 @@ void H2Connection::checkDeadlines() {
   }
   if (hasStreams()) {
     last_busy_ = now;
-  } else if (g_limits.idle_timeout.count() > 0 && now - last_busy_ > g_limits.idle_timeout) {
-    if (!upstream_side_) worker_.metrics().idleClosed();
+  } else if (worker_.limits.idle_timeout.count() > 0 && now - last_busy_ > worker_.limits.idle_timeout) {
+    if (!upstream_side_) worker_.metrics.idleClosed();
     session_->goaway(NGHTTP2_NO_ERROR);
     flush();
     close("idle");
@@ -157,7 +126,7 @@ void H2Connection::checkDeadlines() {
 
 void H2Connection::receive() {
   if (closing_ || receiving_ || waiting_for_buffer_) return;
-  worker_.buffers().prepareRecv(worker_.loop().prepare(&recv_op_), fd_.get());
+  worker_.buffers.prepareRecv(worker_.loop.prepare(&recv_op_), fd_.get());
   receiving_ = true;
   ++pending_ops_;
 }
@@ -168,7 +137,7 @@ void H2Connection::onReceived(int32_t res, uint32_t flags) {
   const bool has_buffer = loop::BufferPool::hasBuffer(flags);
   const uint16_t id = loop::BufferPool::bufferId(flags);
   if (closing_) {
-    if (has_buffer) worker_.buffers().release(id);
+    if (has_buffer) worker_.buffers.release(id);
     opDone();
     return;
   }
@@ -176,8 +145,8 @@ void H2Connection::onReceived(int32_t res, uint32_t flags) {
     // The session copies what it keeps (header blocks, body chunks into the calls), so the
     // buffer goes back at once.
     Status status = session_->receive(
-        reinterpret_cast<const uint8_t*>(worker_.buffers().data(id)), static_cast<size_t>(res));
-    worker_.buffers().release(id);
+        reinterpret_cast<const uint8_t*>(worker_.buffers.data(id)), static_cast<size_t>(res));
+    worker_.buffers.release(id);
     markDirty();
     if (!status) {
       log::debug("{}: HTTP/2 error: {}", peer_.toString(), status.error());
@@ -189,10 +158,10 @@ void H2Connection::onReceived(int32_t res, uint32_t flags) {
     receive();
     return;
   }
-  if (has_buffer) worker_.buffers().release(id);
+  if (has_buffer) worker_.buffers.release(id);
   if (res == -ENOBUFS) {
     waiting_for_buffer_ = true;
-    worker_.buffers().waitForBuffer(this);
+    worker_.buffers.waitForBuffer(this);
     return;
   }
   if (res == -EINTR || res == -EAGAIN) {
@@ -210,7 +179,7 @@ void H2Connection::onBufferAvailable() {
 void H2Connection::markDirty() {
   if (dirty_ || closing_) return;
   dirty_ = true;
-  worker_.markDirty(this);
+  worker_.connections.markDirty(this);
 }
 
 void H2Connection::flush() {
@@ -227,7 +196,7 @@ void H2Connection::flush() {
   outbound_.clear();
   in_flight_sent_ = 0;
   send_progress_ = EventClock::now();
-  io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(), in_flight_.data(),
+  io_uring_prep_send(worker_.loop.prepare(&send_op_), fd_.get(), in_flight_.data(),
                      in_flight_.size(), MSG_NOSIGNAL);
   sending_ = true;
   ++pending_ops_;
@@ -249,7 +218,7 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     send_progress_ = EventClock::now();
   }
   if (in_flight_sent_ < in_flight_.size()) {
-    io_uring_prep_send(worker_.loop().prepare(&send_op_), fd_.get(),
+    io_uring_prep_send(worker_.loop.prepare(&send_op_), fd_.get(),
                        in_flight_.data() + in_flight_sent_, in_flight_.size() - in_flight_sent_,
                        MSG_NOSIGNAL);
     sending_ = true;
@@ -282,7 +251,7 @@ void H2Connection::close(const char* why, bool abandon_send) {
   closing_ = true;
   log::debug("{}: closing HTTP/2 connection: {}", peer_.toString(), why);
   if (session_ != nullptr && session_->violation() != h2::Violation::kNone) {
-    worker_.metrics().violation(upstream_side_, session_->violation());
+    worker_.metrics.violation(upstream_side_, session_->violation());
     static thread_local RateLimit violation_log{std::chrono::seconds(1)};  // one per worker
     uint64_t suppressed = 0;
     if (violation_log.allow(&suppressed)) {
@@ -292,18 +261,18 @@ void H2Connection::close(const char* why, bool abandon_send) {
     }
   }
   if (ticking_) {
-    io_uring_prep_timeout_remove(worker_.loop().prepareIgnored(),
+    io_uring_prep_timeout_remove(worker_.loop.prepareIgnored(),
                                  reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&tick_op_)),
                                  0);
   }
-  if (waiting_for_buffer_) worker_.buffers().cancelWait(this);
+  if (waiting_for_buffer_) worker_.buffers.cancelWait(this);
   waiting_for_buffer_ = false;
   onClosing();
   // Let a send in flight finish (it may carry the GOAWAY); cancel the receive.
   if (receiving_) {
-    io_uring_prep_cancel(worker_.loop().prepareIgnored(), &recv_op_, 0);
+    io_uring_prep_cancel(worker_.loop.prepareIgnored(), &recv_op_, 0);
   }
-  if (sending_ && abandon_send) io_uring_prep_cancel(worker_.loop().prepareIgnored(), &send_op_, 0);
+  if (sending_ && abandon_send) io_uring_prep_cancel(worker_.loop.prepareIgnored(), &send_op_, 0);
   if (abandon_send && fd_.valid()) {
     shutdownSocket();
   } else if (!sending_ && fd_.valid()) {

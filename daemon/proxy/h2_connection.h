@@ -13,20 +13,13 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
-#include "net/fd.h"
+#include "util/fd.h"
 #include "proxy/connection.h"
 #include "util/event_clock.h"
 
 namespace spindle::proxy {
 
-class WorkerContext;
-
-// The limits every connection obeys. Set once at start, before the workers run; read-only
-// after.
-void setLimits(const config::Limits& limits);
-const config::Limits& limits();
-// HTTP/2 settings with the abuse budgets of limits() filled in.
-h2::Settings withLimits(h2::Settings settings);
+struct WorkerParts;
 
 class H2Connection : public Connection, protected loop::BufferWaiter {
  public:
@@ -44,7 +37,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   }
 
  protected:
-  H2Connection(WorkerContext& worker, net::Fd fd, net::SocketAddress peer);
+  H2Connection(WorkerParts& worker, Fd fd, net::SocketAddress peer);
   ~H2Connection() override;
 
   // Starts receiving; `session_` must exist.
@@ -69,10 +62,10 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   // Nothing is in flight: the owner unlinks and frees the connection.
   virtual void onClosed() = 0;
 
-  WorkerContext& worker_;
+  WorkerParts& worker_;
   bool connected_ = true;  // an upstream sends nothing until its connect completed
   bool upstream_side_ = false;  // for the metrics
-  net::Fd fd_;
+  Fd fd_;
   net::SocketAddress peer_;
   std::unique_ptr<h2::Session> session_;
 
@@ -93,7 +86,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   void lingerRead();
   void onLingerRead(int32_t res, uint32_t flags);
   void onLingerEnd(int32_t res, uint32_t flags);
-  // The deadlines of limits(), checked on a periodic tick while the connection is open.
+  // The deadlines of the worker's limits, checked on a periodic tick while the connection is open.
   void armTick();
   void onTick(int32_t res, uint32_t flags);
   void checkDeadlines();
@@ -121,8 +114,6 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   bool closed_notified_ = false;
   bool ticking_ = false;
   int pending_ops_ = 0;
-
-  friend class WorkerContext;
 };
 
 }  // namespace spindle::proxy

@@ -6,30 +6,30 @@
 #include <cstring>
 
 #include "net/socket.h"
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
 
-Passthrough::Passthrough(WorkerContext& worker, net::Fd downstream,
+Passthrough::Passthrough(WorkerParts& worker, Fd downstream,
                          net::SocketAddress downstream_peer, net::SocketAddress destination,
                          std::string received)
     : worker_(worker),
-      loop_(worker.loop()),
-      pool_(worker.buffers()),
+      loop_(worker.loop),
+      pool_(worker.buffers),
       downstream_(std::move(downstream)),
       downstream_peer_(downstream_peer),
       destination_(destination),
       initial_(std::move(received)) {
-  worker_.metrics().connectionOpened(WorkerMetrics::Protocol::kPassthrough);
+  worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kPassthrough);
 }
 
 Passthrough::~Passthrough() {
-  worker_.metrics().connectionClosed(WorkerMetrics::Protocol::kPassthrough);
+  worker_.metrics.connectionClosed(WorkerMetrics::Protocol::kPassthrough);
 }
 
 void Passthrough::start() {
-  auto socket = net::connectingSocket(destination_.family(), worker_.mark());
+  auto socket = net::connectingSocket(destination_.family(), worker_.mark);
   if (!socket) {
     worker_.logUpstreamFailure(
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); },
@@ -234,7 +234,7 @@ void Passthrough::opDone() {
   pending_ops_ = -1;  // guards against a second call
   to_upstream_.releaseBuffers();
   to_downstream_.releaseBuffers();
-  worker_.remove(this);
+  worker_.connections.remove(this);
 }
 
 }  // namespace spindle::proxy

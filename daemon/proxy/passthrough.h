@@ -16,12 +16,12 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
-#include "net/fd.h"
+#include "util/fd.h"
 #include "proxy/connection.h"
 
 namespace spindle::proxy {
 
-class WorkerContext;
+struct WorkerParts;
 
 class Passthrough final : public Connection {
  public:
@@ -30,7 +30,7 @@ class Passthrough final : public Connection {
 
   // `received`: bytes already read from downstream (while detecting the protocol); they go
   // upstream first.
-  Passthrough(WorkerContext& worker, net::Fd downstream, net::SocketAddress downstream_peer,
+  Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
               net::SocketAddress destination, std::string received = {});
 
   ~Passthrough() override;
@@ -88,11 +88,11 @@ class Passthrough final : public Connection {
   void close(const char* why);
   void opDone();
 
-  WorkerContext& worker_;
+  WorkerParts& worker_;
   loop::Loop& loop_;
   loop::BufferPool& pool_;
-  net::Fd downstream_;
-  net::Fd upstream_;
+  Fd downstream_;
+  Fd upstream_;
   net::SocketAddress downstream_peer_;
   net::SocketAddress destination_;
   std::string initial_;

@@ -9,7 +9,7 @@
 #include "proxy/downstream.h"
 #include "proxy/h2_connection.h"
 #include "proxy/passthrough.h"
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
@@ -18,7 +18,7 @@ constexpr std::string_view kPreface(NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_L
 static_assert(kPreface.size() == 24);
 }  // namespace
 
-ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+ProtocolDetector::ProtocolDetector(WorkerParts& worker, Fd fd, net::SocketAddress peer,
                                    net::SocketAddress destination, size_t service_index,
                                    std::shared_ptr<const std::string> source)
     : worker_(worker),
@@ -27,10 +27,10 @@ ProtocolDetector::ProtocolDetector(WorkerContext& worker, net::Fd fd, net::Socke
       destination_(destination),
       service_index_(service_index),
       source_(std::move(source)) {
-  worker_.metrics().detectorStarted();
+  worker_.metrics.detectorStarted();
 }
 
-ProtocolDetector::~ProtocolDetector() { worker_.metrics().detectorEnded(); }
+ProtocolDetector::~ProtocolDetector() { worker_.metrics.detectorEnded(); }
 
 void ProtocolDetector::start() {
   // Each receive waits at most kWaitNanos (a linked timeout); a preface split over several
@@ -41,10 +41,10 @@ void ProtocolDetector::start() {
 }
 
 void ProtocolDetector::receive() {
-  io_uring_sqe* sqe = worker_.loop().prepare(&recv_);
+  io_uring_sqe* sqe = worker_.loop.prepare(&recv_);
   io_uring_prep_recv(sqe, fd_.get(), buffer_ + received_, sizeof(buffer_) - received_, 0);
   sqe->flags |= IOSQE_IO_LINK;
-  io_uring_prep_link_timeout(worker_.loop().prepare(&wait_), &wait_ts_, 0);
+  io_uring_prep_link_timeout(worker_.loop.prepare(&wait_), &wait_ts_, 0);
   pending_ops_ += 2;
 }
 
@@ -90,20 +90,20 @@ void ProtocolDetector::handOver(bool http2) {
   std::string received(buffer_, received_);
   if (http2) {
     auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_, std::move(source_));
-    worker_.add(downstream);
+    worker_.connections.add(downstream);
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;
   }
   auto* passthrough =
       new Passthrough(worker_, std::move(fd_), peer_, destination_, std::move(received));
-  worker_.add(passthrough);
+  worker_.connections.add(passthrough);
   passthrough->start();
 }
 
 void ProtocolDetector::abort() {
   done_ = true;
   if (pending_ops_ > 0 && fd_.valid()) {
-    io_uring_prep_cancel_fd(worker_.loop().prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
+    io_uring_prep_cancel_fd(worker_.loop.prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
   }
   opDone();
 }
@@ -111,7 +111,7 @@ void ProtocolDetector::abort() {
 void ProtocolDetector::opDone() {
   if (!done_ || pending_ops_ > 0) return;
   pending_ops_ = -1;  // once
-  worker_.remove(this);
+  worker_.connections.remove(this);
 }
 
 }  // namespace spindle::proxy

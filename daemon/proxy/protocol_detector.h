@@ -10,18 +10,18 @@
 
 #include "loop/loop.h"
 #include "net/address.h"
-#include "net/fd.h"
+#include "util/fd.h"
 #include "proxy/connection.h"
 
 namespace spindle::proxy {
 
-class WorkerContext;
+struct WorkerParts;
 
 class ProtocolDetector final : public Connection {
  public:
   static constexpr int64_t kWaitNanos = 1'000'000'000;
 
-  ProtocolDetector(WorkerContext& worker, net::Fd fd, net::SocketAddress peer,
+  ProtocolDetector(WorkerParts& worker, Fd fd, net::SocketAddress peer,
                    net::SocketAddress destination, size_t service_index,
                    std::shared_ptr<const std::string> source);
   ~ProtocolDetector() override;
@@ -37,8 +37,8 @@ class ProtocolDetector final : public Connection {
   void handOver(bool http2);
   void opDone();
 
-  WorkerContext& worker_;
-  net::Fd fd_;
+  WorkerParts& worker_;
+  Fd fd_;
   net::SocketAddress peer_;
   net::SocketAddress destination_;
   size_t service_index_;

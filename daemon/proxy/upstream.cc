@@ -5,35 +5,35 @@
 
 #include "net/socket.h"
 #include "proxy/call.h"
-#include "proxy/worker_context.h"
+#include "proxy/worker_parts.h"
 #include "util/log.h"
 
 namespace spindle::proxy {
 
-Upstream::Upstream(WorkerContext& worker, const lb::Endpoint& endpoint)
-    : H2Connection(worker, net::Fd(), endpoint.address), endpoint_(endpoint) {
+Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint)
+    : H2Connection(worker, Fd(), endpoint.address), endpoint_(endpoint) {
   connected_ = false;
   upstream_side_ = true;
-  session_ = h2::Session::create(h2::Role::kClient, withLimits(h2::upstreamSettings()), *this);
+  session_ = h2::Session::create(h2::Role::kClient, withLimits(h2::upstreamSettings(), worker_.limits), *this);
 }
 
 void Upstream::connect() {
-  auto socket = net::connectingSocket(endpoint_.address.family(), worker_.mark());
+  auto socket = net::connectingSocket(endpoint_.address.family(), worker_.mark);
   if (!socket) {
     worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                socket.error().c_str());
-    worker_.forgetUpstream(this);
+    worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
     close("no socket");
     return;
   }
   fd_ = std::move(*socket);
-  io_uring_sqe* sqe = worker_.loop().prepare(&connect_op_);
+  io_uring_sqe* sqe = worker_.loop.prepare(&connect_op_);
   io_uring_prep_connect(sqe, fd_.get(), endpoint_.address.asSockaddr(), endpoint_.address.length());
   sqe->flags |= IOSQE_IO_LINK;
   connect_deadline_.tv_sec = kConnectTimeoutNanos / 1'000'000'000;
   connect_deadline_.tv_nsec = kConnectTimeoutNanos % 1'000'000'000;
-  io_uring_prep_link_timeout(worker_.loop().prepare(&connect_timeout_op_), &connect_deadline_, 0);
+  io_uring_prep_link_timeout(worker_.loop.prepare(&connect_timeout_op_), &connect_deadline_, 0);
   opStarted();
   opStarted();
 }
@@ -51,7 +51,7 @@ void Upstream::onConnected(int32_t res) {
     worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
-    worker_.forgetUpstream(this);
+    worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
     close("connect failed");
     return;
@@ -157,7 +157,7 @@ void Upstream::onGoaway(int32_t /*last_stream_id*/, uint32_t /*error_code*/) {
   // No new calls here. nghttp2 closes the streams above last-stream-id as REFUSED_STREAM,
   // and their calls go elsewhere; the others finish.
   draining_ = true;
-  worker_.forgetUpstream(this);
+  worker_.upstreams.forget(this);
   if (streams_.empty()) markDirty();
 }
 
@@ -184,10 +184,10 @@ void Upstream::endAll(bool connect_failed) {
 
 void Upstream::onClosing() {
   if (connected_) endpoint_.load->upstream_connections.fetch_sub(1, std::memory_order_relaxed);
-  worker_.forgetUpstream(this);
+  worker_.upstreams.forget(this);
   endAll(/*connect_failed=*/!connected_);
 }
 
-void Upstream::onClosed() { worker_.remove(this); }
+void Upstream::onClosed() { worker_.connections.remove(this); }
 
 }  // namespace spindle::proxy

@@ -21,7 +21,7 @@ class Upstream final : public H2Connection, private h2::Listener {
  public:
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
-  Upstream(WorkerContext& worker, const lb::Endpoint& endpoint);
+  Upstream(WorkerParts& worker, const lb::Endpoint& endpoint);
 
   void connect();
   // Takes a call: submits its request (sent once connected).

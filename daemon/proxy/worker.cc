@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <future>
 #include <memory>
 
@@ -21,15 +22,16 @@ constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
 }  // namespace
 
-Worker::Worker(unsigned index, std::vector<net::Fd> listeners,
+Worker::Worker(unsigned index, std::vector<Fd> listeners,
                redirect::OriginalDstMap original_dsts,
-               std::shared_ptr<const ServiceTable> services, uint32_t mark,
-               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+               std::shared_ptr<const lb::ServiceTable> services,
+               const config::Limits& limits, uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
                std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
       services_(std::move(services)),
+      limits_(limits),
       mark_(mark),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
@@ -64,10 +66,10 @@ Status Worker::start() {
     } else {
       log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
     }
-    context_ = std::make_unique<WorkerContext>(*loop_, *buffers_, services_, mark_,
-                                               /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu,
-                                               metrics_);
-    loop_->setAfterBatch([this] { context_->flushDirty(); });
+    parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, mark_,
+                                           std::move(services_),
+                                           /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
+    loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [this] { onWake(); });
     ready.set_value(Status{});
     run();
@@ -98,11 +100,11 @@ void Worker::applyDrain() {
   const DrainStep requested = drain_requested_.load(std::memory_order_relaxed);
   if (requested <= drain_applied_) return;
   if (drain_applied_ == DrainStep::kNone) closeListeners();
-  context_->drainAll(requested);
+  parts_->connections.drainAll(requested);
   drain_applied_ = requested;
 }
 
-void Worker::publish(std::shared_ptr<const ServiceTable> services) {
+void Worker::publish(std::shared_ptr<const lb::ServiceTable> services) {
   {
     std::lock_guard<std::mutex> lock(published_lock_);
     published_ = std::move(services);
@@ -111,12 +113,12 @@ void Worker::publish(std::shared_ptr<const ServiceTable> services) {
 }
 
 void Worker::takePublished() {
-  std::shared_ptr<const ServiceTable> services;
+  std::shared_ptr<const lb::ServiceTable> services;
   {
     std::lock_guard<std::mutex> lock(published_lock_);
     services = std::move(published_);
   }
-  if (services) context_->setServices(std::move(services));
+  if (services) parts_->setServices(std::move(services));
 }
 
 void Worker::join() {
@@ -125,12 +127,15 @@ void Worker::join() {
 
 void Worker::run() {
   waker_->arm();
-  for (const net::Fd& listener : listeners_) {
-    acceptors_.push_back(std::make_unique<Acceptor>(*this, listener.get()));
-    acceptors_.back()->arm();
+  for (Fd& listener : listeners_) {
+    acceptors_.push_back(new net::Acceptor(
+        *loop_, std::move(listener), fmt::format("worker {}", index_),
+        [this](Fd fd) { onAccepted(std::move(fd)); }, [this] { onListenerClosed(); }));
+    acceptors_.back()->start();
   }
-  acceptors_armed_ = acceptors_.size();
-  if (acceptors_armed_ == 0) accepting_.store(false, std::memory_order_release);
+  listeners_.clear();
+  listeners_open_ = acceptors_.size();
+  if (listeners_open_ == 0) accepting_.store(false, std::memory_order_release);
   // stop() may have run before the waker existed: the flag is checked every round.
   while (!stopping_.load(std::memory_order_relaxed)) {
     // While draining, look often whether the last connection has gone.
@@ -138,7 +143,9 @@ void Worker::run() {
     loop_->runOnce(std::chrono::milliseconds(draining ? 50 : 1000));
     last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                      std::memory_order_relaxed);
-    if (draining) drained_.store(context_->drained(), std::memory_order_relaxed);
+    if (draining) {
+      drained_.store(parts_->connections.drained(), std::memory_order_relaxed);
+    }
   }
   shutdownConnections();
   // The ring goes first: it cancels what is still in flight, and only then are the buffers
@@ -148,62 +155,40 @@ void Worker::run() {
   loop_.reset();
   waker_.reset();
   buffers_.reset();
-  listeners_.clear();
 }
 
 void Worker::closeListeners() {
-  // No new connections from here on. The ring holds its own reference on a listener with a
-  // multishot accept armed, so closing the fd alone would not stop it: the accepts are
-  // cancelled, by their completion rather than by fd, as the fds are closed before the
-  // cancellations are submitted. Connections still in the accept queue move to another
+  // No new connections from here on. Connections still in the accept queue move to another
   // spindle's listener of the same port, where the kernel allows it
   // (net.ipv4.tcp_migrate_req), and are reset otherwise.
-  if (listeners_.empty()) return;
-  for (const auto& acceptor : acceptors_) {
-    loop::Completion* accept = acceptor.get();
-    io_uring_prep_cancel(loop_->prepareIgnored(), accept, 0);
-  }
-  listeners_.clear();
+  for (net::Acceptor* acceptor : acceptors_) acceptor->close();
+}
+
+void Worker::onListenerClosed() {
+  // The ring let go of the last listener: the kernel has closed it.
+  if (--listeners_open_ == 0) accepting_.store(false, std::memory_order_release);
 }
 
 void Worker::shutdownConnections() {
   closeListeners();
-  context_->abortAll();
+  parts_->connections.abortAll();
   // Give the cancellations a moment to complete, so that peers see an orderly close.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-  while (!context_->idle() && std::chrono::steady_clock::now() < deadline) {
+  auto settled = [&] {
+    return parts_->connections.empty() &&
+           std::all_of(acceptors_.begin(), acceptors_.end(),
+                       [](const net::Acceptor* acceptor) { return acceptor->idle(); });
+  };
+  while (!settled() && std::chrono::steady_clock::now() < deadline) {
     loop_->runOnce(std::chrono::milliseconds(50));
   }
+  for (net::Acceptor* acceptor : acceptors_) net::Acceptor::release(acceptor);
+  acceptors_.clear();
 }
 
-void Worker::Acceptor::arm() {
-  io_uring_prep_multishot_accept(worker_.loop_->prepare(this), fd_, nullptr, nullptr,
-                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
-}
-
-void Worker::Acceptor::complete(int32_t res, uint32_t flags) {
-  if (worker_.stopping_.load(std::memory_order_relaxed)) {
-    if (res >= 0) ::close(res);
-    return;
-  }
-  if (res >= 0) {
-    worker_.onAccepted(res);  // also while draining: it was redirected here before the close
-  } else if (!worker_.listeners_.empty() && res != -EAGAIN && res != -EINTR &&
-             res != -ECONNABORTED) {
-    // EMFILE and friends: keep serving what we have; the listener's backlog holds the rest.
-    log::warn("worker {}: accept: {}", worker_.index_, std::strerror(-res));
-  }
-  if (flags & IORING_CQE_F_MORE) return;
-  if (!worker_.listeners_.empty()) {
-    arm();
-  } else if (--worker_.acceptors_armed_ == 0) {
-    // The ring let go of the last listener: the kernel has closed it.
-    worker_.accepting_.store(false, std::memory_order_release);
-  }
-}
-
-void Worker::onAccepted(int fd) {
-  net::Fd downstream(fd);
+void Worker::onAccepted(Fd downstream) {
+  // Also while draining: it was redirected here before the listeners closed.
+  if (stopping_.load(std::memory_order_relaxed)) return;
   auto peer = net::peerAddress(downstream.get());
   std::optional<redirect::OriginalDst> original;
   if (peer) original = original_dsts_.take(*peer);
@@ -221,32 +206,32 @@ void Worker::onAccepted(int fd) {
   // Over the worker's connection limit the connection is closed at once, whatever it would
   // have become (HTTP/2 or passthrough): the Pod's client retries, elsewhere or later, rather
   // than the node growing without bound.
-  if (metrics_.downstreamOpen() >= limits().max_connections) {
+  if (metrics_.downstreamOpen() >= limits_.max_connections) {
     metrics_.overConnectionLimit();
     uint64_t suppressed = 0;
     if (limit_log_.allow(&suppressed)) {
       log::warn("closing connection from {}: {} connections open, limits.max_connections "
                 "({} more not logged)",
-                peer->toString(), limits().max_connections, suppressed);
+                peer->toString(), limits_.max_connections, suppressed);
     }
     return;
   }
   net::setNoDelay(downstream.get());
-  const auto service = context_->serviceIndex(original->service_id);
-  if (service && !context_->serviceAt(*service).endpoints->empty()) {
+  const auto service = parts_->services.indexOf(original->service_id);
+  if (service && !parts_->services.at(*service).endpoints->empty()) {
     static const auto kUnknown = std::make_shared<const std::string>("unknown");
     auto source = cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
-    auto* detector = new ProtocolDetector(*context_, std::move(downstream), *peer,
+    auto* detector = new ProtocolDetector(*parts_, std::move(downstream), *peer,
                                           original->destination, *service, std::move(source));
-    context_->add(detector);
+    parts_->connections.add(detector);
     detector->start();
     return;
   }
   // No endpoints known for the service (DNS has not answered yet, or confirmed there are
   // none): the ClusterIP still works, so pass through to it.
   auto* passthrough =
-      new Passthrough(*context_, std::move(downstream), *peer, original->destination);
-  context_->add(passthrough);
+      new Passthrough(*parts_, std::move(downstream), *peer, original->destination);
+  parts_->connections.add(passthrough);
   passthrough->start();
 }
 

@@ -12,12 +12,16 @@
 #include <thread>
 #include <vector>
 
+#include "config/config.h"
+#include "lb/service_table.h"
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
-#include "net/fd.h"
+#include "net/acceptor.h"
 #include "proxy/connection.h"
-#include "proxy/worker_context.h"
+#include "proxy/proxy_metrics.h"
+#include "proxy/worker_parts.h"
 #include "redirect/cgroup_names.h"
+#include "util/fd.h"
 #include "redirect/redirector.h"
 #include "util/rate_limit.h"
 
@@ -25,9 +29,9 @@ namespace spindle::proxy {
 
 class Worker {
  public:
-  Worker(unsigned index, std::vector<net::Fd> listeners, redirect::OriginalDstMap original_dsts,
-         std::shared_ptr<const ServiceTable> services, uint32_t mark,
-         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+  Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
+         std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
+         uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
          std::string cgroup_mount);
   ~Worker();
 
@@ -42,7 +46,7 @@ class Worker {
   // Thread-safe: a listener may still accept (false once drain() closed them all).
   bool accepting() const { return accepting_.load(std::memory_order_acquire); }
   // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
-  void publish(std::shared_ptr<const ServiceTable> services);
+  void publish(std::shared_ptr<const lb::ServiceTable> services);
   void join();
 
   // Written by the worker only; a scrape reads it from the main thread (see metrics/).
@@ -54,29 +58,20 @@ class Worker {
   }
 
  private:
-  class Acceptor final : public loop::Completion {
-   public:
-    Acceptor(Worker& worker, int fd) : worker_(worker), fd_(fd) {}
-    void arm();
-    void complete(int32_t res, uint32_t flags) override;
-
-   private:
-    Worker& worker_;
-    int fd_;
-  };
-
   void run();
   void onWake();
   void takePublished();
   void applyDrain();
-  void onAccepted(int fd);
+  void onAccepted(Fd downstream);
+  void onListenerClosed();
   void closeListeners();
   void shutdownConnections();
 
   unsigned index_;
-  std::vector<net::Fd> listeners_;
+  std::vector<Fd> listeners_;
   redirect::OriginalDstMap original_dsts_;
-  std::shared_ptr<const ServiceTable> services_;
+  std::shared_ptr<const lb::ServiceTable> services_;
+  config::Limits limits_;
   uint32_t mark_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
@@ -85,17 +80,17 @@ class Worker {
   std::string cgroup_mount_;
   std::optional<redirect::CgroupNames> cgroup_names_;  // none: sources are "unknown"
   WorkerMetrics metrics_;
-  std::unique_ptr<WorkerContext> context_;
+  std::unique_ptr<WorkerParts> parts_;
   std::atomic<int64_t> last_beat_{0};
-  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<net::Acceptor*> acceptors_;  // released when the loop ends
   std::atomic<bool> stopping_{false};
   std::atomic<DrainStep> drain_requested_{DrainStep::kNone};
   DrainStep drain_applied_ = DrainStep::kNone;  // worker thread only
   std::atomic<bool> drained_{false};
   std::atomic<bool> accepting_{true};
-  size_t acceptors_armed_ = 0;  // worker thread only
+  size_t listeners_open_ = 0;  // worker thread only
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
-  std::shared_ptr<const ServiceTable> published_;
+  std::shared_ptr<const lb::ServiceTable> published_;
   std::thread thread_;
   // A flood of rejected connects must not flood the log.
   RateLimit reject_log_{std::chrono::seconds(1)};

@@ -62,7 +62,7 @@ CgroupNames::Label CgroupNames::labelOf(uint64_t cgroup_id) {
   handle->handle_bytes = sizeof(uint64_t);
   handle->handle_type = kFileIdKernfs;
   std::memcpy(storage + sizeof(file_handle), &cgroup_id, sizeof(cgroup_id));
-  net::Fd dir(::open_by_handle_at(mount_fd_.get(), handle, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  Fd dir(::open_by_handle_at(mount_fd_.get(), handle, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.valid()) {
     char path[4096];
     const std::string link = fmt::format("/proc/self/fd/{}", dir.get());

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "net/fd.h"
+#include "util/fd.h"
 #include "util/result.h"
 
 namespace spindle::redirect {
@@ -30,7 +30,7 @@ class CgroupNames {
 
  private:
   static constexpr size_t kMaxCached = 4096;
-  net::Fd mount_fd_;
+  Fd mount_fd_;
   std::string mount_;
   std::unordered_map<uint64_t, Label> cache_;
 };

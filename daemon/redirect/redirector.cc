@@ -16,6 +16,7 @@
 #include <ctime>
 
 #include "redirect.skel.h"
+#include "util/fd.h"
 #include "util/log.h"
 
 namespace spindle::redirect {
@@ -198,8 +199,9 @@ Status Redirector::setServiceAddresses(
 }
 
 Status Redirector::attach(const std::string& cgroup_path) {
-  const int cgroup_fd = ::open(cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cgroup_fd < 0) {
+  // The links hold the cgroup: the fd is closed on return.
+  const Fd cgroup(::open(cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cgroup.valid()) {
     return makeError(fmt::format("cannot open cgroup {}: {}", cgroup_path, std::strerror(errno)));
   }
   bpf_program* programs[] = {
@@ -209,7 +211,7 @@ Status Redirector::attach(const std::string& cgroup_path) {
   };
   Status status;
   for (bpf_program* program : programs) {
-    bpf_link* link = bpf_program__attach_cgroup(program, cgroup_fd);
+    bpf_link* link = bpf_program__attach_cgroup(program, cgroup.get());
     if (link == nullptr) {
       status = makeError(fmt::format("cannot attach {} to {}: {}", bpf_program__name(program),
                                      cgroup_path, std::strerror(errno)));
@@ -217,7 +219,6 @@ Status Redirector::attach(const std::string& cgroup_path) {
     }
     links_.push_back(link);
   }
-  ::close(cgroup_fd);  // the links hold the cgroup
   if (!status) detach();
   return status;
 }

@@ -29,9 +29,9 @@ EndpointSet makeSet(size_t n) {
   return EndpointSet("svc", std::move(endpoints));
 }
 
-config::Outlier settings(uint32_t failures = 5, milliseconds base = seconds(1),
+OutlierSettings settings(uint32_t failures = 5, milliseconds base = seconds(1),
                          milliseconds max = seconds(60), uint32_t percent = 50) {
-  config::Outlier out;
+  OutlierSettings out;
   out.consecutive_failures = failures;
   out.base_ejection = base;
   out.max_ejection = max;
@@ -41,7 +41,7 @@ config::Outlier settings(uint32_t failures = 5, milliseconds base = seconds(1),
 
 // Fails the endpoint `n` times at `now`; returns the last outcome.
 FailureOutcome failTimes(const Endpoint& endpoint, const EndpointSet& set, TimePoint now,
-                         const config::Outlier& s, uint32_t n) {
+                         const OutlierSettings& s, uint32_t n) {
   FailureOutcome last = FailureOutcome::kCounted;
   for (uint32_t i = 0; i < n; ++i) last = onFailure(*endpoint.load, set, now, s);
   return last;
@@ -194,7 +194,7 @@ TEST(HealthTest, Health_PickersStopSendingToAnEjectedEndpoint) {
   // The pieces together: failures eject, the picker steps around it, and takes it back when
   // its time is up.
   const EndpointSet set = makeSet(3);
-  auto picker = makePicker(config::Balance::kLeastRequest, 7);
+  auto picker = makePicker(Balance::kLeastRequest, 7);
   failTimes(set[1], set, kNow, settings(), 5);
   for (int i = 0; i < 300; ++i) ASSERT_NE(picker->pick(set, {}, kNow), std::optional<size_t>(1));
   size_t back = 0;

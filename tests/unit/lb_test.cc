@@ -19,7 +19,6 @@
 namespace spindle::lb {
 namespace {
 
-using config::Balance;
 
 constexpr uint64_t kSeed = 42;
 // A fake steady-clock time: far enough from the epoch that "a second ago" is a valid time.
@@ -313,7 +312,7 @@ INSTANTIATE_TEST_SUITE_P(Lb, EveryPolicy,
                          ::testing::Values(Balance::kLeastRequest, Balance::kRoundRobin,
                                            Balance::kPeakEwma, Balance::kRandom),
                          [](const ::testing::TestParamInfo<Balance>& param_info) {
-                           return std::string(config::balanceName(param_info.param));
+                           return std::string(balanceName(param_info.param));
                          });
 
 // --- least_request ------------------------------------------------------------------------
@@ -651,10 +650,10 @@ TEST(LeastRequest, EndpointBackFromEjectionIsNotFlooded) {
     const EndpointSet set = makeSet(3);
     set[2].load->ejected_until_ns.store(toNanos(kNow + seconds(60)));
     const auto during = countPicks(*p, set, 3000);
-    EXPECT_EQ(during[2], 0u) << config::balanceName(balance);
+    EXPECT_EQ(during[2], 0u) << balanceName(balance);
     const TimePoint back = kNow + seconds(61);
     const auto after = countPicks(*p, set, 300, {}, back);
-    EXPECT_NEAR(asDouble(after[2]) / 300, 1.0 / 3, 0.05) << config::balanceName(balance);
+    EXPECT_NEAR(asDouble(after[2]) / 300, 1.0 / 3, 0.05) << balanceName(balance);
   }
 }
 
@@ -698,16 +697,41 @@ TEST_P(SlowStart, IsOffWhenZero) {
 INSTANTIATE_TEST_SUITE_P(Lb, SlowStart,
                          ::testing::Values(Balance::kLeastRequest, Balance::kPeakEwma),
                          [](const ::testing::TestParamInfo<Balance>& param_info) {
-                           return std::string(config::balanceName(param_info.param));
+                           return std::string(balanceName(param_info.param));
                          });
 
-TEST(PickerOptionsTest, PickerOptions_ComeFromTheServiceConfig) {
+TEST(ServicePolicyTest, ServicePolicy_ComesFromTheServiceConfig) {
   config::Service service;
+  service.balance = Balance::kPeakEwma;
   service.peak_ewma.decay = milliseconds(2500);
   service.slow_start = seconds(45);
-  const PickerOptions options = pickerOptions(service);
-  EXPECT_EQ(options.decay, milliseconds(2500));
-  EXPECT_EQ(options.slow_start, seconds(45));
+  service.outlier.consecutive_failures = 7;
+  service.retries.budget_percent = 30;
+  const ServicePolicy policy = config::policyOf(service);
+  EXPECT_EQ(policy.balance, Balance::kPeakEwma);
+  EXPECT_EQ(policy.picker.decay, milliseconds(2500));
+  EXPECT_EQ(policy.picker.slow_start, seconds(45));
+  EXPECT_EQ(policy.outlier.consecutive_failures, 7u);
+  EXPECT_EQ(policy.retries.budget_percent, 30u);
+}
+
+// A reload rebuilds a service's picker and budget when its policy differs: every setting
+// takes part in the comparison, so a new one cannot be forgotten there.
+TEST(ServicePolicyTest, ServicePolicy_DiffersWhenAnySettingDoes) {
+  const ServicePolicy base;
+  auto changed = [&](auto change) {
+    ServicePolicy other = base;
+    change(other);
+    return !(other == base);
+  };
+  EXPECT_TRUE(base == ServicePolicy{});
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.balance = Balance::kRandom; }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.picker.decay = seconds(1); }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.picker.slow_start = seconds(1); }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.outlier.max_ejected_percent = 10; }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.outlier.base_ejection = seconds(2); }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.retries.max = 1; }));
+  EXPECT_TRUE(changed([](ServicePolicy& p) { p.retries.budget_percent = 0; }));
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 
 #include <utility>
 
-namespace spindle::net {
+namespace spindle {
 
 class Fd {
  public:
@@ -32,4 +32,4 @@ class Fd {
   int fd_ = -1;
 };
 
-}  // namespace spindle::net
+}  // namespace spindle
