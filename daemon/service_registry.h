@@ -31,6 +31,10 @@ class ServiceRegistry {
   std::vector<std::pair<net::SocketAddress, uint32_t>> redirectAddresses() const;
   // The slot of a declared service, by name.
   std::optional<size_t> indexOf(const std::string& name) const;
+  // The service's config as last declared; null when a reload removed it.
+  const config::Service* declared(size_t index) const {
+    return slots_[index].config ? &*slots_[index].config : nullptr;
+  }
 
   // Applies a new list of services: changed ones are updated in place, new ones get a slot,
   // removed ones stop being intercepted. Names resolved before keep their addresses until

@@ -83,18 +83,18 @@ const char* endpointState(const lb::EndpointLoad& load, lb::TimePoint now) {
 
 // The metrics whose values live elsewhere than in the shards: the kernel's redirect
 // counters, the endpoints' shared load, DNS state, the build.
-std::string renderLiveMetrics(const StatusSources& s) {
+std::string renderLiveMetrics(const Daemon& d) {
   std::string out;
   metrics::appendHeader(out, "spindle_redirects_total",
                         "Connects seen by the BPF programs, by what was done with them.",
                         "counter");
-  const redirect::Counters counters = s.redirector.counters();
+  const redirect::Counters counters = d.redirector().counters();
   for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
     appendSeries(out, "spindle_redirects_total", {{"reason", redirect::reasonName(reason)}},
                  static_cast<double>(counters[static_cast<size_t>(reason)]));
   }
 
-  const auto table = s.services.table();
+  const auto table = d.services().table();
   const auto now = lb::Clock::now();
   metrics::appendHeader(out, "spindle_active_streams", "Calls in flight, by endpoint.", "gauge");
   for (const lb::ServiceEntry& service : *table) {
@@ -125,13 +125,13 @@ std::string renderLiveMetrics(const StatusSources& s) {
     appendSeries(out, "spindle_endpoints", {{"service", service.name}, {"state", "ejected"}},
                  static_cast<double>(ejected));
   }
-  if (s.discovery != nullptr) {
+  if (d.discovery() != nullptr) {
     metrics::appendHeader(out, "spindle_dns_staleness_seconds",
                           "Seconds since the service's endpoints name last had a good answer.",
                           "gauge");
-    for (const config::Service& service : s.config->services) {
+    for (const config::Service& service : d.config().services) {
       if (service.endpoints.dns.empty()) continue;
-      auto stale = s.discovery->staleness(service.endpoints.dns);
+      auto stale = d.discovery()->staleness(service.endpoints.dns);
       if (stale) {
         appendSeries(out, "spindle_dns_staleness_seconds", {{"service", service.name}},
                      static_cast<double>(stale->count()));
@@ -144,41 +144,41 @@ std::string renderLiveMetrics(const StatusSources& s) {
   return out;
 }
 
-HttpResponse metricsPage(const StatusSources& s) {
-  std::vector<const metrics::Shard*> shards{&s.main_shard};
-  for (const auto& worker : s.workers) shards.push_back(&worker->shard());
+HttpResponse metricsPage(const Daemon& d) {
+  std::vector<const metrics::Shard*> shards{&d.mainShard()};
+  for (const auto& worker : d.workers()) shards.push_back(&worker->shard());
   HttpResponse response;
   response.content_type = std::string(metrics::kContentType);
-  response.body = metrics::render(s.registry, shards) + renderLiveMetrics(s);
+  response.body = metrics::render(d.metricRegistry(), shards) + renderLiveMetrics(d);
   return response;
 }
 
 // Ready once the programs are attached, the workers run and every DNS name has answered.
-HttpResponse readyPage(const StatusSources& s) {
+HttpResponse readyPage(const Daemon& d) {
   std::string pending;
-  if (!s.attached) return {503, "text/plain; charset=utf-8", "not ready: BPF not attached\n"};
-  if (s.discovery != nullptr && !s.discovery->allResolved(&pending)) {
+  if (!d.attached()) return {503, "text/plain; charset=utf-8", "not ready: BPF not attached\n"};
+  if (d.discovery() != nullptr && !d.discovery()->allResolved(&pending)) {
     return {503, "text/plain; charset=utf-8",
             fmt::format("not ready: DNS has not answered for {}\n", pending)};
   }
   return {200, "text/plain; charset=utf-8", "ready\n"};
 }
 
-HttpResponse healthPage(const StatusSources& s) {
+HttpResponse healthPage(const Daemon& d) {
   const auto now = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < s.workers.size(); ++i) {
-    if (now - s.workers[i]->lastBeat() > kStuckAfter) {
+  for (size_t i = 0; i < d.workers().size(); ++i) {
+    if (now - d.workers()[i]->lastBeat() > kStuckAfter) {
       return {503, "text/plain; charset=utf-8", fmt::format("worker {} is stuck\n", i)};
     }
   }
   return {200, "text/plain; charset=utf-8", "ok\n"};
 }
 
-HttpResponse endpointsPage(const StatusSources& s) {
+HttpResponse endpointsPage(const Daemon& d) {
   const auto now = lb::Clock::now();
   std::string out = "{\"services\":[";
   bool first_service = true;
-  for (const lb::ServiceEntry& service : *s.services.table()) {
+  for (const lb::ServiceEntry& service : *d.services().table()) {
     if (!first_service) out += ',';
     first_service = false;
     out += fmt::format("{{\"name\":{},\"balance\":{},\"endpoints\":[", jsonString(service.name),
@@ -210,8 +210,8 @@ std::string addressList(const std::vector<net::SocketAddress>& addresses) {
   return out + "]";
 }
 
-HttpResponse configPage(const StatusSources& s) {
-  const config::Config& c = *s.config;
+HttpResponse configPage(const Daemon& d) {
+  const config::Config& c = d.config();
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
@@ -251,7 +251,7 @@ HttpResponse configPage(const StatusSources& s) {
 
 // For a person with a browser: services, endpoints with their state and share of calls,
 // and why connects were or were not redirected.
-HttpResponse indexPage(const StatusSources& s) {
+HttpResponse indexPage(const Daemon& d) {
   const auto now = lb::Clock::now();
   std::string out =
       "<!doctype html><html><head><meta charset=\"utf-8\"><title>spindle</title><style>"
@@ -260,7 +260,7 @@ HttpResponse indexPage(const StatusSources& s) {
       ".ejected{color:#b00}</style></head><body><h1>spindle " SPINDLE_VERSION "</h1>";
   out += "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
          " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
-  for (const lb::ServiceEntry& service : *s.services.table()) {
+  for (const lb::ServiceEntry& service : *d.services().table()) {
     uint64_t total = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       total += e.load->total_calls.load(std::memory_order_relaxed);
@@ -281,7 +281,7 @@ HttpResponse indexPage(const StatusSources& s) {
     out += "</table>";
   }
   out += "<h2>Redirects</h2><table><tr><th>reason</th><th>connects</th></tr>";
-  const redirect::Counters counters = s.redirector.counters();
+  const redirect::Counters counters = d.redirector().counters();
   for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
     out += fmt::format("<tr><td>{}</td><td>{}</td></tr>", redirect::reasonName(reason),
                        counters[static_cast<size_t>(reason)]);
@@ -292,15 +292,13 @@ HttpResponse indexPage(const StatusSources& s) {
 
 }  // namespace
 
-void installStatusPages(admin::AdminServer& server, const StatusSources& sources) {
-  // The handlers keep a copy of the references; `sources` itself may go away.
-  auto s = std::make_shared<StatusSources>(sources);
-  server.handle("/metrics", [s](const HttpRequest&) { return metricsPage(*s); });
-  server.handle("/ready", [s](const HttpRequest&) { return readyPage(*s); });
-  server.handle("/healthz", [s](const HttpRequest&) { return healthPage(*s); });
-  server.handle("/endpoints", [s](const HttpRequest&) { return endpointsPage(*s); });
-  server.handle("/config", [s](const HttpRequest&) { return configPage(*s); });
-  server.handle("/", [s](const HttpRequest&) { return indexPage(*s); });
+void installStatusPages(admin::AdminServer& server, const Daemon& daemon) {
+  server.handle("/metrics", [&daemon](const HttpRequest&) { return metricsPage(daemon); });
+  server.handle("/ready", [&daemon](const HttpRequest&) { return readyPage(daemon); });
+  server.handle("/healthz", [&daemon](const HttpRequest&) { return healthPage(daemon); });
+  server.handle("/endpoints", [&daemon](const HttpRequest&) { return endpointsPage(daemon); });
+  server.handle("/config", [&daemon](const HttpRequest&) { return configPage(daemon); });
+  server.handle("/", [&daemon](const HttpRequest&) { return indexPage(daemon); });
 }
 
 }  // namespace spindle

@@ -111,6 +111,7 @@ struct Limits {
   // SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames, each: a burst of this
   // many, refilled at a tenth of it per second.
   uint32_t max_control_frames = 1000;
+  bool operator==(const Limits&) const = default;
 };
 
 struct Config {
