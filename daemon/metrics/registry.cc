@@ -189,14 +189,6 @@ bool isLabelName(std::string_view name) {
   return std::all_of(name.begin(), name.end(), isNameChar);
 }
 
-const char* typeName(Type type) {
-  switch (type) {
-    case Type::kCounter: return "counter";
-    case Type::kGauge: return "gauge";
-    case Type::kHistogram: return "histogram";
-  }
-  return "?";
-}
 
 }  // namespace
 
@@ -305,5 +297,14 @@ std::vector<SeriesView> Shard::series(FamilyId family) const {
 }
 
 uint64_t Shard::overflowed(FamilyId family) const { return families_.at(family)->overflowed(); }
+
+const char* typeName(Type type) {
+  switch (type) {
+    case Type::kCounter: return "counter";
+    case Type::kGauge: return "gauge";
+    case Type::kHistogram: return "histogram";
+  }
+  return "untyped";
+}
 
 }  // namespace spindle::metrics

@@ -24,6 +24,8 @@
 namespace spindle::metrics {
 
 enum class Type : uint8_t { kCounter, kGauge, kHistogram };
+// As the text format names it.
+const char* typeName(Type type);
 
 // The value of every label of a family's overflow series.
 inline constexpr std::string_view kOverflowLabelValue = "__overflow__";

@@ -10,15 +10,6 @@
 namespace spindle::metrics {
 namespace {
 
-const char* typeName(Type type) {
-  switch (type) {
-    case Type::kCounter: return "counter";
-    case Type::kGauge: return "gauge";
-    case Type::kHistogram: return "histogram";
-  }
-  return "untyped";
-}
-
 // `{a="x",b="y"` without the closing brace, so that a histogram can add its le; nothing when
 // there are no labels at all.
 void appendLabels(std::string& out, const std::vector<std::string>& names,

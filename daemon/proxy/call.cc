@@ -61,12 +61,12 @@ void Call::reportHealth(bool failed) {
 void Call::onRequestData(const uint8_t* data, size_t length) {
   request_body_.append(data, length);
   request_received_ += length;
-  if (upstream_ != nullptr) upstream_->resumeRequest(upstream_stream_);
+  if (upstream_ != nullptr) upstream_->resume(upstream_stream_);
 }
 
 void Call::onRequestEnd() {
   request_ended_ = true;
-  if (upstream_ != nullptr) upstream_->resumeRequest(upstream_stream_);
+  if (upstream_ != nullptr) upstream_->resume(upstream_stream_);
 }
 
 bool Call::canRetry() const {
@@ -123,7 +123,7 @@ void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
 
 void Call::releaseUpstreamWindow() {
   if (upstream_ != nullptr && response_unconsumed_ > 0) {
-    upstream_->consumeResponse(upstream_stream_, response_unconsumed_);
+    upstream_->consume(upstream_stream_, response_unconsumed_);
   }
   response_unconsumed_ = 0;
 }
@@ -144,7 +144,7 @@ size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
   // byte even when a retry reads them again.
   if (request_read_ > request_consumed_) {
     if (downstream_ != nullptr) {
-      downstream_->consumeRequest(downstream_stream_, request_read_ - request_consumed_);
+      downstream_->consume(downstream_stream_, request_read_ - request_consumed_);
     }
     request_consumed_ = request_read_;
   }
@@ -184,12 +184,12 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
 void Call::onResponseData(const uint8_t* data, size_t length) {
   if (downstream_ == nullptr) {
     // Nobody to pass it to: drop it and give the window back at once.
-    if (upstream_ != nullptr) upstream_->consumeResponse(upstream_stream_, length);
+    if (upstream_ != nullptr) upstream_->consume(upstream_stream_, length);
     return;
   }
   response_body_.append(data, length);
   response_unconsumed_ += length;
-  downstream_->resumeResponse(downstream_stream_);
+  downstream_->resume(downstream_stream_);
 }
 
 void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
@@ -198,18 +198,18 @@ void Call::onResponseTrailers(h2::HeaderBlock&& trailers) {
   response_trailers_ = std::move(trailers);
   response_has_trailers_ = true;
   response_ended_ = true;
-  if (downstream_ != nullptr) downstream_->resumeResponse(downstream_stream_);
+  if (downstream_ != nullptr) downstream_->resume(downstream_stream_);
 }
 
 void Call::onResponseEnd() {
   response_ended_ = true;
-  if (downstream_ != nullptr) downstream_->resumeResponse(downstream_stream_);
+  if (downstream_ != nullptr) downstream_->resume(downstream_stream_);
 }
 
 size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow) {
   const size_t n = response_body_.read(buffer, length);
   if (n > 0 && upstream_ != nullptr) {
-    upstream_->consumeResponse(upstream_stream_, n);
+    upstream_->consume(upstream_stream_, n);
     response_unconsumed_ -= n;
   }
   if (response_ended_ && response_body_.readable() == 0) {
@@ -262,7 +262,7 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
                                        worker_.services.name(service_index_)));
     response_has_trailers_ = true;
     response_ended_ = true;
-    downstream_->resumeResponse(downstream_stream_);
+    downstream_->resume(downstream_stream_);
     return;
   }
   // The endpoint reset the stream: the app sees the reset with the endpoint's meaning.
@@ -291,7 +291,7 @@ void Call::onDownstreamClosed(uint32_t error_code) {
       std::chrono::duration<double>(EventClock::now() - started_).count());
   // Request bytes the app sent that never went upstream still hold its connection window.
   if (downstream_ != nullptr && request_received_ > request_consumed_) {
-    downstream_->consumeRequest(downstream_stream_, request_received_ - request_consumed_);
+    downstream_->consume(downstream_stream_, request_received_ - request_consumed_);
     request_consumed_ = request_received_;
   }
   downstream_ = nullptr;

@@ -111,16 +111,6 @@ void H2Downstream::submitTrailers(int32_t stream_id, const h2::HeaderBlock& trai
   markDirty();
 }
 
-void H2Downstream::resumeResponse(int32_t stream_id) {
-  session_->resume(stream_id);
-  markDirty();
-}
-
-void H2Downstream::consumeRequest(int32_t stream_id, size_t length) {
-  session_->consume(stream_id, length);
-  markDirty();
-}
-
 void H2Downstream::resetStream(int32_t stream_id, uint32_t error_code) {
   session_->resetStream(stream_id, error_code);
   markDirty();

@@ -26,8 +26,6 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   const std::string& source() const { return *source_; }
   void submitResponse(int32_t stream_id, const h2::HeaderBlock& headers, bool has_body);
   void submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers);
-  void resumeResponse(int32_t stream_id);
-  void consumeRequest(int32_t stream_id, size_t length);
   void resetStream(int32_t stream_id, uint32_t error_code);
   // Ends the call with a gRPC error as a trailers-only response.
   void failCall(int32_t stream_id, std::string_view grpc_status, const std::string& message);

@@ -182,6 +182,16 @@ void H2Connection::markDirty() {
   worker_.connections.markDirty(this);
 }
 
+void H2Connection::resume(int32_t stream_id) {
+  session_->resume(stream_id);
+  markDirty();
+}
+
+void H2Connection::consume(int32_t stream_id, size_t length) {
+  session_->consume(stream_id, length);
+  markDirty();
+}
+
 void H2Connection::flush() {
   dirty_ = false;
   if (closed_notified_ || sending_ || !fd_.valid() || !connected_) return;

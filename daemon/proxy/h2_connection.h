@@ -30,6 +30,10 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
 
   // Produces and sends what the session has (after a batch of completions).
   void flush();
+  // A stream's data provider has more to send (after it deferred).
+  void resume(int32_t stream_id);
+  // The other side took `length` bytes of what the stream received: its window reopens.
+  void consume(int32_t stream_id, size_t length);
   bool closing() const { return closing_; }
   void abort() override {
     linger_ok_ = false;  // the process is exiting: no time to wait for the peer

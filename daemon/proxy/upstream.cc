@@ -105,16 +105,6 @@ void Upstream::cancel(int32_t stream_id, uint32_t error_code) {
   markDirty();
 }
 
-void Upstream::resumeRequest(int32_t stream_id) {
-  session_->resume(stream_id);
-  markDirty();
-}
-
-void Upstream::consumeResponse(int32_t stream_id, size_t length) {
-  session_->consume(stream_id, length);
-  markDirty();
-}
-
 Call* Upstream::callOf(int32_t stream_id) const {
   Call* const* call = streams_.find(stream_id);
   return call == nullptr ? nullptr : *call;

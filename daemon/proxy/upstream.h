@@ -30,8 +30,6 @@ class Upstream final : public H2Connection, private h2::Listener {
   void detach(Call& call, int32_t stream_id);
   // Resets the call's stream (the app cancelled).
   void cancel(int32_t stream_id, uint32_t error_code);
-  void resumeRequest(int32_t stream_id);
-  void consumeResponse(int32_t stream_id, size_t length);
 
   // The endpoint left the service: no new calls; close once the last call finished.
   void drain();
