@@ -30,7 +30,7 @@ namespace spindle::h2 {
 
 enum class Role { kServer, kClient };
 
-// What the proxy advertises and enforces; defaults are those of design.md.
+// What the proxy advertises and enforces; docs/architecture.md lists the defaults.
 struct Settings {
   uint32_t max_concurrent_streams = 100;
   uint32_t stream_window = 64 * 1024;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""spindle's integration suite: real processes in network namespaces (see docs/testing.md).
+"""spindle's integration suite: real processes in network namespaces (see tests/sim/README.md).
 
     /usr/bin/python3 tests/integration/run.py [FILTER...]
 

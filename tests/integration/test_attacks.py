@@ -39,7 +39,7 @@ LIMITS = {
     "max_control_frames": 1000,
 }
 MIB = 1024 * 1024
-# What one attacking connection may make spindle hold, by the limits (design.md): the
+# What one attacking connection may make spindle hold, by the limits (docs/architecture.md): the
 # downstream connection window (1 MiB) of request bodies, the outbound queue (256 KiB), a
 # header block per stream up to the hard cap (100 x 64 KiB), and responses held for a peer
 # that does not read, up to the upstream connection window (8 MiB). Attacks run one at a

@@ -133,7 +133,7 @@ class RedirectVariantsTest(NodeTestCase):
     needs_spindle = True
 
     def test_ipv4_only_proxy_takes_v4_mapped_dials_and_leaves_ipv6_alone(self):
-        # design.md: without an IPv6 proxy address, v4-mapped connects go to the v4-mapped
+        # Without an IPv6 proxy address, v4-mapped connects go to the v4-mapped
         # IPv4 proxy; IPv6 destinations are left alone and counted (no_proxy_family).
         sp = self.start_spindle(self.spindle_config(listen=[f"{self.node.addr4}:{PROXY_PORT}"]))
         self.assertVia(self.dial("peer", VIP4), self.node.addr4)
