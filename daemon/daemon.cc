@@ -88,10 +88,12 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   if (!(running.proxy.listen == next.proxy.listen)) warn("proxy.listen");
   if (running.proxy.workers != next.proxy.workers) warn("proxy.workers");
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
+  if (running.admin.socket != next.admin.socket) warn("admin.socket");
   if (!(running.limits == next.limits)) warn("limits");
   if (running.redirect.cgroup != next.redirect.cgroup ||
       running.redirect.host_netns != next.redirect.host_netns ||
-      running.redirect.heartbeat_timeout != next.redirect.heartbeat_timeout) {
+      running.redirect.heartbeat_timeout != next.redirect.heartbeat_timeout ||
+      running.redirect.pin_path != next.redirect.pin_path) {
     warn("redirect");
   }
 }

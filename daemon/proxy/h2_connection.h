@@ -8,7 +8,6 @@
 #include <memory>
 #include <string>
 
-#include "config/config.h"
 #include "h2/session.h"
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"

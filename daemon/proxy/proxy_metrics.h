@@ -35,8 +35,10 @@ class WorkerMetrics {
   enum class Protocol { kH2, kPassthrough, kRejected };
   void connectionOpened(Protocol protocol);
   void connectionClosed(Protocol protocol);
-  // grpc_status: "0".."16", or "reset" when the stream ended without a status. source: the
-  // calling Pod (its UID, or its cgroup path off Kubernetes).
+  // grpc_status: "0".."16", "other" for a status outside that range, "reset" when the stream
+  // was reset without a status, "none" when it ended cleanly without one. endpoint: "none"
+  // when the call never reached one. source: the calling Pod (its UID, or its cgroup path off
+  // Kubernetes).
   void callEnded(std::string_view service, std::string_view endpoint, std::string_view grpc_status,
                  std::string_view source, double seconds);
   void retried(std::string_view service, std::string_view reason);

@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "config/config.h"
 #include "net/address.h"
 #include "spindle/bpf_abi.h"
 #include "util/result.h"

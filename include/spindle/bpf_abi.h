@@ -69,7 +69,7 @@ enum spindle_reason {
 	SPINDLE_REASON_OWN_SOCKET = 3,      /* socket carries spindle's mark */
 	SPINDLE_REASON_PROXY_NOT_ALIVE = 4, /* heartbeat stale or no proxy configured */
 	SPINDLE_REASON_MAP_FULL = 5,        /* could not record the original destination */
-	SPINDLE_REASON_NO_PROXY_FAMILY = 6, /* IPv6 destination and no IPv6 proxy address */
+	SPINDLE_REASON_NO_PROXY_FAMILY = 6, /* no proxy address of the destination's family */
 	SPINDLE_REASON_COUNT = 7,
 };
 
