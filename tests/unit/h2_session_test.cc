@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "h2/headers.h"
+#include "h2_wire.h"
 
 namespace spindle::h2 {
 
@@ -34,6 +35,8 @@ namespace spindle::h2 {
 }
 
 namespace {
+
+using namespace wire;  // the frames these tests write and read
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
@@ -104,66 +107,6 @@ std::string base64(const std::string& in) {
 }
 
 // --- Frames on the wire ---------------------------------------------------------------------
-
-constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-struct Frame {
-  uint8_t type = 0;
-  uint8_t flags = 0;
-  int32_t stream_id = 0;
-  std::string payload;
-
-  // RST_STREAM's code, or GOAWAY's.
-  uint32_t errorCode() const {
-    const size_t at = type == NGHTTP2_GOAWAY ? 4 : 0;
-    return readU32(at);
-  }
-  int32_t goawayLastStreamId() const { return static_cast<int32_t>(readU32(0) & 0x7fffffffu); }
-  uint32_t readU32(size_t at) const {
-    if (payload.size() < at + 4) return 0xffffffffu;
-    uint32_t v = 0;
-    for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(payload[at + i]);
-    return v;
-  }
-};
-
-// Splits what a session produced into frames (a client's output starts with the preface).
-std::vector<Frame> parseFrames(std::string_view bytes) {
-  if (bytes.substr(0, kClientPreface.size()) == kClientPreface) {
-    bytes.remove_prefix(kClientPreface.size());
-  }
-  std::vector<Frame> frames;
-  while (bytes.size() >= 9) {
-    const size_t length = (size_t{static_cast<uint8_t>(bytes[0])} << 16) |
-                          (size_t{static_cast<uint8_t>(bytes[1])} << 8) |
-                          size_t{static_cast<uint8_t>(bytes[2])};
-    Frame frame;
-    frame.type = static_cast<uint8_t>(bytes[3]);
-    frame.flags = static_cast<uint8_t>(bytes[4]);
-    uint32_t id = 0;
-    for (size_t i = 5; i < 9; ++i) id = (id << 8) | static_cast<uint8_t>(bytes[i]);
-    frame.stream_id = static_cast<int32_t>(id & 0x7fffffffu);
-    if (bytes.size() < 9 + length) break;
-    frame.payload = std::string(bytes.substr(9, length));
-    frames.push_back(std::move(frame));
-    bytes.remove_prefix(9 + length);
-  }
-  return frames;
-}
-
-std::string encodeFrame(uint8_t type, uint8_t flags, int32_t stream_id, std::string_view payload) {
-  std::string out;
-  const size_t length = payload.size();
-  out += static_cast<char>((length >> 16) & 0xff);
-  out += static_cast<char>((length >> 8) & 0xff);
-  out += static_cast<char>(length & 0xff);
-  out += static_cast<char>(type);
-  out += static_cast<char>(flags);
-  const auto id = static_cast<uint32_t>(stream_id);
-  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((id >> shift) & 0xff);
-  out += payload;
-  return out;
-}
 
 // One end of a connection written by hand, for what nghttp2 would never send. Header blocks
 // go through one HPACK deflater, as the connection's only encoder in that direction.
@@ -400,14 +343,6 @@ struct Pair {
   std::vector<std::string> server_errors;
   std::vector<std::string> client_errors;
 };
-
-std::vector<Frame> framesOfType(const std::string& bytes, uint8_t type) {
-  std::vector<Frame> out;
-  for (Frame& f : parseFrames(bytes)) {
-    if (f.type == type) out.push_back(std::move(f));
-  }
-  return out;
-}
 
 // --- Header blocks --------------------------------------------------------------------------
 
@@ -1283,21 +1218,8 @@ TEST(H2Session, Receive_BadFrameAfterPrefaceQueuesGoawayAndEndsTheSession) {
 
 // --- Abuse: each rule ends only the offending connection, with a GOAWAY ---------------------
 
-std::string u32(uint32_t v) {
-  std::string out;
-  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
-  return out;
-}
-
 std::string rstStream(int32_t stream_id, uint32_t code) {
   return encodeFrame(NGHTTP2_RST_STREAM, 0, stream_id, u32(code));
-}
-std::string ping(uint64_t n) {
-  return encodeFrame(NGHTTP2_PING, 0, 0, u32(static_cast<uint32_t>(n >> 32)) +
-                                             u32(static_cast<uint32_t>(n)));
-}
-std::string windowUpdate(int32_t stream_id, uint32_t increment) {
-  return encodeFrame(NGHTTP2_WINDOW_UPDATE, 0, stream_id, u32(increment));
 }
 std::string priority(int32_t stream_id) {
   return encodeFrame(NGHTTP2_PRIORITY, 0, stream_id, u32(0) + std::string(1, '\x10'));
@@ -1346,16 +1268,6 @@ Settings withBudgets(uint32_t premature_resets, uint32_t glitches, uint32_t cont
 }
 
 // --- A server before its nghttp2 session ----------------------------------------------------
-
-std::string settingsWith(std::initializer_list<std::pair<uint16_t, uint32_t>> entries) {
-  std::string payload;
-  for (const auto& [id, value] : entries) {
-    payload += static_cast<char>(id >> 8);
-    payload += static_cast<char>(id & 0xff);
-    payload += u32(value);
-  }
-  return encodeFrame(NGHTTP2_SETTINGS, 0, 0, payload);
-}
 
 // The handshake, and the frames of a connection that stays idle, are answered with no nghttp2
 // session (it is ~12 KiB): by hand, as nghttp2 would.
