@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace spindle::h2 {
 
@@ -253,9 +254,10 @@ struct Callbacks {
     return callbacks;
   }
 
+  // nullptr when out of memory.
   static nghttp2_option* options(Role role, const Settings& settings) {
     nghttp2_option* option = nullptr;
-    nghttp2_option_new(&option);
+    if (nghttp2_option_new(&option) != 0) return nullptr;
     // Window is given back only once the other side has taken the bytes.
     nghttp2_option_set_no_auto_window_update(option, 1);
     if (role == Role::kClient) {
@@ -279,33 +281,45 @@ struct Callbacks {
     return option;
   }
 
-  // A session with our SETTINGS and connection window queued; nullptr when out of memory.
-  static nghttp2_session* make(Role role, const Settings& settings, Session* owner) {
+  // A session with our SETTINGS and connection window queued, or why nghttp2 could not make
+  // one (it is out of memory).
+  static Result<nghttp2_session*> make(Role role, Session& owner) {
+    nghttp2_option* option = options(role, owner.settings_);
+    if (option == nullptr) return failed(NGHTTP2_ERR_NOMEM);
     nghttp2_session* session = nullptr;
-    nghttp2_option* option = options(role, settings);
-    const int rc = role == Role::kServer
-                       ? nghttp2_session_server_new2(&session, table(), owner, option)
-                       : nghttp2_session_client_new2(&session, table(), owner, option);
+    int rc = role == Role::kServer
+                 ? nghttp2_session_server_new3(&session, table(), &owner, option, owner.mem_)
+                 : nghttp2_session_client_new3(&session, table(), &owner, option, owner.mem_);
     nghttp2_option_del(option);
-    if (rc != 0) return nullptr;
-    nghttp2_settings_entry entries[kMaxLocalSettings];
-    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries,
-                            localSettings(role, settings, entries));
-    nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
-                                          static_cast<int32_t>(settings.connection_window));
-    return session;
+    if (rc == 0) {
+      nghttp2_settings_entry entries[kMaxLocalSettings];
+      rc = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries,
+                                   localSettings(role, owner.settings_, entries));
+    }
+    if (rc == 0) {
+      rc = nghttp2_session_set_local_window_size(
+          session, NGHTTP2_FLAG_NONE, 0, static_cast<int32_t>(owner.settings_.connection_window));
+    }
+    if (rc == 0) return session;
+    nghttp2_session_del(session);
+    return failed(rc);
+  }
+
+  static Error failed(int rc) {
+    return makeError(fmt::format("no HTTP/2 session: {}", nghttp2_strerror(rc)));
   }
 };
 
-std::unique_ptr<Session> Session::create(Role role, const Settings& settings,
-                                         Listener& listener) {
-  std::unique_ptr<Session> s(new Session(settings, listener));
+Result<std::unique_ptr<Session>> Session::create(Role role, const Settings& settings,
+                                                 Listener& listener, nghttp2_mem* mem) {
+  std::unique_ptr<Session> s(new Session(settings, listener, mem));
   if (role == Role::kServer) {
     s->early_.start(settings);  // the nghttp2 session comes later
     return s;
   }
-  s->session_ = Callbacks::make(role, settings, s.get());
-  if (s->session_ == nullptr) return nullptr;
+  Result<nghttp2_session*> session = Callbacks::make(role, *s);
+  if (!session) return makeError(session.error());
+  s->session_ = *session;
   return s;
 }
 
@@ -461,7 +475,8 @@ uint32_t Session::remoteMaxConcurrentStreams() const {
 }
 
 Status Session::startSession() {
-  session_ = Callbacks::make(Role::kServer, settings_, this);
+  Result<nghttp2_session*> made = Callbacks::make(Role::kServer, *this);
+  if (made) session_ = *made;
   // What the new session queued first, we sent already: it must be what we wrote.
   std::string queued;
   if (session_ != nullptr) {
@@ -485,11 +500,19 @@ Status Session::startSession() {
     }
   }
   if (ok) return {};
-  // Only a bug of ours or an allocation failure gets here: not the peer's fault.
+  // Only an allocation failure or a bug of ours gets here: not the peer's fault. The
+  // connection ends, and the process goes on.
   nghttp2_session_del(session_);
   session_ = nullptr;
   early_.goaway(NGHTTP2_INTERNAL_ERROR);
-  return makeError("could not start the HTTP/2 session");
+  Status error = made ? makeError("no HTTP/2 session: it could not take over the early frames")
+                      : makeError(made.error());
+  static thread_local RateLimit log_limit{std::chrono::seconds(1)};  // one per worker
+  uint64_t suppressed = 0;
+  if (log_limit.allow(&suppressed)) {
+    log::warn("closing an HTTP/2 connection: {} ({} more not logged)", error.error(), suppressed);
+  }
+  return error;
 }
 
 }  // namespace spindle::h2

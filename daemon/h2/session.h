@@ -99,7 +99,11 @@ class Listener {
 
 class Session {
  public:
-  static std::unique_ptr<Session> create(Role role, const Settings& settings, Listener& listener);
+  // An error when nghttp2 cannot make its session (out of memory). A server makes its session
+  // later: if that fails, receive() returns an error, with a GOAWAY INTERNAL_ERROR to send.
+  // `mem`: the allocator nghttp2 uses, which must outlive the session; nullptr is malloc's.
+  static Result<std::unique_ptr<Session>> create(Role role, const Settings& settings,
+                                                 Listener& listener, nghttp2_mem* mem = nullptr);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -146,9 +150,10 @@ class Session {
   friend struct Callbacks;
   using Clock = std::chrono::steady_clock;
 
-  Session(const Settings& settings, Listener& listener)
+  Session(const Settings& settings, Listener& listener, nghttp2_mem* mem)
       : settings_(settings),
         listener_(listener),
+        mem_(mem),
         budgets_(settings.max_glitches, settings.max_control_frames),
         created_(EventClock::now()) {}
   // Records the violation and queues the GOAWAY that ends the connection.
@@ -165,6 +170,7 @@ class Session {
   Settings settings_;
   Violation violation_ = Violation::kNone;
   Listener& listener_;
+  nghttp2_mem* mem_;  // for nghttp2 (create()); nullptr: malloc
   nghttp2_session* session_ = nullptr;
   HeaderBlock pending_headers_;  // the block being received (one at a time per connection)
   int32_t pending_stream_ = 0;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -281,14 +282,22 @@ class Recorder final : public Listener {
 
 // --- Two sessions back to back --------------------------------------------------------------
 
+// Session::create, which fails only when nghttp2 is out of memory: the failure says why, and
+// value() then throws, which ends the test.
+std::unique_ptr<Session> createSession(Role role, const Settings& settings, Listener& listener) {
+  auto session = Session::create(role, settings, listener);
+  if (!session) ADD_FAILURE() << session.error();
+  return std::move(session).value();
+}
+
 constexpr size_t kProduceLimit = 64 * 1024;
 
 struct Pair {
   explicit Pair(Settings client_settings = upstreamSettings(),
                 Settings server_settings = downstreamSettings())
       : client_events("client"), server_events("server") {
-    client = Session::create(Role::kClient, client_settings, client_events);
-    server = Session::create(Role::kServer, server_settings, server_events);
+    client = createSession(Role::kClient, client_settings, client_events);
+    server = createSession(Role::kServer, server_settings, server_events);
     client_events.attach(*client);
     server_events.attach(*server);
   }
@@ -469,7 +478,7 @@ TEST(H2Session, Response_TrailersOnlyArrivesAsResponseWithEndStream) {
 // response (nghttp2 files a HEADERS after a 1xx under NGHTTP2_HCAT_HEADERS, not _RESPONSE).
 TEST(H2Session, Response_FinalResponseAfterInformationalArrivesAsResponse) {
   Recorder events("client");
-  auto client = Session::create(Role::kClient, upstreamSettings(), events);
+  auto client = createSession(Role::kClient, upstreamSettings(), events);
   events.attach(*client);
   const int32_t id = client->submitRequest(blockOf(grpcRequest()), false);
   ASSERT_EQ(id, 1);
@@ -501,7 +510,7 @@ TEST(H2Session, Response_FinalResponseAfterInformationalArrivesAsResponse) {
 // never reach the listener (nghttp2 resets the stream with PROTOCOL_ERROR).
 TEST(H2Session, Response_TrailersWithPseudoHeaderResetTheStream) {
   Recorder events("client");
-  auto client = Session::create(Role::kClient, upstreamSettings(), events);
+  auto client = createSession(Role::kClient, upstreamSettings(), events);
   events.attach(*client);
   const int32_t id = client->submitRequest(blockOf(grpcRequest()), false);
   std::string out;
@@ -1148,7 +1157,7 @@ TEST(H2Session, Settings_StreamsBeyondLimitAfterAckEndTheConnection) {
   Settings server_settings = downstreamSettings();
   server_settings.max_concurrent_streams = 2;
   Recorder events("server");
-  auto server = Session::create(Role::kServer, server_settings, events);
+  auto server = createSession(Role::kServer, server_settings, events);
   events.attach(*server);
   std::string server_settings_bytes;
   server->produce(server_settings_bytes, kProduceLimit);
@@ -1178,7 +1187,7 @@ TEST(H2Session, Settings_StreamsBeyondLimitAfterAckEndTheConnection) {
 
 TEST(H2Session, Receive_GarbageInsteadOfPrefaceFailsAndQueuesGoaway) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   const std::string garbage = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
   Status status = server->receive(reinterpret_cast<const uint8_t*>(garbage.data()), garbage.size());
@@ -1200,7 +1209,7 @@ TEST(H2Session, Receive_GarbageInsteadOfPrefaceFailsAndQueuesGoaway) {
 // which is how the connection learns to close.
 TEST(H2Session, Receive_BadFrameAfterPrefaceQueuesGoawayAndEndsTheSession) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   const std::string bytes = std::string(kClientPreface) + RawPeer::settings() +
                             RawPeer::data(0, "stream zero", false);  // DATA on stream 0
@@ -1228,7 +1237,7 @@ std::string priority(int32_t stream_id) {
 // A server Session fed by a hand-written client.
 struct RawClient {
   explicit RawClient(Settings settings = downstreamSettings()) : events("server") {
-    server = Session::create(Role::kServer, settings, events);
+    server = createSession(Role::kServer, settings, events);
     events.attach(*server);
     feed(std::string(kClientPreface) + RawPeer::settings() + RawPeer::settingsAck());
     EXPECT_TRUE(errors.empty());
@@ -1273,7 +1282,7 @@ Settings withBudgets(uint32_t premature_resets, uint32_t glitches, uint32_t cont
 // session (it is ~12 KiB): by hand, as nghttp2 would.
 TEST(H2Session, Early_HandshakeAndIdleFramesAreAnsweredWithoutASession) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   std::string out;
   server->produce(out, kProduceLimit);
@@ -1331,7 +1340,7 @@ TEST(H2Session, Early_WhatWasAgreedHoldsOnceTheSessionStarts) {
 TEST(H2Session, Early_WhatIsNotPlainIsLeftToTheSession) {
   {
     Recorder events("server");
-    auto server = Session::create(Role::kServer, downstreamSettings(), events);
+    auto server = createSession(Role::kServer, downstreamSettings(), events);
     events.attach(*server);
     const std::string hello = std::string(kClientPreface) + settingsWith({{3, 50}}) + ping(7);
     for (char byte : hello) {
@@ -1606,7 +1615,7 @@ TEST(H2Session, Abuse_AServerPeerIsHeldToTheSameRules) {
   Settings settings = upstreamSettings();
   settings.max_control_frames = 50;
   Recorder events("client");
-  auto client = Session::create(Role::kClient, settings, events);
+  auto client = createSession(Role::kClient, settings, events);
   events.attach(*client);
   std::string out;
   client->produce(out, kProduceLimit);
@@ -1626,7 +1635,7 @@ TEST(H2Session, Abuse_HeadersOverdueCoversThePrefaceAndAnUnfinishedBlock) {
   using std::chrono::seconds;
   const auto now = std::chrono::steady_clock::now();
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   // Nothing yet: late only once the timeout passed.
   EXPECT_FALSE(server->headersOverdue(now, seconds(10)));
@@ -1691,6 +1700,152 @@ TEST(H2Session, Abuse_WindowUpdatesThatAnswerOurDataAreNotAFlood) {
   EXPECT_TRUE(c.errors.empty());
   EXPECT_EQ(c.server->violation(), Violation::kNone);
   EXPECT_EQ(c.goawayCode(), std::nullopt);
+}
+
+
+// --- nghttp2 out of memory: the connection fails, the process goes on ----------------------
+
+// An allocator for nghttp2 that runs out: the first `budget` allocations succeed, none after.
+class ScarceMemory {
+ public:
+  explicit ScarceMemory(size_t budget) : left_(budget) {}
+  ScarceMemory(const ScarceMemory&) = delete;
+  ScarceMemory& operator=(const ScarceMemory&) = delete;
+
+  nghttp2_mem* mem() { return &mem_; }
+  bool ranOut() const { return ran_out_; }
+
+ private:
+  static ScarceMemory& self(void* user_data) { return *static_cast<ScarceMemory*>(user_data); }
+  bool take() {
+    ran_out_ = ran_out_ || left_ == 0;
+    if (ran_out_) return false;
+    --left_;
+    return true;
+  }
+  static void* allocate(size_t size, void* user_data) {
+    return self(user_data).take() ? std::malloc(size) : nullptr;
+  }
+  static void release(void* pointer, void* /*user_data*/) { std::free(pointer); }
+  static void* allocateZeroed(size_t count, size_t size, void* user_data) {
+    return self(user_data).take() ? std::calloc(count, size) : nullptr;
+  }
+  static void* reallocate(void* pointer, size_t size, void* user_data) {
+    return self(user_data).take() ? std::realloc(pointer, size) : nullptr;
+  }
+
+  size_t left_;
+  bool ran_out_ = false;
+  nghttp2_mem mem_{this, allocate, release, allocateZeroed, reallocate};
+};
+
+TEST(H2Session, OutOfMemory_ClientCreateFailsWithAMessage) {
+  ScarceMemory memory(0);
+  Recorder events("client");
+  auto client = Session::create(Role::kClient, upstreamSettings(), events, memory.mem());
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.error(), "no HTTP/2 session: Out of memory");
+}
+
+// Runs `attempt` with an allocator that runs out after 0, 1, 2... allocations until one is
+// enough (attempt returns true); returns how many were not.
+template <typename Attempt>
+size_t failuresUntilEnough(Attempt attempt) {
+  for (size_t budget = 0; budget < 1000; ++budget) {
+    SCOPED_TRACE(testing::Message() << "allocations allowed: " << budget);
+    ScarceMemory memory(budget);
+    if (attempt(memory)) return budget;
+  }
+  ADD_FAILURE() << "1000 allocations were never enough";
+  return 1000;
+}
+
+// Each allocation that making a client session needs can fail: create() then reports it and
+// leaves nothing behind (the sanitizer build checks for leaks), until there is enough.
+TEST(H2Session, OutOfMemory_ClientCreateFailsCleanlyAtEveryAllocation) {
+  const size_t failures = failuresUntilEnough([](ScarceMemory& memory) {
+    Recorder events("client");
+    auto client = Session::create(Role::kClient, upstreamSettings(), events, memory.mem());
+    if (!client) {
+      EXPECT_TRUE(memory.ranOut());
+      return false;
+    }
+    // Enough: the session sends its preface and SETTINGS as usual.
+    std::string out;
+    (*client)->produce(out, kProduceLimit);
+    EXPECT_EQ(framesOfType(out, NGHTTP2_SETTINGS).size(), 1u);
+    return true;
+  });
+  EXPECT_GE(failures, 2u);  // the session itself, then what it queues first
+}
+
+// A server makes its nghttp2 session at the first HEADERS: when that fails, the connection
+// ends with GOAWAY INTERNAL_ERROR. It is not the peer's doing: no violation is counted.
+TEST(H2Session, OutOfMemory_ServerThatCannotStartItsSessionSendsGoawayInternalError) {
+  ScarceMemory memory(0);
+  Recorder events("server");
+  auto created = Session::create(Role::kServer, downstreamSettings(), events, memory.mem());
+  ASSERT_TRUE(created.ok());  // nghttp2 is not needed yet
+  std::unique_ptr<Session> server = std::move(*created);
+  events.attach(*server);
+  const std::string hello = std::string(kClientPreface) + RawPeer::settings() + ping(1);
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+  std::string out;
+  server->produce(out, kProduceLimit);
+  EXPECT_EQ(framesOfType(out, NGHTTP2_PING).size(), 1u);  // answered without nghttp2
+
+  RawPeer peer;
+  const std::string request = peer.headers(1, grpcRequest(), true);
+  Status status = server->receive(reinterpret_cast<const uint8_t*>(request.data()), request.size());
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error(), "no HTTP/2 session: Out of memory");
+  EXPECT_FALSE(server->started());
+  EXPECT_EQ(server->violation(), Violation::kNone);
+  EXPECT_TRUE(events.begun.empty());
+  EXPECT_FALSE(server->wantsToRead());
+  out.clear();
+  server->produce(out, kProduceLimit);
+  const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].errorCode(), uint32_t{NGHTTP2_INTERNAL_ERROR});
+  EXPECT_EQ(goaways[0].goawayLastStreamId(), 0);
+  EXPECT_FALSE(server->wantsToWrite());
+  // What the peer still sends is dropped.
+  EXPECT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(request.data()), request.size()));
+  EXPECT_TRUE(events.begun.empty());
+}
+
+// Whichever allocation of the late start fails (the session, what it queues first, the replay
+// of what was agreed), the connection ends with GOAWAY INTERNAL_ERROR and nothing leaks.
+TEST(H2Session, OutOfMemory_ServerStartFailsCleanlyAtEveryAllocation) {
+  size_t start_failures = 0;
+  failuresUntilEnough([&](ScarceMemory& memory) {
+    Recorder events("server");
+    auto created = Session::create(Role::kServer, downstreamSettings(), events, memory.mem());
+    EXPECT_TRUE(created.ok());  // nghttp2 is not needed yet
+    std::unique_ptr<Session> server = std::move(created).value();
+    events.attach(*server);
+    RawPeer peer;
+    const std::string bytes = std::string(kClientPreface) +
+                              settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}}) +
+                              RawPeer::settingsAck() + windowUpdate(0, 1000) +
+                              peer.headers(1, grpcRequest(), true);
+    Status status = server->receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    // Started: what fails from here on is nghttp2's to report, as with any frame it reads.
+    if (server->started()) return events.begun == std::vector<int32_t>{1};
+    ++start_failures;
+    EXPECT_FALSE(status.ok());
+    EXPECT_EQ(server->violation(), Violation::kNone);
+    std::string out;
+    server->produce(out, kProduceLimit);
+    const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+    EXPECT_EQ(goaways.size(), 1u);
+    for (const Frame& goaway : goaways) {
+      EXPECT_EQ(goaway.errorCode(), uint32_t{NGHTTP2_INTERNAL_ERROR});
+    }
+    return false;
+  });
+  EXPECT_GE(start_failures, 3u);  // the session, what it queues first, the replay
 }
 
 }  // namespace
