@@ -14,9 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const fuzz::Mode mode = fuzz::Mode::of(data[0]);
   const h2::Settings settings = h2::upstreamSettings();
   fuzz::Peer peer(h2::Role::kClient, settings);
-  auto session = h2::Session::create(h2::Role::kClient, settings, peer);
-  FUZZ_REQUIRE(session != nullptr);
-  peer.attach(session.get());
+  auto session = fuzz::makeSession(h2::Role::kClient, settings, peer);
+  if (session == nullptr) return 0;
   peer.submitRequests(3);
   std::string out;
   session->produce(out, 64 * 1024);  // preface, SETTINGS and the requests go out first

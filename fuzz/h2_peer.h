@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -185,6 +186,19 @@ class Peer final : public h2::Listener {
   std::set<int32_t> deferred_;
   std::vector<std::pair<int32_t, size_t>> unconsumed_;
 };
+
+// The session under test, attached to `peer`; nullptr, said on stderr, when nghttp2 is out
+// of memory, which is no finding of the input's.
+inline std::unique_ptr<h2::Session> makeSession(h2::Role role, const h2::Settings& settings,
+                                                Peer& peer) {
+  auto session = h2::Session::create(role, settings, peer);
+  if (!session) {
+    std::fprintf(stderr, "h2 fuzz: %s\n", session.error().c_str());
+    return nullptr;
+  }
+  peer.attach(session->get());
+  return std::move(*session);
+}
 
 // Feeds `data` to the session as the mode says, sending what it answers in between. Stops at
 // the first error, as the proxy closes the connection then.

@@ -14,9 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const fuzz::Mode mode = fuzz::Mode::of(data[0]);
   const h2::Settings settings = h2::downstreamSettings();
   fuzz::Peer peer(h2::Role::kServer, settings);
-  auto session = h2::Session::create(h2::Role::kServer, settings, peer);
-  FUZZ_REQUIRE(session != nullptr);
-  peer.attach(session.get());
+  auto session = fuzz::makeSession(h2::Role::kServer, settings, peer);
+  if (session == nullptr) return 0;
 
   std::string prefix;
   if (mode.preface) {

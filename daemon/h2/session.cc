@@ -2,13 +2,16 @@
 
 #include <fmt/core.h>
 
-#include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace spindle::h2 {
+
+// An idle server connection is mostly its Session (its nghttp2 session comes with the first
+// call): keep it from growing unnoticed.
+static_assert(sizeof(Session) <= 384);
 
 Settings downstreamSettings() { return Settings{}; }
 
@@ -30,85 +33,6 @@ uint32_t goawayCode(Violation violation) {
                                                 : NGHTTP2_ENHANCE_YOUR_CALM;
 }
 
-constexpr std::string_view kClientMagic{NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN};
-constexpr size_t kFrameHeaderLength = 9;
-constexpr uint32_t kMaxWindow = 0x7fffffff;
-constexpr uint32_t kLastStreamId = 0x7fffffff;  // a GOAWAY that refuses nothing yet
-constexpr size_t kMaxSettingsPerFrame = 32;     // nghttp2_option_set_max_settings, below
-
-uint32_t readU32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
-void appendU32(std::string& out, uint32_t v) {
-  const char bytes[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                         static_cast<char>(v >> 8), static_cast<char>(v)};
-  out.append(bytes, 4);
-}
-
-void appendFrameHeader(std::string& out, size_t length, uint8_t type, uint8_t flags,
-                       int32_t stream_id) {
-  const char bytes[5] = {static_cast<char>(length >> 16), static_cast<char>(length >> 8),
-                         static_cast<char>(length), static_cast<char>(type),
-                         static_cast<char>(flags)};
-  out.append(bytes, 5);
-  appendU32(out, static_cast<uint32_t>(stream_id));
-}
-
-void appendSettings(std::string& out, const nghttp2_settings_entry* entries, size_t count) {
-  appendFrameHeader(out, 6 * count, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE, 0);
-  for (size_t i = 0; i < count; ++i) {
-    out += static_cast<char>(entries[i].settings_id >> 8);
-    out += static_cast<char>(entries[i].settings_id);
-    appendU32(out, entries[i].value);
-  }
-}
-
-void appendWindowUpdate(std::string& out, uint32_t increment) {
-  appendFrameHeader(out, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE, 0);
-  appendU32(out, increment);
-}
-
-// The SETTINGS we send. A server must not send ENABLE_PUSH.
-constexpr size_t kMaxLocalSettings = 5;
-size_t localSettings(Role role, const Settings& settings, nghttp2_settings_entry* entries) {
-  size_t n = 0;
-  entries[n++] = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, settings.max_concurrent_streams};
-  entries[n++] = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, settings.stream_window};
-  entries[n++] = {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, settings.max_header_list_advertised};
-  if (role == Role::kClient) entries[n++] = {NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
-  // RFC 9218: no RFC 7540 priority tree to build, nor to abuse.
-  entries[n++] = {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1};
-  return n;
-}
-
-// What a session sends first, byte for byte as nghttp2 writes it: our SETTINGS, then the
-// connection window raised from its initial 65,535.
-std::string handshakeFrames(Role role, const Settings& settings) {
-  nghttp2_settings_entry entries[kMaxLocalSettings];
-  std::string out;
-  appendSettings(out, entries, localSettings(role, settings, entries));
-  if (settings.connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-    appendWindowUpdate(out, settings.connection_window - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE);
-  }
-  return out;
-}
-
-// A value nghttp2 accepts for a setting it knows (RFC 9113 6.5.2, RFC 8441, RFC 9218).
-bool validSetting(uint16_t id, uint32_t value) {
-  switch (id) {
-    case NGHTTP2_SETTINGS_ENABLE_PUSH:
-    case NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL:
-    case NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES:
-      return value <= 1;
-    case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE:
-      return value <= kMaxWindow;
-    case NGHTTP2_SETTINGS_MAX_FRAME_SIZE:
-      return value >= (1u << 14) && value < (1u << 24);
-    default:
-      return true;
-  }
-}
 }  // namespace
 
 Settings upstreamSettings() {
@@ -132,7 +56,7 @@ struct Callbacks {
     s.pending_since_ = EventClock::now();
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
       ++s.streams_opened_;
-      s.window_updates_.giveBack(2);  // each stream may update its window
+      s.budgets_.window_updates.giveBack(2);  // each stream may update its window
       if (!s.listener_.onStreamBegin(frame->hd.stream_id)) {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets the stream
       }
@@ -192,7 +116,7 @@ struct Callbacks {
       case NGHTTP2_DATA:
         // Frames that carry nothing cost us work and the peer nothing.
         if (!end_stream && frame->hd.length <= frame->data.padlen &&
-            !s.empty_frames_.take(EventClock::now())) {
+            !s.budgets_.empty_frames.take(EventClock::now())) {
           return s.giveUpInCallback(Violation::kEmptyFrames);
         }
         if (end_stream) s.listener_.onEndOfData(frame->hd.stream_id);
@@ -211,7 +135,7 @@ struct Callbacks {
         }
         return 0;
       case NGHTTP2_WINDOW_UPDATE:
-        if (!s.window_updates_.take(EventClock::now())) {
+        if (!s.budgets_.window_updates.take(EventClock::now())) {
           return s.giveUpInCallback(Violation::kWindowUpdateFlood);
         }
         return 0;
@@ -222,14 +146,14 @@ struct Callbacks {
       case NGHTTP2_PING:
         if (ack) {
           s.listener_.onPingAck();
-        } else if (!s.pings_.take(EventClock::now())) {
+        } else if (!s.budgets_.pings.take(EventClock::now())) {
           return s.giveUpInCallback(Violation::kPingFlood);
         }
         return 0;
       case NGHTTP2_SETTINGS:
         if (!ack) {
           s.remote_settings_seen_ = true;
-          if (!s.settings_frames_.take(EventClock::now())) {
+          if (!s.budgets_.settings_frames.take(EventClock::now())) {
             return s.giveUpInCallback(Violation::kSettingsFlood);
           }
           s.listener_.onRemoteSettings();
@@ -255,8 +179,8 @@ struct Callbacks {
       // Our DATA is what legitimately draws WINDOW_UPDATEs back: up to 10 for each DATA
       // frame (Envoy's max_inbound_window_update_frames_per_data_frame_sent), and the PINGs
       // of clients that measure bandwidth (gRPC's BDP probe).
-      s.window_updates_.giveBack(10);
-      s.pings_.giveBack(1);
+      s.budgets_.window_updates.giveBack(10);
+      s.budgets_.pings.giveBack(1);
     } else if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
                s.violation_ == Violation::kNone) {
       // nghttp2 closed the connection on its own (a connection error in the peer's frames).
@@ -270,7 +194,7 @@ struct Callbacks {
   static int onBeginFrame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user_data) noexcept {
     Session& s = self(user_data);
     if (s.replaying_) return 0;
-    if (hd->type == NGHTTP2_PRIORITY && !s.priorities_.take(EventClock::now())) {
+    if (hd->type == NGHTTP2_PRIORITY && !s.budgets_.priorities.take(EventClock::now())) {
       return s.giveUpInCallback(Violation::kPriorityFlood);
     }
     return 0;
@@ -330,9 +254,10 @@ struct Callbacks {
     return callbacks;
   }
 
+  // nullptr when out of memory.
   static nghttp2_option* options(Role role, const Settings& settings) {
     nghttp2_option* option = nullptr;
-    nghttp2_option_new(&option);
+    if (nghttp2_option_new(&option) != 0) return nullptr;
     // Window is given back only once the other side has taken the bytes.
     nghttp2_option_set_no_auto_window_update(option, 1);
     if (role == Role::kClient) {
@@ -350,59 +275,61 @@ struct Callbacks {
     // a flood is then named by its kind, and only a peer that does not read its ACKs, over
     // several reads, hits the ACK cap.
     nghttp2_option_set_max_continuations(option, 8);
-    nghttp2_option_set_max_outbound_ack(option,
-                                        2 * static_cast<size_t>(settings.max_control_frames) + 1);
-    nghttp2_option_set_max_settings(option, 32);
+    nghttp2_option_set_max_outbound_ack(option, maxAcksOwed(settings));
+    nghttp2_option_set_max_settings(option, kMaxSettingsPerFrame);
     nghttp2_option_set_stream_reset_rate_limit(option, 1000, 33);
     return option;
   }
 
-  // A session with our SETTINGS and connection window queued; nullptr when out of memory.
-  static nghttp2_session* make(Role role, const Settings& settings, Session* owner) {
+  // A session with our SETTINGS and connection window queued, or why nghttp2 could not make
+  // one (it is out of memory).
+  static Result<nghttp2_session*> make(Role role, Session& owner) {
+    nghttp2_option* option = options(role, owner.settings_);
+    if (option == nullptr) return failed(NGHTTP2_ERR_NOMEM);
     nghttp2_session* session = nullptr;
-    nghttp2_option* option = options(role, settings);
-    const int rc = role == Role::kServer
-                       ? nghttp2_session_server_new2(&session, table(), owner, option)
-                       : nghttp2_session_client_new2(&session, table(), owner, option);
+    int rc = role == Role::kServer
+                 ? nghttp2_session_server_new3(&session, table(), &owner, option, owner.mem_)
+                 : nghttp2_session_client_new3(&session, table(), &owner, option, owner.mem_);
     nghttp2_option_del(option);
-    if (rc != 0) return nullptr;
-    nghttp2_settings_entry entries[kMaxLocalSettings];
-    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries,
-                            localSettings(role, settings, entries));
-    nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
-                                          static_cast<int32_t>(settings.connection_window));
-    return session;
+    if (rc == 0) {
+      nghttp2_settings_entry entries[kMaxLocalSettings];
+      rc = nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries,
+                                   localSettings(role, owner.settings_, entries));
+    }
+    if (rc == 0) {
+      rc = nghttp2_session_set_local_window_size(
+          session, NGHTTP2_FLAG_NONE, 0, static_cast<int32_t>(owner.settings_.connection_window));
+    }
+    if (rc == 0) return session;
+    nghttp2_session_del(session);
+    return failed(rc);
+  }
+
+  static Error failed(int rc) {
+    return makeError(fmt::format("no HTTP/2 session: {}", nghttp2_strerror(rc)));
   }
 };
 
-std::unique_ptr<Session> Session::create(Role role, const Settings& settings,
-                                         Listener& listener) {
-  std::unique_ptr<Session> s(new Session(settings, listener));
+Result<std::unique_ptr<Session>> Session::create(Role role, const Settings& settings,
+                                                 Listener& listener, nghttp2_mem* mem) {
+  std::unique_ptr<Session> s(new Session(settings, listener, mem));
   if (role == Role::kServer) {
-    s->early_out_ = handshakeFrames(role, settings);  // the session comes later
+    s->early_.start(settings);  // the nghttp2 session comes later
     return s;
   }
-  s->session_ = Callbacks::make(role, settings, s.get());
-  if (s->session_ == nullptr) return nullptr;
+  Result<nghttp2_session*> session = Callbacks::make(role, *s);
+  if (!session) return makeError(session.error());
+  s->session_ = *session;
   return s;
 }
 
 Session::~Session() { nghttp2_session_del(session_); }
 
-bool Session::Budget::take(Clock::time_point now) {
-  const double seconds = std::chrono::duration<double>(now - last_).count();
-  last_ = now;
-  tokens_ = static_cast<float>(std::min<double>(burst_, tokens_ + seconds * burst_ / 10));
-  if (tokens_ < 1) return false;
-  tokens_ -= 1;
-  return true;
-}
-
 void Session::giveUp(Violation violation, uint32_t error_code) {
   if (violation_ != Violation::kNone) return;
   violation_ = violation;
   if (session_ == nullptr) {
-    queueEarlyGoaway(0, error_code, {});
+    early_.goaway(error_code);
   } else {
     nghttp2_session_terminate_session(session_, error_code);
   }
@@ -416,7 +343,7 @@ int Session::giveUpInCallback(Violation violation) {
 }
 
 void Session::onGlitch() {
-  if (!glitches_.take(EventClock::now())) {
+  if (!budgets_.glitches.take(EventClock::now())) {
     giveUp(Violation::kGlitch, goawayCode(Violation::kGlitch));
   }
 }
@@ -424,19 +351,23 @@ void Session::onGlitch() {
 void Session::fail(Violation violation) { giveUp(violation, goawayCode(violation)); }
 
 bool Session::headersOverdue(Clock::time_point now, std::chrono::nanoseconds timeout) const {
-  if (!remote_settings_seen_ && now - created_ > timeout) return true;
+  const bool settings_seen = remote_settings_seen_ || early_.settingsReceived();
+  if (!settings_seen && now - created_ > timeout) return true;
   return pending_open_ && now - pending_since_ > timeout;
 }
 
 Status Session::receive(const uint8_t* data, size_t length) {
   if (session_ == nullptr) {
-    size_t used = 0;
-    if (Status status = receiveEarly(data, length, &used); !status) return status;
+    if (violation_ != Violation::kNone) return errorStatus();
+    const EarlyFrames::Taken taken =
+        early_.receive(data, length, settings_, budgets_, listener_);
+    if (taken.violation != Violation::kNone) giveUp(taken.violation, goawayCode(taken.violation));
+    if (violation_ != Violation::kNone) return errorStatus();
     // Nothing begins after our final GOAWAY (a PING's ACK can bring it, mid-read).
-    if (used == length || early_final_goaway_) return {};
+    if (taken.used == length || early_.finalGoawayQueued()) return {};
     if (Status status = startSession(); !status) return status;
-    data += used;
-    length -= used;
+    data += taken.used;
+    length -= taken.used;
   }
   const ssize_t rc = nghttp2_session_mem_recv(session_, data, length);
   if (rc < 0) {
@@ -455,11 +386,7 @@ Status Session::receive(const uint8_t* data, size_t length) {
 }
 
 void Session::produce(std::string& out, size_t limit) {
-  if (!early_out_.empty()) {
-    out += early_out_;
-    std::string().swap(early_out_);  // an idle connection keeps no buffer
-    early_acks_owed_ = 0;
-  }
+  early_.produce(out);  // sent before anything of the session's
   if (session_ == nullptr) return;
   while (out.size() < limit) {
     const uint8_t* data = nullptr;
@@ -470,12 +397,13 @@ void Session::produce(std::string& out, size_t limit) {
 }
 
 bool Session::wantsToRead() const {
-  if (session_ == nullptr) return !early_final_goaway_;
+  if (session_ == nullptr) return !early_.finalGoawayQueued();
   return nghttp2_session_want_read(session_) != 0;
 }
 
 bool Session::wantsToWrite() const {
-  return !early_out_.empty() || (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
+  return early_.wantsToWrite() ||
+         (session_ != nullptr && nghttp2_session_want_write(session_) != 0);
 }
 
 int32_t Session::submitRequest(const HeaderBlock& headers, bool has_body) {
@@ -524,7 +452,7 @@ void Session::consume(int32_t stream_id, size_t length) {
 
 void Session::goaway(uint32_t error_code, std::string_view reason) {
   if (session_ == nullptr) {
-    queueEarlyGoaway(0, error_code, reason);
+    early_.goaway(error_code, reason);
     return;
   }
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
@@ -534,9 +462,7 @@ void Session::goaway(uint32_t error_code, std::string_view reason) {
 
 void Session::shutdownNotice() {
   if (session_ == nullptr) {
-    queueEarlyGoaway(kLastStreamId, NGHTTP2_NO_ERROR, {});
-    appendFrameHeader(early_out_, 8, NGHTTP2_PING, NGHTTP2_FLAG_NONE, 0);
-    early_out_.append(8, '\0');
+    early_.shutdownNotice();
     return;
   }
   nghttp2_submit_shutdown_notice(session_);
@@ -548,146 +474,9 @@ uint32_t Session::remoteMaxConcurrentStreams() const {
   return nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-
-// --- A server before its nghttp2 session ----------------------------------------------------
-
-Status Session::receiveEarly(const uint8_t* data, size_t length, size_t* used) {
-  *used = 0;
-  if (violation_ != Violation::kNone) return errorStatus();
-  if (early_final_goaway_) {
-    *used = length;  // no stream can begin after our final GOAWAY: nothing to read
-    return {};
-  }
-  size_t at = 0;
-  if (!early_preface_seen_) {
-    // A preface split across reads, or a wrong one: nghttp2 waits for it or refuses it.
-    if (length < kClientMagic.size() ||
-        std::memcmp(data, kClientMagic.data(), kClientMagic.size()) != 0) {
-      return {};
-    }
-    early_preface_seen_ = true;
-    at = kClientMagic.size();
-    *used = at;
-  }
-  // Whole frames only: one split across reads goes to the session, which reassembles it.
-  while (length - at >= kFrameHeaderLength) {
-    const uint8_t* frame = data + at;
-    const size_t frame_length =
-        (size_t{frame[0]} << 16) | (size_t{frame[1]} << 8) | size_t{frame[2]};
-    if (length - at - kFrameHeaderLength < frame_length) return {};
-    const auto stream_id = static_cast<int32_t>(readU32(frame + 5) & 0x7fffffff);
-    switch (takeEarlyFrame(frame[3], frame[4], stream_id, frame + kFrameHeaderLength,
-                           frame_length)) {
-      case EarlyFrame::kTaken:
-        at += kFrameHeaderLength + frame_length;
-        *used = at;
-        break;
-      case EarlyFrame::kNeedsSession:
-        return {};
-      case EarlyFrame::kViolation:
-        *used = length;
-        return errorStatus();
-    }
-  }
-  return {};
-}
-
-Session::EarlyFrame Session::takeEarlyFrame(uint8_t type, uint8_t flags, int32_t stream_id,
-                                            const uint8_t* payload, size_t length) {
-  const bool ack = (flags & NGHTTP2_FLAG_ACK) != 0;
-  // The first frame must be a SETTINGS (RFC 9113 3.4): nghttp2 refuses anything else.
-  if (stream_id != 0 || (!remote_settings_seen_ && (type != NGHTTP2_SETTINGS || ack))) {
-    return EarlyFrame::kNeedsSession;
-  }
-  switch (type) {
-    case NGHTTP2_SETTINGS:
-      if (!ack) return takeEarlySettings(payload, length);
-      if (length != 0 || early_settings_acked_) return EarlyFrame::kNeedsSession;
-      early_settings_acked_ = true;
-      return EarlyFrame::kTaken;
-    case NGHTTP2_PING:
-      if (length != 8) return EarlyFrame::kNeedsSession;
-      if (ack) {
-        listener_.onPingAck();
-        return EarlyFrame::kTaken;
-      }
-      if (!pings_.take(EventClock::now())) {
-        giveUp(Violation::kPingFlood, goawayCode(Violation::kPingFlood));
-        return EarlyFrame::kViolation;
-      }
-      appendFrameHeader(early_out_, 8, NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0);
-      early_out_.append(reinterpret_cast<const char*>(payload), 8);
-      queueEarlyAck();
-      return violation_ == Violation::kNone ? EarlyFrame::kTaken : EarlyFrame::kViolation;
-    case NGHTTP2_WINDOW_UPDATE: {
-      if (length != 4) return EarlyFrame::kNeedsSession;
-      // A zero increment, or a window past 2^31-1, is an error nghttp2 answers.
-      const uint32_t increment = readU32(payload) & kMaxWindow;
-      if (increment == 0 || increment > kMaxWindow - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE -
-                                             early_window_increment_) {
-        return EarlyFrame::kNeedsSession;
-      }
-      if (!window_updates_.take(EventClock::now())) {
-        giveUp(Violation::kWindowUpdateFlood, goawayCode(Violation::kWindowUpdateFlood));
-        return EarlyFrame::kViolation;
-      }
-      early_window_increment_ += increment;
-      return EarlyFrame::kTaken;
-    }
-    default:
-      return EarlyFrame::kNeedsSession;
-  }
-}
-
-Session::EarlyFrame Session::takeEarlySettings(const uint8_t* payload, size_t length) {
-  if (length % 6 != 0 || length / 6 > kMaxSettingsPerFrame) return EarlyFrame::kNeedsSession;
-  // Checked whole before anything is applied: a frame is taken, or left to the session.
-  std::array<uint32_t, kKnownSettings> values = early_settings_;
-  uint16_t set = early_settings_set_;
-  for (size_t at = 0; at < length; at += 6) {
-    const auto id = static_cast<uint16_t>((payload[at] << 8) | payload[at + 1]);
-    const uint32_t value = readU32(payload + at + 2);
-    if (id == 0 || id >= kKnownSettings) continue;  // unknown: ignored (RFC 9113 6.5.2)
-    // A changed value can mean more than its new value (a smaller HPACK table must be
-    // signalled; some may not change at all): nghttp2 knows.
-    if (!validSetting(id, value) || (((set >> id) & 1) != 0 && values[id] != value)) {
-      return EarlyFrame::kNeedsSession;
-    }
-    values[id] = value;
-    set = static_cast<uint16_t>(set | (1u << id));
-  }
-  if (!settings_frames_.take(EventClock::now())) {
-    giveUp(Violation::kSettingsFlood, goawayCode(Violation::kSettingsFlood));
-    return EarlyFrame::kViolation;
-  }
-  early_settings_ = values;
-  early_settings_set_ = set;
-  remote_settings_seen_ = true;
-  listener_.onRemoteSettings();
-  appendFrameHeader(early_out_, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
-  queueEarlyAck();
-  return violation_ == Violation::kNone ? EarlyFrame::kTaken : EarlyFrame::kViolation;
-}
-
-void Session::queueEarlyAck() {
-  // nghttp2's cap on ACKs owed to a peer that does not read them (see options()).
-  if (++early_acks_owed_ > 2 * static_cast<size_t>(settings_.max_control_frames) + 1) {
-    giveUp(Violation::kAckFlood, goawayCode(Violation::kAckFlood));
-  }
-}
-
-void Session::queueEarlyGoaway(int32_t last_stream_id, uint32_t error_code,
-                               std::string_view reason) {
-  if (early_final_goaway_) return;
-  appendFrameHeader(early_out_, 8 + reason.size(), NGHTTP2_GOAWAY, NGHTTP2_FLAG_NONE, 0);
-  appendU32(early_out_, static_cast<uint32_t>(last_stream_id));
-  appendU32(early_out_, error_code);
-  early_out_.append(reason);
-  early_final_goaway_ = last_stream_id != kLastStreamId;
-}
-
 Status Session::startSession() {
-  session_ = Callbacks::make(Role::kServer, settings_, this);
+  Result<nghttp2_session*> made = Callbacks::make(Role::kServer, *this);
+  if (made) session_ = *made;
   // What the new session queued first, we sent already: it must be what we wrote.
   std::string queued;
   if (session_ != nullptr) {
@@ -696,21 +485,10 @@ Status Session::startSession() {
       queued.append(reinterpret_cast<const char*>(bytes), static_cast<size_t>(n));
     }
   }
-  // Then it learns, in one go, what the peer sent so far.
-  std::string agreed;
-  if (early_preface_seen_) agreed = kClientMagic;
-  if (remote_settings_seen_) {
-    nghttp2_settings_entry entries[kKnownSettings];
-    size_t count = 0;
-    for (uint16_t id = 1; id < kKnownSettings; ++id) {
-      if (((early_settings_set_ >> id) & 1) != 0) entries[count++] = {id, early_settings_[id]};
-    }
-    appendSettings(agreed, entries, count);
-  }
-  if (early_settings_acked_) appendFrameHeader(agreed, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
-  if (early_window_increment_ > 0) appendWindowUpdate(agreed, early_window_increment_);
-  bool ok = session_ != nullptr && queued == handshakeFrames(Role::kServer, settings_);
+  bool ok = session_ != nullptr && queued == EarlyFrames::handshake(settings_);
   if (ok) {
+    // Then it learns, in one go, what the peer sent so far.
+    const std::string agreed = early_.agreed();
     replaying_ = true;
     const ssize_t rc = nghttp2_session_mem_recv(
         session_, reinterpret_cast<const uint8_t*>(agreed.data()), agreed.size());
@@ -722,11 +500,19 @@ Status Session::startSession() {
     }
   }
   if (ok) return {};
-  // Only a bug of ours or an allocation failure gets here: not the peer's fault.
+  // Only an allocation failure or a bug of ours gets here: not the peer's fault. The
+  // connection ends, and the process goes on.
   nghttp2_session_del(session_);
   session_ = nullptr;
-  queueEarlyGoaway(0, NGHTTP2_INTERNAL_ERROR, {});
-  return makeError("could not start the HTTP/2 session");
+  early_.goaway(NGHTTP2_INTERNAL_ERROR);
+  Status error = made ? makeError("no HTTP/2 session: it could not take over the early frames")
+                      : makeError(made.error());
+  static thread_local RateLimit log_limit{std::chrono::seconds(1)};  // one per worker
+  uint64_t suppressed = 0;
+  if (log_limit.allow(&suppressed)) {
+    log::warn("closing an HTTP/2 connection: {} ({} more not logged)", error.error(), suppressed);
+  }
+  return error;
 }
 
 }  // namespace spindle::h2

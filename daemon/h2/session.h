@@ -5,23 +5,20 @@
 // consume() once the bytes it was handed have been taken by the other side.
 //
 // A server makes its nghttp2 session only when the peer sends the first frame that needs one,
-// usually the first HEADERS. Until then the preface and the connection-level frames of a
-// handshake or of a connection left idle (SETTINGS, PING, WINDOW_UPDATE) are answered here,
-// with the same SETTINGS nghttp2 would send: a connection that never carries a call costs
-// under 1 KiB in all, where an nghttp2 session alone is ~12 KiB. The session, once made,
-// learns what was agreed before it reads the rest. Anything unusual (an invalid value, a
-// frame split across reads, a setting changed twice) is left to nghttp2 to judge.
+// usually the first HEADERS. Until then EarlyFrames (h2/early_frames.h) answers the handshake
+// and the frames of a connection left idle, at a fraction of what an nghttp2 session costs.
 #pragma once
 
 #include <nghttp2/nghttp2.h>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "h2/budget.h"
+#include "h2/early_frames.h"
 #include "h2/headers.h"
 #include "util/event_clock.h"
 #include "util/result.h"
@@ -102,7 +99,11 @@ class Listener {
 
 class Session {
  public:
-  static std::unique_ptr<Session> create(Role role, const Settings& settings, Listener& listener);
+  // An error when nghttp2 cannot make its session (out of memory). A server makes its session
+  // later: if that fails, receive() returns an error, with a GOAWAY INTERNAL_ERROR to send.
+  // `mem`: the allocator nghttp2 uses, which must outlive the session; nullptr is malloc's.
+  static Result<std::unique_ptr<Session>> create(Role role, const Settings& settings,
+                                                 Listener& listener, nghttp2_mem* mem = nullptr);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -149,84 +150,40 @@ class Session {
   friend struct Callbacks;
   using Clock = std::chrono::steady_clock;
 
-  // A token bucket: `burst` tokens, refilled at a tenth of it per second. In floats (bursts
-  // are at most 10^6, config::Limits): a connection holds six.
-  class Budget {
-   public:
-    explicit Budget(uint32_t burst)
-        : tokens_(static_cast<float>(burst)), burst_(static_cast<float>(burst)) {}
-    bool take(Clock::time_point now);
-    void giveBack(float n) { tokens_ = tokens_ + n > burst_ ? burst_ : tokens_ + n; }
-
-   private:
-    float tokens_;
-    float burst_;
-    Clock::time_point last_{};
-  };
-
-  Session(const Settings& settings, Listener& listener)
+  Session(const Settings& settings, Listener& listener, nghttp2_mem* mem)
       : settings_(settings),
         listener_(listener),
-        glitches_(settings.max_glitches),
-        settings_frames_(settings.max_control_frames),
-        pings_(settings.max_control_frames),
-        window_updates_(settings.max_control_frames),
-        priorities_(settings.max_control_frames),
-        empty_frames_(settings.max_control_frames),
+        mem_(mem),
+        budgets_(settings.max_glitches, settings.max_control_frames),
         created_(EventClock::now()) {}
   // Records the violation and queues the GOAWAY that ends the connection.
   void giveUp(Violation violation, uint32_t error_code);
   Status errorStatus() const;
-
-  // --- A server before its nghttp2 session (see the top of this file) ---
-  enum class EarlyFrame { kTaken, kNeedsSession, kViolation };
-  // Answers what it can of `data`; *used: the bytes taken, the rest needs the session.
-  Status receiveEarly(const uint8_t* data, size_t length, size_t* used);
-  EarlyFrame takeEarlyFrame(uint8_t type, uint8_t flags, int32_t stream_id,
-                            const uint8_t* payload, size_t length);
-  EarlyFrame takeEarlySettings(const uint8_t* payload, size_t length);
-  void queueEarlyAck();
-  void queueEarlyGoaway(int32_t last_stream_id, uint32_t error_code, std::string_view reason);
-  // Server: makes the nghttp2 session and replays what was agreed so far into it.
+  // Server: makes the nghttp2 session and has it read what EarlyFrames agreed so far.
   Status startSession();
 
   // The same from inside an nghttp2 callback: returns the code that stops the receive.
   int giveUpInCallback(Violation violation);
   void onGlitch();
 
+  // Ordered for size: every connection holds a Session.
   Settings settings_;
+  Violation violation_ = Violation::kNone;
   Listener& listener_;
+  nghttp2_mem* mem_;  // for nghttp2 (create()); nullptr: malloc
   nghttp2_session* session_ = nullptr;
   HeaderBlock pending_headers_;  // the block being received (one at a time per connection)
   int32_t pending_stream_ = 0;
-  bool pending_too_large_ = false;
   int32_t goaway_last_stream_id_ = -1;
-
-  Violation violation_ = Violation::kNone;
   uint64_t streams_opened_ = 0;
   uint64_t premature_resets_ = 0;
-  Budget glitches_;
-  Budget settings_frames_;
-  Budget pings_;
-  Budget window_updates_;
-  Budget priorities_;
-  Budget empty_frames_;
+  Budgets budgets_;
   Clock::time_point created_;
-  bool remote_settings_seen_ = false;
-  bool pending_open_ = false;  // a header block has begun and not ended
   Clock::time_point pending_since_{};
-
-  // Before the nghttp2 session: what the peer set, by setting id (RFC 9113 6.5.2 and
-  // extensions up to NO_RFC7540_PRIORITIES), and what it sent that the session must know.
-  static constexpr size_t kKnownSettings = 10;
-  std::string early_out_;  // frames written here, sent before the session's
-  std::array<uint32_t, kKnownSettings> early_settings_{};
-  uint16_t early_settings_set_ = 0;  // bit per id
-  uint32_t early_window_increment_ = 0;  // the peer's connection WINDOW_UPDATEs, summed
-  uint32_t early_acks_owed_ = 0;  // ACKs in early_out_
-  bool early_preface_seen_ = false;
-  bool early_settings_acked_ = false;  // the peer acknowledged our SETTINGS
-  bool early_final_goaway_ = false;  // a GOAWAY that ends the connection is queued
+  EarlyFrames early_;  // a server's, before session_
+  bool pending_too_large_ = false;
+  bool pending_open_ = false;  // a header block has begun and not ended
+  bool remote_settings_seen_ = false;  // by session_ (EarlyFrames keeps its own)
   bool replaying_ = false;  // startSession() feeds the agreed frames: no budgets, no events
 };
 

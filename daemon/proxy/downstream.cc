@@ -10,7 +10,6 @@ H2Downstream::H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer,
     : H2Connection(worker, std::move(fd), peer),
       service_index_(static_cast<uint32_t>(service_index)),
       source_(std::move(source)) {
-  session_ = h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings(), worker_.limits), *this);
   worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kH2);
 }
 
@@ -19,6 +18,13 @@ H2Downstream::~H2Downstream() {
 }
 
 Status H2Downstream::start(const std::string& received) {
+  auto session =
+      h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings(), worker_.limits), *this);
+  if (!session) {
+    log::warn("client {}: {}", peer_.toString(), session.error());
+    return makeError(session.error());
+  }
+  session_ = std::move(*session);
   markDirty();  // our SETTINGS go out at once
   Status status = session_->receive(reinterpret_cast<const uint8_t*>(received.data()),
                                     received.size());

@@ -14,11 +14,14 @@ Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint)
     : H2Connection(worker, Fd(), endpoint.address), endpoint_(endpoint) {
   connected_ = false;
   upstream_side_ = true;
-  session_ = h2::Session::create(h2::Role::kClient, withLimits(h2::upstreamSettings(), worker_.limits), *this);
 }
 
 void Upstream::connect() {
-  auto socket = net::connectingSocket(endpoint_.address.family(), worker_.mark);
+  // Without a session (nghttp2 is out of memory) the calls go elsewhere, as without a socket.
+  auto session = h2::Session::create(h2::Role::kClient,
+                                     withLimits(h2::upstreamSettings(), worker_.limits), *this);
+  auto socket = session ? net::connectingSocket(endpoint_.address.family(), worker_.mark)
+                        : Result<Fd>(makeError(session.error()));
   if (!socket) {
     worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                socket.error().c_str());
@@ -27,6 +30,7 @@ void Upstream::connect() {
     close("no socket");
     return;
   }
+  session_ = std::move(*session);
   fd_ = std::move(*socket);
   io_uring_sqe* sqe = worker_.loop.prepare(&connect_op_);
   io_uring_prep_connect(sqe, fd_.get(), endpoint_.address.asSockaddr(), endpoint_.address.length());
@@ -77,7 +81,9 @@ bool Upstream::hasRoom() const {
 }
 
 void Upstream::attach(Call& call) {
-  const int32_t stream_id = session_->submitRequest(call.requestHeaders(), call.requestHasBody());
+  // A connection that failed at once (connect()) is closed already: the call goes elsewhere.
+  const int32_t stream_id =
+      closing() ? -1 : session_->submitRequest(call.requestHeaders(), call.requestHasBody());
   if (stream_id < 0) {
     call.onUpstreamEnded(UpstreamEnd::kConnectFailed, NGHTTP2_REFUSED_STREAM);
     return;

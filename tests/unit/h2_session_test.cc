@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "h2/headers.h"
+#include "h2_wire.h"
 
 namespace spindle::h2 {
 
@@ -34,6 +36,8 @@ namespace spindle::h2 {
 }
 
 namespace {
+
+using namespace wire;  // the frames these tests write and read
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
@@ -104,66 +108,6 @@ std::string base64(const std::string& in) {
 }
 
 // --- Frames on the wire ---------------------------------------------------------------------
-
-constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-struct Frame {
-  uint8_t type = 0;
-  uint8_t flags = 0;
-  int32_t stream_id = 0;
-  std::string payload;
-
-  // RST_STREAM's code, or GOAWAY's.
-  uint32_t errorCode() const {
-    const size_t at = type == NGHTTP2_GOAWAY ? 4 : 0;
-    return readU32(at);
-  }
-  int32_t goawayLastStreamId() const { return static_cast<int32_t>(readU32(0) & 0x7fffffffu); }
-  uint32_t readU32(size_t at) const {
-    if (payload.size() < at + 4) return 0xffffffffu;
-    uint32_t v = 0;
-    for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(payload[at + i]);
-    return v;
-  }
-};
-
-// Splits what a session produced into frames (a client's output starts with the preface).
-std::vector<Frame> parseFrames(std::string_view bytes) {
-  if (bytes.substr(0, kClientPreface.size()) == kClientPreface) {
-    bytes.remove_prefix(kClientPreface.size());
-  }
-  std::vector<Frame> frames;
-  while (bytes.size() >= 9) {
-    const size_t length = (size_t{static_cast<uint8_t>(bytes[0])} << 16) |
-                          (size_t{static_cast<uint8_t>(bytes[1])} << 8) |
-                          size_t{static_cast<uint8_t>(bytes[2])};
-    Frame frame;
-    frame.type = static_cast<uint8_t>(bytes[3]);
-    frame.flags = static_cast<uint8_t>(bytes[4]);
-    uint32_t id = 0;
-    for (size_t i = 5; i < 9; ++i) id = (id << 8) | static_cast<uint8_t>(bytes[i]);
-    frame.stream_id = static_cast<int32_t>(id & 0x7fffffffu);
-    if (bytes.size() < 9 + length) break;
-    frame.payload = std::string(bytes.substr(9, length));
-    frames.push_back(std::move(frame));
-    bytes.remove_prefix(9 + length);
-  }
-  return frames;
-}
-
-std::string encodeFrame(uint8_t type, uint8_t flags, int32_t stream_id, std::string_view payload) {
-  std::string out;
-  const size_t length = payload.size();
-  out += static_cast<char>((length >> 16) & 0xff);
-  out += static_cast<char>((length >> 8) & 0xff);
-  out += static_cast<char>(length & 0xff);
-  out += static_cast<char>(type);
-  out += static_cast<char>(flags);
-  const auto id = static_cast<uint32_t>(stream_id);
-  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((id >> shift) & 0xff);
-  out += payload;
-  return out;
-}
 
 // One end of a connection written by hand, for what nghttp2 would never send. Header blocks
 // go through one HPACK deflater, as the connection's only encoder in that direction.
@@ -338,14 +282,22 @@ class Recorder final : public Listener {
 
 // --- Two sessions back to back --------------------------------------------------------------
 
+// Session::create, which fails only when nghttp2 is out of memory: the failure says why, and
+// value() then throws, which ends the test.
+std::unique_ptr<Session> createSession(Role role, const Settings& settings, Listener& listener) {
+  auto session = Session::create(role, settings, listener);
+  if (!session) ADD_FAILURE() << session.error();
+  return std::move(session).value();
+}
+
 constexpr size_t kProduceLimit = 64 * 1024;
 
 struct Pair {
   explicit Pair(Settings client_settings = upstreamSettings(),
                 Settings server_settings = downstreamSettings())
       : client_events("client"), server_events("server") {
-    client = Session::create(Role::kClient, client_settings, client_events);
-    server = Session::create(Role::kServer, server_settings, server_events);
+    client = createSession(Role::kClient, client_settings, client_events);
+    server = createSession(Role::kServer, server_settings, server_events);
     client_events.attach(*client);
     server_events.attach(*server);
   }
@@ -400,14 +352,6 @@ struct Pair {
   std::vector<std::string> server_errors;
   std::vector<std::string> client_errors;
 };
-
-std::vector<Frame> framesOfType(const std::string& bytes, uint8_t type) {
-  std::vector<Frame> out;
-  for (Frame& f : parseFrames(bytes)) {
-    if (f.type == type) out.push_back(std::move(f));
-  }
-  return out;
-}
 
 // --- Header blocks --------------------------------------------------------------------------
 
@@ -534,7 +478,7 @@ TEST(H2Session, Response_TrailersOnlyArrivesAsResponseWithEndStream) {
 // response (nghttp2 files a HEADERS after a 1xx under NGHTTP2_HCAT_HEADERS, not _RESPONSE).
 TEST(H2Session, Response_FinalResponseAfterInformationalArrivesAsResponse) {
   Recorder events("client");
-  auto client = Session::create(Role::kClient, upstreamSettings(), events);
+  auto client = createSession(Role::kClient, upstreamSettings(), events);
   events.attach(*client);
   const int32_t id = client->submitRequest(blockOf(grpcRequest()), false);
   ASSERT_EQ(id, 1);
@@ -566,7 +510,7 @@ TEST(H2Session, Response_FinalResponseAfterInformationalArrivesAsResponse) {
 // never reach the listener (nghttp2 resets the stream with PROTOCOL_ERROR).
 TEST(H2Session, Response_TrailersWithPseudoHeaderResetTheStream) {
   Recorder events("client");
-  auto client = Session::create(Role::kClient, upstreamSettings(), events);
+  auto client = createSession(Role::kClient, upstreamSettings(), events);
   events.attach(*client);
   const int32_t id = client->submitRequest(blockOf(grpcRequest()), false);
   std::string out;
@@ -1213,7 +1157,7 @@ TEST(H2Session, Settings_StreamsBeyondLimitAfterAckEndTheConnection) {
   Settings server_settings = downstreamSettings();
   server_settings.max_concurrent_streams = 2;
   Recorder events("server");
-  auto server = Session::create(Role::kServer, server_settings, events);
+  auto server = createSession(Role::kServer, server_settings, events);
   events.attach(*server);
   std::string server_settings_bytes;
   server->produce(server_settings_bytes, kProduceLimit);
@@ -1243,7 +1187,7 @@ TEST(H2Session, Settings_StreamsBeyondLimitAfterAckEndTheConnection) {
 
 TEST(H2Session, Receive_GarbageInsteadOfPrefaceFailsAndQueuesGoaway) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   const std::string garbage = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
   Status status = server->receive(reinterpret_cast<const uint8_t*>(garbage.data()), garbage.size());
@@ -1265,7 +1209,7 @@ TEST(H2Session, Receive_GarbageInsteadOfPrefaceFailsAndQueuesGoaway) {
 // which is how the connection learns to close.
 TEST(H2Session, Receive_BadFrameAfterPrefaceQueuesGoawayAndEndsTheSession) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   const std::string bytes = std::string(kClientPreface) + RawPeer::settings() +
                             RawPeer::data(0, "stream zero", false);  // DATA on stream 0
@@ -1283,21 +1227,8 @@ TEST(H2Session, Receive_BadFrameAfterPrefaceQueuesGoawayAndEndsTheSession) {
 
 // --- Abuse: each rule ends only the offending connection, with a GOAWAY ---------------------
 
-std::string u32(uint32_t v) {
-  std::string out;
-  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
-  return out;
-}
-
 std::string rstStream(int32_t stream_id, uint32_t code) {
   return encodeFrame(NGHTTP2_RST_STREAM, 0, stream_id, u32(code));
-}
-std::string ping(uint64_t n) {
-  return encodeFrame(NGHTTP2_PING, 0, 0, u32(static_cast<uint32_t>(n >> 32)) +
-                                             u32(static_cast<uint32_t>(n)));
-}
-std::string windowUpdate(int32_t stream_id, uint32_t increment) {
-  return encodeFrame(NGHTTP2_WINDOW_UPDATE, 0, stream_id, u32(increment));
 }
 std::string priority(int32_t stream_id) {
   return encodeFrame(NGHTTP2_PRIORITY, 0, stream_id, u32(0) + std::string(1, '\x10'));
@@ -1306,7 +1237,7 @@ std::string priority(int32_t stream_id) {
 // A server Session fed by a hand-written client.
 struct RawClient {
   explicit RawClient(Settings settings = downstreamSettings()) : events("server") {
-    server = Session::create(Role::kServer, settings, events);
+    server = createSession(Role::kServer, settings, events);
     events.attach(*server);
     feed(std::string(kClientPreface) + RawPeer::settings() + RawPeer::settingsAck());
     EXPECT_TRUE(errors.empty());
@@ -1347,21 +1278,11 @@ Settings withBudgets(uint32_t premature_resets, uint32_t glitches, uint32_t cont
 
 // --- A server before its nghttp2 session ----------------------------------------------------
 
-std::string settingsWith(std::initializer_list<std::pair<uint16_t, uint32_t>> entries) {
-  std::string payload;
-  for (const auto& [id, value] : entries) {
-    payload += static_cast<char>(id >> 8);
-    payload += static_cast<char>(id & 0xff);
-    payload += u32(value);
-  }
-  return encodeFrame(NGHTTP2_SETTINGS, 0, 0, payload);
-}
-
 // The handshake, and the frames of a connection that stays idle, are answered with no nghttp2
 // session (it is ~12 KiB): by hand, as nghttp2 would.
 TEST(H2Session, Early_HandshakeAndIdleFramesAreAnsweredWithoutASession) {
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   std::string out;
   server->produce(out, kProduceLimit);
@@ -1419,7 +1340,7 @@ TEST(H2Session, Early_WhatWasAgreedHoldsOnceTheSessionStarts) {
 TEST(H2Session, Early_WhatIsNotPlainIsLeftToTheSession) {
   {
     Recorder events("server");
-    auto server = Session::create(Role::kServer, downstreamSettings(), events);
+    auto server = createSession(Role::kServer, downstreamSettings(), events);
     events.attach(*server);
     const std::string hello = std::string(kClientPreface) + settingsWith({{3, 50}}) + ping(7);
     for (char byte : hello) {
@@ -1694,7 +1615,7 @@ TEST(H2Session, Abuse_AServerPeerIsHeldToTheSameRules) {
   Settings settings = upstreamSettings();
   settings.max_control_frames = 50;
   Recorder events("client");
-  auto client = Session::create(Role::kClient, settings, events);
+  auto client = createSession(Role::kClient, settings, events);
   events.attach(*client);
   std::string out;
   client->produce(out, kProduceLimit);
@@ -1714,7 +1635,7 @@ TEST(H2Session, Abuse_HeadersOverdueCoversThePrefaceAndAnUnfinishedBlock) {
   using std::chrono::seconds;
   const auto now = std::chrono::steady_clock::now();
   Recorder events("server");
-  auto server = Session::create(Role::kServer, downstreamSettings(), events);
+  auto server = createSession(Role::kServer, downstreamSettings(), events);
   events.attach(*server);
   // Nothing yet: late only once the timeout passed.
   EXPECT_FALSE(server->headersOverdue(now, seconds(10)));
@@ -1779,6 +1700,152 @@ TEST(H2Session, Abuse_WindowUpdatesThatAnswerOurDataAreNotAFlood) {
   EXPECT_TRUE(c.errors.empty());
   EXPECT_EQ(c.server->violation(), Violation::kNone);
   EXPECT_EQ(c.goawayCode(), std::nullopt);
+}
+
+
+// --- nghttp2 out of memory: the connection fails, the process goes on ----------------------
+
+// An allocator for nghttp2 that runs out: the first `budget` allocations succeed, none after.
+class ScarceMemory {
+ public:
+  explicit ScarceMemory(size_t budget) : left_(budget) {}
+  ScarceMemory(const ScarceMemory&) = delete;
+  ScarceMemory& operator=(const ScarceMemory&) = delete;
+
+  nghttp2_mem* mem() { return &mem_; }
+  bool ranOut() const { return ran_out_; }
+
+ private:
+  static ScarceMemory& self(void* user_data) { return *static_cast<ScarceMemory*>(user_data); }
+  bool take() {
+    ran_out_ = ran_out_ || left_ == 0;
+    if (ran_out_) return false;
+    --left_;
+    return true;
+  }
+  static void* allocate(size_t size, void* user_data) {
+    return self(user_data).take() ? std::malloc(size) : nullptr;
+  }
+  static void release(void* pointer, void* /*user_data*/) { std::free(pointer); }
+  static void* allocateZeroed(size_t count, size_t size, void* user_data) {
+    return self(user_data).take() ? std::calloc(count, size) : nullptr;
+  }
+  static void* reallocate(void* pointer, size_t size, void* user_data) {
+    return self(user_data).take() ? std::realloc(pointer, size) : nullptr;
+  }
+
+  size_t left_;
+  bool ran_out_ = false;
+  nghttp2_mem mem_{this, allocate, release, allocateZeroed, reallocate};
+};
+
+TEST(H2Session, OutOfMemory_ClientCreateFailsWithAMessage) {
+  ScarceMemory memory(0);
+  Recorder events("client");
+  auto client = Session::create(Role::kClient, upstreamSettings(), events, memory.mem());
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.error(), "no HTTP/2 session: Out of memory");
+}
+
+// Runs `attempt` with an allocator that runs out after 0, 1, 2... allocations until one is
+// enough (attempt returns true); returns how many were not.
+template <typename Attempt>
+size_t failuresUntilEnough(Attempt attempt) {
+  for (size_t budget = 0; budget < 1000; ++budget) {
+    SCOPED_TRACE(testing::Message() << "allocations allowed: " << budget);
+    ScarceMemory memory(budget);
+    if (attempt(memory)) return budget;
+  }
+  ADD_FAILURE() << "1000 allocations were never enough";
+  return 1000;
+}
+
+// Each allocation that making a client session needs can fail: create() then reports it and
+// leaves nothing behind (the sanitizer build checks for leaks), until there is enough.
+TEST(H2Session, OutOfMemory_ClientCreateFailsCleanlyAtEveryAllocation) {
+  const size_t failures = failuresUntilEnough([](ScarceMemory& memory) {
+    Recorder events("client");
+    auto client = Session::create(Role::kClient, upstreamSettings(), events, memory.mem());
+    if (!client) {
+      EXPECT_TRUE(memory.ranOut());
+      return false;
+    }
+    // Enough: the session sends its preface and SETTINGS as usual.
+    std::string out;
+    (*client)->produce(out, kProduceLimit);
+    EXPECT_EQ(framesOfType(out, NGHTTP2_SETTINGS).size(), 1u);
+    return true;
+  });
+  EXPECT_GE(failures, 2u);  // the session itself, then what it queues first
+}
+
+// A server makes its nghttp2 session at the first HEADERS: when that fails, the connection
+// ends with GOAWAY INTERNAL_ERROR. It is not the peer's doing: no violation is counted.
+TEST(H2Session, OutOfMemory_ServerThatCannotStartItsSessionSendsGoawayInternalError) {
+  ScarceMemory memory(0);
+  Recorder events("server");
+  auto created = Session::create(Role::kServer, downstreamSettings(), events, memory.mem());
+  ASSERT_TRUE(created.ok());  // nghttp2 is not needed yet
+  std::unique_ptr<Session> server = std::move(*created);
+  events.attach(*server);
+  const std::string hello = std::string(kClientPreface) + RawPeer::settings() + ping(1);
+  ASSERT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+  std::string out;
+  server->produce(out, kProduceLimit);
+  EXPECT_EQ(framesOfType(out, NGHTTP2_PING).size(), 1u);  // answered without nghttp2
+
+  RawPeer peer;
+  const std::string request = peer.headers(1, grpcRequest(), true);
+  Status status = server->receive(reinterpret_cast<const uint8_t*>(request.data()), request.size());
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error(), "no HTTP/2 session: Out of memory");
+  EXPECT_FALSE(server->started());
+  EXPECT_EQ(server->violation(), Violation::kNone);
+  EXPECT_TRUE(events.begun.empty());
+  EXPECT_FALSE(server->wantsToRead());
+  out.clear();
+  server->produce(out, kProduceLimit);
+  const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+  ASSERT_EQ(goaways.size(), 1u);
+  EXPECT_EQ(goaways[0].errorCode(), uint32_t{NGHTTP2_INTERNAL_ERROR});
+  EXPECT_EQ(goaways[0].goawayLastStreamId(), 0);
+  EXPECT_FALSE(server->wantsToWrite());
+  // What the peer still sends is dropped.
+  EXPECT_TRUE(server->receive(reinterpret_cast<const uint8_t*>(request.data()), request.size()));
+  EXPECT_TRUE(events.begun.empty());
+}
+
+// Whichever allocation of the late start fails (the session, what it queues first, the replay
+// of what was agreed), the connection ends with GOAWAY INTERNAL_ERROR and nothing leaks.
+TEST(H2Session, OutOfMemory_ServerStartFailsCleanlyAtEveryAllocation) {
+  size_t start_failures = 0;
+  failuresUntilEnough([&](ScarceMemory& memory) {
+    Recorder events("server");
+    auto created = Session::create(Role::kServer, downstreamSettings(), events, memory.mem());
+    EXPECT_TRUE(created.ok());  // nghttp2 is not needed yet
+    std::unique_ptr<Session> server = std::move(created).value();
+    events.attach(*server);
+    RawPeer peer;
+    const std::string bytes = std::string(kClientPreface) +
+                              settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}}) +
+                              RawPeer::settingsAck() + windowUpdate(0, 1000) +
+                              peer.headers(1, grpcRequest(), true);
+    Status status = server->receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    // Started: what fails from here on is nghttp2's to report, as with any frame it reads.
+    if (server->started()) return events.begun == std::vector<int32_t>{1};
+    ++start_failures;
+    EXPECT_FALSE(status.ok());
+    EXPECT_EQ(server->violation(), Violation::kNone);
+    std::string out;
+    server->produce(out, kProduceLimit);
+    const auto goaways = framesOfType(out, NGHTTP2_GOAWAY);
+    EXPECT_EQ(goaways.size(), 1u);
+    for (const Frame& goaway : goaways) {
+      EXPECT_EQ(goaway.errorCode(), uint32_t{NGHTTP2_INTERNAL_ERROR});
+    }
+    return false;
+  });
+  EXPECT_GE(start_failures, 3u);  // the session, what it queues first, the replay
 }
 
 }  // namespace
