@@ -80,7 +80,18 @@ sanitizer_make() {  # TARGET...: output in $work/build.log
 # What a sanitizer prints when it finds something.
 sanitizer_report='ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:'
 
+# --- format: the C++ in the house format (.clang-format), one test ------------------------
+echo "== format (make format-check)"
+if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory format-check; then
+	echo "format: 1 passed, 0 failed, 0 skipped"
+	add 1 0 0
+else
+	echo "format: 0 passed, 1 failed, 0 skipped"
+	add 0 1 0
+fi
+
 # --- unit: GoogleTest, counted from its JSON report -------------------------------------
+echo
 echo "== unit tests (build/bin/unit_tests)"
 if [ -x build/bin/unit_tests ]; then
 	build/bin/unit_tests --gtest_brief=1 --gtest_output="json:$work/unit.json"

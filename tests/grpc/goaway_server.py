@@ -11,18 +11,24 @@ serves.
 """
 
 import argparse
-import json
+import os
 import socket
+import sys
 import threading
 
 import h2.config
 import h2.connection
 import h2.events
 
+# tests/sim's JSON-lines log, imported as a plain module: appended, so that none of sim's
+# modules (dns, proc, ...) hides one of the same name.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sim"))
+from jsonl import JsonLinesLog  # noqa: E402
+
 MAX_CONNECTIONS = 10_000
 
 
-def serve(conn, log_path, lock):
+def serve(conn, log):
     h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
     h2conn.initiate_connection()
     conn.sendall(h2conn.data_to_send())
@@ -35,9 +41,8 @@ def serve(conn, log_path, lock):
             for event in h2conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
                     headers = dict(event.headers)
-                    with lock, open(log_path, "a") as log:
-                        log.write(json.dumps({"ev": "refused", "stream": event.stream_id,
-                                              "path": headers.get(b":path", b"").decode()}) + "\n")
+                    log.write({"ev": "refused", "stream": event.stream_id,
+                               "path": headers.get(b":path", b"").decode()})
                     if not sent_goaway:
                         h2conn.close_connection(error_code=0, last_stream_id=0)
                         sent_goaway = True
@@ -57,10 +62,10 @@ def main():
     listener.bind(("::", args.port))
     listener.listen(128)
     print("goaway_server: listening", flush=True)
-    lock = threading.Lock()
+    log = JsonLinesLog(args.log)
     for _ in range(MAX_CONNECTIONS):
         conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn, args.log, lock), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, log), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ import itertools
 import json
 import os
 import time
+import types
 import urllib.parse
 
 import sim
+from sim import jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "server.py")
@@ -55,13 +57,7 @@ class ServerLog:
         self.name = name
 
     def entries(self):
-        try:
-            with open(self.path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in text.splitlines(keepends=True)
-                if line.endswith("\n")]
+        return jsonl.read_complete(self.path)
 
     def events(self, ev=None, *, run=None, method=None):
         out = []
@@ -160,3 +156,22 @@ def result(proc, timeout):
 
 def now():
     return time.time()
+
+
+def kill_mid_run(server, log, client, run, *, result_timeout=30):
+    """SIGKILLs `server` (a server.py Proc, `log` its ServerLog) while `client` (a
+    spawn_client Proc of `run`) calls it, then waits for the client's result. Returns what
+    the kill tests judge, as attributes: t_kill and t_dead (unix s: the signal; the server
+    reaped, its sockets closed), res and calls (the client's result and its call records
+    [id, t0, t1, code, pod]), in_handler (ids the server had started and not ended: they
+    died with it), failed (calls not OK) and after (calls started once it was reaped)."""
+    t_kill = now()
+    server.kill()
+    t_dead = now()
+    res = result(client, result_timeout)
+    calls = res["calls"]
+    started = {e["id"] for e in log.starts(run=run)}
+    ended = {e["id"] for e in log.events("end", run=run)}
+    return types.SimpleNamespace(
+        t_kill=t_kill, t_dead=t_dead, res=res, calls=calls, in_handler=started - ended,
+        failed=[c for c in calls if c[3] != "OK"], after=[c for c in calls if c[1] > t_dead])

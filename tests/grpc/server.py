@@ -45,22 +45,15 @@ import grpc
 
 import echo_service as es
 
+# tests/sim's JSON-lines log, imported as a plain module: appended, so that none of sim's
+# modules (dns, proc, ...) hides one of the same name.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sim"))
+from jsonl import JsonLinesLog  # noqa: E402
+
 SLEEP_STEP = 0.002   # how often a sleeping handler looks at is_active()
 MAX_SLEEP_MS = 60_000
 MAX_STREAM_MESSAGES = 10_000
 INPUT_SETTLE = 0.100  # s; see Call.input_ended
-
-
-class Log:
-    def __init__(self, path):
-        self._f = open(path, "a", buffering=1)
-        self._lock = threading.Lock()
-
-    def write(self, entry):
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        with self._lock:
-            self._f.write(line)
-            self._f.flush()
 
 
 def _status(value):
@@ -296,7 +289,7 @@ def main(argv=None):
                     help="on SIGTERM: GOAWAY, then this long for the calls in flight")
     args = ap.parse_args(argv)
 
-    echo = EchoServer(args.name, Log(args.log), delay_ms=max(0, args.delay_ms),
+    echo = EchoServer(args.name, JsonLinesLog(args.log), delay_ms=max(0, args.delay_ms),
                       unavailable_file=args.unavailable_file)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
                          handlers=[echo.handler()],

@@ -1,6 +1,7 @@
 """Shared fixtures and assertions for the integration tests."""
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -32,6 +33,30 @@ def norm_ip(ip):
 
 def spindle_missing():
     return not os.access(sim.SPINDLE_BIN, os.X_OK)
+
+
+@functools.lru_cache(maxsize=None)
+def grpcio_missing():
+    """True when Debian's interpreter cannot import grpc (python3-grpcio); asked once."""
+    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
+    return p.returncode != 0
+
+
+def measure(text, **figures):
+    """A measurement line on stdout with the PASS/FAIL lines, greppable as MEASURE, never
+    asserted: `MEASURE text`, then `key=value` for each of figures."""
+    print(" ".join(["MEASURE", text] + [f"{k}={v}" for k, v in figures.items()]), flush=True)
+
+
+def metric(text, name, **labels):
+    """The sum of the series `name` in Prometheus text whose label text includes each of
+    labels as `key="value"`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and \
+                all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def bpftool_cgroup_progs(path):
@@ -105,6 +130,31 @@ class SimTestCase(unittest.TestCase):
         local = (norm_ip(res["local"][0]), res["local"][1])
         self.assertEqual(seen, local, f"not direct: backend saw {seen}, client is {local}. "
                                       f"{msg}\n{json.dumps(res, sort_keys=True)}")
+
+    def assertOnlyInFlightCallsFailed(self, kill, victim, race_window, summary, *,
+                                      each_unavailable=False):
+        """After peers.kill_mid_run of the backend `victim`: it had calls in flight, and a
+        call failed only if the victim's handler had it (spindle must not retry what an
+        endpoint may have done) or if it started from race_window s before the kill until
+        the victim was reaped (written to its socket as it died); each failed at once, after
+        the kill, and UNAVAILABLE when each_unavailable. No call that started after the
+        victim was gone failed or was answered by it."""
+        self.assertGreater(len(kill.in_handler), 0, f"{victim} had no call in flight: {summary}")
+        self.assertEqual(kill.res["mismatches"], [], summary)
+        for cid, t0, t1, code, pod in kill.failed:
+            what = (f"call {cid} [{t0 - kill.t_kill:+.3f}s..{t1 - kill.t_kill:+.3f}s from the "
+                    f"kill] {code}")
+            self.assertTrue(cid in kill.in_handler
+                            or (kill.t_kill - race_window <= t0 <= kill.t_dead),
+                            f"{what} failed but was not in flight on {victim}. {summary}")
+            self.assertGreaterEqual(t1, kill.t_kill, f"{what} failed before the kill. {summary}")
+            self.assertLess(t1 - kill.t_kill, 1.0, f"{what}: took long to fail. {summary}")
+            if each_unavailable:
+                self.assertEqual(code, "UNAVAILABLE", f"{what}: not UNAVAILABLE. {summary}")
+        self.assertEqual([c for c in kill.after if c[3] != "OK"], [],
+                         f"calls that started after {victim} was gone failed. {summary}")
+        self.assertFalse([c for c in kill.after if c[4] == victim],
+                         f"calls answered by {victim} after it was killed. {summary}")
 
     def assertVia(self, res, proxy_ip, msg=""):
         """The backend saw proxy_ip, not the client: the connection went through the proxy."""

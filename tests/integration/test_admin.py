@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sim  # noqa: E402
 from sim import dns as simdns  # noqa: E402
 from sim import prometheus as simprom  # noqa: E402
-from support import SimTestCase  # noqa: E402
+from support import SimTestCase, grpcio_missing, measure  # noqa: E402
 
 GRPC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grpc")
 sys.path.insert(0, GRPC_DIR)
@@ -57,20 +57,10 @@ HEADLESS = "admin-pods.demo.svc.cluster.local"
 SCALE_SERVICES, SCALE_ENDPOINTS = 50, 20
 
 
-def measure(name, **figures):
-    """A measurement line, on stdout with the PASS/FAIL lines: greppable as MEASURE."""
-    print(f"MEASURE {name} " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
-
-
 def percentile(values, p):
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100.0 * len(ordered)) - 1)]
-
-
-def grpcio_missing():
-    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-    return p.returncode != 0
 
 
 def parse_metrics(text):

@@ -19,7 +19,7 @@ import time
 import sim
 from sim import dns as simdns
 from sim import prometheus as simprom
-from support import SimTestCase
+from support import SimTestCase, measure
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -401,8 +401,8 @@ class AttacksTest(SimTestCase):
             _, res, growth, cpu, _ = self.under_victim_load(3, lambda: None)
             self.assertVictimUnharmed(res, "baseline")
             AttacksTest.baseline_p99 = p99(res["calls"])
-            print(f"MEASURE attack=none victim_p99_ms={AttacksTest.baseline_p99:.1f} "
-                  f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f}", flush=True)
+            measure(f"attack=none victim_p99_ms={AttacksTest.baseline_p99:.1f} "
+                    f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f}")
         return AttacksTest.baseline_p99
 
     # --- the attacks -------------------------------------------------------------------------
@@ -416,11 +416,10 @@ class AttacksTest(SimTestCase):
                 out, res, growth, cpu, rss0 = self.under_victim_load(
                     seconds, lambda: self.attack(name, opts))
                 after = self.violations(reason)
-                print(f"MEASURE attack={name} goaway={out['goaway']} "
-                      f"goaway_after_s={out.get('goaway_after_s')} frames_sent={out['sent_frames']} "
-                      f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
-                      f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}",
-                      flush=True)
+                measure(f"attack={name} goaway={out['goaway']} "
+                        f"goaway_after_s={out.get('goaway_after_s')} frames_sent={out['sent_frames']} "
+                        f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
+                        f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}")
                 self.assertEqual(out["goaway"], code, f"{name}: {out} {self.spindle.tail()}")
                 self.assertTrue(out["closed"], f"{name}: connection still open: {out}")
                 self.assertEqual(after - before, 1, f"{name}: {reason} counted {after - before}")
@@ -455,10 +454,9 @@ class AttacksTest(SimTestCase):
 
         out, res, growth, cpu, rss0 = self.under_victim_load(10, attack_and_watch)
         after = self.violations("send_timeout")
-        print(f"MEASURE attack=never_reads cut_after_s={out.get('cut_after_s')} "
-              f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
-              f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}",
-              flush=True)
+        measure(f"attack=never_reads cut_after_s={out.get('cut_after_s')} "
+                f"rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
+                f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}")
         self.assertTrue(out["closed"], f"never_reads: still open: {out} {self.spindle.tail()}")
         self.assertEqual(after - before, 1, "send_timeout not counted once")
         # send_timeout (2 s) after the socket filled up, checked on a 0.5 s tick: well before
@@ -476,10 +474,10 @@ class AttacksTest(SimTestCase):
         out, res, growth, cpu, rss0 = self.under_victim_load(
             3, lambda: self.attack("max_connections", {"count": count}))
         after = self.metrics().get(key, 0)
-        print(f"MEASURE attack=max_connections connections={out['connections']} "
-              f"closed_at_once={out['closed_at_once']} rss_growth_kib={growth // 1024} "
-              f"cpu_s={cpu:.2f} victim_p99_ms={p99(res.get('calls') or []):.1f} "
-              f"baseline_p99_ms={base:.1f}", flush=True)
+        measure(f"attack=max_connections connections={out['connections']} "
+                f"closed_at_once={out['closed_at_once']} rss_growth_kib={growth // 1024} "
+                f"cpu_s={cpu:.2f} victim_p99_ms={p99(res.get('calls') or []):.1f} "
+                f"baseline_p99_ms={base:.1f}")
         # At most 2 x 20 stay open (the victim holds one of them).
         self.assertGreaterEqual(out["closed_at_once"], count - 2 * LIMITS["max_connections"], out)
         self.assertEqual(after - before, out["closed_at_once"], out)
@@ -494,8 +492,8 @@ class AttacksTest(SimTestCase):
         count = 100
         out = self.attack("max_connections", {"count": count}, vip=self.unresolved.vip4)
         after = self.metrics()
-        print(f"MEASURE attack=max_connections_passthrough connections={out['connections']} "
-              f"closed_at_once={out['closed_at_once']}", flush=True)
+        measure(f"attack=max_connections_passthrough connections={out['connections']} "
+                f"closed_at_once={out['closed_at_once']}")
         self.assertGreater(after.get('spindle_downstream_connections_total{protocol="passthrough"}', 0), 0,
                            "the connections were not passed through")
         self.assertGreaterEqual(out["closed_at_once"], count - 2 * LIMITS["max_connections"], out)
@@ -508,8 +506,7 @@ class AttacksTest(SimTestCase):
         # "window_update" run with no frames is exactly that.
         out = self.attack("window_update", {"frames": 0, "wait": 6})
         after = self.metrics().get(key, 0)
-        print(f"MEASURE attack=idle goaway={out['goaway']} goaway_after_s={out.get('goaway_after_s')}",
-              flush=True)
+        measure(f"attack=idle goaway={out['goaway']} goaway_after_s={out.get('goaway_after_s')}")
         self.assertEqual(out["goaway"], NO_ERROR, out)
         self.assertTrue(out["closed"], out)
         self.assertGreaterEqual(out["goaway_after_s"], 2.8, out)
@@ -533,10 +530,9 @@ class AttacksTest(SimTestCase):
         line = evil.wait_for_line(r"^evil_server: \{", 15, stream="stdout").string
         seen = json.loads(line.split(": ", 1)[1])
         after = self.violations("ping_flood", side="upstream")
-        print(f"MEASURE attack=upstream_ping_flood goaway={seen['goaway']} "
-              f"pings_sent={seen['pings_sent']} rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
-              f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}",
-              flush=True)
+        measure(f"attack=upstream_ping_flood goaway={seen['goaway']} "
+                f"pings_sent={seen['pings_sent']} rss_growth_kib={growth // 1024} cpu_s={cpu:.2f} "
+                f"victim_p99_ms={p99(res.get('calls') or []):.1f} baseline_p99_ms={base:.1f}")
         self.assertEqual(seen["goaway"], ENHANCE_YOUR_CALM, f"{seen} {self.spindle.tail()}")
         self.assertTrue(seen["closed"], seen)
         self.assertGreaterEqual(after - before, 1)

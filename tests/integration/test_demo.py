@@ -21,7 +21,7 @@ import threading
 import time
 
 import sim
-from support import SimTestCase
+from support import SimTestCase, grpcio_missing
 
 DEMO = os.path.join(sim.REPO, "demo", "demo.py")
 PHASE_SECONDS = 10       # the shortest the demo allows
@@ -229,8 +229,7 @@ class DemoTest(SimTestCase):
         if why:
             cls._skip_reason = why
             return
-        p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-        if p.returncode != 0:
+        if grpcio_missing():
             cls._skip_reason = "python3-grpcio is not installed (make deps)"
 
     def run_demo(self):

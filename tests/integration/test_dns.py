@@ -27,7 +27,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sim  # noqa: E402
 from sim import dns as simdns  # noqa: E402
-from support import SimTestCase, norm_ip, spindle_missing  # noqa: E402
+from support import SimTestCase, grpcio_missing, measure, norm_ip, spindle_missing  # noqa: E402
 
 GRPC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grpc")
 sys.path.insert(0, GRPC_DIR)
@@ -78,17 +77,6 @@ def endpoint(pod):
 def big_addresses():
     # 198.18.2.1 - 198.18.3.50: inside the node's namespaces, never dialled (no call is made)
     return [f"198.18.{2 + i // 250}.{1 + i % 250}" for i in range(BIG_COUNT)]
-
-
-def grpcio_missing():
-    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-    return p.returncode != 0
-
-
-def measure(text):
-    """A measurement line: on stdout with the PASS/FAIL lines, greppable as MEASURE."""
-    sys.stdout.write(f"MEASURE {text}\n")
-    sys.stdout.flush()
 
 
 # =====================================================================================
@@ -422,17 +410,6 @@ class DnsTest(SimTestCase):
                               details=lambda: f"served {self.served(run, method, since)}\n"
                                               f"{self.spindle_tail()}")
 
-    def hold(self, seconds, *procs):
-        """Lets `seconds` pass, failing at once if one of procs (spindle, the load) ends."""
-        deadline = time.monotonic() + seconds
-
-        def over():
-            for p in procs:
-                if not p.alive():
-                    raise AssertionError(f"{p.name} ended early\n{p.tail()}")
-            return time.monotonic() >= deadline
-        sim.wait_until(over, seconds + 5, interval=0.1, what=f"{seconds:g}s to pass")
-
     @staticmethod
     def shares(calls):
         ok = [c for c in calls if c[3] == "OK"]
@@ -581,7 +558,7 @@ class DnsTest(SimTestCase):
         lines_before = len(self.endpoint_lines(sp))
         t_down = time.time()
         self.dnsmasq.stop()
-        self.hold(OUTAGE_S, sp.proc, proc)
+        sim.hold(OUTAGE_S, sp.proc, proc, interval=0.1)
         changed = self.endpoint_lines(sp)[lines_before:]
         # back, with a fourth Pod: spindle must still be resolving after the outage
         self.dnsmasq.set_records(self.records(FIRST3 + ("b4",)))
@@ -607,7 +584,7 @@ class DnsTest(SimTestCase):
         windows = []
         for mode, seconds in phases:
             t0 = self.responder.set_mode(HEADLESS, mode)
-            self.hold(seconds, sp.proc, proc)
+            sim.hold(seconds, sp.proc, proc, interval=0.1)
             windows.append((mode, t0, time.time()))
         changed = self.endpoint_lines(sp)[lines_before:]
         calls = self.stop_driver(proc)
@@ -653,7 +630,7 @@ class DnsTest(SimTestCase):
         asked = self.responder.wait_queries(3, 10, name=HEADLESS, qtype="A", since=t0)
         self.assertEqual([q["mode"] for q in asked[:3]], ["empty", "answer", "answer"])
         t_empty = asked[0]["t"]
-        self.hold(0.5, sp.proc, proc)
+        sim.hold(0.5, sp.proc, proc, interval=0.1)
         calls = self.stop_driver(proc)
         self.assertNoFailedCalls(calls, t_empty, "the empty answer")
         self.assertEachServes([c for c in calls if c[1] >= t_empty], FIRST3,
@@ -680,7 +657,7 @@ class DnsTest(SimTestCase):
         self.assertEqual([q["mode"] for q in asked[:3]], ["nxdomain", "empty", "nxdomain"])
         t_first, t_third = asked[0]["t"], asked[2]["t"]
         self.wait_endpoints(sp, count=0, timeout=3)
-        self.hold(2.5, sp.proc, proc)
+        sim.hold(2.5, sp.proc, proc, interval=0.1)
         calls = self.stop_driver(proc)
         early = [c for c in calls if c[1] < t_third - 0.05]
         self.assertNoFailedCalls(early, t_first, "the first empty answer")
@@ -748,7 +725,7 @@ class DnsTest(SimTestCase):
         sp = self.start_spindle(self.config(r.server, services, refresh=("2s", "8s")))
         for name in ("echo", "ttl0", "ttlhuge"):
             self.wait_endpoints(sp, name, count=3 if name == "echo" else 1)
-        self.hold(self.REFRESH_WINDOW, sp.proc)
+        sim.hold(self.REFRESH_WINDOW, sp.proc, interval=0.1)
         t1 = time.time()
 
         def intervals(name, qtype="A"):

@@ -32,13 +32,12 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
 import sim
 from sim import dns as simdns
-from support import SimTestCase, norm_ip, spindle_missing
+from support import SimTestCase, grpcio_missing, measure, norm_ip
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TESTS, "grpc"))
@@ -68,17 +67,6 @@ QUIET_HOLD = 1.0             # s the dropped Pod stays up, reachable, and must g
 
 ENDPOINTS_LINE = re.compile(r"spindle: info: service (?P<name>\S+): (?P<n>\d+) endpoints?\b:?"
                             r"(?P<list>.*)$")
-
-
-def measure(text):
-    """A measurement line, on stdout with the PASS/FAIL lines, greppable as MEASURE."""
-    sys.stdout.write(f"MEASURE {text}\n")
-    sys.stdout.flush()
-
-
-def grpcio_missing():
-    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-    return p.returncode != 0
 
 
 def _flags(opts):
@@ -361,7 +349,7 @@ class _E2ETest:
         events = log.events(run=run)
         done = {e["id"] for e in events if e["ev"] in ("end", "cancel")}
         in_flight = [e for e in events if e["ev"] == "start" and e["id"] not in done]
-        self.hold(QUIET_HOLD, proc, self.spindle.proc, self.servers[victim])
+        sim.hold(QUIET_HOLD, proc, self.spindle.proc, self.servers[victim])
         quiet = [e for e in log.starts(run=run) if e["t"] > t_dropped]
         t_term = time.time()
         self.servers[victim].signal(signal.SIGTERM)
@@ -410,17 +398,6 @@ class _E2ETest:
         self.assertEqual(local.startswith("[::ffff:"), self.v4_mapped,
                          f"{self.stack}: local address {local}, expected "
                          f"{'a v4-mapped AF_INET6' if self.v4_mapped else 'an AF_INET'} socket")
-
-    def hold(self, seconds, *procs):
-        """Lets `seconds` pass, failing at once if one of procs ends."""
-        deadline = time.monotonic() + seconds
-
-        def over():
-            for p in procs:
-                if not p.alive():
-                    raise AssertionError(f"{p.name} ended early\n{p.tail()}")
-            return time.monotonic() >= deadline
-        sim.wait_until(over, seconds + 5, interval=0.05, what=f"{seconds:g}s to pass")
 
     def _bring_back(self, name):
         """The Pod back in service and in DNS, for the tests that follow."""

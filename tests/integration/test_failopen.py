@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import sim  # noqa: E402
 from sim.bpffs import Bpffs  # noqa: E402
 from sim.prometheus import http_get  # noqa: E402
-from support import SimTestCase, bpftool_cgroup_progs, norm_ip  # noqa: E402
+from support import SimTestCase, bpftool_cgroup_progs, measure, metric, norm_ip  # noqa: E402
 import peers  # noqa: E402  (tests/grpc)
 
 VIP4 = "198.19.0.10"
@@ -183,14 +183,6 @@ class FailOpenTest(SimTestCase):
         sim.wait_until(lambda: sum(self.via_spindle(p) for p in self.probes(prober)) >= 5, 10,
                        what="fresh connects redirected to spindle")
 
-    def metric(self, text, name, **labels):
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith((name + "{", name + " ")) and \
-                    all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
     # --- SIGKILL -------------------------------------------------------------------------
 
     def test_sigkill_under_load_fresh_connects_direct_within_1s_calls_lost_only_in_flight(self):
@@ -254,13 +246,13 @@ class FailOpenTest(SimTestCase):
         # The calls after the kill reached the Pods directly, from the app's own address.
         after = {norm_ip(peers.peer_ip(e["peer"])) for e in self.served(run, since=t_kill + 1.0)}
         self.assertEqual(after, {self.client.ip4}, "calls after the kill did not go direct")
-        print(f"MEASURE failopen SIGKILL: first fresh connect direct {to_direct * 1000:.0f} ms "
-              f"after the kill (prober every {PROBE_EVERY * 1000:.0f} ms); spindle gone "
-              f"{(t_dead - t_before) * 1000:.0f} ms after the signal; gRPC calls {len(calls)} "
-              f"({len(calls) / max(res.get('elapsed_s') or 1, 1):.0f}/s), {len(at_kill)} "
-              f"unfinished at the kill, {len(in_flight)} sent before the client saw the "
-              f"connection close {(t_seen - t_before) * 1000:.0f} ms after the kill, "
-              f"{len(failed)} failed {sorted({c[3] for c in failed})}")
+        measure(f"failopen SIGKILL: first fresh connect direct {to_direct * 1000:.0f} ms "
+                f"after the kill (prober every {PROBE_EVERY * 1000:.0f} ms); spindle gone "
+                f"{(t_dead - t_before) * 1000:.0f} ms after the signal; gRPC calls {len(calls)} "
+                f"({len(calls) / max(res.get('elapsed_s') or 1, 1):.0f}/s), {len(at_kill)} "
+                f"unfinished at the kill, {len(in_flight)} sent before the client saw the "
+                f"connection close {(t_seen - t_before) * 1000:.0f} ms after the kill, "
+                f"{len(failed)} failed {sorted({c[3] for c in failed})}")
 
     # --- SIGSTOP -------------------------------------------------------------------------
 
@@ -315,13 +307,13 @@ class FailOpenTest(SimTestCase):
         self.assertGreater(len(settled), 50, f"too few calls after SIGCONT: {len(calls)} in all")
         self.assertEqual([c for c in settled if c[3] != "OK"], [],
                          "calls started 1 s after SIGCONT failed")
-        print(f"MEASURE failopen SIGSTOP: first fresh connect direct {to_direct * 1000:.0f} ms "
-              f"after the stop (heartbeat_timeout {HEARTBEAT_TIMEOUT:.0f} s, beat every "
-              f"{HEARTBEAT_INTERVAL * 1000:.0f} ms, prober every {PROBE_EVERY * 1000:.0f} ms, "
-              f"answer timeout {PROBE_TIMEOUT * 1000:.0f} ms); redirected again "
-              f"{to_back * 1000:.0f} ms after SIGCONT; stopped {t_cont - t_stop:.2f} s; gRPC "
-              f"calls on spindle's connection: {len(calls)}, {len(held)} held by the stop "
-              f"(slowest {slowest:.2f} s), {len(failed)} failed {sorted({c[3] for c in failed})}")
+        measure(f"failopen SIGSTOP: first fresh connect direct {to_direct * 1000:.0f} ms "
+                f"after the stop (heartbeat_timeout {HEARTBEAT_TIMEOUT:.0f} s, beat every "
+                f"{HEARTBEAT_INTERVAL * 1000:.0f} ms, prober every {PROBE_EVERY * 1000:.0f} ms, "
+                f"answer timeout {PROBE_TIMEOUT * 1000:.0f} ms); redirected again "
+                f"{to_back * 1000:.0f} ms after SIGCONT; stopped {t_cont - t_stop:.2f} s; gRPC "
+                f"calls on spindle's connection: {len(calls)}, {len(held)} held by the stop "
+                f"(slowest {slowest:.2f} s), {len(failed)} failed {sorted({c[3] for c in failed})}")
 
     # --- least privilege -----------------------------------------------------------------
 
@@ -382,7 +374,7 @@ class FailOpenTest(SimTestCase):
         # Per-Pod counts: open_by_handle_at (CAP_DAC_READ_SEARCH) in the workers.
         source = os.path.relpath(self.client.cgroup.path, sim.cgroup2_mount())
         metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
-        self.assertEqual(self.metric(metrics, "spindle_source_requests_total", source=source),
+        self.assertEqual(metric(metrics, "spindle_source_requests_total", source=source),
                          300, "calls not counted by calling Pod after the drop")
         # Heartbeat writes to the control map still work: redirected past the timeout.
         time.sleep(max(0.0, HEARTBEAT_TIMEOUT + 0.5 - (time.monotonic() - t_ready)))

@@ -45,10 +45,7 @@ class GoawayRetryTest(SimTestCase):
         cls.spindle.start()
 
     def refused(self):
-        if not os.path.exists(self.refused_log):
-            return []
-        with open(self.refused_log) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return sim.jsonl.read_complete(self.refused_log)
 
     def test_calls_refused_by_goaway_succeed_on_another_endpoint(self):
         res = peers.run_client(self.client, peers.target(self.echo.vip4, PORT), "unary",

@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 import sim
-from support import SimTestCase
+from support import SimTestCase, grpcio_missing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -269,8 +269,7 @@ class PrivilegeTest(SimTestCase):
         sys.path.insert(0, GRPC_DIR)
         import peers
         cls.peers = peers
-        if subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True,
-                          timeout=60).returncode:
+        if grpcio_missing():
             cls._skip_reason = "python3-grpcio is not installed (make deps)"
             return
         objs = objects(kustomize(K8S))

@@ -14,15 +14,13 @@ first node's spindle stopping must leave its Pods on the ClusterIP (fail open) w
 other nodes go on balancing.
 """
 
-import functools
 import os
 import re
-import subprocess
 import sys
 
 import sim
 from sim import prometheus as simprom
-from support import SimTestCase, norm_ip
+from support import SimTestCase, grpcio_missing, norm_ip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -44,12 +42,6 @@ SHARE_TOLERANCE = 0.05   # each of the 3 Pods serves CALLS/3 within +-5%
 # Held 20 ms, the Pods' own equal service time dominates, as in a real service.
 HOLD_MS = 20
 FAIL_OPEN_RUNS = 8       # channels opened with node 1's spindle stopped
-
-
-@functools.lru_cache(maxsize=None)
-def grpcio_missing():
-    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-    return p.returncode != 0
 
 
 def metric(text, name, **labels):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import sim
-from support import SimTestCase, norm_ip
+from support import SimTestCase, grpcio_missing, norm_ip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -33,11 +33,6 @@ OPENSSL = "openssl"
 
 def url(host, port, path):
     return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"
-
-
-def grpcio_available():
-    p = subprocess.run([sim.PYTHON, "-c", "import grpc"], capture_output=True, timeout=60)
-    return p.returncode == 0
 
 
 class PassthroughProtocolsTest(SimTestCase):
@@ -93,7 +88,7 @@ class PassthroughProtocolsTest(SimTestCase):
         cls.s_server.wait_for_line(r"^ACCEPT", 10, stream="stdout")
 
         cls.grpcs_log = None
-        if grpcio_available():
+        if not grpcio_missing():
             _, cls.grpcs_log = peers.start_server(cls.tls, name="tls", port=GRPCS_PORT,
                                                   tls=(cls.cert, cls.key))
 

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
-from support import SimTestCase, norm_ip  # noqa: E402
+from support import SimTestCase, measure, metric, norm_ip  # noqa: E402
 import sim  # noqa: E402
 from sim.bpffs import Bpffs  # noqa: E402
 from sim.prometheus import http_get  # noqa: E402
@@ -80,15 +80,6 @@ class RolloutTest(SimTestCase):
         p = self.node.run([sim.SPINDLE_BIN, "--config", spindle.config_path, "--probe", path],
                           check=False, timeout=10)
         return p.returncode, p.stdout + p.stderr
-
-    def metric(self, text, name, **labels):
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
     def test_new_spindle_beside_the_old_then_sigterm_fails_no_call(self):
         old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
@@ -163,15 +154,15 @@ class RolloutTest(SimTestCase):
 
         # Both clients came back to the new spindle on their own, and its calls were balanced.
         metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
-        reconnected = self.metric(metrics, "spindle_downstream_connections_total", protocol="h2")
+        reconnected = metric(metrics, "spindle_downstream_connections_total", protocol="h2")
         self.assertGreaterEqual(reconnected, 3, "the clients did not reconnect to the new "
                                 "spindle:\n" + metrics[:3000])
-        per_pod = {p.ip4: self.metric(metrics, "spindle_requests_total", endpoint=f"{p.ip4}:{PORT}")
+        per_pod = {p.ip4: metric(metrics, "spindle_requests_total", endpoint=f"{p.ip4}:{PORT}")
                    for p in self.pods}
         self.assertTrue(all(n > 0 for n in per_pod.values()),
                         f"the new spindle did not spread calls over every Pod: {per_pod}")
-        print(f"MEASURE rollout: drain {drain_s:.2f} s ({drained[-1].split('drained in ')[1]}), "
-              f"{sum(made_by.values())} calls from 3 stacks, 0 failed; new spindle calls per Pod {per_pod}")
+        measure(f"rollout: drain {drain_s:.2f} s ({drained[-1].split('drained in ')[1]}), "
+                f"{sum(made_by.values())} calls from 3 stacks, 0 failed; new spindle calls per Pod {per_pod}")
 
         # The last spindle leaving removes the pins; the first one's are shared until then.
         self.assertTrue(self.bpffs.pins(), "no map was pinned while two spindles ran")

@@ -18,7 +18,7 @@ SIGINT/SIGTERM/SIGHUP even when a Node is not closed explicitly. Root only.
 
 import os
 
-from . import cleanup, netns, paths, proc, spindle
+from . import cleanup, jsonl, netns, paths, proc, spindle
 from .cgroup import Cgroup, cgroup2_mount, is_cgroup2
 from .cluster import Cluster, ClusterService
 from .netns import CommandError, Netns
@@ -29,13 +29,13 @@ from .service import Service
 from .spindle import Spindle
 from .tcp_backend import BackendLog
 from .tcp_client import dial
-from .wait import WaitTimeout, wait_until
+from .wait import WaitTimeout, hold, wait_until
 
 __all__ = [
-    "cleanup", "netns", "paths", "proc", "spindle",
+    "cleanup", "jsonl", "netns", "paths", "proc", "spindle",
     "BackendLog", "Cgroup", "Cluster", "ClusterService", "CommandError", "Netns", "Node", "Pod",
     "Proc", "ProcessExited",
-    "Service", "Spindle", "WaitTimeout", "cgroup2_mount", "dial", "is_cgroup2",
+    "Service", "Spindle", "WaitTimeout", "cgroup2_mount", "dial", "hold", "is_cgroup2",
     "leftovers", "start_backend", "wait_until", "PYTHON", "REPO", "SPINDLE_BIN",
     "TCP_BACKEND", "TCP_CLIENT", "NO_IO_URING",
 ]

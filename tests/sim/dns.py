@@ -27,6 +27,7 @@ import signal
 import time
 
 from . import paths
+from .jsonl import read_complete
 from .wait import wait_until
 
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -311,17 +312,9 @@ class Responder:
     def queries(self, *, name=None, qtype=None, transport=None, since=None, until=None):
         """Logged queries (dicts), oldest first, filtered. name matches with or without the
         final dot, case-insensitively."""
-        try:
-            with open(self.log_path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return []
         want = name.rstrip(".").lower() + "." if name else None
         out = []
-        for line in text.splitlines(keepends=True):
-            if not line.endswith("\n"):
-                continue  # being written
-            q = json.loads(line)
+        for q in read_complete(self.log_path):
             if want and (q.get("name") or "").lower() != want:
                 continue
             if qtype and q.get("type") != qtype:

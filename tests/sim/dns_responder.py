@@ -57,6 +57,11 @@ import sys
 import threading
 import time
 
+if __package__:
+    from .jsonl import JsonLinesLog
+else:  # run as a script: the sim folder is sys.path[0]
+    from jsonl import JsonLinesLog
+
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
          "SRV": 33, "OPT": 41, "ANY": 255}
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
@@ -267,17 +272,10 @@ class Responder:
     def __init__(self, args):
         self.args = args
         self.control = Control(args.control)
-        self.log_f = open(args.log, "a", buffering=1)
-        self.log_lock = threading.Lock()
+        self.log = JsonLinesLog(args.log).write
         self.stop = threading.Event()
         self.tcp_count = 0
         self.tcp_lock = threading.Lock()
-
-    def log(self, entry):
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        with self.log_lock:
-            self.log_f.write(line)
-            self.log_f.flush()
 
     def answer(self, raw, transport, client):
         """(response bytes or None, close_connection) for one query message."""

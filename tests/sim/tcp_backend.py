@@ -28,26 +28,16 @@ import time
 
 if __package__:
     from . import payload
+    from .jsonl import JsonLinesLog, read_complete
     from .wait import wait_until
 else:  # run as a script: the sim folder is sys.path[0]
     import payload
+    from jsonl import JsonLinesLog, read_complete
     wait_until = None
 
 MAX_LINE = 256
 IDLE_TIMEOUT = 60.0   # a stuck peer cannot hold a thread forever
 MAX_CONNECTIONS = 1024
-
-
-class _Log:
-    def __init__(self, path):
-        self._f = open(path, "a", buffering=1)
-        self._lock = threading.Lock()
-
-    def write(self, entry):
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        with self._lock:
-            self._f.write(line)
-            self._f.flush()
 
 
 def _read_line(conn):
@@ -164,7 +154,7 @@ def main(argv=None):
     ap.add_argument("--bind6", default="::")
     args = ap.parse_args(argv)
 
-    log = _Log(args.log)
+    log = JsonLinesLog(args.log)
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
     socks = []
     for port in args.port:
@@ -190,16 +180,7 @@ class BackendLog:
         self.path = path
 
     def entries(self):
-        try:
-            with open(self.path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines(keepends=True):
-            if line.endswith("\n"):  # a line being written is not complete yet
-                out.append(json.loads(line))
-        return out
+        return read_complete(self.path)
 
     def count(self):
         return len(self.entries())

@@ -36,3 +36,16 @@ def wait_until(predicate, timeout, *, interval=0.02, what="condition", details=N
         if extra:
             msg += "\n" + extra
     raise WaitTimeout(msg)
+
+
+def hold(seconds, *procs, interval=0.05):
+    """Lets `seconds` pass, failing at once if one of procs (sim.Proc: spindle, a load, a
+    backend) ends: a condition that must stay true for a while, not a bare sleep."""
+    deadline = time.monotonic() + seconds
+
+    def over():
+        for p in procs:
+            if not p.alive():
+                raise AssertionError(f"{p.name} ended early\n{p.tail()}")
+        return time.monotonic() >= deadline
+    wait_until(over, seconds + 5, interval=interval, what=f"{seconds:g}s to pass")

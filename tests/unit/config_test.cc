@@ -36,6 +36,33 @@ std::string yaml(std::string_view text) {
   return out;
 }
 
+// Most files need nothing of the proxy section but its one required key: withProxy(rest) is
+// that section on lines 1 and 2, then `rest` (indented as yaml() takes it) from line 3.
+std::string withProxy(std::string_view rest) {
+  return "proxy:\n  listen: \"198.18.0.1:15001\"\n" + yaml(rest);
+}
+
+// A file with one service whose last lines are `extra` (indented as service keys); the service's
+// first key is on line 4.
+std::string serviceWith(std::string_view extra) {
+  std::string text = withProxy(R"(
+    services:
+      - name: echo
+        intercept: "198.19.0.10:80"
+        endpoints: {dns: echo-pods}
+)");
+  size_t start = 0;
+  while (start < extra.size()) {
+    size_t end = extra.find('\n', start);
+    if (end == std::string_view::npos) end = extra.size();
+    text += "    ";
+    text += extra.substr(start, end - start);
+    text += '\n';
+    start = end + 1;
+  }
+  return text;
+}
+
 EnvLookup fakeEnv(std::map<std::string, std::string> vars = {{"NODE_IP", "10.0.0.5"},
                                                              {"NODE_IP6", "fd00::5"}}) {
   return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
@@ -175,22 +202,18 @@ TEST(Config, MinimalConfigTakesDefaults) {
 }
 
 TEST(Config, PinPathEmptyTurnsSharingOffAndRelativeIsAnError) {
-  Config c = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config c = mustParse(withProxy(R"(
     redirect:
       pin_path: ""
     shutdown:
       drain: 0s
-  )");
+  )"));
   EXPECT_EQ(c.redirect.pin_path, "");
   EXPECT_EQ(c.shutdown.drain, Duration(0));  // stop at once
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     redirect:
       pin_path: bpf/spindle
-  )"),
+  )")),
             "spindle.yaml:4: redirect.pin_path: 'bpf/spindle' is not an absolute path");
 }
 
@@ -201,15 +224,13 @@ TEST(Config, ServiceIdsComeFromNamesSoTwoProcessesAgree) {
 }
 
 TEST(Config, EmptySectionsReadAsDefaults) {
-  Config c = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config c = mustParse(withProxy(R"(
     admin:
     redirect: {}
     dns:
       servers: []
     services: []
-  )");
+  )"));
   EXPECT_FALSE(c.admin.listen.has_value());
   EXPECT_TRUE(c.dns.servers.empty());
   EXPECT_TRUE(c.services.empty());
@@ -270,19 +291,15 @@ TEST(Config, EnvExpandsEverywhereAndMoreThanOncePerValue) {
 }
 
 TEST(Config, DollarWithoutBraceIsLiteral) {
-  Config c = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config c = mustParse(withProxy(R"(
     redirect:
       cgroup: "/a$b/$"
-  )");
+  )"));
   EXPECT_EQ(c.redirect.cgroup, "/a$b/$");
 }
 
 TEST(Config, InterceptTellsNamesFromLiterals) {
-  Config c = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config c = mustParse(withProxy(R"(
     services:
       - name: echo
         intercept:
@@ -292,7 +309,7 @@ TEST(Config, InterceptTellsNamesFromLiterals) {
           - "echo:50052"
           - "10.0.0.300.example:1"
         endpoints: {dns: echo-pods}
-  )");
+  )"));
   ASSERT_EQ(c.services.size(), 1u);
   const auto& in = c.services[0].intercept;
   ASSERT_EQ(in.size(), 5u);
@@ -314,15 +331,7 @@ TEST(Config, InterceptTellsNamesFromLiterals) {
 TEST(Config, EveryBalanceSpellingParsesAndPrintsBack) {
   for (Balance b :
        {Balance::kRoundRobin, Balance::kLeastRequest, Balance::kPeakEwma, Balance::kRandom}) {
-    std::string text = R"(
-      proxy:
-        listen: "198.18.0.1:15001"
-      services:
-        - name: echo
-          intercept: "198.19.0.10:80"
-          endpoints: {dns: echo-pods}
-          balance: )" + std::string(balanceName(b)) + "\n";
-    Config c = mustParse(text);
+    Config c = mustParse(serviceWith(fmt::format("balance: {}", balanceName(b))));
     ASSERT_EQ(c.services.size(), 1u);
     EXPECT_EQ(c.services[0].balance, b) << balanceName(b);
   }
@@ -338,11 +347,7 @@ TEST(Config, DurationsTakeMsSecondsMinutesHoursAndFractions) {
       {"1m", Duration(60000)},  {"1h", Duration(3600000)}, {"0.25s", Duration(250)},
   };
   for (const auto& [text, want] : cases) {
-    Config c = mustParse(std::string(R"(
-      proxy:
-        listen: "198.18.0.1:15001"
-      redirect:
-        heartbeat_timeout: )") + text + "\n");
+    Config c = mustParse(withProxy(fmt::format("redirect:\n  heartbeat_timeout: {}\n", text)));
     EXPECT_EQ(c.redirect.heartbeat_timeout, want) << text;
   }
 }
@@ -357,12 +362,10 @@ TEST(Config, WorkersAcceptUpTo256) {
 }
 
 TEST(Config, DnsServerWithoutPortUsesPort53) {
-  Config c = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config c = mustParse(withProxy(R"(
     dns:
       servers: ["10.96.0.10", "fd00::10"]
-  )");
+  )"));
   ASSERT_EQ(c.dns.servers.size(), 2u);
   EXPECT_EQ(c.dns.servers[0].toString(), "10.96.0.10:53");
   EXPECT_EQ(c.dns.servers[1].toString(), "[fd00::10]:53");
@@ -381,13 +384,11 @@ TEST(Config, TrailingDocumentMarkerIsFine) {
 // --- Errors: every one names the file, the line and the key -----------------------------------
 
 TEST(Config, UnknownKeyAtTopLevelNamesKeyAndLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services: []
     prxy:
       workers: 2
-  )"),
+  )")),
             "spindle.yaml:4: unknown key 'prxy' at the top level");
 }
 
@@ -405,9 +406,7 @@ TEST(Config, UnknownKeyNamesKeyAndLine) {
 }
 
 TEST(Config, UnknownKeyInServiceNamesServiceAndLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
@@ -415,30 +414,26 @@ TEST(Config, UnknownKeyInServiceNamesServiceAndLine) {
       - name: other
         intercept: "198.19.0.11:80"
         endpoint: {dns: other-pods}
-  )"),
+  )")),
             "spindle.yaml:9: unknown key 'endpoint' in services[1]");
 }
 
 TEST(Config, UnknownKeyDeepInsideNamesFullPath) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints:
           dns: echo-pods
           srv: x
-  )"),
+  )")),
             "spindle.yaml:8: unknown key 'srv' in services[0].endpoints");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     dns:
       refresh:
         min: 1s
         maximum: 30s
-  )"),
+  )")),
             "spindle.yaml:6: unknown key 'maximum' in dns.refresh");
 }
 
@@ -453,13 +448,11 @@ TEST(Config, RepeatedKeyIsAnError) {
 }
 
 TEST(Config, MapWhereStringExpectedNamesKeyAndLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     redirect:
       cgroup:
         path: /sys/fs/cgroup
-  )"),
+  )")),
             "spindle.yaml:5: redirect.cgroup: expected a string, got a map");
 }
 
@@ -473,102 +466,63 @@ TEST(Config, WrongTypesNameKeyAndLine) {
       listen: {ip: 198.18.0.1}
   )"),
             "spindle.yaml:2: proxy.listen: expected a string or a list, got a map");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       name: echo
-  )"),
+  )")),
             "spindle.yaml:4: services: expected a list, got a map");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - echo
-  )"),
+  )")),
             "spindle.yaml:4: services[0]: expected a map, got 'echo'");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     redirect:
       host_netns: yes
-  )"),
+  )")),
             "spindle.yaml:4: redirect.host_netns: 'yes' is not true or false");
   EXPECT_EQ(errorOf(R"(
     proxy:
       listen: ["198.18.0.1:15001", [1]]
   )"),
             "spindle.yaml:2: proxy.listen[1]: expected an address, got a list");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     dns:
       servers: "10.96.0.10"
-  )"),
+  )")),
             "spindle.yaml:4: dns.servers: expected a list, got '10.96.0.10'");
 }
 
 TEST(Config, ResilienceSectionsAreTypeChecked) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
         retries: 3
-  )"),
+  )")),
             "spindle.yaml:7: services[0].retries: expected a map, got '3'");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
         slow_start: 30
-  )"),
+  )")),
             "spindle.yaml:7: services[0].slow_start: '30' needs a unit: ms, s, m or h");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     shutdown:
       drain: soon
-  )"),
+  )")),
             "spindle.yaml:4: shutdown.drain: 'soon' is not a duration like 500ms, 2s or 1m");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     dns:
       empty_confirmations: -1
-  )"),
+  )")),
             "spindle.yaml:4: dns.empty_confirmations: '-1' is not an integer from 1 to 1000");
 }
 
 // --- Outlier ejection, retries, peak EWMA, slow start -----------------------------------------
-
-// A file with one service whose last lines are `extra` (indented as service keys); the service's
-// first key is on line 4.
-std::string serviceWith(std::string_view extra) {
-  std::string text = R"(
-    proxy:
-      listen: "198.18.0.1:15001"
-    services:
-      - name: echo
-        intercept: "198.19.0.10:80"
-        endpoints: {dns: echo-pods}
-)";
-  size_t start = 0;
-  while (start < extra.size()) {
-    size_t end = extra.find('\n', start);
-    if (end == std::string_view::npos) end = extra.size();
-    text += "        ";
-    text += extra.substr(start, end - start);
-    text += '\n';
-    start = end + 1;
-  }
-  return text;
-}
 
 TEST(Config, ResilienceDefaultsMatchTheDesign) {
   Config c = mustParse(serviceWith(""));
@@ -682,14 +636,7 @@ TEST(Config, UnknownResilienceKeysNameKeyAndLine) {
 
 TEST(Config, BadServicePortNamesKeyAndLine) {
   for (const char* port : {"0", "65536", "http", "-1", "8080.5"}) {
-    EXPECT_EQ(errorOf(std::string(R"(
-      proxy:
-        listen: "198.18.0.1:15001"
-      services:
-        - name: echo
-          intercept: "198.19.0.10:80"
-          endpoints: {dns: echo-pods}
-          port: )") + port + "\n"),
+    EXPECT_EQ(errorOf(serviceWith(fmt::format("port: {}", port))),
               fmt::format("spindle.yaml:7: services[0].port: '{}' is not an integer from 1 to "
                           "65535",
                           port));
@@ -724,63 +671,51 @@ TEST(Config, BadListenAddressNamesKeyAndLine) {
       listen: "198.18.0.1:0"
   )"),
             "spindle.yaml:2: proxy.listen: '198.18.0.1:0': port must be a number from 1 to 65535");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     admin:
       listen: "198.18.0.1"
-  )"),
+  )")),
             "spindle.yaml:4: admin.listen: '198.18.0.1': expected host:port");
 }
 
 TEST(Config, BadInterceptAddressNamesIndexAndLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept:
           - "198.19.0.10:50051"
           - "echo_demo:50051"
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:7: services[0].intercept[1]: 'echo_demo:50051': 'echo_demo' is neither "
             "an IP address nor a DNS name");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: ["10.0.0.300:80"]
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:5: services[0].intercept[0]: '10.0.0.300:80': '10.0.0.300' is neither "
             "an IP address nor a DNS name");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "[echo.demo]:80"
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:5: services[0].intercept: '[echo.demo]:80': 'echo.demo' is not an IP "
             "address");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "echo"
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:5: services[0].intercept: 'echo': expected host:port");
 }
 
 TEST(Config, BadStaticEndpointNamesIndexAndLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
@@ -788,7 +723,7 @@ TEST(Config, BadStaticEndpointNamesIndexAndLine) {
           static:
             - "198.18.1.2:80"
             - "pod-2:80"
-  )"),
+  )")),
             "spindle.yaml:9: services[0].endpoints.static[1]: 'pod-2:80': 'pod-2' is not an IP "
             "address");
 }
@@ -805,29 +740,23 @@ TEST(Config, MissingRequiredKeysAreNamed) {
       workers: 2
   )"),
             "spindle.yaml:3: proxy: missing required key 'listen'");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:4: services[0]: missing required key 'intercept'");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:4: services[0]: missing required key 'name'");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
-  )"),
+  )")),
             "spindle.yaml:4: services[0]: missing required key 'endpoints'");
 }
 
@@ -837,69 +766,57 @@ TEST(Config, EmptyRequiredListsAreErrors) {
       listen: []
   )"),
             "spindle.yaml:2: proxy.listen: give at least one address");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: []
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:5: services[0].intercept: give at least one address");
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints:
           static:
-  )"),
+  )")),
             "spindle.yaml:7: services[0].endpoints.static: give at least one address");
 }
 
 TEST(Config, BothDnsAndStaticIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints:
           dns: echo-pods
           static: ["198.18.1.2:80"]
-  )"),
+  )")),
             "spindle.yaml:7: services[0].endpoints: give exactly one of 'dns' or 'static'");
 }
 
 TEST(Config, NeitherDnsNorStaticIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints: {}
-  )"),
+  )")),
             "spindle.yaml:6: services[0].endpoints: give exactly one of 'dns' or 'static'");
 }
 
 TEST(Config, BadEndpointsDnsNameIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints: {dns: "echo pods"}
-  )"),
+  )")),
             "spindle.yaml:6: services[0].endpoints.dns: 'echo pods' is not a DNS name");
 }
 
 TEST(Config, DuplicateServiceNamesAreAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
@@ -907,7 +824,7 @@ TEST(Config, DuplicateServiceNamesAreAnError) {
       - name: echo
         intercept: "198.19.0.11:80"
         endpoints: {dns: echo-pods}
-  )"),
+  )")),
             "spindle.yaml:7: services[1].name: service name 'echo' is already used at line 4");
 }
 
@@ -915,32 +832,26 @@ TEST(Config, BadServiceNamesAreErrors) {
   for (const std::string& name :
        {std::string("Echo"), std::string("-echo"), std::string("echo-"), std::string("echo.v1"),
         std::string(64, 'a'), std::string("\"\"")}) {
-    std::string error = errorOf(R"(
-      proxy:
-        listen: "198.18.0.1:15001"
+    std::string error = errorOf(withProxy(R"(
       services:
         - name: )" + name + R"(
           intercept: "198.19.0.10:80"
           endpoints: {dns: echo-pods}
-    )");
+    )"));
     EXPECT_EQ(error.rfind("spindle.yaml:4: services[0].name: '", 0), 0u) << name << ": " << error;
     EXPECT_NE(error.find("is not a valid name"), std::string::npos) << error;
   }
   // The longest label is fine.
-  mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  mustParse(withProxy(R"(
     services:
       - name: )" + std::string(63, 'a') + R"(
         intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
-  )");
+  )"));
 }
 
 TEST(Config, TwoServicesClaimingOneInterceptIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: ["198.19.0.10:80", "echo.demo:80"]
@@ -950,15 +861,13 @@ TEST(Config, TwoServicesClaimingOneInterceptIsAnError) {
           - "198.19.0.11:80"
           - "198.19.0.10:80"
         endpoints: {dns: other-pods}
-  )"),
+  )")),
             "spindle.yaml:10: services[1].intercept[1]: '198.19.0.10:80' is already claimed by "
             "service 'echo' at line 5");
 }
 
 TEST(Config, InterceptNamesCompareWithoutCaseOrRootDot) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "echo.demo:80"
@@ -966,13 +875,11 @@ TEST(Config, InterceptNamesCompareWithoutCaseOrRootDot) {
       - name: other
         intercept: "ECHO.demo.:80"
         endpoints: {dns: other-pods}
-  )"),
+  )")),
             "spindle.yaml:8: services[1].intercept: 'ECHO.demo.:80' is already claimed by "
             "service 'echo' at line 5");
   // The same name on another port is a different intercept.
-  mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  mustParse(withProxy(R"(
     services:
       - name: echo
         intercept: "echo.demo:80"
@@ -980,7 +887,7 @@ TEST(Config, InterceptNamesCompareWithoutCaseOrRootDot) {
       - name: other
         intercept: "echo.demo:81"
         endpoints: {dns: other-pods}
-  )");
+  )"));
 }
 
 TEST(Config, BadDurationsNameKeyAndLine) {
@@ -994,11 +901,7 @@ TEST(Config, BadDurationsNameKeyAndLine) {
       {"0.1ms", "'0.1ms' is shorter than 1ms"},
   };
   for (const auto& [text, message] : cases) {
-    EXPECT_EQ(errorOf(std::string(R"(
-      proxy:
-        listen: "198.18.0.1:15001"
-      redirect:
-        heartbeat_timeout: )") + text + "\n"),
+    EXPECT_EQ(errorOf(withProxy(fmt::format("redirect:\n  heartbeat_timeout: {}\n", text))),
               fmt::format("spindle.yaml:4: redirect.heartbeat_timeout: {}", message));
   }
 }
@@ -1039,15 +942,13 @@ TEST(Config, EnvExpandsBeforeAddressParsing) {
 }
 
 TEST(Config, BadBalanceIsNamedWithLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services:
       - name: echo
         intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
         balance: fastest
-  )"),
+  )")),
             "spindle.yaml:7: services[0].balance: 'fastest' is not one of round_robin, "
             "least_request, peak_ewma, random");
 }
@@ -1078,23 +979,19 @@ TEST(Config, EmptyOrNonMapDocumentIsAnError) {
 }
 
 TEST(Config, SecondDocumentIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     ---
     proxy:
       listen: "198.18.0.2:15001"
-  )"),
+  )")),
             "spindle.yaml:4: expected one YAML document, found more");
 }
 
 TEST(Config, YamlSyntaxErrorReportsItsLine) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     services: [{name: echo]
     dns: {}
-  )"),
+  )")),
             "spindle.yaml:3: invalid YAML: illegal flow end");
 
   EXPECT_EQ(errorOf(R"(
@@ -1173,13 +1070,11 @@ TEST(Config, ProcessEnvReadsTheEnvironment) {
 
 }  // namespace
 TEST(Config, DnsRefreshAndConfirmationsAreRead) {
-  Config config = mustParse(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  Config config = mustParse(withProxy(R"(
     dns:
       refresh: {min: 500ms, max: 10s}
       empty_confirmations: 5
-  )");
+  )"));
   EXPECT_EQ(config.dns.refresh_min, std::chrono::milliseconds(500));
   EXPECT_EQ(config.dns.refresh_max, std::chrono::seconds(10));
   EXPECT_EQ(config.dns.empty_confirmations, 5u);
@@ -1196,12 +1091,10 @@ TEST(Config, DnsDefaultsMatchTheDesign) {
 }
 
 TEST(Config, DnsRefreshMinAboveMaxIsAnError) {
-  EXPECT_EQ(errorOf(R"(
-    proxy:
-      listen: "198.18.0.1:15001"
+  EXPECT_EQ(errorOf(withProxy(R"(
     dns:
       refresh: {min: 40s, max: 30s}
-  )"),
+  )")),
             "spindle.yaml:4: dns.refresh: min is above max");
 }
 
