@@ -152,16 +152,17 @@ bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
 	@/usr/bin/python3 bench/grpc_bench.py --perf
 
-# Sanitizer builds, with clang 14: the unit tests under ASan+UBSan, and libFuzzer targets
-# (fuzz/*_fuzz.cc). The strict warnings are the g++ build's job; these look for what only
-# shows at run time. A UBSan finding aborts, so that it fails the run. One sanitized library
-# serves both (its coverage hooks cost the unit tests little): CI builds it once, not twice.
+# Sanitizer builds, with clang 14: the unit and component tests under ASan+UBSan, and
+# libFuzzer targets (fuzz/*_fuzz.cc). The strict warnings are the g++ build's job; these look
+# for what only shows at run time. A UBSan finding aborts, so that it fails the run. One
+# sanitized library serves all (its coverage hooks cost the tests little): CI builds it once.
 SAN_CXX      ?= clang++
 SAN_FLAGS    := -std=c++20 -O1 -g1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
                 -fsanitize=address,undefined -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
 SAN_CXXFLAGS := $(SAN_FLAGS) -fsanitize=fuzzer-no-link
 SAN_LIB      := $(BUILD)/asan/lib/libspindle.a
 ASAN_UNIT    := $(BUILD)/asan/bin/unit_tests
+ASAN_COMPONENT := $(BUILD)/asan/bin/component_tests
 FUZZ_NAMES   := $(patsubst fuzz/%_fuzz.cc,%,$(wildcard fuzz/*_fuzz.cc))
 FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/bin/%_fuzz,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
@@ -184,8 +185,13 @@ $(ASAN_UNIT): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(UNIT_SRCS)) $(SAN_LIB)
 	@mkdir -p $(@D)
 	$(SAN_CXX) $(SAN_FLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
 
-test-asan: $(ASAN_UNIT)
+$(ASAN_COMPONENT): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(COMP_SRCS)) $(SAN_LIB)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_FLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
+
+test-asan: $(ASAN_UNIT) $(ASAN_COMPONENT)
 	@UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_UNIT) --gtest_brief=1
+	@UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_COMPONENT) --gtest_brief=1
 
 $(BUILD)/fuzz/bin/%: $(BUILD)/fuzz/obj/fuzz/%.o $(SAN_LIB)
 	@mkdir -p $(@D)
