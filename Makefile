@@ -49,17 +49,21 @@ LIB_OBJS   := $(patsubst %.cc,$(BUILD)/obj/%.o,$(LIB_SRCS))
 MAIN_OBJ   := $(BUILD)/obj/daemon/main.o
 UNIT_SRCS  := $(wildcard tests/unit/*_test.cc)
 UNIT_OBJS  := $(patsubst %.cc,$(BUILD)/obj/%.o,$(UNIT_SRCS))
+# Component tests: the proxy's real classes on a real loop, with test peers on loopback.
+COMP_SRCS  := $(wildcard tests/component/*.cc)
+COMP_OBJS  := $(patsubst %.cc,$(BUILD)/obj/%.o,$(COMP_SRCS))
 
 SPINDLE    := $(BUILD)/bin/spindle
 UNIT_TESTS := $(BUILD)/bin/unit_tests
+COMPONENT_TESTS := $(BUILD)/bin/component_tests
 E2E_CLIENT := $(BUILD)/bin/e2e_client
 
-.PHONY: all deps test unit integration demo bench clean format format-check
+.PHONY: all deps test unit component integration demo bench clean format format-check
 # Keep the intermediate BPF objects: the skeleton embeds them, and rebuilding is wasteful.
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(SPINDLE) $(UNIT_TESTS)
+all: $(SPINDLE) $(UNIT_TESTS) $(COMPONENT_TESTS)
 
 deps:
 	@missing=$$(for p in $(DEPS); do \
@@ -111,6 +115,10 @@ $(UNIT_TESTS): $(UNIT_OBJS) $(BUILD)/lib/libspindle.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
 
+$(COMPONENT_TESTS): $(COMP_OBJS) $(BUILD)/lib/libspindle.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
+
 # Every suite; the last line is "N passed, N failed, N skipped". The build uses every core
 # even when `make test` was called without -j (with -j, the caller's jobserver is kept).
 NPROC ?= $(shell nproc 2>/dev/null || echo 1)
@@ -121,6 +129,10 @@ test: deps
 
 unit: $(UNIT_TESTS)
 	@$(UNIT_TESTS)
+
+# No root, no BPF: io_uring, loopback sockets and the proxy's own classes.
+component: $(COMPONENT_TESTS)
+	@$(COMPONENT_TESTS)
 
 integration: deps $(SPINDLE) $(E2E_CLIENT)
 	@/usr/bin/python3 tests/integration/run.py
@@ -145,16 +157,17 @@ bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
 	@/usr/bin/python3 bench/grpc_bench.py --perf
 
-# Sanitizer builds, with clang 14: the unit tests under ASan+UBSan, and libFuzzer targets
-# (fuzz/*_fuzz.cc). The strict warnings are the g++ build's job; these look for what only
-# shows at run time. A UBSan finding aborts, so that it fails the run. One sanitized library
-# serves both (its coverage hooks cost the unit tests little): CI builds it once, not twice.
+# Sanitizer builds, with clang 14: the unit and component tests under ASan+UBSan, and
+# libFuzzer targets (fuzz/*_fuzz.cc). The strict warnings are the g++ build's job; these look
+# for what only shows at run time. A UBSan finding aborts, so that it fails the run. One
+# sanitized library serves all (its coverage hooks cost the tests little): CI builds it once.
 SAN_CXX      ?= clang++
 SAN_FLAGS    := -std=c++20 -O1 -g1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
                 -fsanitize=address,undefined -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
 SAN_CXXFLAGS := $(SAN_FLAGS) -fsanitize=fuzzer-no-link
 SAN_LIB      := $(BUILD)/asan/lib/libspindle.a
 ASAN_UNIT    := $(BUILD)/asan/bin/unit_tests
+ASAN_COMPONENT := $(BUILD)/asan/bin/component_tests
 FUZZ_NAMES   := $(patsubst fuzz/%_fuzz.cc,%,$(wildcard fuzz/*_fuzz.cc))
 FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/bin/%_fuzz,$(FUZZ_NAMES))
 FUZZ_SECONDS ?= 60
@@ -177,8 +190,13 @@ $(ASAN_UNIT): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(UNIT_SRCS)) $(SAN_LIB)
 	@mkdir -p $(@D)
 	$(SAN_CXX) $(SAN_FLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
 
-test-asan: $(ASAN_UNIT)
+$(ASAN_COMPONENT): $(patsubst %.cc,$(BUILD)/asan/obj/%.o,$(COMP_SRCS)) $(SAN_LIB)
+	@mkdir -p $(@D)
+	$(SAN_CXX) $(SAN_FLAGS) $^ -o $@ -lgtest -lgtest_main $(LDLIBS)
+
+test-asan: $(ASAN_UNIT) $(ASAN_COMPONENT)
 	@UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_UNIT) --gtest_brief=1
+	@UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_COMPONENT) --gtest_brief=1
 
 $(BUILD)/fuzz/bin/%: $(BUILD)/fuzz/obj/fuzz/%.o $(SAN_LIB)
 	@mkdir -p $(@D)
@@ -208,7 +226,7 @@ image:
 # include/spindle/): it keeps the kernel's style, and a .clang-format there turns formatting
 # off. Generated code (build/gen/) is not listed.
 CLANG_FORMAT ?= clang-format-14
-FORMAT_SRCS   = $(shell find daemon tests/unit fuzz include -name '*.cc' -o -name '*.h') \
+FORMAT_SRCS   = $(shell find daemon tests/unit tests/component fuzz include -name '*.cc' -o -name '*.h') \
                 $(wildcard bench/*.cc tests/e2e/cpp/*.cc)
 
 format:

@@ -48,6 +48,27 @@ print(p, f, s)
 EOF
 }
 
+# A GoogleTest binary as one suite, counted from its JSON report. Under a sanitizer (any
+# third argument), a sanitizer's report fails the suite even if every test passed.
+gtest_suite() {  # SUITE BINARY [sanitized]
+	local suite=$1 binary=$2 rc p f s
+	if [ ! -x "$binary" ]; then
+		echo "$suite: $binary is missing (make $binary): counted as 1 failure"
+		add 0 1 0
+		return
+	fi
+	UBSAN_OPTIONS=print_stacktrace=1 "$binary" --gtest_brief=1 \
+		--gtest_output="json:$work/$suite.json" 2>&1 | tee "$work/$suite.log"
+	rc=${PIPESTATUS[0]}
+	read -r p f s <<<"$(gtest_counts "$suite" "$work/$suite.json" "$rc")"
+	if [ -n "${3:-}" ] && [ "$f" -eq 0 ] && grep -qE "$sanitizer_report" "$work/$suite.log"; then
+		echo "$suite: sanitizer report above: counted as 1 failure"
+		f=1
+	fi
+	echo "$suite: $p passed, $f failed, $s skipped"
+	add "$p" "$f" "$s"
+}
+
 # A suite's closing "N passed, N failed, N skipped" line (after PREFIX) into the totals. No
 # such line, or a nonzero exit code with no failed test, counts as one failure.
 add_summary() {  # SUITE LOG EXIT_CODE [PREFIX]
@@ -93,37 +114,25 @@ fi
 # --- unit: GoogleTest, counted from its JSON report -------------------------------------
 echo
 echo "== unit tests (build/bin/unit_tests)"
-if [ -x build/bin/unit_tests ]; then
-	build/bin/unit_tests --gtest_brief=1 --gtest_output="json:$work/unit.json"
-	rc=$?
-	read -r p f s <<<"$(gtest_counts unit "$work/unit.json" "$rc")"
-	echo "unit: $p passed, $f failed, $s skipped"
-	add "$p" "$f" "$s"
-else
-	echo "unit: build/bin/unit_tests is missing (make build/bin/unit_tests): counted as 1 failure"
-	add 0 1 0
-fi
+gtest_suite unit build/bin/unit_tests
 
-# --- unit under ASan+UBSan: the same tests, built by clang with the sanitizers ------------
+# --- component: the proxy's classes on a real io_uring loop, peers on loopback, no root ----
 echo
-echo "== unit tests under ASan+UBSan (build/asan/bin/unit_tests)"
+echo "== component tests (build/bin/component_tests)"
+gtest_suite component build/bin/component_tests
+
+# --- unit and component under ASan+UBSan: the same tests, built by clang ------------------
+echo
+echo "== unit and component tests under ASan+UBSan (build/asan/bin/)"
 started=$(date +%s)
-if sanitizer_make build/asan/bin/unit_tests; then
+if sanitizer_make build/asan/bin/unit_tests build/asan/bin/component_tests; then
 	echo "asan: built in $(($(date +%s) - started)) s"
-	UBSAN_OPTIONS=print_stacktrace=1 build/asan/bin/unit_tests --gtest_brief=1 \
-		--gtest_output="json:$work/asan.json" 2>&1 | tee "$work/asan.log"
-	rc=${PIPESTATUS[0]}
-	read -r p f s <<<"$(gtest_counts asan "$work/asan.json" "$rc")"
-	# A report from a sanitizer fails the suite even if every test passed.
-	if [ "$f" -eq 0 ] && grep -qE "$sanitizer_report" "$work/asan.log"; then
-		echo "asan: sanitizer report above: counted as 1 failure"
-		f=1
-	fi
-	echo "asan: $p passed, $f failed, $s skipped ($(($(date +%s) - started)) s with the build)"
-	add "$p" "$f" "$s"
+	gtest_suite asan build/asan/bin/unit_tests sanitized
+	gtest_suite asan-component build/asan/bin/component_tests sanitized
+	echo "asan: $(($(date +%s) - started)) s with the build"
 else
-	echo "asan: build failed: counted as 1 failure"
-	add 0 1 0
+	echo "asan: build failed: counted as 2 failures (unit and component)"
+	add 0 2 0
 fi
 
 # --- fuzz smoke: each fuzz target for 30 s from its seeds, one test each ------------------

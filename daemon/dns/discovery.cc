@@ -9,7 +9,7 @@ namespace {
 constexpr auto kTick = std::chrono::milliseconds(100);
 }  // namespace
 
-Discovery::Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings)
+Discovery::Discovery(loop::Loop& loop, DnsResolver& resolver, PolicySettings settings)
     : loop_(loop), resolver_(resolver), settings_(settings), tick_(loop, [this] { onTick(); }) {}
 
 void Discovery::watch(const std::string& name, OnChange on_change, OnResult on_result) {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "dns/dns_resolver.h"
 #include "dns/policy.h"
-#include "dns/resolver.h"
 #include "loop/loop.h"
 
 namespace spindle::dns {
@@ -20,7 +20,7 @@ class Discovery {
   // Every answer's outcome (for the metrics).
   using OnResult = std::function<void(Outcome)>;
 
-  Discovery(loop::Loop& loop, CaresResolver& resolver, PolicySettings settings);
+  Discovery(loop::Loop& loop, DnsResolver& resolver, PolicySettings settings);
 
   // Resolves `name` from now on; on_change runs with each new address set (ports 0).
   void watch(const std::string& name, OnChange on_change, OnResult on_result = nullptr);
@@ -48,7 +48,7 @@ class Discovery {
   void onTick();
 
   loop::Loop& loop_;
-  CaresResolver& resolver_;
+  DnsResolver& resolver_;
   PolicySettings settings_;
   std::vector<std::unique_ptr<Watched>> names_;
   loop::Timer tick_;

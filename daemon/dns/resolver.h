@@ -1,15 +1,15 @@
-// c-ares bound to the main event loop: its sockets are polled through io_uring, its timeouts
-// driven by one timer; no blocking call and no thread of its own.
+// The daemon's DnsResolver: c-ares bound to the main event loop. Its sockets are polled
+// through io_uring, its timeouts driven by one timer; no blocking call and no thread of its own.
 #pragma once
 
 #include <ares.h>
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "dns/dns_resolver.h"
 #include "dns/policy.h"
 #include "loop/loop.h"
 #include "net/address.h"
@@ -17,23 +17,19 @@
 
 namespace spindle::dns {
 
-enum class RecordType { kA, kAAAA };
-
-class CaresResolver {
+class CaresResolver final : public DnsResolver {
  public:
-  using Callback = std::function<void(Answer)>;
-
   // servers: empty = /etc/resolv.conf. Timeout 1 s and 2 tries: the library's defaults take
   // over a minute to give up on a dead server.
   static Result<std::unique_ptr<CaresResolver>> create(loop::Loop& loop,
                                                        const std::vector<net::SocketAddress>& servers);
-  ~CaresResolver();
+  ~CaresResolver() override;
   CaresResolver(const CaresResolver&) = delete;
   CaresResolver& operator=(const CaresResolver&) = delete;
 
   // Asks for one record type of `name` (made fully qualified with a trailing dot, so that no
   // search list multiplies the queries).
-  void query(const std::string& name, RecordType type, Callback callback);
+  void query(const std::string& name, RecordType type, Callback callback) override;
 
  private:
   class SocketPoll;
