@@ -56,13 +56,18 @@ void Discovery::query(Watched& watched) {
 void Discovery::onAnswer(Watched& watched) {
   if (!watched.a || !watched.aaaa) return;  // the other family is still on its way
   watched.in_flight = false;
-  // A family that failed is replaced by its last good answer: keep what it gave before.
-  auto effective = [](const Answer& answer, std::optional<Answer>& last_good) -> const Answer& {
+  // One family that failed while the other answered is replaced by its last good answer:
+  // keep what it gave before. When both fail it is an outage, and it is reported as one (the
+  // failure policy keeps the endpoints, the metric and staleness show it).
+  const bool outage =
+      watched.a->outcome == Outcome::kFailure && watched.aaaa->outcome == Outcome::kFailure;
+  auto effective = [outage](const Answer& answer,
+                            std::optional<Answer>& last_good) -> const Answer& {
     if (answer.outcome != Outcome::kFailure) {
       last_good = answer;
       return answer;
     }
-    return last_good ? *last_good : answer;
+    return last_good && !outage ? *last_good : answer;
   };
   const Answer answer = combine(effective(*watched.a, watched.last_good_a),
                                 effective(*watched.aaaa, watched.last_good_aaaa));

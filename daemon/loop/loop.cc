@@ -86,16 +86,44 @@ void Loop::runOnce(std::chrono::milliseconds timeout) {
   deferred_.clear();
 }
 
-void Timer::arm(std::chrono::nanoseconds after) {
-  ts_.tv_sec = after.count() / 1000000000;
-  ts_.tv_nsec = after.count() % 1000000000;
-  io_uring_prep_timeout(loop_.prepare(this), &ts_, 0, 0);
-  armed_ = true;
+Timer::Timer(Loop& loop, std::function<void()> on_fire)
+    : loop_(loop), on_fire_(std::move(on_fire)), op_(std::make_unique<Op>(loop, this)) {}
+
+Timer::~Timer() {
+  if (op_->in_flight == 0) return;
+  op_->owner = nullptr;
+  io_uring_prep_timeout_remove(loop_.prepareIgnored(),
+                               reinterpret_cast<uint64_t>(static_cast<Completion*>(op_.get())), 0);
+  loop_.adopt(std::move(op_));
 }
 
-void Timer::complete(int32_t res, uint32_t /*flags*/) {
-  armed_ = false;
-  if (res == -ETIME) on_fire_();
+void Timer::arm(std::chrono::nanoseconds after) {
+  // The kernel reads the timespec when the SQE is submitted, not here: it lives in the op.
+  op_->ts.tv_sec = after.count() / 1000000000;
+  op_->ts.tv_nsec = after.count() % 1000000000;
+  io_uring_prep_timeout(loop_.prepare(op_.get()), &op_->ts, 0, 0);
+  op_->in_flight++;
+}
+
+void Timer::Op::complete(int32_t res, uint32_t /*flags*/) {
+  in_flight--;
+  if (owner == nullptr) {
+    if (in_flight == 0) loop.disown(this);
+    return;
+  }
+  if (res == -ETIME) owner->on_fire_();
+}
+
+void Loop::adopt(std::unique_ptr<Deferred> orphan) { orphans_.push_back(std::move(orphan)); }
+
+void Loop::disown(Deferred* orphan) {
+  for (auto& kept : orphans_) {
+    if (kept.get() != orphan) continue;
+    deferDelete(std::move(kept));
+    kept = std::move(orphans_.back());
+    orphans_.pop_back();
+    return;
+  }
 }
 
 Waker::Waker(Loop& loop, std::function<void()> on_wake)

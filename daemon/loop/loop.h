@@ -64,6 +64,10 @@ class Loop {
   void runOnce(std::chrono::milliseconds timeout);
 
   void deferDelete(std::unique_ptr<Deferred> object) { deferred_.push_back(std::move(object)); }
+  // Keeps an operation whose owner went while it was in flight: its last completion gives it
+  // back with disown() (it is freed after that batch), or the loop frees it when it ends.
+  void adopt(std::unique_ptr<Deferred> orphan);
+  void disown(Deferred* orphan);
   // Runs after every batch of completions, before deferred deletes.
   void setAfterBatch(std::function<void()> hook) { after_batch_ = std::move(hook); }
 
@@ -73,22 +77,37 @@ class Loop {
   Loop() = default;
   io_uring ring_{};
   std::vector<std::unique_ptr<Deferred>> deferred_;
+  std::vector<std::unique_ptr<Deferred>> orphans_;
   std::function<void()> after_batch_;
 };
 
-// A re-armable one-shot timer on the loop.
-class Timer final : public Completion {
+// A re-armable one-shot timer on the loop. It may be destroyed while armed (a resolver made
+// anew on a reload): the timeout is cancelled, and its completion, which comes later, finds
+// the operation it points to still there, with no owner to call.
+class Timer {
  public:
-  Timer(Loop& loop, std::function<void()> on_fire) : loop_(loop), on_fire_(std::move(on_fire)) {}
+  Timer(Loop& loop, std::function<void()> on_fire);
+  ~Timer();
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
   void arm(std::chrono::nanoseconds after);
-  bool armed() const { return armed_; }
-  void complete(int32_t res, uint32_t flags) override;
+  bool armed() const { return op_->in_flight > 0; }
 
  private:
+  // What the kernel's timeout points at; outlives the Timer while in flight.
+  struct Op final : Completion, Deferred {
+    Op(Loop& l, Timer* timer) : loop(l), owner(timer) {}
+    void complete(int32_t res, uint32_t flags) override;
+    Loop& loop;
+    Timer* owner;
+    __kernel_timespec ts{};
+    int in_flight = 0;
+  };
+
   Loop& loop_;
   std::function<void()> on_fire_;
-  __kernel_timespec ts_{};
-  bool armed_ = false;
+  std::unique_ptr<Op> op_;
 };
 
 // Wakes a loop from another thread (an eventfd read kept armed on the loop).

@@ -50,8 +50,7 @@ class DnsEndpoints : public ::testing::Test {
     ASSERT_TRUE(h_.runUntil([&] { return endpointsAre({endpoint("127.0.0.1")}); }));
   }
 
-  // The harness goes last, but its loop must not turn once Discovery is gone (its timer
-  // would fire into freed memory): shut it down first.
+  // Connections closed while Discovery still answers, as a stopping worker does.
   void TearDown() override { h_.shutdown(); }
 
   bool endpointsAre(const std::vector<std::string>& labels) {
@@ -117,6 +116,22 @@ TEST_F(DnsEndpoints, FailingLookupsKeepTheEndpoints) {
   EXPECT_TRUE(endpointsAre({endpoint("127.0.0.1")}));
   TestClient client(h_);
   EXPECT_EQ(client.call().grpcStatus(), "0");
+}
+
+// Both families failing is an outage, reported as failures (the metric, staleness, the log),
+// not as fresh answers made of the last good ones; the endpoints stay all the same.
+TEST_F(DnsEndpoints, AnOutageIsReportedAsFailuresNotAsFreshAnswers) {
+  std::vector<dns::Outcome> outcomes;
+  discovery_.watch(
+      kName, [](const std::vector<net::SocketAddress>&) {},
+      [&](dns::Outcome outcome) { outcomes.push_back(outcome); });
+  ASSERT_TRUE(h_.runUntil([&] { return !outcomes.empty(); }));
+  EXPECT_EQ(outcomes.back(), dns::Outcome::kRecords);
+  resolver_.setFailing(kName);
+  const size_t before = outcomes.size();
+  ASSERT_TRUE(h_.runUntil([&] { return outcomes.size() >= before + 2; }));
+  EXPECT_EQ(outcomes.back(), dns::Outcome::kFailure);
+  EXPECT_TRUE(endpointsAre({endpoint("127.0.0.1")}));
 }
 
 TEST_F(DnsEndpoints, ConfirmedEmptyAnswerLeavesNoEndpointToCall) {

@@ -87,8 +87,6 @@ class ProxyHarness {
   uint64_t retries(std::string_view reason) const;
 
   // Closes every connection (as a stopping worker does) and waits until they are all gone.
-  // Call it before destroying anything that keeps a timer on the loop (dns::Discovery): a
-  // loop::Timer cannot be cancelled, so its completion must never come after it is gone.
   void shutdown();
 
  private:
