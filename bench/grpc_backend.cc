@@ -36,9 +36,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
-#include <map>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -49,9 +49,9 @@ constexpr size_t kReadBuffer = 64 * 1024;
 constexpr size_t kOutputHighWater = 64 * 1024;  // stop pulling frames from nghttp2 above this
 constexpr int kMaxEvents = 64;
 
-size_t g_reply_bytes = 100;    // message size when the call does not ask for one
-uint64_t g_calls = 0;          // responses whose trailers went out
-uint64_t g_messages = 0;       // messages in those responses
+size_t g_reply_bytes = 100;  // message size when the call does not ask for one
+uint64_t g_calls = 0;        // responses whose trailers went out
+uint64_t g_messages = 0;     // messages in those responses
 constexpr size_t kMaxReplyBytes = 16 << 20;
 constexpr size_t kMaxReplyMessages = 1 << 20;
 
@@ -184,9 +184,8 @@ class Connection {
             return static_cast<Connection*>(self)->onFrameRecv(frame);
           });
       nghttp2_session_callbacks_set_on_header_callback(
-          cb, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
-                 size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                 void* self) noexcept {
+          cb, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+                 const uint8_t* value, size_t valuelen, uint8_t, void* self) noexcept {
             const std::string_view n(reinterpret_cast<const char*>(name), namelen);
             if (n.size() < 6 || n.substr(0, 6) != "bench-") return 0;
             Reply& r = static_cast<Connection*>(self)->replies_[frame->hd.stream_id];
@@ -219,9 +218,9 @@ class Connection {
   }
 
   int onFrameRecv(const nghttp2_frame* frame) {
-    const bool request_ended = (frame->hd.type == NGHTTP2_HEADERS ||
-                                frame->hd.type == NGHTTP2_DATA) &&
-                               (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    const bool request_ended =
+        (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (!request_ended) return 0;
     const int32_t id = frame->hd.stream_id;
     static nghttp2_nv response[] = {header(":status", "200"),
@@ -296,8 +295,8 @@ int listenOn(uint16_t port) {
 }
 
 void printCalls() {
-  std::printf("grpc_backend: calls %llu messages %llu\n",
-              static_cast<unsigned long long>(g_calls), static_cast<unsigned long long>(g_messages));
+  std::printf("grpc_backend: calls %llu messages %llu\n", static_cast<unsigned long long>(g_calls),
+              static_cast<unsigned long long>(g_messages));
   std::fflush(stdout);
 }
 

@@ -49,10 +49,10 @@ Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
   for (const net::SocketAddress& address : config.proxy.listen) {
     const bool unspecified = address.ipString() == "0.0.0.0" || address.ipString() == "::";
     if (unspecified) {
-      return makeError(fmt::format(
-          "proxy.listen {}: needs the node's own address, not a wildcard: connects are "
-          "rewritten to it",
-          address.toString()));
+      return makeError(
+          fmt::format("proxy.listen {}: needs the node's own address, not a wildcard: connects are "
+                      "rewritten to it",
+                      address.toString()));
     }
     if (out.port != 0 && address.port() != out.port) {
       return makeError("proxy.listen: all addresses must share one port");
@@ -155,8 +155,9 @@ void allowListenerMigration() {
   if (in >> value && value == '1') return;
   std::ofstream out(kPath);
   if (!(out << "1\n" << std::flush)) {
-    log::warn("cannot set net.ipv4.tcp_migrate_req=1: in a rollout, connections queued on the "
-              "stopping spindle's listener are reset instead of moved to the new one");
+    log::warn(
+        "cannot set net.ipv4.tcp_migrate_req=1: in a rollout, connections queued on the "
+        "stopping spindle's listener are reset instead of moved to the new one");
   }
 }
 
@@ -207,19 +208,21 @@ Status Daemon::init() {
     if (dir) {
       pin_dir_ = *dir;
     } else {
-      log::warn("redirect.pin_path: {}; the maps are not shared, so a second spindle on this "
-                "node (a rollout with maxSurge) will not start beside this one",
-                dir.error());
+      log::warn(
+          "redirect.pin_path: {}; the maps are not shared, so a second spindle on this "
+          "node (a rollout with maxSurge) will not start beside this one",
+          dir.error());
     }
   }
   // Without shared maps a dying spindle must be gone first; with them, a live one is welcome.
   auto another = anotherSpindle(config, std::chrono::milliseconds(pin_dir_.empty() ? 2000 : 0));
   if (!another) return Error{another.error()};
   if (*another && pin_dir_.empty()) {
-    return makeError(fmt::format("proxy.listen: {} is in use: is another spindle running on "
-                                 "this node? Two can share it only with redirect.pin_path on "
-                                 "bpffs",
-                                 config.proxy.listen.front().toString()));
+    return makeError(
+        fmt::format("proxy.listen: {} is in use: is another spindle running on "
+                    "this node? Two can share it only with redirect.pin_path on "
+                    "bpffs",
+                    config.proxy.listen.front().toString()));
   }
   if (*another) log::info("another spindle serves this node: sharing its maps in {}", pin_dir_);
   allowListenerMigration();
@@ -314,14 +317,20 @@ Status Daemon::registerMetrics() {
   auto families = proxy::ProxyFamilies::registerIn(metric_registry_);
   if (!families) return Error{families.error()};
   families_ = std::move(*families);
-  auto dns_family = metric_registry_.add(
-      {"spindle_dns_resolutions_total", "DNS answers for the services' endpoints, by result.",
-       metrics::Type::kCounter, {"service", "result"}, {}, 1024});
+  auto dns_family = metric_registry_.add({"spindle_dns_resolutions_total",
+                                          "DNS answers for the services' endpoints, by result.",
+                                          metrics::Type::kCounter,
+                                          {"service", "result"},
+                                          {},
+                                          1024});
   if (!dns_family) return Error{dns_family.error()};
   dns_family_ = *dns_family;
-  auto reload_family = metric_registry_.add(
-      {"spindle_config_reloads_total", "Configuration reloads, by result.",
-       metrics::Type::kCounter, {"result"}, {}, 4});
+  auto reload_family = metric_registry_.add({"spindle_config_reloads_total",
+                                             "Configuration reloads, by result.",
+                                             metrics::Type::kCounter,
+                                             {"result"},
+                                             {},
+                                             4});
   if (!reload_family) return Error{reload_family.error()};
   reload_family_ = *reload_family;
   main_shard_ = metric_registry_.makeShard();
@@ -332,9 +341,8 @@ Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners) {
   const auto services = registry_->table();
   for (unsigned w = 0; w < listeners.size(); ++w) {
     workers_.push_back(std::make_unique<proxy::Worker>(
-        w, std::move(listeners[w]), redirector_->originalDsts(), services,
-        effective_->limits, kSocketMark, *families_, metric_registry_.makeShard(),
-        cgroup_mount_));
+        w, std::move(listeners[w]), redirector_->originalDsts(), services, effective_->limits,
+        kSocketMark, *families_, metric_registry_.makeShard(), cgroup_mount_));
     if (Status s = workers_.back()->start(); !s) return s;
   }
   return {};
@@ -458,8 +466,8 @@ void Daemon::stop() {
   if (admin_server_) admin_server_->stop();  // the port is the other spindle's now
   // The probe socket stays: /ready answers 503 (detached) while this spindle drains.
   drain();
-  const bool listeners_closed = std::none_of(workers_.begin(), workers_.end(),
-                                             [](const auto& w) { return w->accepting(); });
+  const bool listeners_closed =
+      std::none_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->accepting(); });
   for (auto& worker : workers_) worker->stop();
   for (auto& worker : workers_) worker->join();
   if (probe_server_) {
@@ -487,7 +495,9 @@ void Daemon::drain() {
   auto drainWorkers = [this](DrainStep step) {
     for (auto& worker : workers_) worker->drain(step);
   };
-  auto any = [this](auto predicate) { return std::any_of(workers_.begin(), workers_.end(), predicate); };
+  auto any = [this](auto predicate) {
+    return std::any_of(workers_.begin(), workers_.end(), predicate);
+  };
   const auto start = Clock::now();
   // What the programs redirected just before the detach is still being accepted.
   constexpr auto kAcceptGrace = std::chrono::milliseconds(100);

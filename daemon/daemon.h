@@ -73,11 +73,11 @@ class Daemon {
   std::shared_ptr<const config::Config> effective_;
   std::string applied_text_;  // the file as last applied: a change event alone is no change
   std::string cgroup_mount_;
-  std::string pin_dir_;       // "" = the maps are not shared with another spindle
+  std::string pin_dir_;  // "" = the maps are not shared with another spindle
   std::chrono::nanoseconds beat_{};
   bool attached_ = false;
   bool running_ = true;
-  bool cut_drain_ = false;    // a second signal ends the drain
+  bool cut_drain_ = false;  // a second signal ends the drain
 
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<admin::AdminServer> admin_server_;

@@ -63,7 +63,8 @@ int probe(const std::string& socket_path, const std::string& path) {
   if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) ==
       static_cast<ssize_t>(request.size())) {
     char buffer[4096];
-    for (ssize_t n; (n = ::recv(fd.get(), buffer, sizeof(buffer), 0)) > 0 && response.size() < 65536;) {
+    for (ssize_t n;
+         (n = ::recv(fd.get(), buffer, sizeof(buffer), 0)) > 0 && response.size() < 65536;) {
       response.append(buffer, static_cast<size_t>(n));
     }
   }

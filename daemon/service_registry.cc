@@ -29,7 +29,7 @@ std::vector<lb::Endpoint> ServiceRegistry::staticEndpoints(const config::Service
 }
 
 lb::ServiceEntry ServiceRegistry::entryFor(const config::Service& service,
-                                              lb::EndpointSetPtr endpoints) const {
+                                           lb::EndpointSetPtr endpoints) const {
   return lb::ServiceEntry{service.name, config::serviceId(service.name), std::move(endpoints),
                           config::policyOf(service)};
 }
@@ -38,8 +38,8 @@ ServiceRegistry::ServiceRegistry(const std::vector<config::Service>& services) {
   auto table = std::make_shared<lb::ServiceTable>();
   for (const config::Service& service : services) {
     // A DNS service starts empty: not ready, its connections pass through at L4 meanwhile.
-    auto endpoints = std::make_shared<const lb::EndpointSet>(
-        service.name, staticEndpoints(service, nullptr));
+    auto endpoints =
+        std::make_shared<const lb::EndpointSet>(service.name, staticEndpoints(service, nullptr));
     table->push_back(entryFor(service, std::move(endpoints)));
     Slot slot{service, {}};
     for (const config::Intercept& intercept : service.intercept) {
@@ -71,20 +71,18 @@ std::shared_ptr<const lb::ServiceTable> ServiceRegistry::reload(
     if (index == slots_.size()) {
       slots_.push_back(Slot{});
       kept.push_back(false);
-      table->push_back(entryFor(
-          service, std::make_shared<const lb::EndpointSet>(service.name,
-                                                           std::vector<lb::Endpoint>{})));
+      table->push_back(entryFor(service, std::make_shared<const lb::EndpointSet>(
+                                             service.name, std::vector<lb::Endpoint>{})));
     }
     kept[index] = true;
     Slot& slot = slots_[index];
     const lb::EndpointSetPtr& current = (*table)[index].endpoints;
     // Static endpoints follow the new list; a DNS service keeps what it has until the name
     // answers again.
-    lb::EndpointSetPtr endpoints =
-        service.endpoints.dns.empty()
-            ? std::make_shared<const lb::EndpointSet>(service.name,
-                                                      staticEndpoints(service, current.get()))
-            : current;
+    lb::EndpointSetPtr endpoints = service.endpoints.dns.empty()
+                                       ? std::make_shared<const lb::EndpointSet>(
+                                             service.name, staticEndpoints(service, current.get()))
+                                       : current;
     (*table)[index] = entryFor(service, std::move(endpoints));
     // Intercepts: literals as written; a name keeps the addresses it had, if it had any.
     std::vector<std::vector<net::SocketAddress>> intercepts;

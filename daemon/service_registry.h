@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "config/config.h"
-#include "net/address.h"
 #include "lb/service_table.h"
+#include "net/address.h"
 
 namespace spindle {
 

@@ -113,8 +113,7 @@ std::string renderLiveMetrics(const Daemon& d) {
                    e.load->upstream_connections.load(std::memory_order_relaxed));
     }
   }
-  metrics::appendHeader(out, "spindle_endpoints", "Endpoints of each service, by state.",
-                        "gauge");
+  metrics::appendHeader(out, "spindle_endpoints", "Endpoints of each service, by state.", "gauge");
   for (const lb::ServiceEntry& service : *table) {
     size_t ejected = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
@@ -226,9 +225,8 @@ HttpResponse configPage(const Daemon& d) {
       jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
       c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
       c.shutdown.drain.count(), c.limits.max_connections, c.limits.idle_timeout.count(),
-      c.limits.header_timeout.count(), c.limits.send_timeout.count(),
-      c.limits.max_premature_resets, c.limits.max_glitches, c.limits.max_control_frames,
-      addressList(c.dns.servers),
+      c.limits.header_timeout.count(), c.limits.send_timeout.count(), c.limits.max_premature_resets,
+      c.limits.max_glitches, c.limits.max_control_frames, addressList(c.dns.servers),
       c.dns.refresh_min.count(), c.dns.refresh_max.count(), c.dns.empty_confirmations);
   for (size_t i = 0; i < c.services.size(); ++i) {
     const config::Service& service = c.services[i];
@@ -258,17 +256,19 @@ HttpResponse indexPage(const Daemon& d) {
       "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:"
       "1.5em}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}"
       ".ejected{color:#b00}</style></head><body><h1>spindle " SPINDLE_VERSION "</h1>";
-  out += "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
-         " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
+  out +=
+      "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
+      " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
   for (const lb::ServiceEntry& service : *d.services().table()) {
     uint64_t total = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       total += e.load->total_calls.load(std::memory_order_relaxed);
     }
-    out += fmt::format("<h2>{}</h2><p>balance: {}, {} endpoints</p><table><tr><th>endpoint</th>"
-                       "<th>state</th><th>active calls</th><th>calls</th><th>share</th></tr>",
-                       htmlEscape(service.name), lb::balanceName(service.policy.balance),
-                       service.endpoints->size());
+    out += fmt::format(
+        "<h2>{}</h2><p>balance: {}, {} endpoints</p><table><tr><th>endpoint</th>"
+        "<th>state</th><th>active calls</th><th>calls</th><th>share</th></tr>",
+        htmlEscape(service.name), lb::balanceName(service.policy.balance),
+        service.endpoints->size());
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {
       const uint64_t calls = e.load->total_calls.load(std::memory_order_relaxed);
       const char* state = endpointState(*e.load, now);

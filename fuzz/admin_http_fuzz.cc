@@ -19,9 +19,7 @@ namespace {
 
 void checkResult(const ParseResult& result, std::string_view buffer) {
   switch (result.kind) {
-    case ParseResult::Kind::kNeedMore:
-      FUZZ_REQUIRE(buffer.size() < admin::kMaxHeadBytes);
-      break;
+    case ParseResult::Kind::kNeedMore: FUZZ_REQUIRE(buffer.size() < admin::kMaxHeadBytes); break;
     case ParseResult::Kind::kComplete:
       FUZZ_REQUIRE(result.consumed > 0 && result.consumed <= buffer.size());
       FUZZ_REQUIRE(result.consumed <= admin::kMaxHeadBytes);

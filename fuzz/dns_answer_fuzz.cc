@@ -23,7 +23,7 @@ using namespace spindle::dns;
 
 namespace {
 
-constexpr int kStatuses[] = {ARES_SUCCESS,  ARES_SUCCESS,  ARES_SUCCESS,  ARES_SUCCESS,
+constexpr int kStatuses[] = {ARES_SUCCESS,   ARES_SUCCESS, ARES_SUCCESS,  ARES_SUCCESS,
                              ARES_ENOTFOUND, ARES_ENODATA, ARES_ETIMEOUT, ARES_ESERVFAIL};
 
 void checkAnswer(const Answer& answer, RecordType type) {

@@ -19,9 +19,9 @@ namespace spindle::fuzz {
 
 // The fuzz input's first byte: how the bytes after it are fed.
 struct Mode {
-  bool preface = false;     // prepend a valid preface (server: magic + SETTINGS; client: SETTINGS)
-  size_t chunk = 0;         // receive() this many bytes at a time (0 = all at once)
-  bool goaway = false;      // our side sends GOAWAY halfway through
+  bool preface = false;  // prepend a valid preface (server: magic + SETTINGS; client: SETTINGS)
+  size_t chunk = 0;      // receive() this many bytes at a time (0 = all at once)
+  bool goaway = false;   // our side sends GOAWAY halfway through
   bool late_consume = false;  // give window back only at the end, not after every chunk
 
   static Mode of(uint8_t byte) {
@@ -212,8 +212,7 @@ inline void drive(h2::Session& session, Peer& peer, const Mode& mode, const std:
   bool goaway_sent = false;
   while (at < input.size()) {
     const size_t n = mode.chunk == 0 ? input.size() - at : std::min(mode.chunk, input.size() - at);
-    const Status status =
-        session.receive(reinterpret_cast<const uint8_t*>(input.data()) + at, n);
+    const Status status = session.receive(reinterpret_cast<const uint8_t*>(input.data()) + at, n);
     at += n;
     out.clear();
     session.produce(out, kLimit);

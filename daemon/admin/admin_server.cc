@@ -9,8 +9,8 @@
 #include <cstring>
 #include <exception>
 
-#include "util/fd.h"
 #include "net/socket.h"
+#include "util/fd.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
 
@@ -214,9 +214,9 @@ class AdminServer::Sweeper final : public loop::Completion, public loop::Deferre
 
   void cancel() {
     if (!armed_) return;
-    io_uring_prep_timeout_remove(
-        loop_.prepareIgnored(),
-        reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(this)), 0);
+    io_uring_prep_timeout_remove(loop_.prepareIgnored(),
+                                 reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(this)),
+                                 0);
   }
 
   void complete(int32_t res, uint32_t /*flags*/) override {
@@ -273,8 +273,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd lis
   server->acceptor_ = new net::Acceptor(loop, std::move(listener), "admin",
                                         [self](Fd fd) { self->onAccepted(std::move(fd)); });
   const auto interval = std::clamp<std::chrono::nanoseconds>(
-      options.request_timeout / 10, std::chrono::milliseconds(10),
-      std::chrono::milliseconds(250));
+      options.request_timeout / 10, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
   server->sweeper_ = new Sweeper(*server, interval);
   return server;
 }

@@ -55,8 +55,7 @@ class AdminServer {
                                                      AdminOptions options = {});
   // The same on a Unix socket: what `spindle --probe` asks, so that kubelet's probes reach
   // this process even while another spindle shares the TCP port (a rollout).
-  static Result<std::unique_ptr<AdminServer>> createUnix(loop::Loop& loop,
-                                                         const std::string& path,
+  static Result<std::unique_ptr<AdminServer>> createUnix(loop::Loop& loop, const std::string& path,
                                                          AdminOptions options = {});
   // Safe at any time: what is still in flight finishes on the loop and frees itself (or is
   // dropped with the loop).

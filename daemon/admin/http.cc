@@ -21,11 +21,22 @@ ParseResult failure(int status, std::string reason) {
 bool isTokenChar(char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return false;
   }
 }
 
@@ -36,9 +47,8 @@ bool isToken(std::string_view text) {
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return lower(x) == lower(y);
-         });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                            [](char x, char y) { return lower(x) == lower(y); });
 }
 
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
@@ -148,8 +158,8 @@ ParseResult parseHead(std::string_view head, size_t consumed) {
     if (equalsIgnoreCase(name, "host")) {
       ++hosts;
     } else if (equalsIgnoreCase(name, "content-length")) {
-      if (value.empty() || !std::all_of(value.begin(), value.end(),
-                                        [](char c) { return c >= '0' && c <= '9'; })) {
+      if (value.empty() ||
+          !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
         return failure(400, "malformed Content-Length");
       }
       uint64_t length = 0;
@@ -252,8 +262,8 @@ std::string serializeResponse(const HttpResponse& response, bool head_only, bool
       "Content-Length: {}\r\n"
       "Cache-Control: no-store\r\n"
       "Connection: {}\r\n",
-      response.status, reasonPhrase(response.status), response.content_type,
-      response.body.size(), keep_alive ? "keep-alive" : "close");
+      response.status, reasonPhrase(response.status), response.content_type, response.body.size(),
+      keep_alive ? "keep-alive" : "close");
   if (response.status == 405) out += "Allow: GET, HEAD\r\n";
   out += "\r\n";
   if (!head_only) out += response.body;

@@ -46,7 +46,7 @@ class HttpRequestParser {
   void reset() { *this = HttpRequestParser(); }
 
  private:
-  size_t scanned_ = 0;       // bytes already checked
+  size_t scanned_ = 0;        // bytes already checked
   size_t request_start_ = 0;  // after skipped empty lines
   size_t line_start_ = 0;
   size_t lines_ = 0;  // complete lines of this request, the request line included

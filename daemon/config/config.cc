@@ -125,8 +125,8 @@ class Parser {
   Config parseDocument(const YAML::Node& root) {
     if (!root.IsMap()) fail(lineOf(root, 1), "expected a map at the top level");
     Item top{root, lineOf(root, 1), ""};
-    auto fields = readMap(top, {"proxy", "admin", "redirect", "dns", "services", "shutdown",
-                                "limits"});
+    auto fields =
+        readMap(top, {"proxy", "admin", "redirect", "dns", "services", "shutdown", "limits"});
 
     Config config;
     auto proxy = fields.find("proxy");
@@ -143,7 +143,8 @@ class Parser {
     if (auto it = fields.find("shutdown"); it != fields.end()) {
       config.shutdown = parseShutdown(it->second);
     }
-    if (auto it = fields.find("limits"); it != fields.end()) config.limits = parseLimits(it->second);
+    if (auto it = fields.find("limits"); it != fields.end())
+      config.limits = parseLimits(it->second);
     return config;
   }
 
@@ -401,14 +402,15 @@ class Parser {
   Shutdown parseShutdown(const Item& item) const {
     auto fields = readMap(item, {"drain"});
     Shutdown shutdown;
-    if (auto it = fields.find("drain"); it != fields.end()) shutdown.drain = duration(it->second, true);
+    if (auto it = fields.find("drain"); it != fields.end())
+      shutdown.drain = duration(it->second, true);
     return shutdown;
   }
 
   Limits parseLimits(const Item& item) const {
-    auto fields = readMap(item, {"max_connections", "idle_timeout", "header_timeout",
-                                 "send_timeout", "max_premature_resets", "max_glitches",
-                                 "max_control_frames"});
+    auto fields =
+        readMap(item, {"max_connections", "idle_timeout", "header_timeout", "send_timeout",
+                       "max_premature_resets", "max_glitches", "max_control_frames"});
     Limits limits;
     if (auto it = fields.find("max_connections"); it != fields.end()) {
       limits.max_connections = static_cast<uint32_t>(integer(it->second, 1, 1000000));
@@ -561,8 +563,8 @@ class Parser {
   }
 
   Outlier outlier(const Item& item) const {
-    auto fields = readMap(
-        item, {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent"});
+    auto fields = readMap(item, {"consecutive_failures", "base_ejection", "max_ejection",
+                                 "max_ejected_percent"});
     Outlier out;
     if (auto it = fields.find("consecutive_failures"); it != fields.end()) {
       out.consecutive_failures = static_cast<uint32_t>(integer(it->second, 1, 1000));

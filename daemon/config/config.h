@@ -26,9 +26,9 @@ using Retries = lb::RetrySettings;
 // What apps dial. A literal "ip:port" goes straight into the BPF services map; a "name:port"
 // is resolved by DNS to the Service's ClusterIP (the DNS issue fills that in).
 struct Intercept {
-  std::string text;                         // as written, for messages
+  std::string text;                           // as written, for messages
   std::optional<net::SocketAddress> literal;  // set when the host is an IP literal
-  std::string host;                         // the name, when it is not a literal
+  std::string host;                           // the name, when it is not a literal
   uint16_t port = 0;
 };
 
@@ -101,7 +101,7 @@ struct Limits {
   Duration idle_timeout{300000};     // a connection without streams is closed; 0 = never
   // The client preface and SETTINGS, and each header block once begun, within this time.
   Duration header_timeout{10000};
-  Duration send_timeout{30000};      // a send that makes no progress for this long closes
+  Duration send_timeout{30000};  // a send that makes no progress for this long closes
   // Streams the client resets before any response: past this many, and over half of the
   // connection's streams, the connection is closed (CVE-2023-44487).
   uint32_t max_premature_resets = 100;

@@ -13,9 +13,9 @@ Discovery::Discovery(loop::Loop& loop, DnsResolver& resolver, PolicySettings set
     : loop_(loop), resolver_(resolver), settings_(settings), tick_(loop, [this] { onTick(); }) {}
 
 void Discovery::watch(const std::string& name, OnChange on_change, OnResult on_result) {
-  auto watched = std::make_unique<Watched>(
-      Watched{name, NameState(settings_), std::move(on_change), std::move(on_result), false,
-              std::nullopt, std::nullopt, std::nullopt, std::nullopt});
+  auto watched = std::make_unique<Watched>(Watched{name, NameState(settings_), std::move(on_change),
+                                                   std::move(on_result), false, std::nullopt,
+                                                   std::nullopt, std::nullopt, std::nullopt});
   query(*watched);
   names_.push_back(std::move(watched));
   if (!tick_.armed()) tick_.arm(kTick);
@@ -78,9 +78,8 @@ void Discovery::onAnswer(Watched& watched) {
     log::warn("dns: {}: {} (keeping {} endpoints; {} failures in a row)", watched.name,
               answer.error, watched.state.addresses().size(), watched.state.consecutiveFailures());
   } else if (answer.outcome == Outcome::kEmpty && !changed) {
-    log::warn("dns: {}: {} ({} of {} answers in a row before endpoints are dropped)",
-              watched.name, answer.error, watched.state.consecutiveEmpty(),
-              settings_.empty_confirmations);
+    log::warn("dns: {}: {} ({} of {} answers in a row before endpoints are dropped)", watched.name,
+              answer.error, watched.state.consecutiveEmpty(), settings_.empty_confirmations);
   }
   if (changed) watched.on_change(*changed);
 }

@@ -69,8 +69,7 @@ std::optional<std::vector<net::SocketAddress>> NameState::onAnswer(const Answer&
       addresses_.clear();
       return addresses_;
     }
-    case Outcome::kFailure:
-      break;
+    case Outcome::kFailure: break;
   }
   ++failures_;
   // Backoff: refresh_min, doubling per failure in a row, at most refresh_max.

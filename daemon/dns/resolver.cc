@@ -156,8 +156,8 @@ void CaresResolver::query(const std::string& name, RecordType type, Callback cal
   const std::string fqdn = !name.empty() && name.back() == '.' ? name : name + ".";
   auto* pending = new Pending{std::move(callback), type, fqdn, &outstanding_};
   ++outstanding_;
-  ares_query(channel_, fqdn.c_str(), ns_c_in, type == RecordType::kA ? ns_t_a : ns_t_aaaa,
-             onAnswer, pending);
+  ares_query(channel_, fqdn.c_str(), ns_c_in, type == RecordType::kA ? ns_t_a : ns_t_aaaa, onAnswer,
+             pending);
   armTick();
 }
 

@@ -21,8 +21,8 @@ class CaresResolver final : public DnsResolver {
  public:
   // servers: empty = /etc/resolv.conf. Timeout 1 s and 2 tries: the library's defaults take
   // over a minute to give up on a dead server.
-  static Result<std::unique_ptr<CaresResolver>> create(loop::Loop& loop,
-                                                       const std::vector<net::SocketAddress>& servers);
+  static Result<std::unique_ptr<CaresResolver>> create(
+      loop::Loop& loop, const std::vector<net::SocketAddress>& servers);
   ~CaresResolver() override;
   CaresResolver(const CaresResolver&) = delete;
   CaresResolver& operator=(const CaresResolver&) = delete;

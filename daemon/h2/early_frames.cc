@@ -59,14 +59,10 @@ bool validSetting(uint16_t id, uint32_t value) {
   switch (id) {
     case NGHTTP2_SETTINGS_ENABLE_PUSH:
     case NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL:
-    case NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES:
-      return value <= 1;
-    case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE:
-      return value <= kMaxWindow;
-    case NGHTTP2_SETTINGS_MAX_FRAME_SIZE:
-      return value >= (1u << 14) && value < (1u << 24);
-    default:
-      return true;
+    case NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES: return value <= 1;
+    case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE: return value <= kMaxWindow;
+    case NGHTTP2_SETTINGS_MAX_FRAME_SIZE: return value >= (1u << 14) && value < (1u << 24);
+    default: return true;
   }
 }
 }  // namespace
@@ -130,9 +126,8 @@ EarlyFrames::Taken EarlyFrames::receive(const uint8_t* data, size_t length,
   return {at, Violation::kNone};
 }
 
-EarlyFrames::Frame EarlyFrames::take(const uint8_t* header, size_t length,
-                                     const Settings& settings, Budgets& budgets,
-                                     Listener& listener, Violation* flood) {
+EarlyFrames::Frame EarlyFrames::take(const uint8_t* header, size_t length, const Settings& settings,
+                                     Budgets& budgets, Listener& listener, Violation* flood) {
   const uint8_t type = header[3];
   const bool ack = (header[4] & NGHTTP2_FLAG_ACK) != 0;
   const uint32_t stream_id = readU32(header + 5) & 0x7fffffff;
@@ -175,8 +170,7 @@ EarlyFrames::Frame EarlyFrames::take(const uint8_t* header, size_t length,
       window_increment_ += increment;
       return Frame::kTaken;
     }
-    default:
-      return Frame::kNeedsSession;
+    default: return Frame::kNeedsSession;
   }
 }
 

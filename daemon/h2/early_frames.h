@@ -92,12 +92,12 @@ class EarlyFrames {
   std::string out_;  // frames to send, before the session's
   std::array<uint32_t, kKnownSettings> settings_{};
   uint32_t window_increment_ = 0;  // the peer's connection WINDOW_UPDATEs, summed
-  uint32_t acks_owed_ = 0;  // ACKs in out_
-  uint16_t settings_set_ = 0;  // bit per id
+  uint32_t acks_owed_ = 0;         // ACKs in out_
+  uint16_t settings_set_ = 0;      // bit per id
   bool preface_seen_ = false;
   bool settings_seen_ = false;
   bool settings_acked_ = false;  // the peer acknowledged our SETTINGS
-  bool final_goaway_ = false;  // a GOAWAY that ends the connection is queued
+  bool final_goaway_ = false;    // a GOAWAY that ends the connection is queued
 };
 
 }  // namespace spindle::h2

@@ -18,9 +18,18 @@ Settings downstreamSettings() { return Settings{}; }
 std::string_view violationName(Violation violation) {
   // In the order of the enum: these are the metric's label values.
   static constexpr std::string_view kNames[kViolationCount] = {
-      "none",           "rapid_reset",         "glitch",         "continuation_flood",
-      "settings_flood", "ping_flood",          "window_update_flood", "priority_flood",
-      "empty_frames",   "ack_flood",           "header_timeout", "send_timeout",
+      "none",
+      "rapid_reset",
+      "glitch",
+      "continuation_flood",
+      "settings_flood",
+      "ping_flood",
+      "window_update_flood",
+      "priority_flood",
+      "empty_frames",
+      "ack_flood",
+      "header_timeout",
+      "send_timeout",
       "protocol_error",
   };
   return kNames[static_cast<size_t>(violation)];
@@ -80,14 +89,12 @@ struct Callbacks {
       if (s.violation_ != Violation::kNone) return NGHTTP2_ERR_CALLBACK_FAILURE;
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    s.pending_headers_.add(
-        std::string_view(reinterpret_cast<const char*>(name), name_length),
-        std::string_view(reinterpret_cast<const char*>(value), value_length));
+    s.pending_headers_.add(std::string_view(reinterpret_cast<const char*>(name), name_length),
+                           std::string_view(reinterpret_cast<const char*>(value), value_length));
     return 0;
   }
 
-  static int onFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
-                         void* user_data) noexcept {
+  static int onFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void* user_data) noexcept {
     Session& s = self(user_data);
     if (s.replaying_) return 0;  // taken once already, before the session
     const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
@@ -108,8 +115,7 @@ struct Callbacks {
           if (!status.empty() && status[0] == '1') return 0;
           kind = HeadersKind::kResponse;
         }
-        s.listener_.onHeaders(frame->hd.stream_id, kind, std::move(s.pending_headers_),
-                              end_stream);
+        s.listener_.onHeaders(frame->hd.stream_id, kind, std::move(s.pending_headers_), end_stream);
         s.pending_headers_.clear();
         return 0;
       }
@@ -159,8 +165,7 @@ struct Callbacks {
           s.listener_.onRemoteSettings();
         }
         return 0;
-      default:
-        return 0;
+      default: return 0;
     }
   }
 
@@ -359,8 +364,7 @@ bool Session::headersOverdue(Clock::time_point now, std::chrono::nanoseconds tim
 Status Session::receive(const uint8_t* data, size_t length) {
   if (session_ == nullptr) {
     if (violation_ != Violation::kNone) return errorStatus();
-    const EarlyFrames::Taken taken =
-        early_.receive(data, length, settings_, budgets_, listener_);
+    const EarlyFrames::Taken taken = early_.receive(data, length, settings_, budgets_, listener_);
     if (taken.violation != Violation::kNone) giveUp(taken.violation, goawayCode(taken.violation));
     if (violation_ != Violation::kNone) return errorStatus();
     // Nothing begins after our final GOAWAY (a PING's ACK can bring it, mid-read).

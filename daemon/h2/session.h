@@ -51,11 +51,11 @@ enum class Violation {
   kPingFlood,
   kWindowUpdateFlood,
   kPriorityFlood,
-  kEmptyFrames,        // DATA frames with nothing in them and no END_STREAM
-  kAckFlood,           // SETTINGS/PING ACKs we owe pile up: the peer does not read
-  kHeaderTimeout,      // preface, SETTINGS or a header block too slow (slowloris)
-  kSendTimeout,        // the peer stopped reading
-  kProtocolError,      // anything else nghttp2 refused
+  kEmptyFrames,    // DATA frames with nothing in them and no END_STREAM
+  kAckFlood,       // SETTINGS/PING ACKs we owe pile up: the peer does not read
+  kHeaderTimeout,  // preface, SETTINGS or a header block too slow (slowloris)
+  kSendTimeout,    // the peer stopped reading
+  kProtocolError,  // anything else nghttp2 refused
 };
 inline constexpr size_t kViolationCount = 13;
 std::string_view violationName(Violation violation);
@@ -182,7 +182,7 @@ class Session {
   Clock::time_point pending_since_{};
   EarlyFrames early_;  // a server's, before session_
   bool pending_too_large_ = false;
-  bool pending_open_ = false;  // a header block has begun and not ended
+  bool pending_open_ = false;          // a header block has begun and not ended
   bool remote_settings_seen_ = false;  // by session_ (EarlyFrames keeps its own)
   bool replaying_ = false;  // startSession() feeds the agreed frames: no budgets, no events
 };

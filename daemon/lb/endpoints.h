@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string>
 #include <vector>
 
 #include "net/address.h"

@@ -65,8 +65,7 @@ FailureOutcome onFailure(EndpointLoad& load, const EndpointSet& set, TimePoint n
   if (ejections > 0 && until != 0 && now_ns - until >= max.count()) ejections = 0;
   const int64_t new_until = now_ns + ejectionDuration(ejections, settings).count();
   // Only one racing worker ejects (and counts the ejection); the others see it done.
-  if (!load.ejected_until_ns.compare_exchange_strong(until, new_until,
-                                                     std::memory_order_relaxed)) {
+  if (!load.ejected_until_ns.compare_exchange_strong(until, new_until, std::memory_order_relaxed)) {
     return FailureOutcome::kAlreadyEjected;
   }
   load.ejections.store(ejections + 1, std::memory_order_relaxed);

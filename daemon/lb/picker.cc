@@ -112,8 +112,7 @@ uint32_t activeStreams(const Endpoint& endpoint) {
 }
 
 bool ejected(const Endpoint& endpoint, int64_t now_ns) {
-  return endpoint.load &&
-         now_ns < endpoint.load->ejected_until_ns.load(std::memory_order_relaxed);
+  return endpoint.load && now_ns < endpoint.load->ejected_until_ns.load(std::memory_order_relaxed);
 }
 
 constexpr size_t kNoRank = std::numeric_limits<size_t>::max();
@@ -127,9 +126,9 @@ constexpr int kDraws = 8;
 // Rejection sampling reads only the endpoints drawn: their loads are cache lines that other
 // workers write, and a pass over all of them on every call would bounce every line. Accepted
 // draws and the fallback pass are both uniform over the endpoints in service, so the mix is.
-std::optional<size_t> drawRank(Random& random, const EndpointSet& set,
-                               const Candidates& candidates, size_t skip, int64_t now_ns,
-                               bool with_ejected, std::vector<size_t>& scratch) {
+std::optional<size_t> drawRank(Random& random, const EndpointSet& set, const Candidates& candidates,
+                               size_t skip, int64_t now_ns, bool with_ejected,
+                               std::vector<size_t>& scratch) {
   const size_t n = candidates.size();
   const size_t m = skip == kNoRank ? n : n - 1;
   if (m == 0) return std::nullopt;
@@ -361,15 +360,12 @@ std::string_view balanceName(Balance balance) {
   return "?";
 }
 
-std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed,
-                                   PickerOptions options) {
+std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed, PickerOptions options) {
   switch (balance) {
     case Balance::kLeastRequest:
       return std::make_unique<PowerOfTwoPicker>(Cost::kActiveStreams, seed, options);
-    case Balance::kRoundRobin:
-      return std::make_unique<RoundRobinPicker>(seed);
-    case Balance::kRandom:
-      return std::make_unique<RandomPicker>(seed);
+    case Balance::kRoundRobin: return std::make_unique<RoundRobinPicker>(seed);
+    case Balance::kRandom: return std::make_unique<RandomPicker>(seed);
     case Balance::kPeakEwma:
       return std::make_unique<PowerOfTwoPicker>(Cost::kPeakEwma, seed, options);
   }

@@ -70,8 +70,7 @@ class Picker {
   uint64_t panics_ = 0;
 };
 
-std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed,
-                                   PickerOptions options = {});
+std::unique_ptr<Picker> makePicker(Balance balance, uint64_t seed, PickerOptions options = {});
 
 // Adds a call's latency to the endpoint's peak EWMA: a sample above the average replaces it
 // (a slowdown shows at once), one below pulls it down with weight 1 - exp(-dt / decay), dt

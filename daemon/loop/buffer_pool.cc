@@ -9,8 +9,8 @@
 
 namespace spindle::loop {
 
-Result<std::unique_ptr<BufferPool>> BufferPool::create(Loop& loop, uint16_t group,
-                                                       uint32_t count, uint32_t size) {
+Result<std::unique_ptr<BufferPool>> BufferPool::create(Loop& loop, uint16_t group, uint32_t count,
+                                                       uint32_t size) {
   if (count == 0 || count > 32768 || (count & (count - 1)) != 0) {
     return makeError(fmt::format("buffer pool: {} is not a power of two up to 32768", count));
   }
@@ -37,8 +37,8 @@ Result<std::unique_ptr<BufferPool>> BufferPool::create(Loop& loop, uint16_t grou
   reg.ring_entries = count;
   reg.bgid = group;
   if (int rc = io_uring_register_buf_ring(loop.ring(), &reg, 0); rc < 0) {
-    return makeError(fmt::format("io_uring_register_buf_ring (Linux 5.19 or later): {}",
-                                 std::strerror(-rc)));
+    return makeError(
+        fmt::format("io_uring_register_buf_ring (Linux 5.19 or later): {}", std::strerror(-rc)));
   }
   const int mask = io_uring_buf_ring_mask(count);
   for (uint32_t id = 0; id < count; ++id) {

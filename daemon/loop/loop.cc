@@ -134,7 +134,9 @@ Waker::Waker(Loop& loop, std::function<void()> on_wake)
   }
 }
 
-void Waker::arm() { io_uring_prep_read(loop_.prepare(this), fd_.get(), &value_, sizeof(value_), 0); }
+void Waker::arm() {
+  io_uring_prep_read(loop_.prepare(this), fd_.get(), &value_, sizeof(value_), 0);
+}
 
 void Waker::wake() {
   uint64_t one = 1;
@@ -154,10 +156,14 @@ Status probeOpcodes(Loop& loop) {
     const char* name;
   };
   static constexpr Needed kNeeded[] = {
-      {IORING_OP_ACCEPT, "ACCEPT"},         {IORING_OP_CONNECT, "CONNECT"},
-      {IORING_OP_RECV, "RECV"},             {IORING_OP_SEND, "SEND"},
-      {IORING_OP_READ, "READ"},             {IORING_OP_TIMEOUT, "TIMEOUT"},
-      {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"}, {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+      {IORING_OP_ACCEPT, "ACCEPT"},
+      {IORING_OP_CONNECT, "CONNECT"},
+      {IORING_OP_RECV, "RECV"},
+      {IORING_OP_SEND, "SEND"},
+      {IORING_OP_READ, "READ"},
+      {IORING_OP_TIMEOUT, "TIMEOUT"},
+      {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"},
+      {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
   };
   io_uring_probe* probe = io_uring_get_probe_ring(loop.ring());
   if (probe == nullptr) return makeError("io_uring: cannot probe the supported opcodes");
@@ -169,8 +175,8 @@ Status probeOpcodes(Loop& loop) {
   }
   io_uring_free_probe(probe);
   if (!missing.empty()) {
-    return makeError(fmt::format("io_uring lacks opcodes spindle needs: {} (Linux 6.1 or later)",
-                                 missing));
+    return makeError(
+        fmt::format("io_uring lacks opcodes spindle needs: {} (Linux 6.1 or later)", missing));
   }
   return {};
 }

@@ -11,8 +11,7 @@ Result<std::unique_ptr<SignalReader>> SignalReader::create(Loop& loop, const sig
                                                            std::function<void(int)> on_signal) {
   Fd fd(::signalfd(-1, &signals, SFD_CLOEXEC));
   if (!fd.valid()) return makeError(fmt::format("signalfd: {}", std::strerror(errno)));
-  return std::unique_ptr<SignalReader>(
-      new SignalReader(loop, std::move(fd), std::move(on_signal)));
+  return std::unique_ptr<SignalReader>(new SignalReader(loop, std::move(fd), std::move(on_signal)));
 }
 
 void SignalReader::arm() {

@@ -46,7 +46,7 @@ void forEachLine(std::string_view text, F&& f) {
 }
 
 void appendSingle(std::string& out, std::string_view name, std::string_view help,
-                 std::string_view type, const std::optional<double>& value) {
+                  std::string_view type, const std::optional<double>& value) {
   if (!value) return;
   appendHeader(out, name, help, type);
   out += name;
@@ -138,18 +138,18 @@ void applyProcStat(ProcessMetrics& metrics, const ProcStat& stat, uint64_t ticks
 
 void renderProcessMetrics(const ProcessMetrics& metrics, std::string& out) {
   appendSingle(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-              "counter", metrics.cpu_seconds);
+               "counter", metrics.cpu_seconds);
   appendSingle(out, "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge",
-              metrics.resident_memory_bytes);
+               metrics.resident_memory_bytes);
   appendSingle(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge",
-              metrics.virtual_memory_bytes);
+               metrics.virtual_memory_bytes);
   appendSingle(out, "process_start_time_seconds",
-              "Start time of the process since unix epoch in seconds.", "gauge",
-              metrics.start_time_seconds);
+               "Start time of the process since unix epoch in seconds.", "gauge",
+               metrics.start_time_seconds);
   appendSingle(out, "process_open_fds", "Number of open file descriptors.", "gauge",
-              metrics.open_fds);
+               metrics.open_fds);
   appendSingle(out, "process_max_fds", "Maximum number of open file descriptors.", "gauge",
-              metrics.max_fds);
+               metrics.max_fds);
 }
 
 }  // namespace spindle::metrics

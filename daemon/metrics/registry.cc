@@ -27,9 +27,8 @@ class FamilyStore {
  public:
   explicit FamilyStore(const FamilySpec& spec)
       : spec_(spec),
-        cells_per_series_(spec.type == Type::kHistogram
-                              ? static_cast<uint32_t>(spec.buckets.size()) + 2
-                              : 1),
+        cells_per_series_(
+            spec.type == Type::kHistogram ? static_cast<uint32_t>(spec.buckets.size()) + 2 : 1),
         // A family without labels has exactly one series; others get one more for overflow.
         capacity_(spec.label_names.empty() ? 1 : spec.max_series + 1),
         chunk_count_((capacity_ + kChunkSeries - 1) / kChunkSeries),
@@ -73,11 +72,10 @@ class FamilyStore {
       memo = Memo{tag, index};
       return cellsAt(index);
     }
-    overflowed_.store(overflowed_.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_relaxed);
+    overflowed_.store(overflowed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (!has_overflow) {
-      overflow_index_ = publish(std::vector<std::string>(
-          spec_.label_names.size(), std::string(kOverflowLabelValue)));
+      overflow_index_ = publish(
+          std::vector<std::string>(spec_.label_names.size(), std::string(kOverflowLabelValue)));
     }
     return cellsAt(overflow_index_);
   }
@@ -188,7 +186,6 @@ bool isLabelName(std::string_view name) {
   if (name.empty() || !isNameStart(name[0])) return false;
   return std::all_of(name.begin(), name.end(), isNameChar);
 }
-
 
 }  // namespace
 

@@ -157,8 +157,7 @@ class Shard {
     return gauge(family, std::span(label_values.begin(), label_values.size()));
   }
   Histogram histogram(FamilyId family, std::span<const std::string_view> label_values);
-  Histogram histogram(FamilyId family,
-                      std::initializer_list<std::string_view> label_values = {}) {
+  Histogram histogram(FamilyId family, std::initializer_list<std::string_view> label_values = {}) {
     return histogram(family, std::span(label_values.begin(), label_values.size()));
   }
 

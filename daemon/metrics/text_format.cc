@@ -121,9 +121,7 @@ std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard*
           case Type::kCounter:
             series.counter += view.cells[0].load(std::memory_order_relaxed);
             break;
-          case Type::kGauge:
-            series.gauge += detail::loadDouble(view.cells[0]);
-            break;
+          case Type::kGauge: series.gauge += detail::loadDouble(view.cells[0]); break;
           case Type::kHistogram:
             series.buckets.resize(bucket_count, 0);
             for (size_t i = 0; i < bucket_count; ++i) {
@@ -161,9 +159,7 @@ std::string renderText(std::span<const MergedFamily> families) {
           appendSample(out, spec.name, "", spec.label_names, series.label_values,
                        formatValue(series.gauge));
           break;
-        case Type::kHistogram:
-          appendHistogram(out, spec, series);
-          break;
+        case Type::kHistogram: appendHistogram(out, spec, series); break;
       }
     }
     any_overflow = any_overflow || family.overflowed > 0;

@@ -46,8 +46,8 @@ Result<Fd> listenUnix(const std::string& path, int backlog) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return makeError(fmt::format("'{}': a socket path must be 1 to {} bytes", path,
-                                 sizeof(addr.sun_path) - 1));
+    return makeError(
+        fmt::format("'{}': a socket path must be 1 to {} bytes", path, sizeof(addr.sun_path) - 1));
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

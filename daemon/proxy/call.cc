@@ -13,8 +13,7 @@
 
 namespace spindle::proxy {
 
-Call::Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id,
-           size_t service_index)
+Call::Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id, size_t service_index)
     : worker_(worker),
       downstream_(&downstream),
       downstream_stream_(stream_id),
@@ -31,8 +30,8 @@ void Call::onRequestHeaders(h2::HeaderBlock&& headers, bool end_stream) {
   started_ = now;
   worker_.services.retryBudget(service_index_).onCall(now);
   if (auto timeout = parseGrpcTimeout(request_headers_.find("grpc-timeout"))) {
-    deadline_ = now + std::chrono::duration_cast<lb::Clock::duration>(
-                          std::min(*timeout, std::chrono::nanoseconds(std::chrono::hours(24 * 365))));
+    deadline_ = now + std::chrono::duration_cast<lb::Clock::duration>(std::min(
+                          *timeout, std::chrono::nanoseconds(std::chrono::hours(24 * 365))));
   }
   dispatch();
 }
@@ -163,9 +162,8 @@ void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
     // answer is an error, usually a fast one: timing it would make a failing endpoint look
     // like the fastest and draw calls to it.
     if (!end_stream) {
-      lb::recordLatency(*endpoint->load,
-                        static_cast<uint64_t>((now - attempt_started_).count()), now,
-                        worker_.services.at(service_index_).policy.picker.decay);
+      lb::recordLatency(*endpoint->load, static_cast<uint64_t>((now - attempt_started_).count()),
+                        now, worker_.services.at(service_index_).policy.picker.decay);
     }
   }
   // A trailers-only response carries the status: UNAVAILABLE from the endpoint is a failure.
@@ -239,16 +237,16 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
   if (unprocessed || how == UpstreamEnd::kConnectionLost) reportHealth(/*failed=*/true);
   if (unprocessed && canRetry()) {
     worker_.metrics.retried(worker_.services.name(service_index_),
-                              how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");
+                            how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");
     request_body_.rewind();
     dispatch();
     return;
   }
   if (!response_started_) {
-    failUnavailable(how == UpstreamEnd::kClosed
-                        ? fmt::format("upstream reset the call ({})", nghttp2_http2_strerror(error_code))
-                        : how == UpstreamEnd::kConnectFailed ? "could not connect to an endpoint"
-                                                             : "upstream connection lost");
+    failUnavailable(how == UpstreamEnd::kClosed ? fmt::format("upstream reset the call ({})",
+                                                              nghttp2_http2_strerror(error_code))
+                    : how == UpstreamEnd::kConnectFailed ? "could not connect to an endpoint"
+                                                         : "upstream connection lost");
     return;
   }
   if (how != UpstreamEnd::kClosed) {
@@ -283,12 +281,13 @@ void Call::noteStatus(std::string_view grpc_status) {
 
 void Call::onDownstreamClosed(uint32_t error_code) {
   const lb::Endpoint* endpoint = currentEndpoint();
-  worker_.metrics.callEnded(
-      worker_.services.name(service_index_), endpoint ? std::string_view(endpoint->load->label) : "none",
-      grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
-                        : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
-      downstream_ != nullptr ? std::string_view(downstream_->source()) : "unknown",
-      std::chrono::duration<double>(EventClock::now() - started_).count());
+  worker_.metrics.callEnded(worker_.services.name(service_index_),
+                            endpoint ? std::string_view(endpoint->load->label) : "none",
+                            grpc_status_ >= 0 ? grpcStatusLabel(grpc_status_)
+                                              : (error_code == NGHTTP2_NO_ERROR ? "none" : "reset"),
+                            downstream_ != nullptr ? std::string_view(downstream_->source())
+                                                   : "unknown",
+                            std::chrono::duration<double>(EventClock::now() - started_).count());
   // Request bytes the app sent that never went upstream still hold its connection window.
   if (downstream_ != nullptr && request_received_ > request_consumed_) {
     downstream_->consume(downstream_stream_, request_received_ - request_consumed_);

@@ -23,9 +23,9 @@ struct WorkerParts;
 
 // Why an upstream stream ended without a complete response.
 enum class UpstreamEnd {
-  kClosed,         // the stream closed; see the HTTP/2 error code
-  kConnectFailed,  // the connection never came up: nothing was sent
-  kConnectionLost, // the connection failed with the stream open
+  kClosed,          // the stream closed; see the HTTP/2 error code
+  kConnectFailed,   // the connection never came up: nothing was sent
+  kConnectionLost,  // the connection failed with the stream open
 };
 
 class Call {
@@ -35,8 +35,7 @@ class Call {
   // A retry needs at least this much of the call's deadline left to be worth sending.
   static constexpr auto kMinTimeForRetry = std::chrono::milliseconds(10);
 
-  Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id,
-       size_t service_index);
+  Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id, size_t service_index);
   ~Call();
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -90,7 +89,7 @@ class Call {
   std::optional<lb::TimePoint> deadline_;  // from grpc-timeout
   lb::TimePoint attempt_started_{};
   lb::TimePoint started_{};
-  int grpc_status_ = -1;  // what the app was answered, once known
+  int grpc_status_ = -1;         // what the app was answered, once known
   bool health_reported_ = true;  // nothing to report before the first attempt
 
   Upstream* upstream_ = nullptr;

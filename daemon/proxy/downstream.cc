@@ -13,25 +13,24 @@ H2Downstream::H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer,
   worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kH2);
 }
 
-H2Downstream::~H2Downstream() {
-  worker_.metrics.connectionClosed(WorkerMetrics::Protocol::kH2);
-}
+H2Downstream::~H2Downstream() { worker_.metrics.connectionClosed(WorkerMetrics::Protocol::kH2); }
 
 Status H2Downstream::start(const std::string& received) {
-  auto session =
-      h2::Session::create(h2::Role::kServer, withLimits(h2::downstreamSettings(), worker_.limits), *this);
+  auto session = h2::Session::create(h2::Role::kServer,
+                                     withLimits(h2::downstreamSettings(), worker_.limits), *this);
   if (!session) {
     log::warn("client {}: {}", peer_.toString(), session.error());
     return makeError(session.error());
   }
   session_ = std::move(*session);
   markDirty();  // our SETTINGS go out at once
-  Status status = session_->receive(reinterpret_cast<const uint8_t*>(received.data()),
-                                    received.size());
+  Status status =
+      session_->receive(reinterpret_cast<const uint8_t*>(received.data()), received.size());
   if (!status) return status;
   startReading();
   // Accepted just before the listeners closed: it drains like the others.
-  if (worker_.connections.drainStep() != DrainStep::kNone) stopGracefully(worker_.connections.drainStep());
+  if (worker_.connections.drainStep() != DrainStep::kNone)
+    stopGracefully(worker_.connections.drainStep());
   return {};
 }
 
@@ -51,7 +50,6 @@ void H2Downstream::stopGracefully(DrainStep step) {
 void H2Downstream::onPingAck() {
   if (drain_ == DrainStep::kGoaway) stopGracefully(DrainStep::kFinalGoaway);
 }
-
 
 Call* H2Downstream::callOf(int32_t stream_id) const {
   const std::unique_ptr<Call>* call = calls_.find(stream_id);
@@ -137,9 +135,8 @@ void H2Downstream::onClosing() {
   // Every call still here is cut off: cancel its upstream stream.
   StreamMap<std::unique_ptr<Call>> calls;
   calls.swap(calls_);
-  calls.forEach([](int32_t, std::unique_ptr<Call>& call) {
-    call->onDownstreamClosed(NGHTTP2_CANCEL);
-  });
+  calls.forEach(
+      [](int32_t, std::unique_ptr<Call>& call) { call->onDownstreamClosed(NGHTTP2_CANCEL); });
 }
 
 void H2Downstream::onClosed() { worker_.connections.remove(this); }

@@ -45,7 +45,8 @@ void H2Connection::linger() {
 }
 
 void H2Connection::lingerRead() {
-  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(linger_until_ - Clock::now());
+  const auto left =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(linger_until_ - Clock::now());
   // Bounded in bytes too: a peer that keeps sending gets its reset.
   if (left.count() <= 0 || lingered_ > 1024 * 1024) {
     shutdownSocket();
@@ -116,7 +117,8 @@ void H2Connection::checkDeadlines() {
   }
   if (hasStreams()) {
     last_busy_ = now;
-  } else if (worker_.limits.idle_timeout.count() > 0 && now - last_busy_ > worker_.limits.idle_timeout) {
+  } else if (worker_.limits.idle_timeout.count() > 0 &&
+             now - last_busy_ > worker_.limits.idle_timeout) {
     if (!upstream_side_) worker_.metrics.idleClosed();
     session_->goaway(NGHTTP2_NO_ERROR);
     flush();
@@ -144,8 +146,8 @@ void H2Connection::onReceived(int32_t res, uint32_t flags) {
   if (res > 0) {
     // The session copies what it keeps (header blocks, body chunks into the calls), so the
     // buffer goes back at once.
-    Status status = session_->receive(
-        reinterpret_cast<const uint8_t*>(worker_.buffers.data(id)), static_cast<size_t>(res));
+    Status status = session_->receive(reinterpret_cast<const uint8_t*>(worker_.buffers.data(id)),
+                                      static_cast<size_t>(res));
     worker_.buffers.release(id);
     markDirty();
     if (!status) {
@@ -271,9 +273,9 @@ void H2Connection::close(const char* why, bool abandon_send) {
     }
   }
   if (ticking_) {
-    io_uring_prep_timeout_remove(worker_.loop.prepareIgnored(),
-                                 reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&tick_op_)),
-                                 0);
+    io_uring_prep_timeout_remove(
+        worker_.loop.prepareIgnored(),
+        reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&tick_op_)), 0);
   }
   if (waiting_for_buffer_) worker_.buffers.cancelWait(this);
   waiting_for_buffer_ = false;

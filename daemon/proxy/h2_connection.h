@@ -12,9 +12,9 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
-#include "util/fd.h"
 #include "proxy/connection.h"
 #include "util/event_clock.h"
+#include "util/fd.h"
 
 namespace spindle::proxy {
 
@@ -66,7 +66,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   virtual void onClosed() = 0;
 
   WorkerParts& worker_;
-  bool connected_ = true;  // an upstream sends nothing until its connect completed
+  bool connected_ = true;       // an upstream sends nothing until its connect completed
   bool upstream_side_ = false;  // for the metrics
   Fd fd_;
   net::SocketAddress peer_;
@@ -103,7 +103,7 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   std::chrono::steady_clock::time_point linger_until_{};
   std::chrono::steady_clock::time_point last_busy_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point send_progress_{};  // last byte sent, or send start
-  std::string outbound_;  // being filled from the session
+  std::string outbound_;                                   // being filled from the session
   std::string in_flight_;  // being sent: not touched until the send completes
   // Fields are ordered for size: every open connection holds them.
   uint32_t in_flight_sent_ = 0;  // at most kOutboundLimit and one session frame

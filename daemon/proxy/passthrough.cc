@@ -11,9 +11,8 @@
 
 namespace spindle::proxy {
 
-Passthrough::Passthrough(WorkerParts& worker, Fd downstream,
-                         net::SocketAddress downstream_peer, net::SocketAddress destination,
-                         std::string received)
+Passthrough::Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
+                         net::SocketAddress destination, std::string received)
     : worker_(worker),
       loop_(worker.loop),
       pool_(worker.buffers),

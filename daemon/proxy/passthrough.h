@@ -16,8 +16,8 @@
 #include "loop/buffer_pool.h"
 #include "loop/loop.h"
 #include "net/address.h"
-#include "util/fd.h"
 #include "proxy/connection.h"
+#include "util/fd.h"
 
 namespace spindle::proxy {
 

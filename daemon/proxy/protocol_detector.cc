@@ -89,7 +89,8 @@ void ProtocolDetector::handOver(bool http2) {
   done_ = true;
   std::string received(buffer_, received_);
   if (http2) {
-    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_, std::move(source_));
+    auto* downstream =
+        new H2Downstream(worker_, std::move(fd_), peer_, service_index_, std::move(source_));
     worker_.connections.add(downstream);
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;

@@ -10,8 +10,8 @@
 
 #include "loop/loop.h"
 #include "net/address.h"
-#include "util/fd.h"
 #include "proxy/connection.h"
+#include "util/fd.h"
 
 namespace spindle::proxy {
 

@@ -6,8 +6,8 @@ namespace spindle::proxy {
 namespace {
 constexpr std::string_view kProtocols[] = {"h2", "passthrough", "rejected"};
 // Seconds: gRPC calls from well under a millisecond to long streams.
-const std::vector<double> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                              0.1,    0.25,  0.5,    1,     2.5,  5,     10, 60};
+const std::vector<double> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                              0.25,   0.5,   1,      2.5,   5,    10,    60};
 }  // namespace
 
 Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
@@ -20,39 +20,74 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
   Entry entries[] = {
       {&f.downstream_connections_total,
        {"spindle_downstream_connections_total",
-        "Connections redirected to spindle, by how they were served.", Type::kCounter,
-        {"protocol"}, {}, 8}},
+        "Connections redirected to spindle, by how they were served.",
+        Type::kCounter,
+        {"protocol"},
+        {},
+        8}},
       {&f.downstream_connections_active,
-       {"spindle_downstream_connections_active", "Open connections from Pods, by protocol.",
-        Type::kGauge, {"protocol"}, {}, 8}},
+       {"spindle_downstream_connections_active",
+        "Open connections from Pods, by protocol.",
+        Type::kGauge,
+        {"protocol"},
+        {},
+        8}},
       {&f.requests_total,
-       {"spindle_requests_total", "gRPC calls by service, endpoint and the grpc-status the app got.",
-        Type::kCounter, {"service", "endpoint", "grpc_status"}, {}, 4096}},
+       {"spindle_requests_total",
+        "gRPC calls by service, endpoint and the grpc-status the app got.",
+        Type::kCounter,
+        {"service", "endpoint", "grpc_status"},
+        {},
+        4096}},
       {&f.request_duration_seconds,
-       {"spindle_request_duration_seconds", "Duration of gRPC calls through spindle.",
-        Type::kHistogram, {"service"}, kDurationBuckets, 256}},
+       {"spindle_request_duration_seconds",
+        "Duration of gRPC calls through spindle.",
+        Type::kHistogram,
+        {"service"},
+        kDurationBuckets,
+        256}},
       {&f.retries_total,
-       {"spindle_retries_total", "Calls sent again because the endpoint never processed them.",
-        Type::kCounter, {"service", "reason"}, {}, 512}},
+       {"spindle_retries_total",
+        "Calls sent again because the endpoint never processed them.",
+        Type::kCounter,
+        {"service", "reason"},
+        {},
+        512}},
       {&f.ejections_total,
-       {"spindle_ejections_total", "Endpoints ejected by passive health checking.",
-        Type::kCounter, {"service"}, {}, 256}},
+       {"spindle_ejections_total",
+        "Endpoints ejected by passive health checking.",
+        Type::kCounter,
+        {"service"},
+        {},
+        256}},
       {&f.source_requests_total,
        {"spindle_source_requests_total",
         "gRPC calls by calling Pod (its UID, or its cgroup path off Kubernetes) and service.",
-        Type::kCounter, {"source", "service"}, {}, 1024}},
+        Type::kCounter,
+        {"source", "service"},
+        {},
+        1024}},
       {&f.h2_violations_total,
        {"spindle_h2_violations_total",
         "HTTP/2 connections closed because the peer broke a rule, by side and rule.",
-        Type::kCounter, {"side", "reason"}, {}, 64}},
+        Type::kCounter,
+        {"side", "reason"},
+        {},
+        64}},
       {&f.limit_closes_total,
        {"spindle_limit_closes_total",
         "Downstream connections closed by a limit: max_connections (refused at once) or idle.",
-        Type::kCounter, {"reason"}, {}, 4}},
+        Type::kCounter,
+        {"reason"},
+        {},
+        4}},
       {&f.panics_total,
        {"spindle_panics_total",
-        "Picks made over every endpoint because all of them were ejected.", Type::kCounter,
-        {"service"}, {}, 256}},
+        "Picks made over every endpoint because all of them were ejected.",
+        Type::kCounter,
+        {"service"},
+        {},
+        256}},
   };
   for (Entry& entry : entries) {
     auto id = registry.add(std::move(entry.spec));
@@ -71,10 +106,9 @@ WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shar
   // Every series exists from the start: a scrape shows 0 rather than nothing.
   for (size_t side = 0; side < 2; ++side) {
     for (size_t v = 1; v < h2::kViolationCount; ++v) {
-      violations_[side][v] =
-          shard.counter(families.h2_violations_total,
-                        {side == 0 ? "downstream" : "upstream",
-                         h2::violationName(static_cast<h2::Violation>(v))});
+      violations_[side][v] = shard.counter(families.h2_violations_total,
+                                           {side == 0 ? "downstream" : "upstream",
+                                            h2::violationName(static_cast<h2::Violation>(v))});
     }
   }
   over_limit_ = shard.counter(families.limit_closes_total, {"max_connections"});

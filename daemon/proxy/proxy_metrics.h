@@ -11,7 +11,7 @@
 namespace spindle::proxy {
 
 struct ProxyFamilies {
-  metrics::FamilyId downstream_connections_total;  // {protocol}
+  metrics::FamilyId downstream_connections_total;   // {protocol}
   metrics::FamilyId downstream_connections_active;  // {protocol}
   metrics::FamilyId requests_total;                 // {service, endpoint, grpc_status}
   metrics::FamilyId request_duration_seconds;       // {service}

@@ -173,7 +173,8 @@ void Upstream::endAll(bool connect_failed) {
   streams.swap(streams_);
   streams.forEach([&](int32_t, Call* call) {
     endpoint_.load->active_streams.fetch_sub(1, std::memory_order_relaxed);
-    call->onUpstreamEnded(connect_failed ? UpstreamEnd::kConnectFailed : UpstreamEnd::kConnectionLost,
+    call->onUpstreamEnded(connect_failed ? UpstreamEnd::kConnectFailed
+                                         : UpstreamEnd::kConnectionLost,
                           NGHTTP2_INTERNAL_ERROR);
   });
 }

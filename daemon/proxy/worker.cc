@@ -2,9 +2,9 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <algorithm>
 #include <future>
 #include <memory>
 
@@ -22,10 +22,9 @@ constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
 }  // namespace
 
-Worker::Worker(unsigned index, std::vector<Fd> listeners,
-               redirect::OriginalDstMap original_dsts,
-               std::shared_ptr<const lb::ServiceTable> services,
-               const config::Limits& limits, uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
+               std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
+               uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
                std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
@@ -210,9 +209,10 @@ void Worker::onAccepted(Fd downstream) {
     metrics_.overConnectionLimit();
     uint64_t suppressed = 0;
     if (limit_log_.allow(&suppressed)) {
-      log::warn("closing connection from {}: {} connections open, limits.max_connections "
-                "({} more not logged)",
-                peer->toString(), limits_.max_connections, suppressed);
+      log::warn(
+          "closing connection from {}: {} connections open, limits.max_connections "
+          "({} more not logged)",
+          peer->toString(), limits_.max_connections, suppressed);
     }
     return;
   }
@@ -229,8 +229,7 @@ void Worker::onAccepted(Fd downstream) {
   }
   // No endpoints known for the service (DNS has not answered yet, or confirmed there are
   // none): the ClusterIP still works, so pass through to it.
-  auto* passthrough =
-      new Passthrough(*parts_, std::move(downstream), *peer, original->destination);
+  auto* passthrough = new Passthrough(*parts_, std::move(downstream), *peer, original->destination);
   parts_->connections.add(passthrough);
   passthrough->start();
 }

@@ -21,8 +21,8 @@
 #include "proxy/proxy_metrics.h"
 #include "proxy/worker_parts.h"
 #include "redirect/cgroup_names.h"
-#include "util/fd.h"
 #include "redirect/redirector.h"
+#include "util/fd.h"
 #include "util/rate_limit.h"
 
 namespace spindle::proxy {

@@ -36,7 +36,7 @@ class WorkerServices {
  private:
   std::shared_ptr<const lb::ServiceTable> table_;
   std::vector<std::unique_ptr<lb::Picker>> pickers_;  // by service index
-  std::vector<lb::RetryBudget> budgets_;               // by service index
+  std::vector<lb::RetryBudget> budgets_;              // by service index
   uint64_t seed_;
 };
 

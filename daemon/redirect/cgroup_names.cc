@@ -15,7 +15,6 @@ namespace {
 // The kernfs file handle of a cgroup: its 64-bit id, as bpf_get_current_cgroup_id() gives it.
 constexpr int kFileIdKernfs = 0xfe;
 
-
 }  // namespace
 
 std::string sourceLabel(std::string_view path) {

@@ -94,8 +94,8 @@ Status probeProgramTypes() {
       return makeError(fmt::format("the kernel refuses BPF programs of type {}", needed.name));
     }
     if (rc < 0) {
-      return makeError(fmt::format("cannot probe BPF program type {}: {}", needed.name,
-                                   std::strerror(-rc)));
+      return makeError(
+          fmt::format("cannot probe BPF program type {}: {}", needed.name, std::strerror(-rc)));
     }
   }
   return {};

@@ -77,8 +77,8 @@ Result<std::string> Redirector::pinDirectory(const std::string& pin_path) {
   struct statfs fs {};
   if (::statfs(existing.c_str(), &fs) != 0 ||
       fs.f_type != static_cast<decltype(fs.f_type)>(BPF_FS_MAGIC)) {
-    return makeError(fmt::format("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
-                                 existing));
+    return makeError(
+        fmt::format("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", existing));
   }
   const std::string dir = fmt::format("{}/v{}", pin_path, SPINDLE_ABI_VERSION);
   for (size_t slash = dir.find('/', 1);; slash = dir.find('/', slash + 1)) {

@@ -96,8 +96,8 @@ Result<KeptCapabilities> keepOnlyCapabilities(std::initializer_list<Capability> 
 
   // Capabilities are per thread: a thread started earlier would keep all of its own.
   if (int others = otherThreads(); others != 0) {
-    return makeError(fmt::format("capabilities must be dropped before threads start ({} run)",
-                                 others));
+    return makeError(
+        fmt::format("capabilities must be dropped before threads start ({} run)", others));
   }
   // Without CAP_SETPCAP (a container granted only what it uses) the bounding set stays as
   // the runtime made it; no_new_privs alone keeps an exec from gaining anything.

@@ -15,7 +15,7 @@ struct Backend::Stream {
   std::string body;
   bool held = false;
   std::optional<std::chrono::steady_clock::time_point> deadline;  // when honoured
-  std::string response;  // the DATA to send, gRPC-framed
+  std::string response;                                           // the DATA to send, gRPC-framed
   size_t response_sent = 0;
 };
 
@@ -74,9 +74,9 @@ const nghttp2_session_callbacks* Backend::Connection::callbacks() {
           return 0;
         });
     nghttp2_session_callbacks_set_on_header_callback(
-        cb, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
-               size_t name_length, const uint8_t* value, size_t value_length, uint8_t,
-               void* user_data) -> int {
+        cb,
+        [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t name_length,
+           const uint8_t* value, size_t value_length, uint8_t, void* user_data) -> int {
           if (Stream* stream = self(user_data).streamOf(frame->hd.stream_id)) {
             stream->headers.emplace_back(
                 std::string(reinterpret_cast<const char*>(name), name_length),
@@ -85,8 +85,9 @@ const nghttp2_session_callbacks* Backend::Connection::callbacks() {
           return 0;
         });
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        cb, [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t length,
-               void* user_data) -> int {
+        cb,
+        [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t length,
+           void* user_data) -> int {
           if (Stream* stream = self(user_data).streamOf(stream_id)) {
             stream->body.append(reinterpret_cast<const char*>(data), length);
           }
@@ -122,11 +123,8 @@ const nghttp2_session_callbacks* Backend::Connection::callbacks() {
             case NGHTTP2_RST_STREAM:
               b.resets_received_.push_back(frame->rst_stream.error_code);
               break;
-            case NGHTTP2_GOAWAY:
-              ++c.log().goaways;
-              break;
-            default:
-              break;
+            case NGHTTP2_GOAWAY: ++c.log().goaways; break;
+            default: break;
           }
           return 0;
         });

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "harness.h"
 #include "h2_socket.h"
+#include "harness.h"
 #include "net/address.h"
 #include "util/fd.h"
 
@@ -33,9 +33,9 @@ class Backend final : public Peer {
 
   // What one accepted connection saw.
   struct ConnectionLog {
-    int calls = 0;         // streams the proxy opened
-    int goaways = 0;       // GOAWAYs the proxy sent
-    bool closed = false;   // the connection is gone
+    int calls = 0;        // streams the proxy opened
+    int goaways = 0;      // GOAWAYs the proxy sent
+    bool closed = false;  // the connection is gone
   };
 
   Backend(ProxyHarness& harness, std::string name);

@@ -21,9 +21,9 @@ const nghttp2_session_callbacks* TestClient::callbacks() {
     nghttp2_session_callbacks* cb = nullptr;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_header_callback(
-        cb, [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
-               size_t name_length, const uint8_t* value, size_t value_length, uint8_t,
-               void* user_data) -> int {
+        cb,
+        [](nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t name_length,
+           const uint8_t* value, size_t value_length, uint8_t, void* user_data) -> int {
           auto& self = *static_cast<TestClient*>(user_data);
           auto it = self.calls_.find(frame->hd.stream_id);
           if (it == self.calls_.end()) return 0;
@@ -36,8 +36,9 @@ const nghttp2_session_callbacks* TestClient::callbacks() {
           return 0;
         });
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        cb, [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t length,
-               void* user_data) -> int {
+        cb,
+        [](nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data, size_t length,
+           void* user_data) -> int {
           auto& self = *static_cast<TestClient*>(user_data);
           auto it = self.calls_.find(stream_id);
           if (it != self.calls_.end()) {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "harness.h"
 #include "h2_socket.h"
+#include "harness.h"
 
 namespace spindle::component {
 
@@ -28,13 +28,12 @@ struct CallOptions {
 
 class TestClient final : public Peer {
  public:
-
   struct Call {
     Fields headers;   // the response's first block (":status" and all)
     Fields trailers;  // or, for a trailers-only answer, empty and grpc-status in headers
     std::string body;
     bool closed = false;
-    uint32_t close_code = 0;  // the stream's error code (RST_STREAM), NGHTTP2_NO_ERROR if none
+    uint32_t close_code = 0;       // the stream's error code (RST_STREAM), NGHTTP2_NO_ERROR if none
     bool deadline_passed = false;  // we reset it at its deadline, as gRPC does
 
     // The grpc-status the app sees: from the trailers, or the trailers-only headers.

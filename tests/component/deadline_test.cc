@@ -5,8 +5,8 @@
 // on.
 #include <gtest/gtest.h>
 
-#include "fixtures.h"
 #include "client.h"
+#include "fixtures.h"
 #include "harness.h"
 #include "proxy/grpc_timeout.h"
 

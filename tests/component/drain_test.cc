@@ -4,8 +4,8 @@
 // once they have; the worker is then drained.
 #include <gtest/gtest.h>
 
-#include "fixtures.h"
 #include "client.h"
+#include "fixtures.h"
 #include "harness.h"
 #include "proxy/connection.h"
 

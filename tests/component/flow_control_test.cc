@@ -3,8 +3,8 @@
 // What the proxy holds for a stream is then bounded by the windows it advertised.
 #include <gtest/gtest.h>
 
-#include "fixtures.h"
 #include "client.h"
+#include "fixtures.h"
 #include "h2/session.h"
 #include "harness.h"
 
@@ -26,9 +26,8 @@ TEST_F(FlowControl, LargeResponseToAClientThatStopsReadingIsHeldAtTheBackend) {
   const int32_t id = client.startCall();
   // The backend sends until the proxy's window for the stream is used up. Were the proxy
   // to give window back as it receives (not as the client takes), it would take all 4 MiB.
-  ASSERT_TRUE(h_.runUntil([&] {
-    return backend_.responseBytesSent() >= h2::upstreamSettings().stream_window;
-  }));
+  ASSERT_TRUE(h_.runUntil(
+      [&] { return backend_.responseBytesSent() >= h2::upstreamSettings().stream_window; }));
   // What the backend could send: the proxy's upstream stream window, plus what the proxy
   // passed on to the client within the client's window.
   const size_t bound = h2::upstreamSettings().stream_window + kPeerWindow;
@@ -53,9 +52,8 @@ TEST_F(FlowControl, LargeRequestToABackendThatStopsReadingIsHeldAtTheClient) {
   // What the client could send: the proxy's downstream stream window, plus what the proxy
   // passed on upstream within the backend's window.
   const size_t bound = h2::downstreamSettings().stream_window + kPeerWindow;
-  ASSERT_TRUE(h_.runUntil([&] {
-    return client.requestBytesSent() >= h2::downstreamSettings().stream_window;
-  }));
+  ASSERT_TRUE(h_.runUntil(
+      [&] { return client.requestBytesSent() >= h2::downstreamSettings().stream_window; }));
   EXPECT_FALSE(h_.runUntil([&] { return client.requestBytesSent() > bound; }, 300ms))
       << "the client sent " << client.requestBytesSent() << " bytes to a backend that reads none";
 

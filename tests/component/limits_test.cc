@@ -5,8 +5,8 @@
 
 #include <optional>
 
-#include "fixtures.h"
 #include "client.h"
+#include "fixtures.h"
 #include "harness.h"
 #include "raw_peers.h"
 

@@ -48,8 +48,7 @@ std::optional<uint32_t> RawClient::goawayCode() const {
   for (size_t at = 0; at + 9 <= received_.size();) {
     const size_t length = (byte(at) << 16) | (byte(at + 1) << 8) | byte(at + 2);
     if (byte(at + 3) == NGHTTP2_GOAWAY && at + 9 + length <= received_.size()) {
-      return (byte(at + 13) << 24) | (byte(at + 14) << 16) | (byte(at + 15) << 8) |
-             byte(at + 16);
+      return (byte(at + 13) << 24) | (byte(at + 14) << 16) | (byte(at + 15) << 8) | byte(at + 16);
     }
     at += 9 + length;
   }

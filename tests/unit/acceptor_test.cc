@@ -88,8 +88,7 @@ TEST_F(AcceptorTest, Acceptor_HandsOverEveryConnectionUntilClosed) {
 
 TEST_F(AcceptorTest, Acceptor_ReleasedWhileArmedFreesItselfAtItsLastCompletion) {
   int accepted = 0;
-  auto* acceptor = new Acceptor(*loop_, std::move(listener_), "test",
-                                [&](Fd) { ++accepted; });
+  auto* acceptor = new Acceptor(*loop_, std::move(listener_), "test", [&](Fd) { ++accepted; });
   acceptor->start();
   // The owner goes away with the accept still armed: no callback may run after that.
   Acceptor::release(acceptor);

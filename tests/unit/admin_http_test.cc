@@ -148,18 +148,18 @@ TEST(HttpParser, OnlyHttp10And11) {
 
 TEST(HttpParser, MalformedRequestLinesAre400) {
   for (const char* line : {
-           "GET /",                   // two parts
-           "GET  / HTTP/1.1",         // two spaces
-           " GET / HTTP/1.1",         // leading space
-           "GET / HTTP/1.1 ",         // trailing space
-           "GET / HTTP/1.1 extra",    // four parts
-           "GET noslash HTTP/1.1",    // not origin-form
-           "GET * HTTP/1.1",          // asterisk-form
-           "GET /a#frag HTTP/1.1",    // fragments are never sent
-           "G@T / HTTP/1.1",          // not a token
-           "GET /\x7f HTTP/1.1",      // DEL
+           "GET /",                      // two parts
+           "GET  / HTTP/1.1",            // two spaces
+           " GET / HTTP/1.1",            // leading space
+           "GET / HTTP/1.1 ",            // trailing space
+           "GET / HTTP/1.1 extra",       // four parts
+           "GET noslash HTTP/1.1",       // not origin-form
+           "GET * HTTP/1.1",             // asterisk-form
+           "GET /a#frag HTTP/1.1",       // fragments are never sent
+           "G@T / HTTP/1.1",             // not a token
+           "GET /\x7f HTTP/1.1",         // DEL
            "GET /caf\xc3\xa9 HTTP/1.1",  // non-ASCII target
-           "GET\t/ HTTP/1.1",         // tab as separator
+           "GET\t/ HTTP/1.1",            // tab as separator
        }) {
     EXPECT_EQ(statusOf(std::string(line) + "\r\nHost: x\r\n\r\n"), 400) << line;
   }
@@ -603,8 +603,9 @@ TEST_F(AdminServerTest, ManyConnectionsAtOnceAreAllAnswered) {
     for (int i = 0; i < kClients; ++i) fds.push_back(connectTo(port()));
     for (size_t i = 0; i < fds.size(); ++i) {
       if (fds[i] >= 0) {
-        sendAll(fds[i], "GET /hello?" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n"
-                        "Connection: close\r\n\r\n");
+        sendAll(fds[i], "GET /hello?" + std::to_string(i) +
+                            " HTTP/1.1\r\nHost: x\r\n"
+                            "Connection: close\r\n\r\n");
       }
     }
     for (size_t i = 0; i < fds.size(); ++i) {
@@ -797,8 +798,8 @@ TEST_F(AdminServerTest, DestroyedWithWorkInFlightWhileTheLoopRunsOn) {
 
 TEST_F(AdminServerTest, ServesMetricsFromShardsAndTheProcess) {
   metrics::Registry registry;
-  auto calls = registry.add({"spindle_calls_total", "Calls.", metrics::Type::kCounter,
-                             {"service"}, {}, 16});
+  auto calls =
+      registry.add({"spindle_calls_total", "Calls.", metrics::Type::kCounter, {"service"}, {}, 16});
   ASSERT_TRUE(calls.ok());
   auto shard = registry.makeShard();
   shard->counter(*calls, {"echo"}).inc(3);
@@ -832,10 +833,9 @@ TEST(ProcessMetricsReader, ReadsPlausibleValuesForThisProcess) {
   ASSERT_TRUE(process.max_fds.has_value());
   EXPECT_GE(*process.max_fds, *process.open_fds);
   ASSERT_TRUE(process.start_time_seconds.has_value());
-  const double now = static_cast<double>(
-      std::chrono::duration_cast<std::chrono::seconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const double now = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
   EXPECT_LE(*process.start_time_seconds, now + 2);
   EXPECT_GT(*process.start_time_seconds, now - 24 * 3600.0);
 

@@ -37,7 +37,8 @@ TEST_F(BpfAbi, OriginalDestinationMapsMatchDaemonStructs) {
 
 TEST_F(BpfAbi, ControlAndCountersMatchDaemonStructs) {
   EXPECT_EQ(bpf_map__value_size(skel_->maps.control), sizeof(spindle_control));
-  EXPECT_EQ(bpf_map__max_entries(skel_->maps.counters), static_cast<uint32_t>(SPINDLE_REASON_COUNT));
+  EXPECT_EQ(bpf_map__max_entries(skel_->maps.counters),
+            static_cast<uint32_t>(SPINDLE_REASON_COUNT));
   EXPECT_EQ(bpf_map__value_size(skel_->maps.counters), sizeof(uint64_t));
 }
 
@@ -64,7 +65,8 @@ void expectLayout(const btf* types, const char* struct_name, size_t size,
   }
 }
 
-#define FIELD(type, name) Field{#name, offsetof(type, name)}
+#define FIELD(type, name) \
+  Field { #name, offsetof(type, name) }
 
 TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
   const btf* types = bpf_object__btf(skel_->obj);

@@ -553,9 +553,9 @@ TEST(Config, ResilienceSectionsKeepDefaultsForKeysLeftOut) {
 }
 
 TEST(Config, ResilienceLimitsAreAccepted) {
-  Config low = mustParse(serviceWith(
-      "outlier: {consecutive_failures: 1, max_ejected_percent: 0}\nretries: {max: 1, "
-      "budget_percent: 0}\nslow_start: 0s"));
+  Config low = mustParse(
+      serviceWith("outlier: {consecutive_failures: 1, max_ejected_percent: 0}\nretries: {max: 1, "
+                  "budget_percent: 0}\nslow_start: 0s"));
   ASSERT_EQ(low.services.size(), 1u);
   EXPECT_EQ(low.services[0].outlier.consecutive_failures, 1u);
   EXPECT_EQ(low.services[0].outlier.max_ejected_percent, 0u);
@@ -844,7 +844,8 @@ TEST(Config, BadServiceNamesAreErrors) {
   // The longest label is fine.
   mustParse(withProxy(R"(
     services:
-      - name: )" + std::string(63, 'a') + R"(
+      - name: )" + std::string(63, 'a') +
+                      R"(
         intercept: "198.19.0.10:80"
         endpoints: {dns: echo-pods}
   )"));

@@ -152,8 +152,8 @@ TEST(DnsPolicy, NeverResolvedNameIsNotResolvedAfterFailures) {
 }
 
 TEST(DnsPolicy, CombineUnitesFamiliesWithTheSmallerTtl) {
-  Answer both = combine(records({ip("198.18.1.2")}, seconds(10)),
-                        records({ip("2001:2::1:2")}, seconds(4)));
+  Answer both =
+      combine(records({ip("198.18.1.2")}, seconds(10)), records({ip("2001:2::1:2")}, seconds(4)));
   EXPECT_EQ(both.outcome, Outcome::kRecords);
   EXPECT_EQ(both.addresses.size(), 2u);
   EXPECT_EQ(both.ttl, seconds(4));

@@ -275,8 +275,8 @@ TEST(H2EarlyFrames, Budgets_AFloodIsNamedByItsKind) {
        [](uint64_t i) { return pingAck(i); }},
       {"settings", [](uint64_t) { return kEmptySettings; }, Violation::kSettingsFlood,
        [](uint64_t) { return kSettingsAck; }},
-      {"window_update", [](uint64_t) { return windowUpdate(0, 1); },
-       Violation::kWindowUpdateFlood, [](uint64_t) { return std::string(); }},
+      {"window_update", [](uint64_t) { return windowUpdate(0, 1); }, Violation::kWindowUpdateFlood,
+       [](uint64_t) { return std::string(); }},
   };
   for (const FloodCase& flood : cases) {
     Settings settings = downstreamSettings();
@@ -372,12 +372,12 @@ TEST(H2EarlyFrames, ShutdownNotice_IsAGoawayThatRefusesNothingAndAPing) {
 TEST(H2EarlyFrames, Agreed_IsWhatThePeerSentInOneGo) {
   Early e;
   EXPECT_EQ(e.frames.agreed(), "");
-  const std::string bytes =
-      std::string(kClientPreface) +
-      settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
-                    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 10}}) +
-      windowUpdate(0, 1000) + settingsWith({{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096}}) +
-      kSettingsAck + windowUpdate(0, 2000) + ping(9);
+  const std::string bytes = std::string(kClientPreface) +
+                            settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+                                          {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 10}}) +
+                            windowUpdate(0, 1000) +
+                            settingsWith({{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096}}) +
+                            kSettingsAck + windowUpdate(0, 2000) + ping(9);
   ASSERT_EQ(e.feed(bytes).used, bytes.size());
   EXPECT_EQ(e.frames.agreed(), std::string(kClientPreface) +
                                    settingsWith({{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096},
@@ -390,11 +390,10 @@ TEST(H2EarlyFrames, Agreed_IsWhatThePeerSentInOneGo) {
 // connection: the peer's settings applied, our SETTINGS acknowledged, the window raised.
 TEST(H2EarlyFrames, Agreed_BringsANghttp2SessionToTheSameState) {
   Early e;
-  const std::string bytes =
-      std::string(kClientPreface) +
-      settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
-                    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 10}}) +
-      kSettingsAck + windowUpdate(0, 3000);
+  const std::string bytes = std::string(kClientPreface) +
+                            settingsWith({{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+                                          {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 10}}) +
+                            kSettingsAck + windowUpdate(0, 3000);
   ASSERT_EQ(e.feed(bytes).used, bytes.size());
 
   Nghttp2Server nghttp2(e.settings);

@@ -126,8 +126,8 @@ class RawPeer {
                                             buffer.size(), nv.data(), nv.size());
     EXPECT_GE(n, 0);
     buffer.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));
-    const auto flags = static_cast<uint8_t>(NGHTTP2_FLAG_END_HEADERS |
-                                            (end_stream ? NGHTTP2_FLAG_END_STREAM : 0));
+    const auto flags =
+        static_cast<uint8_t>(NGHTTP2_FLAG_END_HEADERS | (end_stream ? NGHTTP2_FLAG_END_STREAM : 0));
     return encodeFrame(NGHTTP2_HEADERS, flags, stream_id, buffer);
   }
   static std::string settings() { return encodeFrame(NGHTTP2_SETTINGS, 0, 0, {}); }
@@ -164,8 +164,8 @@ struct StreamLog {
 struct BodySource {
   std::string data;
   size_t offset = 0;
-  bool complete = true;             // no more than `data`: end once it is all read
-  std::optional<Fields> trailers;   // end without END_STREAM and submit these in readBody
+  bool complete = true;            // no more than `data`: end once it is all read
+  std::optional<Fields> trailers;  // end without END_STREAM and submit these in readBody
   size_t calls = 0;
   size_t deferrals = 0;
 };
@@ -404,7 +404,8 @@ TEST(H2Session, Request_BinaryMetadataWithObsTextOctetsArrivesByteExact) {
 // NUL, CR and LF are never valid in a field value (RFC 9113 8.2.1): nghttp2 resets the stream
 // with PROTOCOL_ERROR rather than pass on a value it would have to change.
 TEST(H2Session, Request_HeaderValueWithNulCrOrLfResetsTheStream) {
-  for (const std::string& bad : {std::string("a\0b", 3), std::string("a\rb"), std::string("a\nb")}) {
+  for (const std::string& bad :
+       {std::string("a\0b", 3), std::string("a\rb"), std::string("a\nb")}) {
     Pair pair;
     Fields request = grpcRequest();
     request.emplace_back("blob-bin", bad);
@@ -870,7 +871,8 @@ TEST(H2Session, FlowControl_ConnectionWindowHoldsASingleStream) {
 
   pair.server_events.consumeAll();
   ASSERT_TRUE(pair.pump());
-  EXPECT_EQ(pair.server_events.stream(id).data.size(), 2 * size_t{server_settings.connection_window});
+  EXPECT_EQ(pair.server_events.stream(id).data.size(),
+            2 * size_t{server_settings.connection_window});
 }
 
 // Bytes of a stream that is gone still count against the connection window: consume() on a
@@ -1129,7 +1131,8 @@ TEST(H2Session, Settings_ClientQueuesRequestsBeyondServersLimit) {
   pair.respond(pair.server_events.begun[0], {{":status", "200"}, {"grpc-status", "0"}});
   ASSERT_TRUE(pair.pump());
   EXPECT_EQ(pair.server_events.begun.size(), 3u);
-  for (int32_t id : ids) EXPECT_NE(pair.client_events.stream(id).close_code, uint32_t{NGHTTP2_REFUSED_STREAM});
+  for (int32_t id : ids)
+    EXPECT_NE(pair.client_events.stream(id).close_code, uint32_t{NGHTTP2_REFUSED_STREAM});
 }
 
 // Before the client acknowledged the server's SETTINGS, streams over the new limit are
@@ -1542,8 +1545,7 @@ TEST(H2Session, Abuse_ControlFrameFloodsEndTheConnectionPastTheirBudget) {
   const FloodCase cases[] = {
       {"settings", [](uint64_t) { return RawPeer::settings(); }, Violation::kSettingsFlood},
       {"ping", [](uint64_t i) { return ping(i); }, Violation::kPingFlood},
-      {"window_update", [](uint64_t) { return windowUpdate(0, 1); },
-       Violation::kWindowUpdateFlood},
+      {"window_update", [](uint64_t) { return windowUpdate(0, 1); }, Violation::kWindowUpdateFlood},
       {"priority", [](uint64_t i) { return priority(static_cast<int32_t>(1001 + 2 * i)); },
        Violation::kPriorityFlood},
   };
@@ -1679,7 +1681,8 @@ TEST(H2Session, Abuse_RfcPrioritiesAreOffInBothDirections) {
     for (size_t at = 0; at + 6 <= settings[0].payload.size(); at += 6) {
       const auto id = static_cast<uint16_t>((static_cast<uint8_t>(settings[0].payload[at]) << 8) |
                                             static_cast<uint8_t>(settings[0].payload[at + 1]));
-      off = off || (id == NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES && settings[0].readU32(at + 2) == 1);
+      off =
+          off || (id == NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES && settings[0].readU32(at + 2) == 1);
     }
     EXPECT_TRUE(off);
   }
@@ -1701,7 +1704,6 @@ TEST(H2Session, Abuse_WindowUpdatesThatAnswerOurDataAreNotAFlood) {
   EXPECT_EQ(c.server->violation(), Violation::kNone);
   EXPECT_EQ(c.goawayCode(), std::nullopt);
 }
-
 
 // --- nghttp2 out of memory: the connection fails, the process goes on ----------------------
 

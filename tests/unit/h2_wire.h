@@ -90,8 +90,8 @@ inline std::string u32(uint32_t v) {
 }
 
 inline std::string ping(uint64_t n) {
-  return encodeFrame(NGHTTP2_PING, 0, 0, u32(static_cast<uint32_t>(n >> 32)) +
-                                             u32(static_cast<uint32_t>(n)));
+  return encodeFrame(NGHTTP2_PING, 0, 0,
+                     u32(static_cast<uint32_t>(n >> 32)) + u32(static_cast<uint32_t>(n)));
 }
 
 inline std::string windowUpdate(int32_t stream_id, uint32_t increment) {

@@ -108,8 +108,8 @@ TEST(HealthTest, Health_FailuresWhileEjectedAreNotCounted) {
 TEST(HealthTest, Health_BackoffDoublesUpToMax) {
   const EndpointSet set = makeSet(3);
   const auto s = settings(5, seconds(1), seconds(10));
-  const seconds expected[] = {seconds(1), seconds(2), seconds(4), seconds(8), seconds(10),
-                              seconds(10)};
+  const seconds expected[] = {seconds(1), seconds(2),  seconds(4),
+                              seconds(8), seconds(10), seconds(10)};
   TimePoint now = kNow;
   for (seconds want : expected) {
     // Each ejection right after the endpoint came back: it never served long enough to be
@@ -124,8 +124,8 @@ TEST(HealthTest, Health_BackoffDoublesUpToMax) {
 TEST(HealthTest, Health_BackoffStartsOverAfterServingForMaxEjection) {
   const EndpointSet set = makeSet(3);
   const auto s = settings(5, seconds(1), seconds(10));
-  failTimes(set[0], set, kNow, s, 5);                 // 1 s
-  failTimes(set[0], set, kNow + seconds(1), s, 5);    // 2 s, back at kNow + 3 s
+  failTimes(set[0], set, kNow, s, 5);               // 1 s
+  failTimes(set[0], set, kNow + seconds(1), s, 5);  // 2 s, back at kNow + 3 s
   const TimePoint back = kNow + seconds(3);
   // Back for less than max_ejection: the next is 4 s.
   failTimes(set[0], set, back + seconds(9), s, 5);
@@ -148,15 +148,15 @@ TEST(HealthTest, Health_EjectionDurationNeverOverflows) {
 
 TEST(HealthTest, Health_MaxEjectedShareOfASet) {
   EXPECT_EQ(maxEjected(0, 50), 0u);
-  EXPECT_EQ(maxEjected(1, 50), 0u);   // a lone endpoint has nowhere to send its calls
+  EXPECT_EQ(maxEjected(1, 50), 0u);  // a lone endpoint has nowhere to send its calls
   EXPECT_EQ(maxEjected(1, 99), 0u);
   EXPECT_EQ(maxEjected(1, 100), 1u);
   EXPECT_EQ(maxEjected(2, 50), 1u);
-  EXPECT_EQ(maxEjected(2, 10), 1u);   // at least one of two or more
+  EXPECT_EQ(maxEjected(2, 10), 1u);  // at least one of two or more
   EXPECT_EQ(maxEjected(3, 30), 1u);
-  EXPECT_EQ(maxEjected(3, 50), 1u);   // floor(1.5)
+  EXPECT_EQ(maxEjected(3, 50), 1u);  // floor(1.5)
   EXPECT_EQ(maxEjected(10, 50), 5u);
-  EXPECT_EQ(maxEjected(10, 0), 0u);   // 0 turns ejection off
+  EXPECT_EQ(maxEjected(10, 0), 0u);  // 0 turns ejection off
   EXPECT_EQ(maxEjected(10, 100), 10u);
 }
 

@@ -4,12 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <queue>
-#include <utility>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -18,7 +18,6 @@
 
 namespace spindle::lb {
 namespace {
-
 
 constexpr uint64_t kSeed = 42;
 // A fake steady-clock time: far enough from the epoch that "a second ago" is a valid time.
@@ -95,7 +94,8 @@ double chiSquare(const std::vector<size_t>& counts, std::vector<size_t> expected
 // Upper 0.1% points of the chi-square distribution by degrees of freedom: a uniform picker
 // exceeds them once in a thousand seeds (and with the fixed seeds here, never). A picker that
 // drops one endpoint of ten, or sends one 1.3 times its share, lands far above.
-constexpr double kChiSquare999[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88};
+constexpr double kChiSquare999[] = {0,     10.83, 13.82, 16.27, 18.47,
+                                    20.52, 22.46, 24.32, 26.12, 27.88};
 
 void eject(const Endpoint& endpoint, TimePoint until) {
   endpoint.load->ejected_until_ns.store(toNanos(until));
@@ -213,7 +213,8 @@ TEST_P(EveryPolicy, SameSeedGivesSamePicks) {
   auto a = picker(7);
   auto b = picker(7);
   const EndpointSet set = makeSet(5, {1, 0, 1, 0, 2});
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(a->pick(set, {}, kNow), b->pick(set, {}, kNow)) << "pick " << i;
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_EQ(a->pick(set, {}, kNow), b->pick(set, {}, kNow)) << "pick " << i;
 }
 
 TEST_P(EveryPolicy, ChiSquareOverTenEqualEndpointsIsWithinTolerance) {
@@ -307,7 +308,6 @@ TEST_P(EveryPolicy, AllExcludedIsNotAPanic) {
   EXPECT_EQ(p->panics(), 0u);
 }
 
-
 INSTANTIATE_TEST_SUITE_P(Lb, EveryPolicy,
                          ::testing::Values(Balance::kLeastRequest, Balance::kRoundRobin,
                                            Balance::kPeakEwma, Balance::kRandom),
@@ -399,7 +399,6 @@ TEST(LeastRequestTest, LeastRequest_KeepsLongCallsBalanced) {
   }
   EXPECT_LE(high - low, 3u);
 }
-
 
 // --- round_robin --------------------------------------------------------------------------
 
@@ -595,8 +594,7 @@ std::vector<size_t> simulate(Balance balance, const std::vector<nanoseconds>& la
       const auto [end, index] = in_flight.top();
       in_flight.pop();
       set[index].load->active_streams.fetch_sub(1);
-      recordLatency(*set[index].load, static_cast<uint64_t>(latency[index].count()), end,
-                    kDecay);
+      recordLatency(*set[index].load, static_cast<uint64_t>(latency[index].count()), end, kDecay);
     }
     const auto index = p->pick(set, {}, now);
     if (!index) {
@@ -663,7 +661,7 @@ TEST_P(SlowStart, NewEndpointShareGrowsWithItsAge) {
   PickerOptions options;
   options.slow_start = seconds(30);
   const std::pair<nanoseconds, double> cases[] = {
-      {seconds(0), 0.10}, {seconds(3), 0.10},  {seconds(7) + milliseconds(500), 0.25},
+      {seconds(0), 0.10},  {seconds(3), 0.10},  {seconds(7) + milliseconds(500), 0.25},
       {seconds(15), 0.50}, {seconds(30), 0.50}, {seconds(300), 0.50},
   };
   for (const auto& [age, share] : cases) {

@@ -40,8 +40,8 @@ size_t countOccurrences(const std::string& text, const std::string& needle) {
 
 TEST(MetricsRender, CounterWithoutLabels) {
   Registry registry;
-  const FamilyId id = addFamily(registry, {"spindle_reloads_total", "Config reloads.",
-                                           Type::kCounter, {}, {}, 256});
+  const FamilyId id = addFamily(
+      registry, {"spindle_reloads_total", "Config reloads.", Type::kCounter, {}, {}, 256});
   auto shard = registry.makeShard();
   shard->counter(id).inc();
   shard->counter(id).inc(4);
@@ -66,9 +66,12 @@ TEST(MetricsRender, UnusedLabelledFamilyHasHeaderOnly_UnlabelledOneShowsZero) {
 
 TEST(MetricsRender, EscapesLabelValuesAndHelp) {
   Registry registry;
-  const FamilyId id = addFamily(
-      registry, {"spindle_odd_total", "Help with a \\ backslash,\na newline and \"quotes\".",
-                 Type::kCounter, {"service", "reason"}, {}, 256});
+  const FamilyId id = addFamily(registry, {"spindle_odd_total",
+                                           "Help with a \\ backslash,\na newline and \"quotes\".",
+                                           Type::kCounter,
+                                           {"service", "reason"},
+                                           {},
+                                           256});
   auto shard = registry.makeShard();
   shard->counter(id, {"a\\b", "say \"hi\"\nbye"}).inc(2);
   EXPECT_EQ(renderShards(registry, {shard.get()}),
@@ -79,15 +82,18 @@ TEST(MetricsRender, EscapesLabelValuesAndHelp) {
 
 TEST(MetricsRender, HistogramBucketsAreCumulativeWithInfSumAndCount) {
   Registry registry;
-  const FamilyId id =
-      addFamily(registry, {"spindle_call_duration_seconds", "Call latency.", Type::kHistogram,
-                           {"service"}, {0.25, 0.5, 1}, 256});
+  const FamilyId id = addFamily(registry, {"spindle_call_duration_seconds",
+                                           "Call latency.",
+                                           Type::kHistogram,
+                                           {"service"},
+                                           {0.25, 0.5, 1},
+                                           256});
   auto shard = registry.makeShard();
   Histogram histogram = shard->histogram(id, {"echo"});
   histogram.observe(0.125);
   histogram.observe(0.25);  // on a bound: counted in that bucket ("le")
   histogram.observe(0.375);
-  histogram.observe(4);  // above every bound: +Inf only
+  histogram.observe(4);             // above every bound: +Inf only
   histogram.observe(std::nan(""));  // dropped
   EXPECT_EQ(renderShards(registry, {shard.get()}),
             "# HELP spindle_call_duration_seconds Call latency.\n"
@@ -102,8 +108,8 @@ TEST(MetricsRender, HistogramBucketsAreCumulativeWithInfSumAndCount) {
 
 TEST(MetricsRender, HistogramWithoutLabels) {
   Registry registry;
-  const FamilyId id = addFamily(registry, {"spindle_scrape_seconds", "Scrape time.",
-                                           Type::kHistogram, {}, {0.001}, 256});
+  const FamilyId id = addFamily(
+      registry, {"spindle_scrape_seconds", "Scrape time.", Type::kHistogram, {}, {0.001}, 256});
   auto shard = registry.makeShard();
   shard->histogram(id).observe(0.5);
   EXPECT_EQ(renderShards(registry, {shard.get()}),
@@ -138,8 +144,9 @@ TEST(MetricsRender, OneHelpAndTypePerFamilyWhateverTheSeriesCount) {
   Registry registry;
   const FamilyId calls =
       addFamily(registry, {"spindle_calls_total", "Calls.", Type::kCounter, {"service"}, {}, 256});
-  const FamilyId latency = addFamily(registry, {"spindle_latency_seconds", "Latency.",
-                                                Type::kHistogram, {"service"}, {0.1, 1}, 256});
+  const FamilyId latency = addFamily(
+      registry,
+      {"spindle_latency_seconds", "Latency.", Type::kHistogram, {"service"}, {0.1, 1}, 256});
   auto a = registry.makeShard();
   auto b = registry.makeShard();
   for (const char* service : {"a", "b", "c", "d"}) {
@@ -159,12 +166,12 @@ TEST(MetricsRender, OneHelpAndTypePerFamilyWhateverTheSeriesCount) {
 TEST(MetricsMerge, SumsTheShardsOfSeveralWorkers) {
   Registry registry;
   const FamilyId calls = addFamily(
-      registry, {"spindle_calls_total", "Calls.", Type::kCounter, {"service", "grpc_status"}, {},
-                 256});
+      registry,
+      {"spindle_calls_total", "Calls.", Type::kCounter, {"service", "grpc_status"}, {}, 256});
   const FamilyId active =
       addFamily(registry, {"spindle_active_streams", "Streams.", Type::kGauge, {}, {}, 256});
-  const FamilyId latency = addFamily(registry, {"spindle_latency_seconds", "Latency.",
-                                                Type::kHistogram, {"service"}, {0.5}, 256});
+  const FamilyId latency = addFamily(
+      registry, {"spindle_latency_seconds", "Latency.", Type::kHistogram, {"service"}, {0.5}, 256});
   std::vector<std::unique_ptr<Shard>> workers;
   for (int i = 0; i < 3; ++i) workers.push_back(registry.makeShard());
   // Every worker served echo; only worker 2 also served other.
@@ -197,8 +204,8 @@ TEST(MetricsMerge, SumsTheShardsOfSeveralWorkers) {
 TEST(MetricsMerge, OutputIsSortedWhateverTheOrderSeriesWereCreatedIn) {
   Registry registry;
   const FamilyId id = addFamily(
-      registry, {"spindle_calls_total", "Calls.", Type::kCounter, {"service", "endpoint"}, {},
-                 256});
+      registry,
+      {"spindle_calls_total", "Calls.", Type::kCounter, {"service", "endpoint"}, {}, 256});
   auto forward = registry.makeShard();
   auto backward = registry.makeShard();
   const std::vector<std::pair<std::string, std::string>> labels = {
@@ -511,20 +518,28 @@ TEST(ProcessMetrics, LeavesOutWhatIsUnknown) {
 // A registry like the daemon's, with odd label values, overflow and process metrics.
 std::string realisticExposition() {
   Registry registry;
-  const FamilyId calls =
-      addFamily(registry, {"spindle_calls_total", "gRPC calls proxied, by final status.",
-                           Type::kCounter, {"service", "endpoint", "grpc_status"}, {}, 2});
+  const FamilyId calls = addFamily(registry, {"spindle_calls_total",
+                                              "gRPC calls proxied, by final status.",
+                                              Type::kCounter,
+                                              {"service", "endpoint", "grpc_status"},
+                                              {},
+                                              2});
   const FamilyId streams = addFamily(
-      registry, {"spindle_active_streams", "Streams open now.", Type::kGauge, {"service"}, {},
-                 64});
-  const FamilyId latency = addFamily(
-      registry, {"spindle_call_duration_seconds", "Call latency, \\ upstream\nincluded.",
-                 Type::kHistogram, {"service"}, {0.001, 0.005, 0.025, 0.1, 0.5, 2.5}, 64});
-  const FamilyId reloads =
-      addFamily(registry, {"spindle_config_reloads_total", "Config reloads, by result.",
-                           Type::kCounter, {"reason"}, {}, 8});
-  addFamily(registry, {"spindle_unused_total", "Never counted.", Type::kCounter, {"reason"}, {},
-                       8});
+      registry, {"spindle_active_streams", "Streams open now.", Type::kGauge, {"service"}, {}, 64});
+  const FamilyId latency = addFamily(registry, {"spindle_call_duration_seconds",
+                                                "Call latency, \\ upstream\nincluded.",
+                                                Type::kHistogram,
+                                                {"service"},
+                                                {0.001, 0.005, 0.025, 0.1, 0.5, 2.5},
+                                                64});
+  const FamilyId reloads = addFamily(registry, {"spindle_config_reloads_total",
+                                                "Config reloads, by result.",
+                                                Type::kCounter,
+                                                {"reason"},
+                                                {},
+                                                8});
+  addFamily(registry,
+            {"spindle_unused_total", "Never counted.", Type::kCounter, {"reason"}, {}, 8});
   auto a = registry.makeShard();
   auto b = registry.makeShard();
   a->counter(calls, {"echo", "198.18.1.2:50051", "0"}).inc(41);

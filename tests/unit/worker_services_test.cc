@@ -18,8 +18,8 @@ using std::chrono::seconds;
 lb::ServiceEntry entry(std::string name, uint32_t id, lb::ServicePolicy policy = {}) {
   std::vector<lb::Endpoint> endpoints;
   for (const char* text : {"198.18.1.1:50051", "198.18.1.2:50051", "198.18.1.3:50051"}) {
-    endpoints.push_back(lb::Endpoint{*net::SocketAddress::parse(text),
-                                     std::make_shared<lb::EndpointLoad>()});
+    endpoints.push_back(
+        lb::Endpoint{*net::SocketAddress::parse(text), std::make_shared<lb::EndpointLoad>()});
   }
   auto set = std::make_shared<const lb::EndpointSet>(name, std::move(endpoints));
   return lb::ServiceEntry{std::move(name), id, std::move(set), policy};

@@ -18,6 +18,7 @@
 #include <grpcpp/grpcpp.h>
 #include <openssl/evp.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -33,7 +34,6 @@
 #include <string>
 #include <thread>
 #include <tuple>
-#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -53,13 +53,11 @@ constexpr double kMaxSeconds = 120.0;
 // --- time ------------------------------------------------------------------------------------
 
 double unixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 double monoNow() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::chrono::system_clock::time_point after(double seconds) {
@@ -166,8 +164,16 @@ class Json {
   Json(const char* v) : kind_(Kind::kStr), s_(v) {}
   Json(std::string v) : kind_(Kind::kStr), s_(std::move(v)) {}
 
-  static Json array() { Json j; j.kind_ = Kind::kArr; return j; }
-  static Json object() { Json j; j.kind_ = Kind::kObj; return j; }
+  static Json array() {
+    Json j;
+    j.kind_ = Kind::kArr;
+    return j;
+  }
+  static Json object() {
+    Json j;
+    j.kind_ = Kind::kObj;
+    return j;
+  }
 
   Json& operator[](const std::string& key) {
     kind_ = Kind::kObj;
@@ -283,11 +289,23 @@ std::string jsonField(const std::string& text, const std::string& key) {
 // --- gRPC helpers ---------------------------------------------------------------------------
 
 const char* codeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
   const auto i = static_cast<int>(code);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN_CODE";
 }
@@ -311,7 +329,8 @@ using MdMap = std::map<std::string, std::string>;
 // The last value of each key, as client.py's {k: v for k, v in md}.
 MdMap toMap(const std::multimap<grpc::string_ref, grpc::string_ref>& md) {
   MdMap out;
-  for (const auto& [k, v] : md) out[std::string(k.data(), k.size())] = std::string(v.data(), v.size());
+  for (const auto& [k, v] : md)
+    out[std::string(k.data(), k.size())] = std::string(v.data(), v.size());
   return out;
 }
 
@@ -502,7 +521,8 @@ class Result {
 
 class Driver {
  public:
-  explicit Driver(const Options& o) : o_(o), t_end_(monoNow() + std::min(o.maxSeconds, kMaxSeconds)) {
+  explicit Driver(const Options& o)
+      : o_(o), t_end_(monoNow() + std::min(o.maxSeconds, kMaxSeconds)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxMessage);
     args.SetMaxSendMessageSize(kMaxMessage);
@@ -516,7 +536,9 @@ class Driver {
   double left() const { return std::max(0.1, t_end_ - monoNow()); }
   double timeout() const { return std::min(o_.timeout, left()); }
 
-  std::string callId(const std::string& kind) { return o_.run + "-" + kind + "-" + std::to_string(++ids_); }
+  std::string callId(const std::string& kind) {
+    return o_.run + "-" + kind + "-" + std::to_string(++ids_);
+  }
 
   // One unary call on the given completion queue (each load thread has its own).
   UnaryResult unary(grpc::CompletionQueue& cq, const std::string& request, const Metadata& md,
@@ -596,7 +618,8 @@ class Driver {
 
     const double t0 = monoNow();
     std::vector<std::thread> threads;
-    for (int k = 0; k < std::clamp(o_.concurrency, 1, kMaxConcurrency); ++k) threads.emplace_back(worker);
+    for (int k = 0; k < std::clamp(o_.concurrency, 1, kMaxConcurrency); ++k)
+      threads.emplace_back(worker);
     for (auto& t : threads) t.join();  // every call has a deadline: the joins are bounded
     res["elapsed_s"] = rounded(monoNow() - t0, 0.001);
     Json d = Json::object();
@@ -611,7 +634,8 @@ class Driver {
     for (size_t i = 0; i < mismatches.size() && i < 10; ++i) mm.push(mismatches[i]);
     res["mismatches"] = mm;
     if (records) {
-      std::sort(calls.begin(), calls.end(), [](const Record& a, const Record& b) { return a.t0 < b.t0; });
+      std::sort(calls.begin(), calls.end(),
+                [](const Record& a, const Record& b) { return a.t0 < b.t0; });
       Json list = Json::array();
       for (const auto& c : calls) {
         Json row = Json::array();
@@ -708,7 +732,8 @@ class Driver {
   }
 
   void serverStream(Json& out, size_t n, size_t size, uint32_t seed) {
-    const std::string spec = "{\"n\": " + std::to_string(n) + ", \"size\": " + std::to_string(size) +
+    const std::string spec = "{\"n\": " + std::to_string(n) +
+                             ", \"size\": " + std::to_string(size) +
                              ", \"seed\": " + std::to_string(seed) + "}";
     Call call(*stub_, kServerStream, {{"x-call-id", callId("ss")}}, timeout());
     call.write(spec);
@@ -848,8 +873,10 @@ class Driver {
     grpc::CompletionQueue cq;
     const double t_start = unixNow();
     const double t0 = monoNow();
-    auto r = unary(cq, "slow", {{"x-call-id", cid}, {"x-sleep-ms", std::to_string(o_.sleepMs ? o_.sleepMs : 2000)}},
-                   deadline);
+    auto r =
+        unary(cq, "slow",
+              {{"x-call-id", cid}, {"x-sleep-ms", std::to_string(o_.sleepMs ? o_.sleepMs : 2000)}},
+              deadline);
     const double elapsed = monoNow() - t0;
     cq.Shutdown();
     const std::string code = codeName(r.status.error_code());
@@ -859,8 +886,8 @@ class Driver {
     res["t_start"] = rounded(t_start, 1e-6);
     res["elapsed_ms"] = rounded(elapsed * 1000, 0.1);
     res["deadline_ms"] = o_.deadlineMs;
-    res.check(code == "DEADLINE_EXCEEDED", "ended " + code + " (" + r.status.error_message() +
-                                               "), not DEADLINE_EXCEEDED");
+    res.check(code == "DEADLINE_EXCEEDED",
+              "ended " + code + " (" + r.status.error_message() + "), not DEADLINE_EXCEEDED");
   }
 
   // --- metadata, trailers, errors --------------------------------------------------------------
@@ -876,16 +903,19 @@ class Driver {
                            {"x-echo-spaces", "a b  c"}};
     Json cases = Json::object();
 
-    auto checkEcho = [&](const std::string& name, const MdMap& ini, const MdMap& tr, bool want_initial) {
+    auto checkEcho = [&](const std::string& name, const MdMap& ini, const MdMap& tr,
+                         bool want_initial) {
       bool ok = true;
       for (const auto& [k, v] : sent) {
         if (want_initial) {
           auto it = ini.find(k);
-          ok &= res.check(it != ini.end() && it->second == v, name + ": initial " + k + " missing or differs");
+          ok &= res.check(it != ini.end() && it->second == v,
+                          name + ": initial " + k + " missing or differs");
         }
         const std::string tk = "x-trail-" + k.substr(7);
         auto it = tr.find(tk);
-        ok &= res.check(it != tr.end() && it->second == v, name + ": trailer " + tk + " missing or differs");
+        ok &= res.check(it != tr.end() && it->second == v,
+                        name + ": trailer " + tk + " missing or differs");
       }
       ok &= res.check(!get(tr, "x-pod").empty(), name + ": no x-pod trailer");
       return ok;
@@ -897,10 +927,12 @@ class Driver {
       md.insert(md.end(), sent.begin(), sent.end());
       auto r = unary(cq, "md", md, timeout());
       cq.Shutdown();
-      bool ok = res.check(r.status.ok(), "ok_call: " + std::string(codeName(r.status.error_code())) +
-                                             " " + r.status.error_message());
+      bool ok =
+          res.check(r.status.ok(), "ok_call: " + std::string(codeName(r.status.error_code())) +
+                                       " " + r.status.error_message());
       ok &= checkEcho("ok_call", r.initial, r.trailing, true);
-      ok &= res.check(!get(r.initial, "x-pod").empty() && get(r.initial, "x-pod") == get(r.trailing, "x-pod"),
+      ok &= res.check(!get(r.initial, "x-pod").empty() &&
+                          get(r.initial, "x-pod") == get(r.trailing, "x-pod"),
                       "ok_call: x-pod header " + get(r.initial, "x-pod") + " vs trailer " +
                           get(r.trailing, "x-pod"));
       ok &= res.check(r.response == "md", "ok_call: response differs");
@@ -913,10 +945,12 @@ class Driver {
     }
 
     // errors: trailers-only, and after headers
-    const std::string message = "no such key: k\xc3\xa9y \xe2\x98\x83 100% done, \r\n and a newline";
+    const std::string message =
+        "no such key: k\xc3\xa9y \xe2\x98\x83 100% done, \r\n and a newline";
     for (const auto& [name, status, first] :
          {std::tuple<std::string, std::string, bool>{"trailers_only_error", "NOT_FOUND", false},
-          std::tuple<std::string, std::string, bool>{"error_after_headers", "PERMISSION_DENIED", true}}) {
+          std::tuple<std::string, std::string, bool>{"error_after_headers", "PERMISSION_DENIED",
+                                                     true}}) {
       grpc::CompletionQueue cq;
       Metadata md{{"x-call-id", callId("me")}, {"x-status", status}, {"x-message-bin", message}};
       md.insert(md.end(), sent.begin(), sent.end());
@@ -1008,7 +1042,11 @@ int main(int argc, char** argv) {
 
   const std::map<std::string, std::function<void(Driver&, Result&)>> scenarios = {
       {"unary", [](Driver& d, Result& r) { d.unaryScenario(r); }},
-      {"streams", [](Driver& d, Result& r) { d.streams(r); d.countStreamPods(r); }},
+      {"streams",
+       [](Driver& d, Result& r) {
+         d.streams(r);
+         d.countStreamPods(r);
+       }},
       {"cancel", [](Driver& d, Result& r) { d.cancel(r); }},
       {"deadline", [](Driver& d, Result& r) { d.deadline(r); }},
       {"metadata", [](Driver& d, Result& r) { d.metadata(r); }},
