@@ -150,6 +150,8 @@ static __always_inline int __sock_remember(struct bpf_sock_addr *ctx,
 	orig.port = dst->port;
 	orig.service_id = service_id;
 	orig.cgroup_id = bpf_get_current_cgroup_id();
+	orig.netns_cookie = bpf_get_netns_cookie(ctx);
+	orig.pid = bpf_get_current_pid_tgid() >> 32;
 	return bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY);
 }
 

@@ -89,6 +89,7 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   if (running.proxy.workers != next.proxy.workers) warn("proxy.workers");
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
   if (running.admin.socket != next.admin.socket) warn("admin.socket");
+  if (!(running.upstream == next.upstream)) warn("upstream");
   if (!(running.limits == next.limits)) warn("limits");
   if (running.redirect.cgroup != next.redirect.cgroup ||
       running.redirect.host_netns != next.redirect.host_netns ||
@@ -276,12 +277,20 @@ Status Daemon::init() {
   // granted. Maps and links are used through the fds already open, which needs no capability
   // (Linux 5.19+). Before the workers start, so that their threads inherit the reduced sets;
   // what is redirected meanwhile waits in the listeners' backlog.
-  auto kept = keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}},
-                                   {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}});
+  // upstream.source pod also enters the calling Pod's network namespace (CAP_SYS_ADMIN),
+  // found through /proc/<pid>/ns/net of a process of another user (CAP_SYS_PTRACE). Until
+  // that moves to a privileged process of its own, the proxy keeps both in this mode.
+  const bool from_pods = config.upstream.source == config::Upstream::Source::kPod;
+  auto kept = from_pods ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
+                                                {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
+                                                {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
+                                               {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}})
+                        : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}},
+                                               {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}});
   if (!kept) return Error{kept.error()};
   log::info("capabilities: kept {}, dropped the rest{}; no new privileges", kept->names,
             kept->bounding ? " (bounding set too)" : "");
-  if (Status s = startWorkers(std::move(listeners)); !s) return s;
+  if (Status s = startWorkers(std::move(listeners), *netns_cookie); !s) return s;
 
   beat_ = heartbeatInterval(config.redirect.heartbeat_timeout);
   heartbeat_ = std::make_unique<loop::Timer>(*loop_, [this] { onHeartbeat(); });
@@ -337,12 +346,23 @@ Status Daemon::registerMetrics() {
   return {};
 }
 
-Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners) {
+Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t netns_cookie) {
   const auto services = registry_->table();
+  // One per worker: entering a Pod's namespace changes only the thread that does it.
+  std::vector<std::unique_ptr<proxy::UpstreamSockets>> sockets;
+  for (size_t w = 0; w < listeners.size(); ++w) {
+    if (effective_->upstream.source == config::Upstream::Source::kNode) {
+      sockets.push_back(std::make_unique<proxy::NodeSockets>(kSocketMark));
+      continue;
+    }
+    auto pod = proxy::PodSockets::create(kSocketMark, netns_cookie);
+    if (!pod) return Error{pod.error()};
+    sockets.push_back(std::move(pod).value());
+  }
   for (unsigned w = 0; w < listeners.size(); ++w) {
     workers_.push_back(std::make_unique<proxy::Worker>(
         w, std::move(listeners[w]), redirector_->originalDsts(), services, effective_->limits,
-        kSocketMark, *families_, metric_registry_.makeShard(), cgroup_mount_));
+        std::move(sockets[w]), *families_, metric_registry_.makeShard(), cgroup_mount_));
     if (Status s = workers_.back()->start(); !s) return s;
   }
   return {};
@@ -426,6 +446,7 @@ void Daemon::reload(const char* why) {
   next.admin = effective_->admin;
   next.redirect = effective_->redirect;
   next.limits = effective_->limits;
+  next.upstream = effective_->upstream;
   effective_ = std::make_shared<const config::Config>(std::move(next));
   auto table = registry_->reload(effective_->services);
   if (Status s = redirector_->setServiceAddresses(registry_->redirectAddresses()); !s) {

@@ -54,7 +54,7 @@ class Daemon {
   Daemon(std::string config_path, const config::Config& config);
   Status init();
   Status registerMetrics();
-  Status startWorkers(std::vector<std::vector<Fd>> listeners);
+  Status startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t netns_cookie);
   // DNS for the services that name a headless Service, and intercepts given as names. Made
   // anew on each reload: the names and the servers may have changed.
   Status startDiscovery();

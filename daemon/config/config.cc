@@ -125,8 +125,8 @@ class Parser {
   Config parseDocument(const YAML::Node& root) {
     if (!root.IsMap()) fail(lineOf(root, 1), "expected a map at the top level");
     Item top{root, lineOf(root, 1), ""};
-    auto fields =
-        readMap(top, {"proxy", "admin", "redirect", "dns", "services", "shutdown", "limits"});
+    auto fields = readMap(top, {"proxy", "admin", "redirect", "upstream", "dns", "services",
+                                "shutdown", "limits"});
 
     Config config;
     auto proxy = fields.find("proxy");
@@ -135,6 +135,9 @@ class Parser {
     if (auto it = fields.find("admin"); it != fields.end()) config.admin = parseAdmin(it->second);
     if (auto it = fields.find("redirect"); it != fields.end()) {
       config.redirect = parseRedirect(it->second);
+    }
+    if (auto it = fields.find("upstream"); it != fields.end()) {
+      config.upstream = parseUpstream(it->second);
     }
     if (auto it = fields.find("dns"); it != fields.end()) config.dns = parseDns(it->second);
     if (auto it = fields.find("services"); it != fields.end()) {
@@ -397,6 +400,22 @@ class Parser {
       dns.empty_confirmations = static_cast<uint32_t>(integer(it->second, 1, 1000));
     }
     return dns;
+  }
+
+  Upstream parseUpstream(const Item& item) const {
+    auto fields = readMap(item, {"source"});
+    Upstream upstream;
+    if (auto it = fields.find("source"); it != fields.end()) {
+      const std::string text = string(it->second);
+      if (text == "pod") {
+        upstream.source = Upstream::Source::kPod;
+      } else if (text == "node") {
+        upstream.source = Upstream::Source::kNode;
+      } else {
+        fail(it->second, fmt::format("'{}' is not one of pod, node", text));
+      }
+    }
+    return upstream;
   }
 
   Shutdown parseShutdown(const Item& item) const {

@@ -80,6 +80,21 @@ struct Redirect {
   std::string pin_path = "/sys/fs/bpf/spindle";
 };
 
+// Where upstream connections leave from.
+struct Upstream {
+  enum class Source {
+    // The node's own namespace and address, shared by every Pod of the node: fewer
+    // connections, but backends, NetworkPolicy and CNI rules see the node, not the caller.
+    kNode,
+    // The calling Pod's network namespace: the backend sees the Pod's address, and the
+    // policies of both sides apply as if the Pod had dialled it. Connections are pooled per
+    // (Pod, endpoint).
+    kPod,
+  };
+  Source source = Source::kNode;
+  bool operator==(const Upstream&) const = default;
+};
+
 struct Shutdown {
   // On SIGTERM: how long in-flight calls get to finish after the GOAWAYs went out.
   Duration drain{30000};
@@ -119,6 +134,7 @@ struct Config {
   Limits limits;
   Admin admin;
   Redirect redirect;
+  Upstream upstream;
   Dns dns;
   Shutdown shutdown;
   std::vector<Service> services;

@@ -16,6 +16,7 @@ namespace spindle::proxy {
 Call::Call(WorkerParts& worker, H2Downstream& downstream, int32_t stream_id, size_t service_index)
     : worker_(worker),
       downstream_(&downstream),
+      caller_(downstream.caller()),
       downstream_stream_(stream_id),
       service_index_(service_index) {
   request_body_.retain(kReplayLimit);
@@ -111,7 +112,7 @@ void Call::dispatch() {
   tried_.add(*index);
   attempt_started_ = now;
   health_reported_ = false;
-  worker_.upstreams.upstreamFor((*endpoints_)[*index]).attach(*this);
+  worker_.upstreams.upstreamFor((*endpoints_)[*index], caller_).attach(*this);
 }
 
 void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
@@ -240,6 +241,12 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
                             how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");
     request_body_.rewind();
     dispatch();
+    return;
+  }
+  if (how == UpstreamEnd::kNoSocket) {
+    // Not sent from elsewhere (the node, another endpoint): that would bypass the calling
+    // Pod's own network policy, and blame an endpoint that did nothing.
+    failUnavailable("no socket could be made for the calling Pod");
     return;
   }
   if (!response_started_) {

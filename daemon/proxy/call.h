@@ -14,6 +14,7 @@
 #include "lb/endpoints.h"
 #include "lb/picker.h"
 #include "proxy/byte_queue.h"
+#include "proxy/upstream_sockets.h"
 
 namespace spindle::proxy {
 
@@ -26,6 +27,7 @@ enum class UpstreamEnd {
   kClosed,          // the stream closed; see the HTTP/2 error code
   kConnectFailed,   // the connection never came up: nothing was sent
   kConnectionLost,  // the connection failed with the stream open
+  kNoSocket,        // no socket could be made for the caller: not the endpoint's doing
 };
 
 class Call {
@@ -80,6 +82,7 @@ class Call {
 
   WorkerParts& worker_;
   H2Downstream* downstream_;  // null once the downstream stream closed
+  Caller caller_;             // every attempt leaves from the calling Pod
   int32_t downstream_stream_;
   size_t service_index_;
   lb::EndpointSetPtr endpoints_;  // the snapshot of the last attempt

@@ -6,10 +6,12 @@
 namespace spindle::proxy {
 
 H2Downstream::H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer,
-                           size_t service_index, std::shared_ptr<const std::string> source)
+                           size_t service_index, const Caller& caller,
+                           std::shared_ptr<const std::string> source)
     : H2Connection(worker, std::move(fd), peer),
       service_index_(static_cast<uint32_t>(service_index)),
-      source_(std::move(source)) {
+      source_(std::move(source)),
+      caller_(caller) {
   worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kH2);
 }
 

@@ -10,20 +10,22 @@
 #include "proxy/call.h"
 #include "proxy/h2_connection.h"
 #include "proxy/stream_map.h"
+#include "proxy/upstream_sockets.h"
 
 namespace spindle::proxy {
 
 class H2Downstream final : public H2Connection, private h2::Listener {
  public:
   // `received`: the bytes already read while detecting the protocol (the client preface).
-  // source: the calling Pod, for the metrics.
+  // caller: the calling Pod as the kernel saw it; source: its label, for the metrics.
   H2Downstream(WorkerParts& worker, Fd fd, net::SocketAddress peer, size_t service_index,
-               std::shared_ptr<const std::string> source);
+               const Caller& caller, std::shared_ptr<const std::string> source);
   ~H2Downstream() override;
   Status start(const std::string& received);
 
   // --- for its calls ---
   const std::string& source() const { return *source_; }
+  const Caller& caller() const { return caller_; }
   void submitResponse(int32_t stream_id, const h2::HeaderBlock& headers, bool has_body);
   void submitTrailers(int32_t stream_id, const h2::HeaderBlock& trailers);
   void resetStream(int32_t stream_id, uint32_t error_code);
@@ -56,6 +58,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   uint32_t service_index_;
   DrainStep drain_ = DrainStep::kNone;
   std::shared_ptr<const std::string> source_;  // shared by the Pod's connections
+  Caller caller_;
   StreamMap<std::unique_ptr<Call>> calls_;
 };
 

@@ -12,13 +12,14 @@
 namespace spindle::proxy {
 
 Passthrough::Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
-                         net::SocketAddress destination, std::string received)
+                         net::SocketAddress destination, const Caller& caller, std::string received)
     : worker_(worker),
       loop_(worker.loop),
       pool_(worker.buffers),
       downstream_(std::move(downstream)),
       downstream_peer_(downstream_peer),
       destination_(destination),
+      caller_(caller),
       initial_(std::move(received)) {
   worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kPassthrough);
 }
@@ -28,8 +29,10 @@ Passthrough::~Passthrough() {
 }
 
 void Passthrough::start() {
-  auto socket = net::connectingSocket(destination_.family(), worker_.mark);
+  SocketFailure why = SocketFailure::kLocal;
+  auto socket = worker_.sockets.open(caller_, destination_.family(), &why);
   if (!socket) {
+    worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure(
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); },
         socket.error().c_str());

@@ -17,6 +17,7 @@
 #include "loop/loop.h"
 #include "net/address.h"
 #include "proxy/connection.h"
+#include "proxy/upstream_sockets.h"
 #include "util/fd.h"
 
 namespace spindle::proxy {
@@ -31,7 +32,7 @@ class Passthrough final : public Connection {
   // `received`: bytes already read from downstream (while detecting the protocol); they go
   // upstream first.
   Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
-              net::SocketAddress destination, std::string received = {});
+              net::SocketAddress destination, const Caller& caller, std::string received = {});
 
   ~Passthrough() override;
 
@@ -95,6 +96,7 @@ class Passthrough final : public Connection {
   Fd upstream_;
   net::SocketAddress downstream_peer_;
   net::SocketAddress destination_;
+  Caller caller_;
   std::string initial_;
   size_t initial_sent_ = 0;
   Direction to_upstream_{*this, "downstream->upstream"};

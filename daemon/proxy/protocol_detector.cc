@@ -20,13 +20,14 @@ static_assert(kPreface.size() == 24);
 
 ProtocolDetector::ProtocolDetector(WorkerParts& worker, Fd fd, net::SocketAddress peer,
                                    net::SocketAddress destination, size_t service_index,
-                                   std::shared_ptr<const std::string> source)
+                                   const Caller& caller, std::shared_ptr<const std::string> source)
     : worker_(worker),
       fd_(std::move(fd)),
       peer_(peer),
       destination_(destination),
       service_index_(service_index),
-      source_(std::move(source)) {
+      source_(std::move(source)),
+      caller_(caller) {
   worker_.metrics.detectorStarted();
 }
 
@@ -89,14 +90,14 @@ void ProtocolDetector::handOver(bool http2) {
   done_ = true;
   std::string received(buffer_, received_);
   if (http2) {
-    auto* downstream =
-        new H2Downstream(worker_, std::move(fd_), peer_, service_index_, std::move(source_));
+    auto* downstream = new H2Downstream(worker_, std::move(fd_), peer_, service_index_, caller_,
+                                        std::move(source_));
     worker_.connections.add(downstream);
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;
   }
   auto* passthrough =
-      new Passthrough(worker_, std::move(fd_), peer_, destination_, std::move(received));
+      new Passthrough(worker_, std::move(fd_), peer_, destination_, caller_, std::move(received));
   worker_.connections.add(passthrough);
   passthrough->start();
 }

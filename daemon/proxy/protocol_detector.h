@@ -11,6 +11,7 @@
 #include "loop/loop.h"
 #include "net/address.h"
 #include "proxy/connection.h"
+#include "proxy/upstream_sockets.h"
 #include "util/fd.h"
 
 namespace spindle::proxy {
@@ -22,7 +23,7 @@ class ProtocolDetector final : public Connection {
   static constexpr int64_t kWaitNanos = 1'000'000'000;
 
   ProtocolDetector(WorkerParts& worker, Fd fd, net::SocketAddress peer,
-                   net::SocketAddress destination, size_t service_index,
+                   net::SocketAddress destination, size_t service_index, const Caller& caller,
                    std::shared_ptr<const std::string> source);
   ~ProtocolDetector() override;
   void start();
@@ -43,6 +44,7 @@ class ProtocolDetector final : public Connection {
   net::SocketAddress destination_;
   size_t service_index_;
   std::shared_ptr<const std::string> source_;
+  Caller caller_;
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onReceived> recv_{*this};
   loop::MemberCompletion<ProtocolDetector, &ProtocolDetector::onWaitEnded> wait_{*this};
   __kernel_timespec wait_ts_{};

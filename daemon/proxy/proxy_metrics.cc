@@ -81,6 +81,15 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
         {"reason"},
         {},
         4}},
+      {&f.socket_failures_total,
+       {"spindle_upstream_socket_failures_total",
+        "Connections to endpoints or original destinations that got no socket, by whose "
+        "trouble: caller_namespace (the calling Pod's network namespace could not be used) "
+        "or local. Their calls fail with UNAVAILABLE; none leaves from elsewhere.",
+        Type::kCounter,
+        {"reason"},
+        {},
+        4}},
       {&f.panics_total,
        {"spindle_panics_total",
         "Picks made over every endpoint because all of them were ejected.",
@@ -141,6 +150,10 @@ void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoin
   shard_.counter(families_.requests_total, {service, endpoint, grpc_status}).inc();
   shard_.counter(families_.source_requests_total, {source, service}).inc();
   shard_.histogram(families_.request_duration_seconds, {service}).observe(seconds);
+}
+
+void WorkerMetrics::socketFailed(SocketFailure failure) {
+  shard_.counter(families_.socket_failures_total, {socketFailureName(failure)}).inc();
 }
 
 void WorkerMetrics::retried(std::string_view service, std::string_view reason) {

@@ -7,6 +7,7 @@
 
 #include "h2/session.h"
 #include "metrics/registry.h"
+#include "proxy/upstream_sockets.h"
 
 namespace spindle::proxy {
 
@@ -21,6 +22,7 @@ struct ProxyFamilies {
   metrics::FamilyId source_requests_total;          // {source, service}
   metrics::FamilyId h2_violations_total;            // {side, reason}
   metrics::FamilyId limit_closes_total;             // {reason}
+  metrics::FamilyId socket_failures_total;          // {reason}
 
   static Result<ProxyFamilies> registerIn(metrics::Registry& registry);
 };
@@ -42,6 +44,7 @@ class WorkerMetrics {
   void callEnded(std::string_view service, std::string_view endpoint, std::string_view grpc_status,
                  std::string_view source, double seconds);
   void retried(std::string_view service, std::string_view reason);
+  void socketFailed(SocketFailure failure);
   void ejected(std::string_view service);
   void panicked(std::string_view service);
   // A peer broke an HTTP/2 rule and its connection was closed.

@@ -10,19 +10,21 @@
 
 namespace spindle::proxy {
 
-Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint)
-    : H2Connection(worker, Fd(), endpoint.address), endpoint_(endpoint) {
+Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller)
+    : H2Connection(worker, Fd(), endpoint.address), endpoint_(endpoint), caller_(caller) {
   connected_ = false;
   upstream_side_ = true;
 }
 
 void Upstream::connect() {
-  // Without a session (nghttp2 is out of memory) the calls go elsewhere, as without a socket.
+  // Without a socket for the calling Pod, the call fails: another endpoint would need the same.
   auto session = h2::Session::create(h2::Role::kClient,
                                      withLimits(h2::upstreamSettings(), worker_.limits), *this);
-  auto socket = session ? net::connectingSocket(endpoint_.address.family(), worker_.mark)
+  SocketFailure why = SocketFailure::kLocal;
+  auto socket = session ? worker_.sockets.open(caller_, endpoint_.address.family(), &why)
                         : Result<Fd>(makeError(session.error()));
   if (!socket) {
+    worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                socket.error().c_str());
     worker_.upstreams.forget(this);
@@ -81,9 +83,12 @@ bool Upstream::hasRoom() const {
 }
 
 void Upstream::attach(Call& call) {
-  // A connection that failed at once (connect()) is closed already: the call goes elsewhere.
-  const int32_t stream_id =
-      closing() ? -1 : session_->submitRequest(call.requestHeaders(), call.requestHasBody());
+  // A connection that got no socket or session (connect()) is closed already.
+  if (closing()) {
+    call.onUpstreamEnded(UpstreamEnd::kNoSocket, NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  const int32_t stream_id = session_->submitRequest(call.requestHeaders(), call.requestHasBody());
   if (stream_id < 0) {
     call.onUpstreamEnded(UpstreamEnd::kConnectFailed, NGHTTP2_REFUSED_STREAM);
     return;

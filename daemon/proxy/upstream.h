@@ -12,6 +12,7 @@
 #include "lb/endpoints.h"
 #include "proxy/h2_connection.h"
 #include "proxy/stream_map.h"
+#include "proxy/upstream_sockets.h"
 
 namespace spindle::proxy {
 
@@ -21,7 +22,8 @@ class Upstream final : public H2Connection, private h2::Listener {
  public:
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
-  Upstream(WorkerParts& worker, const lb::Endpoint& endpoint);
+  // caller: the Pod whose calls it carries (with upstream.source: pod, it connects from there).
+  Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller);
 
   void connect();
   // Takes a call: submits its request (sent once connected).
@@ -36,6 +38,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   // Room for another call: not draining, and under the peer's stream limit.
   bool hasRoom() const;
   const lb::EndpointLoad* loadKey() const { return endpoint_.load.get(); }
+  const Caller& caller() const { return caller_; }
 
  private:
   void onConnectDone(int32_t res, uint32_t flags);
@@ -64,6 +67,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   Call* callOf(int32_t stream_id) const;
 
   lb::Endpoint endpoint_;
+  Caller caller_;
   loop::MemberCompletion<Upstream, &Upstream::onConnectDone> connect_op_{*this};
   loop::MemberCompletion<Upstream, &Upstream::onConnectTimeout> connect_timeout_op_{*this};
   __kernel_timespec connect_deadline_{};

@@ -1,12 +1,17 @@
-// The worker's HTTP/2 connections to endpoints, shared by every call of the worker: one with
-// room for another stream is reused, a new one opened when all are full or draining.
+// The worker's HTTP/2 connections to endpoints: one with room for another stream is reused, a
+// new one opened when all are full or draining. With upstream.source: node they are shared by
+// every call of the worker; with pod, each calling Pod has its own (they leave from its
+// network namespace), while the balancing state stays per endpoint, shared by all.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
 #include "lb/endpoints.h"
 #include "lb/service_table.h"
+#include "proxy/upstream_sockets.h"
 
 namespace spindle::proxy {
 
@@ -19,7 +24,7 @@ class UpstreamPool {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  Upstream& upstreamFor(const lb::Endpoint& endpoint);
+  Upstream& upstreamFor(const lb::Endpoint& endpoint, const Caller& caller);
   // The connection closes: no new call may be given to it.
   void forget(Upstream* upstream);
   // Connections to endpoints that are in no service of `services` any more are drained:
@@ -27,9 +32,24 @@ class UpstreamPool {
   void keepOnly(const lb::ServiceTable& services);
 
  private:
+  // The endpoint's shared load identifies it across snapshots; netns_cookie is the calling
+  // Pod's namespace, 0 when connections are shared by every caller.
+  struct Key {
+    const lb::EndpointLoad* load;
+    uint64_t netns_cookie;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& key) const {
+      return std::hash<const void*>()(key.load) ^ std::hash<uint64_t>()(key.netns_cookie);
+    }
+  };
+  Key keyFor(const lb::EndpointLoad* load, const Caller& caller) const;
+
   WorkerParts& worker_;
-  // Keyed by the endpoint's shared load, which identifies it across snapshots.
-  std::unordered_map<const lb::EndpointLoad*, std::vector<Upstream*>> upstreams_;
+  // Each connection here holds its caller in worker_.sockets, so that the caller's namespace
+  // is let go with its last connection.
+  std::unordered_map<Key, std::vector<Upstream*>, KeyHash> upstreams_;
 };
 
 }  // namespace spindle::proxy

@@ -24,14 +24,14 @@ constexpr uint32_t kBufferSize = 64 * 1024;
 
 Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
                std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-               uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
-               std::string cgroup_mount)
+               std::unique_ptr<UpstreamSockets> sockets, const ProxyFamilies& families,
+               std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
       services_(std::move(services)),
       limits_(limits),
-      mark_(mark),
+      sockets_(std::move(sockets)),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
       metrics_(families, *shard_) {
@@ -65,7 +65,7 @@ Status Worker::start() {
     } else {
       log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
     }
-    parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, mark_,
+    parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, *sockets_,
                                            std::move(services_),
                                            /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
     loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
@@ -217,19 +217,22 @@ void Worker::onAccepted(Fd downstream) {
     return;
   }
   net::setNoDelay(downstream.get());
+  const Caller caller{original->netns_cookie, original->pid};
   const auto service = parts_->services.indexOf(original->service_id);
   if (service && !parts_->services.at(*service).endpoints->empty()) {
     static const auto kUnknown = std::make_shared<const std::string>("unknown");
     auto source = cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
-    auto* detector = new ProtocolDetector(*parts_, std::move(downstream), *peer,
-                                          original->destination, *service, std::move(source));
+    auto* detector =
+        new ProtocolDetector(*parts_, std::move(downstream), *peer, original->destination, *service,
+                             caller, std::move(source));
     parts_->connections.add(detector);
     detector->start();
     return;
   }
   // No endpoints known for the service (DNS has not answered yet, or confirmed there are
   // none): the ClusterIP still works, so pass through to it.
-  auto* passthrough = new Passthrough(*parts_, std::move(downstream), *peer, original->destination);
+  auto* passthrough =
+      new Passthrough(*parts_, std::move(downstream), *peer, original->destination, caller);
   parts_->connections.add(passthrough);
   passthrough->start();
 }

@@ -19,6 +19,7 @@
 #include "net/acceptor.h"
 #include "proxy/connection.h"
 #include "proxy/proxy_metrics.h"
+#include "proxy/upstream_sockets.h"
 #include "proxy/worker_parts.h"
 #include "redirect/cgroup_names.h"
 #include "redirect/redirector.h"
@@ -31,8 +32,8 @@ class Worker {
  public:
   Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
          std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-         uint32_t mark, const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
-         std::string cgroup_mount);
+         std::unique_ptr<UpstreamSockets> sockets, const ProxyFamilies& families,
+         std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount);
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -72,7 +73,7 @@ class Worker {
   redirect::OriginalDstMap original_dsts_;
   std::shared_ptr<const lb::ServiceTable> services_;
   config::Limits limits_;
-  uint32_t mark_;
+  std::unique_ptr<UpstreamSockets> sockets_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
   std::unique_ptr<loop::BufferPool> buffers_;

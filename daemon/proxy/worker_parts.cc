@@ -23,14 +23,14 @@ __kernel_timespec tickPeriod(const config::Limits& limits) {
 
 WorkerParts::WorkerParts(loop::Loop& loop_in, loop::BufferPool& buffers_in,
                          WorkerMetrics& metrics_in, const config::Limits& limits_in,
-                         uint32_t mark_in, std::shared_ptr<const lb::ServiceTable> table,
+                         UpstreamSockets& sockets_in, std::shared_ptr<const lb::ServiceTable> table,
                          uint64_t seed)
     : loop(loop_in),
       buffers(buffers_in),
       metrics(metrics_in),
       limits(limits_in),
       tick(tickPeriod(limits_in)),
-      mark(mark_in),
+      sockets(sockets_in),
       connections(loop_in),
       services(std::move(table), seed),
       upstreams(*this) {}

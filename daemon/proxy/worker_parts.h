@@ -17,6 +17,7 @@
 #include "proxy/connection_set.h"
 #include "proxy/proxy_metrics.h"
 #include "proxy/upstream_pool.h"
+#include "proxy/upstream_sockets.h"
 #include "proxy/worker_services.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
@@ -25,7 +26,7 @@ namespace spindle::proxy {
 
 struct WorkerParts {
   WorkerParts(loop::Loop& loop, loop::BufferPool& buffers, WorkerMetrics& metrics,
-              const config::Limits& limits, uint32_t mark,
+              const config::Limits& limits, UpstreamSockets& sockets,
               std::shared_ptr<const lb::ServiceTable> services, uint64_t seed);
   WorkerParts(const WorkerParts&) = delete;
   WorkerParts& operator=(const WorkerParts&) = delete;
@@ -52,7 +53,7 @@ struct WorkerParts {
   // The period of every connection's deadline check (see H2Connection), derived from the
   // limits; one timespec for all, as the kernel copies it when a timeout is submitted.
   __kernel_timespec tick;
-  const uint32_t mark;  // SO_MARK of our upstream sockets: the BPF programs leave them alone
+  UpstreamSockets& sockets;  // where upstream and passthrough connections leave from
   ConnectionSet connections;
   WorkerServices services;
   UpstreamPool upstreams;

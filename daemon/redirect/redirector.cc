@@ -64,7 +64,7 @@ std::optional<OriginalDst> OriginalDstMap::take(const net::SocketAddress& peer) 
   net::MappedBytes bytes;
   std::memcpy(bytes.data(), orig.addr, bytes.size());
   return OriginalDst{net::SocketAddress::fromMapped(bytes, orig.port), orig.service_id,
-                     orig.cgroup_id};
+                     orig.cgroup_id, orig.netns_cookie, orig.pid};
 }
 
 Result<std::string> Redirector::pinDirectory(const std::string& pin_path) {

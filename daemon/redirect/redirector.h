@@ -25,7 +25,9 @@ namespace spindle::redirect {
 struct OriginalDst {
   net::SocketAddress destination;  // what the app dialled
   uint32_t service_id = 0;
-  uint64_t cgroup_id = 0;  // cgroup of the connecting process
+  uint64_t cgroup_id = 0;     // cgroup of the connecting process
+  uint64_t netns_cookie = 0;  // network namespace of the connecting socket
+  uint32_t pid = 0;           // the connecting process, in the host PID namespace
 };
 
 // A worker's view of the orig_by_peer map: a thread-safe handle on a kernel map.

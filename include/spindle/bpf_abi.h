@@ -15,7 +15,7 @@
 /* The maps are pinned under <redirect.pin_path>/v<this>, so that two spindle versions on one
  * node share maps only when they agree on every struct and map here. Bump it with any change
  * to this file or to a map's definition. */
-#define SPINDLE_ABI_VERSION 1
+#define SPINDLE_ABI_VERSION 2
 
 #define SPINDLE_MAX_SERVICE_ADDRS 4096
 #define SPINDLE_MAX_TRACKED_SOCKETS 65536
@@ -39,9 +39,12 @@ struct spindle_orig_dst {
 	__u16 port; /* network order */
 	__u16 pad;
 	__u32 service_id;
-	__u64 cgroup_id; /* cgroup of the connecting process, for per-Pod attribution */
+	__u64 cgroup_id;    /* cgroup of the connecting process, for per-Pod attribution */
+	__u64 netns_cookie; /* network namespace of the connecting socket: the caller's Pod */
+	__u32 pid;          /* the connecting process (host PID namespace), to find that netns */
+	__u32 pad2;
 };
-SPINDLE_STATIC_ASSERT(sizeof(struct spindle_orig_dst) == 32, "spindle_orig_dst size");
+SPINDLE_STATIC_ASSERT(sizeof(struct spindle_orig_dst) == 48, "spindle_orig_dst size");
 
 #define SPINDLE_CONTROL_HOST_NETNS (1u << 0) /* also redirect callers in the daemon's netns */
 #define SPINDLE_CONTROL_HAS_V6 (1u << 1)     /* proxy_addr6 is set */

@@ -69,8 +69,7 @@ ProxyHarness::ProxyHarness(const config::Service& service, const config::Limits&
       shard_(metrics_registry_.makeShard()),
       metrics_(std::make_unique<proxy::WorkerMetrics>(families_, *shard_)),
       registry_({service}) {
-  // Mark 0: no SO_MARK, which needs CAP_NET_ADMIN; nothing redirects our upstream connects.
-  parts_ = std::make_unique<proxy::WorkerParts>(*loop_, *buffers_, *metrics_, limits, /*mark=*/0,
+  parts_ = std::make_unique<proxy::WorkerParts>(*loop_, *buffers_, *metrics_, limits, sockets_,
                                                 registry_.table(), /*seed=*/42);
   loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
   listener_ = listenLoopback(&listen_address_);
@@ -124,7 +123,7 @@ Fd ProxyHarness::dialProxy() {
   net::setNoDelay(accepted.get());
   static const auto kSource = std::make_shared<const std::string>("test-pod");
   auto* detector = new proxy::ProtocolDetector(*parts_, std::move(accepted), *peer, destination_,
-                                               /*service_index=*/0, kSource);
+                                               /*service_index=*/0, proxy::Caller{}, kSource);
   parts_->connections.add(detector);
   detector->start();
   ::fcntl(client.get(), F_SETFL, ::fcntl(client.get(), F_GETFL) | O_NONBLOCK);

@@ -97,6 +97,8 @@ class ProxyHarness {
   std::unique_ptr<metrics::Shard> shard_;
   std::unique_ptr<proxy::WorkerMetrics> metrics_;
   ServiceRegistry registry_;
+  // Mark 0: no SO_MARK, which needs CAP_NET_ADMIN; nothing redirects our upstream connects.
+  proxy::NodeSockets sockets_{/*mark=*/0};
   std::unique_ptr<proxy::WorkerParts> parts_;
   Fd listener_;
   net::SocketAddress listen_address_;

@@ -213,6 +213,19 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         for name, n in served.items():
             self.assertGreaterEqual(n, 200, f"sequential calls pile up on one backend: {served}")
 
+    def test_with_upstream_source_pod_the_backends_see_the_calling_pod(self):
+        # upstream.source: pod. Every call leaves from the client Pod's network namespace, so
+        # the backends see its address, as without spindle, and the calls are still balanced
+        # one by one over the channel.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": "pod"}
+        self.start_spindle(cfg)
+        res, served = self.balance_run(count=900, concurrency=4)
+        seen = self.seen_from(res["run"])
+        self.assertEqual(seen, {self.client.ip4},
+                         f"the backends saw the calls come from {seen}, not from the client Pod")
+        self.assertEvenShares(served, 900)
+
 
 # =====================================================================================
 # Call semantics: the same scenarios direct and through spindle

@@ -77,7 +77,8 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
   expectLayout(types, "spindle_orig_dst", sizeof(spindle_orig_dst),
                {FIELD(spindle_orig_dst, addr), FIELD(spindle_orig_dst, port),
                 FIELD(spindle_orig_dst, pad), FIELD(spindle_orig_dst, service_id),
-                FIELD(spindle_orig_dst, cgroup_id)});
+                FIELD(spindle_orig_dst, cgroup_id), FIELD(spindle_orig_dst, netns_cookie),
+                FIELD(spindle_orig_dst, pid), FIELD(spindle_orig_dst, pad2)});
   expectLayout(types, "spindle_control", sizeof(spindle_control),
                {FIELD(spindle_control, proxy_addr6), FIELD(spindle_control, proxy_addr4),
                 FIELD(spindle_control, proxy_port), FIELD(spindle_control, flags),

@@ -217,6 +217,26 @@ TEST(Config, PinPathEmptyTurnsSharingOffAndRelativeIsAnError) {
             "spindle.yaml:4: redirect.pin_path: 'bpf/spindle' is not an absolute path");
 }
 
+TEST(Config, UpstreamSourceIsNodeByDefaultPodOnRequestAndNothingElse) {
+  EXPECT_EQ(mustParse(withProxy("")).upstream.source, config::Upstream::Source::kNode);
+  Config c = mustParse(withProxy(R"(
+    upstream:
+      source: pod
+  )"));
+  EXPECT_EQ(c.upstream.source, config::Upstream::Source::kPod);
+  EXPECT_EQ(errorOf(withProxy(R"(
+    upstream:
+      source: namespace
+  )")),
+            "spindle.yaml:4: upstream.source: 'namespace' is not one of pod, node");
+  EXPECT_EQ(errorOf(withProxy(R"(
+    upstream:
+      sources: pod
+  )"))
+                .substr(0, 16),
+            "spindle.yaml:4: ");
+}
+
 TEST(Config, ServiceIdsComeFromNamesSoTwoProcessesAgree) {
   EXPECT_EQ(serviceId("echo"), serviceId("echo"));
   EXPECT_NE(serviceId("echo"), serviceId("echo-2"));
