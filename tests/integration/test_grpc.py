@@ -226,6 +226,29 @@ class GrpcBalanceTest(GrpcNodeTestCase):
                          f"the backends saw the calls come from {seen}, not from the client Pod")
         self.assertEvenShares(served, 900)
 
+    def test_with_upstream_source_pod_a_pod_that_goes_away_leaves_nothing_held(self):
+        # The Pod's upstream connections close at the idle timeout, and with the last of them
+        # its worker lets go of the Pod's network namespace: spindle's open fds come back to
+        # where they were before the Pod called.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": "pod"}
+        cfg["limits"] = {"idle_timeout": "1s"}
+        sp = self.start_spindle(cfg)
+
+        def open_fds():
+            return len(os.listdir(f"/proc/{sp.proc.pid}/fd"))
+
+        before = open_fds()
+        pod = self.node.add_pod("short-lived", n=7)
+        self.addCleanup(pod.close)
+        res = peers.run_client(pod, TARGET4, "unary", count=60, timeout=10, concurrency=2)
+        self.assertClientOk(res)
+        # Its calls left from its own namespace: a namespace handle was held for them.
+        self.assertEqual(self.seen_from(res["run"]), {pod.ip4})
+        pod.close()
+        sim.wait_until(lambda: open_fds() <= before, 10, what="spindle's fds back to before",
+                       details=lambda: f"{open_fds()} open, {before} before\n" + sp.tail())
+
 
 # =====================================================================================
 # Call semantics: the same scenarios direct and through spindle
