@@ -9,6 +9,10 @@ on stdout, "ok" false with "error" when the exchange failed.
     probe.py tls HOST PORT --ca PEM --name SNI [--alpn h2,http/1.1] [--send LINE]
         TLS handshake verifying the server against --ca for --name, then sends LINE and
         reads one line back; reports version, ALPN, the server certificate's sha256.
+    probe.py handed-over HOST PORT
+        a process connects and hands the connection to its child, then exits (and is
+        reaped) before the child makes one unary gRPC call over it; reports the response's
+        headers and trailers, merged. The process that made the connect is gone by the call.
 
 HOST with a ':' is dialled with an AF_INET6 socket.
 """
@@ -78,9 +82,73 @@ def tls(args, out):
             out["reply"] = line.decode("utf-8", "replace")
 
 
+def _grpc_unary(sock, host, port, timeout):
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding="utf-8"))
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"),
+                               (":path", "/spindle.test.Echo/Unary"),
+                               (":authority", f"{host}:{port}"),
+                               ("content-type", "application/grpc"), ("te", "trailers")])
+    conn.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)
+    sock.sendall(conn.data_to_send())
+    headers, ended = {}, False
+    deadline = time.monotonic() + timeout
+    while not ended and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                headers.update(dict(event.headers))
+            ended = ended or isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+        sock.sendall(conn.data_to_send())
+    return headers
+
+
+def handed_over(args, out):
+    import os
+    read_end, write_end = os.pipe()
+    connector = os.fork()
+    if connector == 0:  # connects, leaves the socket to its own child, and exits
+        os.close(read_end)
+        sock = _connect(args.host, args.port, args.timeout)
+        me = os.getpid()
+        if os.fork() == 0:
+            # The call, once the connector is gone and reaped.
+            deadline = time.monotonic() + args.timeout
+            while os.path.exists(f"/proc/{me}") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            report = {"connector_gone": not os.path.exists(f"/proc/{me}")}
+            try:
+                report["headers"] = _grpc_unary(sock, args.host, args.port, args.timeout)
+            except Exception as e:
+                report["error"] = f"{type(e).__name__}: {e}"
+            os.write(write_end, json.dumps(report).encode())
+            os._exit(0)
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(connector, 0)
+    data = b""
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_end)
+    report = json.loads(data or b"{}")
+    if "error" in report:
+        raise RuntimeError(report["error"])
+    out.update(report)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("op", choices=["dribble", "tls"])
+    ap.add_argument("op", choices=["dribble", "tls", "handed-over"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--text", default="")
@@ -95,7 +163,7 @@ def main(argv=None):
     out = {"ok": False, "op": args.op, "target": [args.host, args.port]}
     t0 = time.monotonic()
     try:
-        {"dribble": dribble, "tls": tls}[args.op](args, out)
+        {"dribble": dribble, "tls": tls, "handed-over": handed_over}[args.op](args, out)
         out["ok"] = True
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"

@@ -17,7 +17,8 @@ import os
 import sys
 
 import sim
-from support import SimTestCase, grpcio_missing, norm_ip, spindle_missing
+from sim.prometheus import http_get
+from support import SimTestCase, grpcio_missing, metric, norm_ip, spindle_missing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
@@ -26,6 +27,7 @@ import peers  # noqa: E402  (tests/grpc)
 VIP4 = "198.19.0.10"
 VIP6 = "2001:2:0:ff::10"
 PORT = 50051
+ADMIN_PORT = 9901
 TARGET4 = peers.target(VIP4, PORT)
 TARGET6 = peers.target(VIP6, PORT)
 BACKENDS = ("b1", "b2", "b3")  # Pods 198.18.1.3-5
@@ -225,6 +227,29 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         self.assertEqual(seen, {self.client.ip4},
                          f"the backends saw the calls come from {seen}, not from the client Pod")
         self.assertEvenShares(served, 900)
+
+    def test_with_upstream_source_pod_a_caller_whose_namespace_is_gone_fails_not_from_the_node(
+            self):
+        # The process that made the connect is gone before the call: its namespace cannot be
+        # found. The call fails with UNAVAILABLE and is counted; it never leaves from the node
+        # (that would bypass the Pod's egress policy), and no endpoint is blamed for it.
+        cfg = self.spindle_config()
+        cfg["upstream"] = {"source": "pod"}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        self.start_spindle(cfg)
+        served_before = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        p = self.client.run([sim.PYTHON, peers.PROBE, "handed-over", VIP4, str(PORT)],
+                            check=False, timeout=30)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertTrue(out.get("ok"), f"probe: {out} {p.stderr[-800:]}")
+        self.assertTrue(out["connector_gone"], "the connecting process was still there")
+        self.assertEqual(out["headers"].get("grpc-status"), "14", f"answer: {out['headers']}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_upstream_socket_failures_total",
+                                reason="caller_namespace"), 1, "not counted")
+        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "an endpoint was blamed")
+        served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        self.assertEqual(served_after, served_before, "the call reached a backend anyway")
 
     def test_with_upstream_source_pod_a_pod_that_goes_away_leaves_nothing_held(self):
         # The Pod's upstream connections close at the idle timeout, and with the last of them
