@@ -100,9 +100,16 @@ void Call::dispatch() {
     endpoints_ = current;
     tried_ = lb::Exclusions();
   }
+  const lb::Exclusions* exclude = &tried_;
+  lb::Exclusions with_unreachable;
+  if (worker_.upstreams.anyUnreachable()) {
+    with_unreachable = tried_;
+    worker_.upstreams.excludeUnreachable(*endpoints_, caller_, now, with_unreachable);
+    exclude = &with_unreachable;
+  }
   lb::Picker& picker = worker_.services.picker(service_index_);
   const uint64_t panics = picker.panics();
-  auto index = picker.pick(*endpoints_, tried_, now);
+  auto index = picker.pick(*endpoints_, *exclude, now);
   if (picker.panics() != panics) worker_.metrics.panicked(worker_.services.name(service_index_));
   if (!index) {
     failUnavailable(tried_.size() == 0 ? "no endpoint" : "no endpoint could take the call");
@@ -235,7 +242,13 @@ void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
                            (how == UpstreamEnd::kClosed && error_code == NGHTTP2_REFUSED_STREAM);
   // Connect failures, refused streams and lost connections count against the endpoint; a
   // stream it reset for other reasons (it processed the call) does not.
-  if (unprocessed || how == UpstreamEnd::kConnectionLost) reportHealth(/*failed=*/true);
+  // A connect from the caller's own namespace that failed may be the caller's egress policy:
+  // it is kept from that caller (UpstreamPool::noteConnectFailed), not from everyone.
+  const bool callers_own_connect =
+      how == UpstreamEnd::kConnectFailed && worker_.sockets.perCaller();
+  if ((unprocessed && !callers_own_connect) || how == UpstreamEnd::kConnectionLost) {
+    reportHealth(/*failed=*/true);
+  }
   if (unprocessed && canRetry()) {
     worker_.metrics.retried(worker_.services.name(service_index_),
                             how == UpstreamEnd::kConnectFailed ? "connect_failed" : "refused");

@@ -57,6 +57,7 @@ void Upstream::onConnected(int32_t res) {
     worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
                                res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
+    worker_.upstreams.noteConnectFailed(*this, EventClock::now());
     worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
     close("connect failed");

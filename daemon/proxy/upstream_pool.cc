@@ -53,4 +53,38 @@ void UpstreamPool::keepOnly(const lb::ServiceTable& services) {
   }
 }
 
+void UpstreamPool::noteConnectFailed(const Upstream& upstream, lb::TimePoint now) {
+  if (!worker_.sockets.perCaller()) return;
+  // Bounded: entries of callers that never call again go once they are stale.
+  if (unreachable_.size() > kMaxUnreachableCallers) {
+    std::erase_if(unreachable_, [&](const auto& entry) {
+      return std::all_of(entry.second.begin(), entry.second.end(),
+                         [&](const Unreachable& u) { return u.until <= now; });
+    });
+  }
+  auto& entries = unreachable_[upstream.caller().netns_cookie];
+  const lb::TimePoint until = now + kUnreachableFor;
+  for (Unreachable& entry : entries) {
+    if (entry.load == upstream.loadKey()) {
+      entry.until = until;
+      return;
+    }
+  }
+  if (entries.size() < lb::Exclusions::kCapacity) entries.push_back({upstream.loadKey(), until});
+}
+
+void UpstreamPool::excludeUnreachable(const lb::EndpointSet& set, const Caller& caller,
+                                      lb::TimePoint now, lb::Exclusions& exclude) {
+  auto it = unreachable_.find(caller.netns_cookie);
+  if (it == unreachable_.end()) return;
+  auto& entries = it->second;
+  std::erase_if(entries, [&](const Unreachable& u) { return u.until <= now; });
+  for (const Unreachable& entry : entries) {
+    for (size_t i = 0; i < set.size(); ++i) {
+      if (set[i].load.get() == entry.load && !exclude.contains(i)) exclude.add(i);
+    }
+  }
+  if (entries.empty()) unreachable_.erase(it);
+}
+
 }  // namespace spindle::proxy

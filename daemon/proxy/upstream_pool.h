@@ -4,12 +4,14 @@
 // network namespace), while the balancing state stays per endpoint, shared by all.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <unordered_map>
 #include <vector>
 
 #include "lb/endpoints.h"
+#include "lb/picker.h"
 #include "lb/service_table.h"
 #include "proxy/upstream_sockets.h"
 
@@ -20,6 +22,10 @@ struct WorkerParts;
 
 class UpstreamPool {
  public:
+  // How long a caller's calls avoid an endpoint it could not connect to.
+  static constexpr auto kUnreachableFor = std::chrono::seconds(1);
+  static constexpr size_t kMaxUnreachableCallers = 1024;
+
   explicit UpstreamPool(WorkerParts& worker) : worker_(worker) {}
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -30,6 +36,16 @@ class UpstreamPool {
   // Connections to endpoints that are in no service of `services` any more are drained:
   // their calls finish, new calls go elsewhere.
   void keepOnly(const lb::ServiceTable& services);
+
+  // With connections per caller, a connect from the caller's own namespace that failed says
+  // more about the caller (its egress policy) than about the endpoint: for a while that
+  // caller's calls avoid the endpoint, while other callers and the endpoint's shared health
+  // are left alone (one Pod's policy must not eject a backend for every Pod).
+  void noteConnectFailed(const Upstream& upstream, lb::TimePoint now);
+  bool anyUnreachable() const { return !unreachable_.empty(); }
+  // Adds to `exclude` the endpoints of `set` that `caller` could not connect to lately.
+  void excludeUnreachable(const lb::EndpointSet& set, const Caller& caller, lb::TimePoint now,
+                          lb::Exclusions& exclude);
 
  private:
   // The endpoint's shared load identifies it across snapshots; netns_cookie is the calling
@@ -50,6 +66,12 @@ class UpstreamPool {
   // Each connection here holds its caller in worker_.sockets, so that the caller's namespace
   // is let go with its last connection.
   std::unordered_map<Key, std::vector<Upstream*>, KeyHash> upstreams_;
+  struct Unreachable {
+    const lb::EndpointLoad* load;
+    lb::TimePoint until;
+  };
+  // By caller's namespace cookie; empty in the common case, so calls pay nothing for it.
+  std::unordered_map<uint64_t, std::vector<Unreachable>> unreachable_;
 };
 
 }  // namespace spindle::proxy

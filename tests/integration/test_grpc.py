@@ -251,6 +251,42 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
         self.assertEqual(served_after, served_before, "the call reached a backend anyway")
 
+    def test_with_upstream_source_pod_a_pods_egress_policy_holds_and_blames_no_backend(self):
+        # The client Pod may not reach b1: a CNI-style rule on its veth rejects it. Through
+        # spindle in pod mode none of its calls reaches b1 and none fails; b1 is not ejected,
+        # so another Pod's calls still get their share of it.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": "pod"}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        # One failure blamed on b1 would eject it: none may be.
+        cfg["services"][0]["outlier"] = {"consecutive_failures": 1}
+        self.start_spindle(cfg)
+        denied = BACKENDS[0]
+        self.node.run(["nft", "-f", "-"], input=f"""
+table inet spindle_test_egress {{
+  chain forward {{
+    type filter hook forward priority 0; policy accept;
+    iifname "{self.client.veth}" ip daddr {self.pods[denied].ip4} tcp dport {PORT} reject with tcp reset
+  }}
+}}
+""")
+        self.addCleanup(self.node.run, ["nft", "delete", "table", "inet", "spindle_test_egress"],
+                        check=False)
+        res = self.client_run("unary", count=300, timeout=10, concurrency=4)
+        self.assertClientOk(res)
+        served = self.served(res["run"])
+        self.assertEqual(sum(served.values()), 300, f"backends logged {served}")
+        self.assertEqual(served[denied], 0, f"the denied backend served the Pod: {served}")
+
+        other = self.node.add_pod("other", n=8)
+        self.addCleanup(other.close)
+        res = peers.run_client(other, TARGET4, "unary", count=300, timeout=10, concurrency=4)
+        self.assertClientOk(res)
+        served = self.served(res["run"])
+        self.assertGreaterEqual(served[denied], 80, f"another Pod lost the backend: {served}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "a backend was ejected")
+
     def test_with_upstream_source_pod_a_pod_that_goes_away_leaves_nothing_held(self):
         # The Pod's upstream connections close at the idle timeout, and with the last of them
         # its worker lets go of the Pod's network namespace: spindle's open fds come back to
