@@ -287,6 +287,39 @@ table inet spindle_test_egress {{
         text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
         self.assertEqual(metric(text, "spindle_ejections_total"), 0, "a backend was ejected")
 
+    def test_with_upstream_source_pod_backend_ingress_policy_holds_for_each_pod(self):
+        # Every backend admits only the client Pod (its own ingress policy, nftables in its
+        # namespace). Through spindle in pod mode the client's calls all succeed, balanced;
+        # another Pod's calls fail as they would without spindle, and the client still sees
+        # every backend: the other Pod's refusals blame no endpoint.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": "pod"}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        cfg["services"][0]["outlier"] = {"consecutive_failures": 1}
+        self.start_spindle(cfg)
+        for pod in self.pods.values():
+            pod.run(["nft", "-f", "-"], input=f"""
+table inet spindle_test_ingress {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    tcp dport {PORT} ip saddr != {self.client.ip4} reject with tcp reset
+  }}
+}}
+""")
+            self.addCleanup(pod.run, ["nft", "delete", "table", "inet", "spindle_test_ingress"],
+                            check=False)
+        other = self.node.add_pod("other", n=8)
+        self.addCleanup(other.close)
+        refused = peers.run_client(other, TARGET4, "unary", count=30, timeout=5, concurrency=2)
+        self.assertFalse(refused.get("ok"), "the other Pod got through the backends' policy")
+        self.assertEqual(sum(self.served(refused["run"]).values()), 0)
+
+        res, served = self.balance_run(count=300, concurrency=4)
+        self.assertEqual(self.seen_from(res["run"]), {self.client.ip4})
+        self.assertEvenShares(served, 300)
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "a backend was ejected")
+
     def test_with_upstream_source_pod_a_pod_that_goes_away_leaves_nothing_held(self):
         # The Pod's upstream connections close at the idle timeout, and with the last of them
         # its worker lets go of the Pod's network namespace: spindle's open fds come back to
