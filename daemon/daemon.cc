@@ -362,7 +362,8 @@ Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t net
   for (unsigned w = 0; w < listeners.size(); ++w) {
     workers_.push_back(std::make_unique<proxy::Worker>(
         w, std::move(listeners[w]), redirector_->originalDsts(), services, effective_->limits,
-        std::move(sockets[w]), *families_, metric_registry_.makeShard(), cgroup_mount_));
+        effective_->upstream, std::move(sockets[w]), *families_, metric_registry_.makeShard(),
+        cgroup_mount_));
     if (Status s = workers_.back()->start(); !s) return s;
   }
   return {};

@@ -214,7 +214,8 @@ HttpResponse configPage(const Daemon& d) {
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
-      "\"pin_path\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
+      "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
+      "\"max_connections\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
       "\"limits\":{{\"max_connections\":{},\"idle_timeout_ms\":{},\"header_timeout_ms\":{},"
       "\"send_timeout_ms\":{},\"max_premature_resets\":{},\"max_glitches\":{},"
       "\"max_control_frames\":{}}},"
@@ -224,10 +225,12 @@ HttpResponse configPage(const Daemon& d) {
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
       jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
       c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
-      c.shutdown.drain.count(), c.limits.max_connections, c.limits.idle_timeout.count(),
-      c.limits.header_timeout.count(), c.limits.send_timeout.count(), c.limits.max_premature_resets,
-      c.limits.max_glitches, c.limits.max_control_frames, addressList(c.dns.servers),
-      c.dns.refresh_min.count(), c.dns.refresh_max.count(), c.dns.empty_confirmations);
+      c.upstream.source == config::Upstream::Source::kPod ? "pod" : "node",
+      c.upstream.idle_timeout.count(), c.upstream.max_connections, c.shutdown.drain.count(),
+      c.limits.max_connections, c.limits.idle_timeout.count(), c.limits.header_timeout.count(),
+      c.limits.send_timeout.count(), c.limits.max_premature_resets, c.limits.max_glitches,
+      c.limits.max_control_frames, addressList(c.dns.servers), c.dns.refresh_min.count(),
+      c.dns.refresh_max.count(), c.dns.empty_confirmations);
   for (size_t i = 0; i < c.services.size(); ++i) {
     const config::Service& service = c.services[i];
     std::string intercepts = "[";

@@ -403,8 +403,14 @@ class Parser {
   }
 
   Upstream parseUpstream(const Item& item) const {
-    auto fields = readMap(item, {"source"});
+    auto fields = readMap(item, {"source", "idle_timeout", "max_connections"});
     Upstream upstream;
+    if (auto it = fields.find("idle_timeout"); it != fields.end()) {
+      upstream.idle_timeout = duration(it->second, true);
+    }
+    if (auto it = fields.find("max_connections"); it != fields.end()) {
+      upstream.max_connections = static_cast<uint32_t>(integer(it->second, 1, 1000000));
+    }
     if (auto it = fields.find("source"); it != fields.end()) {
       const std::string text = string(it->second);
       if (text == "pod") {

@@ -92,6 +92,12 @@ struct Upstream {
     kPod,
   };
   Source source = Source::kNode;
+  // An upstream connection without streams is closed after this long; 0 = never. In pod
+  // mode a Pod that stopped calling lets go of its connections (and namespace) with it.
+  Duration idle_timeout{60000};
+  // Upstream connections per worker, all endpoints and callers together: at the bound a
+  // call that needs a new one fails with UNAVAILABLE, counted.
+  uint32_t max_connections = 10000;  // 1..1000000
   bool operator==(const Upstream&) const = default;
 };
 

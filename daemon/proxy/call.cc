@@ -119,7 +119,13 @@ void Call::dispatch() {
   tried_.add(*index);
   attempt_started_ = now;
   health_reported_ = false;
-  worker_.upstreams.upstreamFor((*endpoints_)[*index], caller_).attach(*this);
+  Upstream* upstream = worker_.upstreams.upstreamFor((*endpoints_)[*index], caller_);
+  if (upstream == nullptr) {
+    worker_.metrics.upstreamLimitReached();
+    failUnavailable("upstream.max_connections reached");
+    return;
+  }
+  upstream->attach(*this);
 }
 
 void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {

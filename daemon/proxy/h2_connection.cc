@@ -115,10 +115,11 @@ void H2Connection::checkDeadlines() {
     close("header timeout");
     return;
   }
+  const auto idle_timeout =
+      upstream_side_ ? worker_.upstream.idle_timeout : worker_.limits.idle_timeout;
   if (hasStreams()) {
     last_busy_ = now;
-  } else if (worker_.limits.idle_timeout.count() > 0 &&
-             now - last_busy_ > worker_.limits.idle_timeout) {
+  } else if (idle_timeout.count() > 0 && now - last_busy_ > idle_timeout) {
     if (!upstream_side_) worker_.metrics.idleClosed();
     session_->goaway(NGHTTP2_NO_ERROR);
     flush();

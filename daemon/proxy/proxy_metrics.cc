@@ -83,9 +83,10 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
         4}},
       {&f.socket_failures_total,
        {"spindle_upstream_socket_failures_total",
-        "Connections to endpoints or original destinations that got no socket, by whose "
-        "trouble: caller_namespace (the calling Pod's network namespace could not be used) "
-        "or local. Their calls fail with UNAVAILABLE; none leaves from elsewhere.",
+        "Connections to endpoints or original destinations that could not be made, by why: "
+        "caller_namespace (the calling Pod's network namespace could not be used), local "
+        "(out of fds or memory) or max_connections (upstream.max_connections per worker). "
+        "Their calls fail with UNAVAILABLE; none leaves from elsewhere.",
         Type::kCounter,
         {"reason"},
         {},
@@ -154,6 +155,10 @@ void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoin
 
 void WorkerMetrics::socketFailed(SocketFailure failure) {
   shard_.counter(families_.socket_failures_total, {socketFailureName(failure)}).inc();
+}
+
+void WorkerMetrics::upstreamLimitReached() {
+  shard_.counter(families_.socket_failures_total, {"max_connections"}).inc();
 }
 
 void WorkerMetrics::retried(std::string_view service, std::string_view reason) {

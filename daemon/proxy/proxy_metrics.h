@@ -45,6 +45,7 @@ class WorkerMetrics {
                  std::string_view source, double seconds);
   void retried(std::string_view service, std::string_view reason);
   void socketFailed(SocketFailure failure);
+  void upstreamLimitReached();
   void ejected(std::string_view service);
   void panicked(std::string_view service);
   // A peer broke an HTTP/2 rule and its connection was closed.

@@ -11,17 +11,22 @@ UpstreamPool::Key UpstreamPool::keyFor(const lb::EndpointLoad* load, const Calle
   return Key{load, worker_.sockets.perCaller() ? caller.netns_cookie : uint64_t{0}};
 }
 
-Upstream& UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& caller) {
+Upstream* UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& caller) {
   auto& pool = upstreams_[keyFor(endpoint.load.get(), caller)];
   for (Upstream* upstream : pool) {
-    if (upstream->hasRoom()) return *upstream;
+    if (upstream->hasRoom()) return upstream;
+  }
+  if (open_ >= worker_.upstream.max_connections) {
+    if (pool.empty()) upstreams_.erase(keyFor(endpoint.load.get(), caller));
+    return nullptr;
   }
   auto* upstream = new Upstream(worker_, endpoint, caller);
   worker_.connections.add(upstream);
   pool.push_back(upstream);
+  ++open_;
   worker_.sockets.hold(caller);
   upstream->connect();
-  return *upstream;
+  return upstream;
 }
 
 void UpstreamPool::forget(Upstream* upstream) {
@@ -32,7 +37,9 @@ void UpstreamPool::forget(Upstream* upstream) {
   pool.erase(std::remove(pool.begin(), pool.end(), upstream), pool.end());
   const bool removed = pool.size() != before;  // forget() may come twice for one connection
   if (pool.empty()) upstreams_.erase(it);
-  if (removed) worker_.sockets.release(upstream->caller());
+  if (!removed) return;
+  --open_;
+  worker_.sockets.release(upstream->caller());
 }
 
 void UpstreamPool::keepOnly(const lb::ServiceTable& services) {

@@ -30,7 +30,9 @@ class UpstreamPool {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  Upstream& upstreamFor(const lb::Endpoint& endpoint, const Caller& caller);
+  // One with room for another stream, or a new one; null when a new one is needed and the
+  // worker has upstream.max_connections open.
+  Upstream* upstreamFor(const lb::Endpoint& endpoint, const Caller& caller);
   // The connection closes: no new call may be given to it.
   void forget(Upstream* upstream);
   // Connections to endpoints that are in no service of `services` any more are drained:
@@ -66,6 +68,7 @@ class UpstreamPool {
   // Each connection here holds its caller in worker_.sockets, so that the caller's namespace
   // is let go with its last connection.
   std::unordered_map<Key, std::vector<Upstream*>, KeyHash> upstreams_;
+  size_t open_ = 0;  // connections in upstreams_
   struct Unreachable {
     const lb::EndpointLoad* load;
     lb::TimePoint until;

@@ -24,13 +24,15 @@ constexpr uint32_t kBufferSize = 64 * 1024;
 
 Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
                std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-               std::unique_ptr<UpstreamSockets> sockets, const ProxyFamilies& families,
-               std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount)
+               const config::Upstream& upstream, std::unique_ptr<UpstreamSockets> sockets,
+               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+               std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
       original_dsts_(original_dsts),
       services_(std::move(services)),
       limits_(limits),
+      upstream_(upstream),
       sockets_(std::move(sockets)),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
@@ -65,8 +67,8 @@ Status Worker::start() {
     } else {
       log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
     }
-    parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, *sockets_,
-                                           std::move(services_),
+    parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, upstream_,
+                                           *sockets_, std::move(services_),
                                            /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
     loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [this] { onWake(); });

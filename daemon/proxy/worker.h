@@ -32,8 +32,9 @@ class Worker {
  public:
   Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
          std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-         std::unique_ptr<UpstreamSockets> sockets, const ProxyFamilies& families,
-         std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount);
+         const config::Upstream& upstream, std::unique_ptr<UpstreamSockets> sockets,
+         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+         std::string cgroup_mount);
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -73,6 +74,7 @@ class Worker {
   redirect::OriginalDstMap original_dsts_;
   std::shared_ptr<const lb::ServiceTable> services_;
   config::Limits limits_;
+  config::Upstream upstream_;
   std::unique_ptr<UpstreamSockets> sockets_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;

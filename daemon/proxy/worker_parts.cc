@@ -8,9 +8,10 @@ namespace {
 
 // A quarter of the shortest deadline, so that each is met within 25% (2.5 s with the
 // defaults); never under 50 ms.
-__kernel_timespec tickPeriod(const config::Limits& limits) {
+__kernel_timespec tickPeriod(const config::Limits& limits, const config::Upstream& upstream) {
   auto shortest = std::min(limits.header_timeout, limits.send_timeout);
   if (limits.idle_timeout.count() > 0) shortest = std::min(shortest, limits.idle_timeout);
+  if (upstream.idle_timeout.count() > 0) shortest = std::min(shortest, upstream.idle_timeout);
   const auto period = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(shortest) / 4,
                                std::chrono::nanoseconds(std::chrono::milliseconds(50)));
   __kernel_timespec ts{};
@@ -23,13 +24,14 @@ __kernel_timespec tickPeriod(const config::Limits& limits) {
 
 WorkerParts::WorkerParts(loop::Loop& loop_in, loop::BufferPool& buffers_in,
                          WorkerMetrics& metrics_in, const config::Limits& limits_in,
-                         UpstreamSockets& sockets_in, std::shared_ptr<const lb::ServiceTable> table,
-                         uint64_t seed)
+                         const config::Upstream& upstream_in, UpstreamSockets& sockets_in,
+                         std::shared_ptr<const lb::ServiceTable> table, uint64_t seed)
     : loop(loop_in),
       buffers(buffers_in),
       metrics(metrics_in),
       limits(limits_in),
-      tick(tickPeriod(limits_in)),
+      upstream(upstream_in),
+      tick(tickPeriod(limits_in, upstream_in)),
       sockets(sockets_in),
       connections(loop_in),
       services(std::move(table), seed),

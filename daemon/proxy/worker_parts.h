@@ -26,8 +26,9 @@ namespace spindle::proxy {
 
 struct WorkerParts {
   WorkerParts(loop::Loop& loop, loop::BufferPool& buffers, WorkerMetrics& metrics,
-              const config::Limits& limits, UpstreamSockets& sockets,
-              std::shared_ptr<const lb::ServiceTable> services, uint64_t seed);
+              const config::Limits& limits, const config::Upstream& upstream,
+              UpstreamSockets& sockets, std::shared_ptr<const lb::ServiceTable> services,
+              uint64_t seed);
   WorkerParts(const WorkerParts&) = delete;
   WorkerParts& operator=(const WorkerParts&) = delete;
 
@@ -50,8 +51,9 @@ struct WorkerParts {
   WorkerMetrics& metrics;
   // Read at start: a reload does not change them.
   const config::Limits limits;
+  const config::Upstream upstream;
   // The period of every connection's deadline check (see H2Connection), derived from the
-  // limits; one timespec for all, as the kernel copies it when a timeout is submitted.
+  // limits and upstream.idle_timeout; one timespec for all, as the kernel copies it when a timeout is submitted.
   __kernel_timespec tick;
   UpstreamSockets& sockets;  // where upstream and passthrough connections leave from
   ConnectionSet connections;

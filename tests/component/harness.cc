@@ -61,7 +61,8 @@ Fd listenLoopback(net::SocketAddress* address) {
   return fd;
 }
 
-ProxyHarness::ProxyHarness(const config::Service& service, const config::Limits& limits)
+ProxyHarness::ProxyHarness(const config::Service& service, const config::Limits& limits,
+                           const config::Upstream& upstream)
     : loop_(orAbort(loop::Loop::create(kRingEntries), "io_uring")),
       buffers_(orAbort(loop::BufferPool::create(*loop_, /*group=*/0, kBufferCount, kBufferSize),
                        "buffer pool")),
@@ -69,8 +70,8 @@ ProxyHarness::ProxyHarness(const config::Service& service, const config::Limits&
       shard_(metrics_registry_.makeShard()),
       metrics_(std::make_unique<proxy::WorkerMetrics>(families_, *shard_)),
       registry_({service}) {
-  parts_ = std::make_unique<proxy::WorkerParts>(*loop_, *buffers_, *metrics_, limits, sockets_,
-                                                registry_.table(), /*seed=*/42);
+  parts_ = std::make_unique<proxy::WorkerParts>(*loop_, *buffers_, *metrics_, limits, upstream,
+                                                sockets_, registry_.table(), /*seed=*/42);
   loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
   listener_ = listenLoopback(&listen_address_);
   // Nothing listens on port 1 of loopback: a passthrough the test did not ask for fails.

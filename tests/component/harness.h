@@ -49,8 +49,8 @@ config::Service echoService(const std::vector<net::SocketAddress>& endpoints);
 
 class ProxyHarness {
  public:
-  explicit ProxyHarness(const config::Service& service,
-                        const config::Limits& limits = testLimits());
+  explicit ProxyHarness(const config::Service& service, const config::Limits& limits = testLimits(),
+                        const config::Upstream& upstream = {});
   // Shuts down (see shutdown()) if the test did not.
   ~ProxyHarness();
   ProxyHarness(const ProxyHarness&) = delete;

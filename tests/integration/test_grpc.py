@@ -321,12 +321,11 @@ table inet spindle_test_ingress {{
         self.assertEqual(metric(text, "spindle_ejections_total"), 0, "a backend was ejected")
 
     def test_with_upstream_source_pod_a_pod_that_goes_away_leaves_nothing_held(self):
-        # The Pod's upstream connections close at the idle timeout, and with the last of them
-        # its worker lets go of the Pod's network namespace: spindle's open fds come back to
-        # where they were before the Pod called.
+        # The Pod's upstream connections close at upstream.idle_timeout, and with the last of
+        # them its worker lets go of the Pod's network namespace: spindle's open fds come back
+        # to where they were before the Pod called.
         cfg = self.spindle_config(balance="round_robin")
-        cfg["upstream"] = {"source": "pod"}
-        cfg["limits"] = {"idle_timeout": "1s"}
+        cfg["upstream"] = {"source": "pod", "idle_timeout": "1s"}
         sp = self.start_spindle(cfg)
 
         def open_fds():

@@ -237,6 +237,25 @@ TEST(Config, UpstreamSourceIsNodeByDefaultPodOnRequestAndNothingElse) {
             "spindle.yaml:4: ");
 }
 
+TEST(Config, UpstreamIdleTimeoutAndMaxConnections) {
+  Config defaults = mustParse(withProxy(""));
+  EXPECT_EQ(defaults.upstream.idle_timeout, Duration(60000));
+  EXPECT_EQ(defaults.upstream.max_connections, 10000u);
+  Config c = mustParse(withProxy(R"(
+    upstream:
+      idle_timeout: 0s
+      max_connections: 5
+  )"));
+  EXPECT_EQ(c.upstream.idle_timeout, Duration(0));  // never
+  EXPECT_EQ(c.upstream.max_connections, 5u);
+  EXPECT_NE(errorOf(withProxy(R"(
+    upstream:
+      max_connections: 0
+  )"))
+                .find("spindle.yaml:4: upstream.max_connections"),
+            std::string::npos);
+}
+
 TEST(Config, ServiceIdsComeFromNamesSoTwoProcessesAgree) {
   EXPECT_EQ(serviceId("echo"), serviceId("echo"));
   EXPECT_NE(serviceId("echo"), serviceId("echo-2"));
