@@ -37,7 +37,8 @@ import time
 
 import sim
 from sim import dns as simdns
-from support import SimTestCase, grpcio_missing, measure, norm_ip
+from sim.prometheus import http_get
+from support import SimTestCase, grpcio_missing, measure, metric, norm_ip
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TESTS, "grpc"))
@@ -49,6 +50,7 @@ NODE_DIR = os.path.join(TESTS, "e2e", "node")
 NODE_CLIENT = os.path.join(NODE_DIR, "client.js")
 
 PORT = 50051
+ADMIN_PORT = 9901
 VIP4, VIP6 = "198.19.0.10", "2001:2:0:ff::10"
 TARGET4, TARGET6 = peers.target(VIP4, PORT), peers.target(VIP6, PORT)
 BACKENDS = ("b1", "b2", "b3")                          # Pods 198.18.1.3-5
@@ -84,6 +86,7 @@ class _E2ETest:
     stack = None
     v4_mapped = True    # gRPC C-core dials IPv4 from AF_INET6 sockets; grpc-js does not
     needs_spindle = True
+    upstream_source = "node"  # spindle's upstream.source
 
     # --- the client of this stack ----------------------------------------------------------------
 
@@ -115,7 +118,9 @@ class _E2ETest:
         """The scenario in the client Pod, waited for; its JSON result."""
         opts.setdefault("run", peers.new_run(self.stack[:2]))
         argv = self.client_argv(target, scenario, opts)
+        calls_before = self.spindle_calls()
         p = self.client.run(argv, timeout=run_timeout, check=False)
+        self._spindle_calls[opts["run"]] = self.spindle_calls() - calls_before
         lines = p.stdout.strip().splitlines()
         try:
             res = json.loads(lines[-1])
@@ -161,6 +166,9 @@ class _E2ETest:
         cfg["dns"] = {"servers": [cls.dnsmasq.server], "refresh": {"min": "1s", "max": "5s"}}
         cfg["services"] = [{"name": "echo", "intercept": [TARGET4, TARGET6],
                             "endpoints": {"dns": HEADLESS}, "port": PORT}]
+        cfg["upstream"] = {"source": cls.upstream_source}
+        cfg["admin"] = {"listen": f"{cls.node.addr4}:{ADMIN_PORT}"}
+        cls._spindle_calls = {}
         cls.spindle = stack.enter_context(sim.Spindle(cls.node, cfg))
         cls.spindle.start()
         cls.wait_endpoints(BACKENDS)
@@ -204,14 +212,26 @@ class _E2ETest:
                 return name, events
         return None, {}
 
+    def spindle_calls(self):
+        """Calls spindle has ended so far (spindle_requests_total, every series)."""
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        return metric(text, "spindle_requests_total")
+
     def assertThroughSpindle(self, run):
-        """The backends saw this run's calls come from the node, spindle's upstream side,
-        spread over more than one Pod: not straight from the client Pod through the DNAT."""
-        seen = {norm_ip(peers.peer_ip(e["peer"])) for log in self.logs.values()
-                for e in log.starts(run=run)}
+        """The backends saw this run's calls come from where spindle's upstream.source says:
+        the node, or the client Pod itself; and spindle ended at least as many calls during
+        the run as the backends saw: not straight from the client Pod through the DNAT."""
+        starts = [e for log in self.logs.values() for e in log.starts(run=run)]
+        seen = {norm_ip(peers.peer_ip(e["peer"])) for e in starts}
         self.assertTrue(seen, f"no backend logged any call of run {run}")
-        self.assertLessEqual(seen, {self.node.addr4, self.node.addr6},
-                             f"calls reached the backends from {seen}, not through spindle")
+        if self.upstream_source == "pod":
+            expected = {self.client.ip4, self.client.ip6}
+        else:
+            expected = {self.node.addr4, self.node.addr6}
+        self.assertLessEqual(seen, expected, f"calls reached the backends from {seen}")
+        if run in self._spindle_calls:
+            self.assertGreaterEqual(self._spindle_calls[run], len(starts),
+                                    "the backends saw calls that did not go through spindle")
 
     def assertClientOk(self, res):
         self.assertTrue(res.get("ok"), f"{self.stack} client failures: " + json.dumps(
@@ -386,9 +406,13 @@ class _E2ETest:
     def assertOneRedirectedConnection(self):
         """The client Pod has ONE TCP connection (its channel), which the kernel shows going
         to spindle's proxy, from an AF_INET6 socket (v4-mapped) for C-core, AF_INET for
-        grpc-js: the connect6 and the connect4 path."""
+        grpc-js: the connect6 and the connect4 path. With upstream.source pod, spindle's own
+        connections to the backends live in the Pod's namespace too: they are not the app's."""
         out = self.client.run(["ss", "-tnH", "state", "established"], timeout=10).stdout
         conns = [line.split()[-2:] for line in out.splitlines() if line.strip()]
+        if self.upstream_source == "pod":
+            backends = {f"{pod.ip4}:{PORT}" for pod in self.pods.values()}
+            conns = [c for c in conns if c[1] not in backends]
         self.assertEqual(len(conns), 1, f"the client Pod has not one connection: {out}")
         (local, peer), = conns
         host, _, port = peer.rpartition(":")
@@ -423,3 +447,18 @@ class E2ENodeTest(_E2ETest, SimTestCase):
     """@grpc/grpc-js on Node.js: its own HTTP/2 (Node's nghttp2), AF_INET sockets."""
     stack = "node"
     v4_mapped = False
+
+
+class E2EPythonPodTest(E2EPythonTest):
+    """The same with upstream.source: pod: every call leaves from the client Pod."""
+    upstream_source = "pod"
+
+
+class E2ECppPodTest(E2ECppTest):
+    """The same with upstream.source: pod."""
+    upstream_source = "pod"
+
+
+class E2ENodePodTest(E2ENodeTest):
+    """The same with upstream.source: pod."""
+    upstream_source = "pod"
