@@ -7,8 +7,11 @@
 
 namespace spindle::proxy {
 
+UpstreamPool::UpstreamPool(WorkerParts& worker)
+    : worker_(worker), per_caller_(worker.sockets.perCaller()) {}
+
 UpstreamPool::Key UpstreamPool::keyFor(const lb::EndpointLoad* load, const Caller& caller) const {
-  return Key{load, worker_.sockets.perCaller() ? caller.netns_cookie : uint64_t{0}};
+  return Key{load, per_caller_ ? caller.netns_cookie : uint64_t{0}};
 }
 
 Upstream* UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& caller) {
@@ -61,7 +64,7 @@ void UpstreamPool::keepOnly(const lb::ServiceTable& services) {
 }
 
 void UpstreamPool::noteConnectFailed(const Upstream& upstream, lb::TimePoint now) {
-  if (!worker_.sockets.perCaller()) return;
+  if (!per_caller_) return;
   // Bounded: entries of callers that never call again go once they are stale.
   if (unreachable_.size() > kMaxUnreachableCallers) {
     std::erase_if(unreachable_, [&](const auto& entry) {

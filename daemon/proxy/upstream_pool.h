@@ -26,7 +26,8 @@ class UpstreamPool {
   static constexpr auto kUnreachableFor = std::chrono::seconds(1);
   static constexpr size_t kMaxUnreachableCallers = 1024;
 
-  explicit UpstreamPool(WorkerParts& worker) : worker_(worker) {}
+  // `worker`'s sockets must exist already: whether they are per caller is read once here.
+  explicit UpstreamPool(WorkerParts& worker);
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
@@ -65,6 +66,7 @@ class UpstreamPool {
   Key keyFor(const lb::EndpointLoad* load, const Caller& caller) const;
 
   WorkerParts& worker_;
+  const bool per_caller_;  // worker_.sockets.perCaller(), off the per-call path
   // Each connection here holds its caller in worker_.sockets, so that the caller's namespace
   // is let go with its last connection.
   std::unordered_map<Key, std::vector<Upstream*>, KeyHash> upstreams_;
