@@ -37,6 +37,13 @@ struct {
 } services SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPINDLE_MAX_SERVICE_PORTS);
+	__type(key, __u32); /* the proxy port, network order, as in bpf_sock_addr.user_port */
+	__type(value, struct spindle_service_port);
+} service_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SPINDLE_MAX_TRACKED_SOCKETS);
 	__type(key, __u64);
@@ -87,14 +94,11 @@ static __always_inline int is_v4_mapped(const __u32 ip6[4])
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
 }
 
-/* Is [ip6]:port one of the proxy's addresses (v6, or v4 as mapped)? */
-static __always_inline int is_proxy6(const struct spindle_control *ctrl, const __u32 ip6[4],
-				     __u32 port)
+/* Is ip6 one of the proxy's addresses (v6, or v4 as mapped)? */
+static __always_inline int is_proxy6(const struct spindle_control *ctrl, const __u32 ip6[4])
 {
 	__u32 proxy6[4];
 
-	if (port != ctrl->proxy_port)
-		return 0;
 	if (is_v4_mapped(ip6))
 		return (ctrl->flags & SPINDLE_CONTROL_HAS_V4) && ip6[3] == ctrl->proxy_addr4;
 	__builtin_memcpy(proxy6, ctrl->proxy_addr6, 16);
@@ -109,45 +113,56 @@ static __always_inline const struct spindle_control *get_control(void)
 	return bpf_map_lookup_elem(&control, &zero);
 }
 
-/* Decide whether this connect goes to the proxy. Returns the reason; only
- * SPINDLE_REASON_REDIRECTED means "rewrite the destination", and then *service_id is set. */
-static __always_inline enum spindle_reason
-__sock_decide(struct bpf_sock_addr *ctx, const struct spindle_control *ctrl,
-	      const struct spindle_sockaddr_key *dst, __u32 *service_id)
+/* Is this a connect spindle must leave alone whatever it dials: its own upstream sockets
+ * (they carry its mark; else spindle would redirect its connections to itself), or a caller
+ * in the node's own namespace unless redirect.host_netns says otherwise? */
+static __always_inline enum spindle_reason __sock_exempt(struct bpf_sock_addr *ctx,
+							 const struct spindle_control *ctrl)
 {
-	struct spindle_service_value *svc;
-	struct bpf_sock *sk;
+	struct bpf_sock *sk = ctx->sk;
 
-	svc = bpf_map_lookup_elem(&services, dst);
-	if (!svc)
-		return SPINDLE_REASON_NOT_SERVICE;
-	/* The daemon's own upstream sockets carry its mark; without this check spindle would
-	 * redirect its own connections to itself. */
-	sk = ctx->sk;
 	if (sk && ctrl->mark && sk->mark == ctrl->mark)
 		return SPINDLE_REASON_OWN_SOCKET;
 	if (!(ctrl->flags & SPINDLE_CONTROL_HOST_NETNS) &&
 	    bpf_get_netns_cookie(ctx) == ctrl->netns_cookie)
 		return SPINDLE_REASON_HOST_NETNS;
+	return SPINDLE_REASON_REDIRECTED;
+}
+
+/* Decide whether this connect goes to the proxy. Returns the reason; only
+ * SPINDLE_REASON_REDIRECTED means "rewrite the destination", and then *svc is set. */
+static __always_inline enum spindle_reason
+__sock_decide(struct bpf_sock_addr *ctx, const struct spindle_control *ctrl,
+	      const struct spindle_sockaddr_key *dst, struct spindle_service_value *svc)
+{
+	struct spindle_service_value *found;
+	enum spindle_reason reason;
+
+	found = bpf_map_lookup_elem(&services, dst);
+	if (!found)
+		return SPINDLE_REASON_NOT_SERVICE;
+	reason = __sock_exempt(ctx, ctrl);
+	if (reason != SPINDLE_REASON_REDIRECTED)
+		return reason;
 	/* A hung daemon must not swallow connects: a stale heartbeat means fail open. */
-	if (ctrl->proxy_port == 0 ||
+	if (ctrl->proxy_port == 0 || found->proxy_port == 0 ||
 	    bpf_ktime_get_ns() - ctrl->heartbeat_ns > ctrl->heartbeat_timeout_ns)
 		return SPINDLE_REASON_PROXY_NOT_ALIVE;
-	*service_id = svc->service_id;
+	*svc = *found;
 	return SPINDLE_REASON_REDIRECTED;
 }
 
 /* Record the original destination under the socket cookie. The sockops program moves it to
  * the (client addr, port) key once the kernel has picked the source port. */
-static __always_inline int __sock_remember(struct bpf_sock_addr *ctx,
-					   const struct spindle_sockaddr_key *dst,
-					   __u32 service_id)
+static __always_inline int __sock_remember(struct bpf_sock_addr *ctx, const __u8 addr[16],
+					   __u16 port, __u32 service_id, __u16 flags)
 {
 	struct spindle_orig_dst orig = {};
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
-	__builtin_memcpy(orig.addr, dst->addr, 16);
-	orig.port = dst->port;
+	__builtin_memcpy(orig.addr, addr, 16);
+	orig.port = port;
+	orig.flags = flags;
 	orig.service_id = service_id;
 	orig.cgroup_id = bpf_get_current_cgroup_id();
 	orig.netns_cookie = bpf_get_netns_cookie(ctx);
@@ -155,36 +170,62 @@ static __always_inline int __sock_remember(struct bpf_sock_addr *ctx,
 	return bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY);
 }
 
+/* A connect to one of the proxy's addresses. To a service's proxy port, from a Pod: a
+ * sidecar in the Pod captured a redirected connection and dials where it was going, as a
+ * mesh's passthrough does. Record it as a call to that service from this Pod, as if it had
+ * been redirected, and leave the connect as it is. Also what a program of another spindle
+ * (a rollout) redirected before this one ran: that connect is recorded already. */
+static __always_inline int __sock_relayed(struct bpf_sock_addr *ctx,
+					  const struct spindle_control *ctrl, __u32 port)
+{
+	struct spindle_service_port *svc;
+	enum spindle_reason reason;
+	__u64 cookie;
+
+	if (port == ctrl->proxy_port)
+		return ALLOW; /* the proxy's own port names no service */
+	svc = bpf_map_lookup_elem(&service_ports, &port);
+	if (!svc)
+		return ALLOW;
+	reason = __sock_exempt(ctx, ctrl);
+	if (reason != SPINDLE_REASON_REDIRECTED)
+		return ALLOW;
+	cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_lookup_elem(&orig_by_cookie, &cookie))
+		return ALLOW;
+	if (__sock_remember(ctx, svc->addr, svc->port, svc->service_id, SPINDLE_ORIG_RELAYED))
+		return count(SPINDLE_REASON_MAP_FULL);
+	return count(SPINDLE_REASON_RELAYED);
+}
+
 SEC("cgroup/connect4")
 int spindle_connect4(struct bpf_sock_addr *ctx)
 {
 	const struct spindle_control *ctrl;
 	struct spindle_sockaddr_key dst = {};
+	struct spindle_service_value svc = {};
 	enum spindle_reason reason;
-	__u32 service_id = 0;
 
 	if (ctx->type != SOCK_STREAM)
 		return ALLOW;
 	ctrl = get_control();
 	if (!ctrl)
 		return ALLOW;
-	/* Another spindle's program (the other side of a rollout) ran first and redirected it. */
-	if ((ctrl->flags & SPINDLE_CONTROL_HAS_V4) && ctx->user_ip4 == ctrl->proxy_addr4 &&
-	    ctx->user_port == ctrl->proxy_port)
-		return ALLOW;
+	if ((ctrl->flags & SPINDLE_CONTROL_HAS_V4) && ctx->user_ip4 == ctrl->proxy_addr4)
+		return __sock_relayed(ctx, ctrl, ctx->user_port);
 	set_v4_mapped(dst.addr, ctx->user_ip4);
 	dst.port = (__u16)ctx->user_port;
 
-	reason = __sock_decide(ctx, ctrl, &dst, &service_id);
+	reason = __sock_decide(ctx, ctrl, &dst, &svc);
 	if (reason != SPINDLE_REASON_REDIRECTED)
 		return count(reason);
 	if (!(ctrl->flags & SPINDLE_CONTROL_HAS_V4))
 		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
-	if (__sock_remember(ctx, &dst, service_id))
+	if (__sock_remember(ctx, dst.addr, dst.port, svc.service_id, 0))
 		return count(SPINDLE_REASON_MAP_FULL);
 
 	ctx->user_ip4 = ctrl->proxy_addr4;
-	ctx->user_port = ctrl->proxy_port;
+	ctx->user_port = svc.proxy_port;
 	return count(SPINDLE_REASON_REDIRECTED);
 }
 
@@ -193,8 +234,8 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 {
 	const struct spindle_control *ctrl;
 	struct spindle_sockaddr_key dst = {};
+	struct spindle_service_value svc = {};
 	enum spindle_reason reason;
-	__u32 service_id = 0;
 	__u32 ip6[4];
 	int mapped;
 
@@ -207,12 +248,12 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 	ip6[1] = READ_U32(ctx->user_ip6[1]);
 	ip6[2] = READ_U32(ctx->user_ip6[2]);
 	ip6[3] = READ_U32(ctx->user_ip6[3]);
-	if (is_proxy6(ctrl, ip6, ctx->user_port))
-		return ALLOW; /* redirected by another spindle's program that ran first */
+	if (is_proxy6(ctrl, ip6))
+		return __sock_relayed(ctx, ctrl, ctx->user_port);
 	__builtin_memcpy(dst.addr, ip6, 16);
 	dst.port = (__u16)ctx->user_port;
 
-	reason = __sock_decide(ctx, ctrl, &dst, &service_id);
+	reason = __sock_decide(ctx, ctrl, &dst, &svc);
 	if (reason != SPINDLE_REASON_REDIRECTED)
 		return count(reason);
 
@@ -223,7 +264,7 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
 	if (!mapped && !(ctrl->flags & SPINDLE_CONTROL_HAS_V6))
 		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
-	if (__sock_remember(ctx, &dst, service_id))
+	if (__sock_remember(ctx, dst.addr, dst.port, svc.service_id, 0))
 		return count(SPINDLE_REASON_MAP_FULL);
 
 	if (mapped) {
@@ -240,7 +281,7 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[2] = proxy6[2];
 		ctx->user_ip6[3] = proxy6[3];
 	}
-	ctx->user_port = ctrl->proxy_port;
+	ctx->user_port = svc.proxy_port;
 	return count(SPINDLE_REASON_REDIRECTED);
 }
 
@@ -277,7 +318,8 @@ int spindle_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* getpeername() on a redirected socket answers the address the app dialled. */
+/* getpeername() on a redirected socket answers the address the app dialled; a relayed
+ * connect went where it was dialled. */
 SEC("cgroup/getpeername4")
 int spindle_getpeername4(struct bpf_sock_addr *ctx)
 {
@@ -285,7 +327,7 @@ int spindle_getpeername4(struct bpf_sock_addr *ctx)
 	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
 	__u32 ip4;
 
-	if (!orig)
+	if (!orig || (orig->flags & SPINDLE_ORIG_RELAYED))
 		return ALLOW;
 	__builtin_memcpy(&ip4, &orig->addr[12], 4);
 	ctx->user_ip4 = ip4;
@@ -300,7 +342,7 @@ int spindle_getpeername6(struct bpf_sock_addr *ctx)
 	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
 	__u32 ip6[4];
 
-	if (!orig)
+	if (!orig || (orig->flags & SPINDLE_ORIG_RELAYED))
 		return ALLOW;
 	__builtin_memcpy(ip6, orig->addr, 16);
 	ctx->user_ip6[0] = ip6[0];

@@ -44,6 +44,9 @@ struct ProxyAddresses {
   uint16_t port = 0;
 };
 
+static_assert(config::kMaxServicePorts <= SPINDLE_MAX_SERVICE_PORTS,
+              "the kernel's service_ports map holds every port proxy.service_ports may give");
+
 Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
   ProxyAddresses out;
   for (const net::SocketAddress& address : config.proxy.listen) {
@@ -87,6 +90,7 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   };
   if (!(running.proxy.listen == next.proxy.listen)) warn("proxy.listen");
   if (running.proxy.workers != next.proxy.workers) warn("proxy.workers");
+  if (running.proxy.service_ports != next.proxy.service_ports) warn("proxy.service_ports");
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
   if (running.admin.socket != next.admin.socket) warn("admin.socket");
   if (!(running.upstream == next.upstream)) warn("upstream");
@@ -229,12 +233,19 @@ Status Daemon::init() {
   allowListenerMigration();
   // Listeners before the programs are attached: a connect is never redirected to a port
   // that nobody listens on.
+  // The listen port, and each service's own port after it.
   std::vector<std::vector<Fd>> listeners(workerCount(config));
   for (std::vector<Fd>& worker_listeners : listeners) {
-    for (const net::SocketAddress& address : config.proxy.listen) {
-      auto fd = net::listenTcp(address, /*reuse_port=*/true);
-      if (!fd) return makeError(fmt::format("proxy.listen: {}", fd.error()));
-      worker_listeners.push_back(std::move(*fd));
+    for (net::SocketAddress address : config.proxy.listen) {
+      for (uint32_t port = proxy->port; port <= proxy->port + config.proxy.service_ports; ++port) {
+        address.setPort(static_cast<uint16_t>(port));
+        auto fd = net::listenTcp(address, /*reuse_port=*/true);
+        if (!fd) {
+          return makeError(fmt::format("proxy.listen{}: {}",
+                                       port == proxy->port ? "" : " (a service port)", fd.error()));
+        }
+        worker_listeners.push_back(std::move(*fd));
+      }
     }
   }
 
@@ -262,6 +273,7 @@ Status Daemon::init() {
   control.proxy_v4 = proxy->v4;
   control.proxy_v6 = proxy->v6;
   control.proxy_port = proxy->port;
+  control.service_ports = config.proxy.service_ports;
   control.mark = kSocketMark;
   control.netns_cookie = *netns_cookie;
   control.host_netns = config.redirect.host_netns;
@@ -442,6 +454,15 @@ void Daemon::reload(const char* why) {
     return;
   }
   config::Config next = std::move(reloaded).value();
+  // The service ports were bound at start: a reload cannot add more.
+  if (next.services.size() > effective_->proxy.service_ports) {
+    log::error(
+        "config reload ({}): {} services, but the running proxy.service_ports gives ports for "
+        "{}; the running config stays",
+        why, next.services.size(), effective_->proxy.service_ports);
+    main_shard_->counter(reload_family_, {"failed"}).inc();
+    return;
+  }
   warnAboutRestartOnly(*effective_, next);
   next.proxy = effective_->proxy;
   next.admin = effective_->admin;

@@ -212,7 +212,8 @@ std::string addressList(const std::vector<net::SocketAddress>& addresses) {
 HttpResponse configPage(const Daemon& d) {
   const config::Config& c = d.config();
   std::string out = fmt::format(
-      "{{\"proxy\":{{\"listen\":{},\"workers\":{}}},\"admin\":{{\"listen\":{}}},"
+      "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{}}},"
+      "\"admin\":{{\"listen\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
       "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
       "\"max_connections\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
@@ -221,7 +222,7 @@ HttpResponse configPage(const Daemon& d) {
       "\"max_control_frames\":{}}},"
       "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
       "\"empty_confirmations\":{}}},\"services\":[",
-      addressList(c.proxy.listen), c.proxy.workers,
+      addressList(c.proxy.listen), c.proxy.workers, c.proxy.service_ports,
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
       jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
       c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
@@ -240,11 +241,12 @@ HttpResponse configPage(const Daemon& d) {
     intercepts += "]";
     out += fmt::format(
         "{}{{\"name\":{},\"intercept\":{},\"endpoints\":{{\"dns\":{},\"static\":{}}},"
-        "\"port\":{},\"balance\":{}}}",
+        "\"port\":{},\"balance\":{},\"proxy_port\":{}}}",
         i == 0 ? "" : ",", jsonString(service.name), intercepts,
         service.endpoints.dns.empty() ? "null" : jsonString(service.endpoints.dns),
         addressList(service.endpoints.statics), service.port,
-        jsonString(lb::balanceName(service.balance)));
+        jsonString(lb::balanceName(service.balance)),
+        d.redirector().servicePort(config::serviceId(service.name)));
   }
   out += "]}\n";
   return {200, "application/json", out};

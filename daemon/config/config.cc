@@ -142,6 +142,10 @@ class Parser {
     if (auto it = fields.find("dns"); it != fields.end()) config.dns = parseDns(it->second);
     if (auto it = fields.find("services"); it != fields.end()) {
       config.services = parseServices(it->second);
+      if (config.services.size() > config.proxy.service_ports) {
+        fail(it->second, fmt::format("{} services, but proxy.service_ports gives ports for {}",
+                                     config.services.size(), config.proxy.service_ports));
+      }
     }
     if (auto it = fields.find("shutdown"); it != fields.end()) {
       config.shutdown = parseShutdown(it->second);
@@ -316,7 +320,7 @@ class Parser {
   }
 
   Proxy parseProxy(const Item& item) const {
-    auto fields = readMap(item, {"listen", "workers"});
+    auto fields = readMap(item, {"listen", "workers", "service_ports"});
     Proxy proxy;
     auto listen = fields.find("listen");
     if (listen == fields.end()) fail(item, "missing required key 'listen'");
@@ -335,6 +339,15 @@ class Parser {
     if (proxy.listen.empty()) fail(listen->second, "give at least one address");
     if (auto it = fields.find("workers"); it != fields.end()) {
       proxy.workers = static_cast<unsigned>(integer(it->second, 0, kMaxWorkers));
+    }
+    if (auto it = fields.find("service_ports"); it != fields.end()) {
+      proxy.service_ports = static_cast<uint16_t>(integer(it->second, 1, kMaxServicePorts));
+    }
+    const uint16_t port = proxy.listen.front().port();
+    if (port + proxy.service_ports > 65535) {
+      fail(listen->second,
+           fmt::format("port {} leaves no room for the {} service ports after it (service_ports)",
+                       port, proxy.service_ports));
     }
     return proxy;
   }

@@ -59,9 +59,16 @@ struct Service {
 // How the service is balanced, as lb/ takes it.
 lb::ServicePolicy policyOf(const Service& service);
 
+// The most proxy.service_ports may be (the kernel side's service_ports map holds as many).
+inline constexpr uint16_t kMaxServicePorts = 1024;
+
 struct Proxy {
   std::vector<net::SocketAddress> listen;  // at most one per family
   unsigned workers = 0;                    // 0 = one per CPU
+  // Each service is redirected to a port of its own, the ports after the listen port's: a
+  // connection that a sidecar in the Pod re-originates to where it was going still names
+  // its service. At most this many services.
+  uint16_t service_ports = 64;  // 1..1024
 };
 
 struct Admin {

@@ -53,6 +53,7 @@ const char* reasonName(int reason) {
     case SPINDLE_REASON_PROXY_NOT_ALIVE: return "proxy_not_alive";
     case SPINDLE_REASON_MAP_FULL: return "map_full";
     case SPINDLE_REASON_NO_PROXY_FAMILY: return "no_proxy_family";
+    case SPINDLE_REASON_RELAYED: return "relayed";
     default: return "unknown";
   }
 }
@@ -139,6 +140,25 @@ void Redirector::claimServicesMap() {
     key = next;
     previous = &key;
   }
+  // Ports of services that are gone go with the next setServiceAddresses(); the others stay.
+  for (const auto& [port, service_id] : sharedServicePorts()) ports_[service_id] = port;
+}
+
+std::map<uint16_t, uint32_t> Redirector::sharedServicePorts() const {
+  std::map<uint16_t, uint32_t> ports;
+  const int fd = bpf_map__fd(skel_->maps.service_ports);
+  uint32_t key = 0;
+  uint32_t next = 0;
+  const void* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+    spindle_service_port value{};
+    if (bpf_map_lookup_elem(fd, &next, &value) == 0) {
+      ports[ntohs(static_cast<uint16_t>(next))] = value.service_id;
+    }
+    key = next;
+    previous = &key;
+  }
+  return ports;
 }
 
 Redirector::~Redirector() {
@@ -160,6 +180,7 @@ Status Redirector::setControl(const ControlSettings& settings) {
   }
   if (settings.host_netns) control_.flags |= SPINDLE_CONTROL_HOST_NETNS;
   control_.proxy_port = htons(settings.proxy_port);
+  service_ports_ = settings.service_ports;
   control_.mark = settings.mark;
   control_.netns_cookie = settings.netns_cookie;
   control_.heartbeat_timeout_ns = static_cast<uint64_t>(settings.heartbeat_timeout.count());
@@ -175,12 +196,53 @@ Status Redirector::heartbeat() {
   return {};
 }
 
+Result<uint16_t> Redirector::portFor(uint32_t service_id,
+                                     const std::map<uint16_t, uint32_t>& shared) const {
+  const uint32_t first = uint32_t{ntohs(control_.proxy_port)} + 1;
+  const uint32_t last = first + service_ports_ - 1;
+  if (auto own = ports_.find(service_id); own != ports_.end()) return own->second;
+  // Another spindle of the node (the other side of a rollout) gave it one already.
+  for (const auto& [port, id] : shared) {
+    if (id == service_id && port >= first && port <= last) return port;
+  }
+  for (uint32_t port = first; port <= last; ++port) {
+    const bool taken = shared.count(static_cast<uint16_t>(port)) != 0 ||
+                       std::any_of(ports_.begin(), ports_.end(),
+                                   [&](const auto& entry) { return entry.second == port; });
+    if (!taken) return static_cast<uint16_t>(port);
+  }
+  return makeError(
+      fmt::format("more services than proxy.service_ports ({}) gives ports for", service_ports_));
+}
+
 Status Redirector::setServiceAddresses(
     const std::vector<std::pair<net::SocketAddress, uint32_t>>& addresses) {
+  // Ports first: a connect redirected to a service's port must find it there.
+  const std::map<uint16_t, uint32_t> shared = sharedServicePorts();
+  std::map<uint32_t, uint16_t> ports;
+  const int ports_fd = bpf_map__fd(skel_->maps.service_ports);
+  for (const auto& [address, service_id] : addresses) {
+    if (ports.count(service_id) != 0) continue;
+    auto port = portFor(service_id, shared);
+    if (!port) return Error{port.error()};
+    spindle_service_port value{};
+    const net::MappedBytes bytes = address.mapped();
+    std::memcpy(value.addr, bytes.data(), sizeof(value.addr));
+    value.port = htons(address.port());
+    value.service_id = service_id;
+    const uint32_t key = htons(*port);
+    if (bpf_map_update_elem(ports_fd, &key, &value, BPF_ANY) != 0) {
+      return makeError(
+          fmt::format("adding port {} to the service ports map: {}", *port, std::strerror(errno)));
+    }
+    ports[service_id] = *port;
+    ports_[service_id] = *port;  // taken, for the next service's portFor()
+  }
+
   const int fd = bpf_map__fd(skel_->maps.services);
   std::vector<spindle_sockaddr_key> keys;
   for (const auto& [address, service_id] : addresses) {
-    spindle_service_value value{service_id};
+    spindle_service_value value{service_id, htons(ports[service_id]), 0};
     spindle_sockaddr_key key = keyOf(address);
     if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
       return makeError(fmt::format("adding {} to the services map: {}", address.toString(),
@@ -195,7 +257,22 @@ Status Redirector::setServiceAddresses(
     if (!kept) bpf_map_delete_elem(fd, &old_key);
   }
   service_keys_ = std::move(keys);
+  for (const auto& [service_id, port] : ports_) {
+    if (ports.count(service_id) != 0) continue;
+    // Only if it still names this service: the other spindle of a rollout may use it.
+    const uint32_t key = htons(port);
+    spindle_service_port value{};
+    if (bpf_map_lookup_elem(ports_fd, &key, &value) == 0 && value.service_id == service_id) {
+      bpf_map_delete_elem(ports_fd, &key);
+    }
+  }
+  ports_ = std::move(ports);
   return {};
+}
+
+uint16_t Redirector::servicePort(uint32_t service_id) const {
+  auto it = ports_.find(service_id);
+  return it == ports_.end() ? 0 : it->second;
 }
 
 Status Redirector::attach(const std::string& cgroup_path) {

@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,9 @@ struct ControlSettings {
   std::optional<net::SocketAddress> proxy_v4;
   std::optional<net::SocketAddress> proxy_v6;
   uint16_t proxy_port = 0;
+  // Each service is redirected to a port of its own, among the service_ports ports after
+  // proxy_port, so that a connection a sidecar re-originates still names its service.
+  uint16_t service_ports = 0;
   uint32_t mark = 0;
   uint64_t netns_cookie = 0;
   bool host_netns = false;
@@ -75,9 +79,14 @@ class Redirector {
   Redirector& operator=(const Redirector&) = delete;
 
   Status setControl(const ControlSettings& settings);
-  // Makes the services map hold exactly these (address, service id) pairs. New entries go
-  // in before stale ones go out, so an address that stays is never missing.
+  // Makes the services map hold exactly these (address, service id) pairs, each service
+  // with its proxy port. New entries go in before stale ones go out, so an address that
+  // stays is never missing. A service keeps its port while it is declared, and takes the
+  // one another spindle of the node (a rollout) gave it; an error when there are more
+  // services than ports.
   Status setServiceAddresses(const std::vector<std::pair<net::SocketAddress, uint32_t>>& addresses);
+  // The proxy port of a service, 0 when it has none (no address yet).
+  uint16_t servicePort(uint32_t service_id) const;
   // Refreshes the heartbeat; connect4/6 stop redirecting when it is older than the timeout.
   Status heartbeat();
   Status attach(const std::string& cgroup_path);
@@ -89,11 +98,16 @@ class Redirector {
 
  private:
   Redirector() = default;
+  std::map<uint16_t, uint32_t> sharedServicePorts() const;  // port -> service id
+  Result<uint16_t> portFor(uint32_t service_id, const std::map<uint16_t, uint32_t>& shared) const;
+
   redirect_bpf* skel_ = nullptr;
   std::string pin_dir_;
   std::vector<bpf_link*> links_;
   spindle_control control_{};
+  uint16_t service_ports_ = 0;
   std::vector<spindle_sockaddr_key> service_keys_;
+  std::map<uint32_t, uint16_t> ports_;  // service id -> proxy port (host order)
 };
 
 }  // namespace spindle::redirect

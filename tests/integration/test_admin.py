@@ -47,8 +47,8 @@ TARGET4 = peers.target(VIP4, PORT)
 BACKENDS = ("b1", "b2", "b3")          # Pods 198.18.1.3-5
 SERVICE = "echo"
 ADMIN_PORT = 9901                      # the class's spindle
-DNS_ADMIN_PORT, DNS_PROXY_PORT = 9902, 15002
-SCALE_ADMIN_PORT, SCALE_PROXY_PORT = 9903, 15003
+DNS_ADMIN_PORT, DNS_PROXY_PORT = 9902, 16001   # clear of the class spindle's service ports
+SCALE_ADMIN_PORT, SCALE_PROXY_PORT = 9903, 17001
 PROM_PORT = 9090
 
 LOAD_CALLS = 3000

@@ -343,6 +343,59 @@ table inet spindle_test_ingress {{
                        details=lambda: f"{open_fds()} open, {before} before\n" + sp.tail())
 
 
+class GrpcSidecarTest(GrpcNodeTestCase):
+    """A Pod with a mesh sidecar's outbound capture (tests/sim/sidecar.py: an nftables
+    redirect in the Pod to a relay there that dials SO_ORIGINAL_DST). The app's connect is
+    redirected to the service's own port of spindle, the sidecar captures it and dials that
+    port from a new one; spindle knows the relayed connection by that port and by the
+    relay's own connect, which its BPF program saw. Not one call may fail."""
+
+    SIDECAR_CALLS = 2000
+
+    def sidecar_run(self, source):
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": source}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        self.start_spindle(cfg)
+        pod = self.node.add_pod("meshed", n=9)
+        self.addCleanup(pod.close)
+        car = sim.sidecar.Sidecar(pod)
+        self.addCleanup(car.close)
+        res = peers.run_client(pod, TARGET4, "unary", count=self.SIDECAR_CALLS, timeout=30,
+                               concurrency=4)
+        self.assertClientOk(res)
+        served = self.served(res["run"])
+        self.assertEqual(sum(served.values()), self.SIDECAR_CALLS, f"backends logged {served}")
+        fair = self.SIDECAR_CALLS / len(BACKENDS)
+        for name, n in served.items():
+            self.assertLessEqual(abs(n - fair), fair * SHARE_TOLERANCE,
+                                 f"{name} served {n}: not balanced per call: {served}")
+        relayed = car.relayed()
+        to_spindle = [e for e in relayed if e["to"][0] == self.node.addr4
+                      and e["to"][1] in sim.spindle.SERVICE_PORTS]
+        self.assertTrue(to_spindle, f"the sidecar relayed no connection to spindle: {relayed}")
+        self.assertTrue(all(e["connected"] for e in relayed), f"a relay failed: {relayed}")
+        # The relay dialled spindle itself: its socket shows where it went, not a VIP.
+        self.assertTrue(all(e["peer"] == e["to"] for e in to_spindle), f"relayed: {relayed}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertGreaterEqual(metric(text, "spindle_redirects_total", reason="relayed"),
+                                len(to_spindle), "spindle's BPF program did not see the relay")
+        return pod, res, relayed
+
+    def test_node_mode_serves_every_call_a_sidecar_relays(self):
+        _, res, _ = self.sidecar_run("node")
+        self.assertPath(res["run"], via_spindle=True)
+
+    def test_pod_mode_serves_every_call_a_sidecar_relays_and_its_capture_applies_upstream(self):
+        pod, res, relayed = self.sidecar_run("pod")
+        self.assertEqual(self.seen_from(res["run"]), {pod.ip4})
+        # spindle's upstream connections, made in the Pod, went through the Pod's capture
+        # too, as the Pod's own connections to the backends would.
+        backends = {p.ip4 for p in self.pods.values()}
+        self.assertTrue({e["to"][0] for e in relayed} & backends,
+                        f"the sidecar saw no upstream connection of spindle: {relayed}")
+
+
 # =====================================================================================
 # Call semantics: the same scenarios direct and through spindle
 # =====================================================================================

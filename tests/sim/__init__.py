@@ -18,7 +18,7 @@ SIGINT/SIGTERM/SIGHUP even when a Node is not closed explicitly. Root only.
 
 import os
 
-from . import cleanup, jsonl, netns, paths, proc, spindle
+from . import cleanup, jsonl, netns, paths, proc, sidecar, spindle
 from .cgroup import Cgroup, cgroup2_mount, is_cgroup2
 from .cluster import Cluster, ClusterService
 from .netns import CommandError, Netns
@@ -32,7 +32,7 @@ from .tcp_client import dial
 from .wait import WaitTimeout, hold, wait_until
 
 __all__ = [
-    "cleanup", "jsonl", "netns", "paths", "proc", "spindle",
+    "cleanup", "jsonl", "netns", "paths", "proc", "sidecar", "spindle",
     "BackendLog", "Cgroup", "Cluster", "ClusterService", "CommandError", "Netns", "Node", "Pod",
     "Proc", "ProcessExited",
     "Service", "Spindle", "WaitTimeout", "cgroup2_mount", "dial", "hold", "is_cgroup2",

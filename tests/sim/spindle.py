@@ -14,6 +14,9 @@ COUNTERS = re.compile(r"spindle: info: redirect counters: (.*)$")
 ERROR = re.compile(r"^spindle: error: (.*)$")
 REJECTED = r"spindle: warn: rejected connection from (\S+): not redirected"
 PROXY_PORT = 15001
+# Where redirected connects land: each service its own port after PROXY_PORT (proxy.service_ports,
+# 64 by default); PROXY_PORT itself names no service.
+SERVICE_PORTS = range(PROXY_PORT + 1, PROXY_PORT + 65)
 
 _seq = itertools.count(1)
 

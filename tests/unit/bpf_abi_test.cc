@@ -28,6 +28,13 @@ TEST_F(BpfAbi, ServicesMapMatchesDaemonStructs) {
   EXPECT_EQ(bpf_map__value_size(skel_->maps.services), sizeof(spindle_service_value));
 }
 
+TEST_F(BpfAbi, ServicePortsMapMatchesDaemonStructs) {
+  EXPECT_EQ(bpf_map__key_size(skel_->maps.service_ports), sizeof(uint32_t));
+  EXPECT_EQ(bpf_map__value_size(skel_->maps.service_ports), sizeof(spindle_service_port));
+  EXPECT_EQ(bpf_map__max_entries(skel_->maps.service_ports),
+            static_cast<uint32_t>(SPINDLE_MAX_SERVICE_PORTS));
+}
+
 TEST_F(BpfAbi, OriginalDestinationMapsMatchDaemonStructs) {
   EXPECT_EQ(bpf_map__key_size(skel_->maps.orig_by_cookie), sizeof(uint64_t));
   EXPECT_EQ(bpf_map__value_size(skel_->maps.orig_by_cookie), sizeof(spindle_orig_dst));
@@ -76,7 +83,7 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
                 FIELD(spindle_sockaddr_key, pad)});
   expectLayout(types, "spindle_orig_dst", sizeof(spindle_orig_dst),
                {FIELD(spindle_orig_dst, addr), FIELD(spindle_orig_dst, port),
-                FIELD(spindle_orig_dst, pad), FIELD(spindle_orig_dst, service_id),
+                FIELD(spindle_orig_dst, flags), FIELD(spindle_orig_dst, service_id),
                 FIELD(spindle_orig_dst, cgroup_id), FIELD(spindle_orig_dst, netns_cookie),
                 FIELD(spindle_orig_dst, pid), FIELD(spindle_orig_dst, pad2)});
   expectLayout(types, "spindle_control", sizeof(spindle_control),
@@ -86,7 +93,11 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
                 FIELD(spindle_control, netns_cookie), FIELD(spindle_control, heartbeat_ns),
                 FIELD(spindle_control, heartbeat_timeout_ns)});
   expectLayout(types, "spindle_service_value", sizeof(spindle_service_value),
-               {FIELD(spindle_service_value, service_id)});
+               {FIELD(spindle_service_value, service_id), FIELD(spindle_service_value, proxy_port),
+                FIELD(spindle_service_value, pad)});
+  expectLayout(types, "spindle_service_port", sizeof(spindle_service_port),
+               {FIELD(spindle_service_port, addr), FIELD(spindle_service_port, port),
+                FIELD(spindle_service_port, pad), FIELD(spindle_service_port, service_id)});
 }
 
 }  // namespace

@@ -191,6 +191,7 @@ TEST(Config, MinimalConfigTakesDefaults) {
   ASSERT_EQ(c.proxy.listen.size(), 1u);
   EXPECT_EQ(c.proxy.listen[0], addr("198.18.0.1:15001"));
   EXPECT_EQ(c.proxy.workers, 0u);
+  EXPECT_EQ(c.proxy.service_ports, 64u);
   EXPECT_FALSE(c.admin.listen.has_value());
   EXPECT_EQ(c.redirect.cgroup, "");
   EXPECT_FALSE(c.redirect.host_netns);
@@ -1009,6 +1010,43 @@ TEST(Config, TwoListenAddressesOfOneFamilyIsAnError) {
   )"),
             "spindle.yaml:2: proxy.listen[1]: '[fd00::6]:15001' is a second IPv6 address; give "
             "at most one per family");
+}
+
+TEST(Config, ServicePortsAreReadAndBounded) {
+  Config c = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+      service_ports: 3
+  )");
+  EXPECT_EQ(c.proxy.service_ports, 3u);
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+      service_ports: 0
+  )"),
+            "spindle.yaml:3: proxy.service_ports: '0' is not an integer from 1 to 1024");
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:65500"
+  )"),
+            "spindle.yaml:2: proxy.listen: port 65500 leaves no room for the 64 service ports "
+            "after it (service_ports)");
+}
+
+TEST(Config, MoreServicesThanServicePortsIsAnError) {
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+      service_ports: 1
+    services:
+      - name: a
+        intercept: "198.19.0.1:80"
+        endpoints: {static: ["198.18.1.2:80"]}
+      - name: b
+        intercept: "198.19.0.2:80"
+        endpoints: {static: ["198.18.1.3:80"]}
+  )"),
+            "spindle.yaml:5: services: 2 services, but proxy.service_ports gives ports for 1");
 }
 
 TEST(Config, EmptyOrNonMapDocumentIsAnError) {
