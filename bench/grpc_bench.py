@@ -53,8 +53,9 @@ headers, messages and the trailer `grpc-status: 0`):
   - pods:      upstream.source pod against node (spindle and spindle-pod only, each on a
                fresh spindle and fresh backends): 16 client Pods (each its own netns and
                cgroup) call at once, each over one connection, `-c 1 -m 16` (one busy gRPC
-               channel per Pod). A warm-up of 1 s of calls from every Pod first fills the
-               pools (in pod mode a connection per Pod and endpoint), then the measured run of
+               channel per Pod); the two modes run one just after the other, in turns
+               first. A warm-up of 1 s of calls from every Pod first fills the pools (in pod
+               mode a connection per Pod and endpoint), then the measured run of
                --seconds: calls/s (sum over the Pods) and spindle's CPU per call. Upstream
                connections open = spindle_upstream_connections_active from spindle's
                /metrics, summed over endpoints, after the run. Then --new-pods (16) Pods made
@@ -753,16 +754,24 @@ class Bench:
         return out
 
     def run(self):
+        # The pods workload's two modes run one just after the other, in turns first, so
+        # that their ratio in a round leaves out what the machine does between rounds.
+        modes = [s for s in SOURCES if "pods" in system_workloads(s, self.args.workloads)
+                 and s in self.args.systems]
         for r in range(self.args.rounds):
             rate = None
+            pods = {}
             for name in self.args.systems:
                 t0 = time.monotonic()
                 out = {}
                 workloads = system_workloads(name, self.args.workloads)
                 if any(w != "pods" for w in workloads):
                     out = self.round(name, r, rate, [w for w in workloads if w != "pods"])
-                if "pods" in workloads:
-                    out["pods"] = self.pods_round(name, r)
+                if name in modes and not pods:
+                    for mode in (modes if r % 2 == 0 else modes[::-1]):
+                        pods[mode] = self.pods_round(mode, r)
+                if name in pods:
+                    out["pods"] = pods[name]
                 if "latency" in out and name == "direct":
                     rate = out["latency"]["rate"]
                 self.results[name].append(out)
@@ -923,9 +932,9 @@ def targets(results, systems):
                      dev <= 0.05))
     goal = pod_cpu_goal(results)
     if goal:
-        node, pod, met = goal
+        node, pod, ratio, met = goal
         rows.append((f"upstream.source pod: CPU per call ≤ 1.05× node ({POD_TITLE}, pools "
-                     "warm)", f"{pod:.2f} µs vs node {node:.2f} µs", f"{pod / node:.3f}×", met))
+                     "warm)", f"{pod:.2f} µs vs node {node:.2f} µs", f"{ratio:.3f}×", met))
     return rows
 
 
@@ -1095,7 +1104,8 @@ def pods_section(results, args):
     lines = [
         "", f"## upstream.source: pod against node ({POD_TITLE}, 2 backends)", "",
         "spindle (proxy.workers 1) with upstream.source node (the spindle column above) and "
-        "pod, each round on a fresh spindle and fresh backends. "
+        "pod, each on a fresh spindle and fresh backends, one just after the other in each "
+        "round, in turns first. "
         f"{POD_CLIENTS} client Pods, each its own network namespace and cgroup, call the "
         f"Service VIP at once, each over one connection with {POD_STREAMS} streams (h2load "
         f"-c 1 -m {POD_STREAMS}, one busy gRPC channel per Pod): {POD_WARMUP} s of calls "
@@ -1114,24 +1124,43 @@ def pods_section(results, args):
         "its RSS growth per calling Pod is the part that both modes pay (the Pod's "
         "downstream connections, its metric series).",
         "",
+        "The last column compares the two modes of the same round (one just after the other) "
+        "and gives the median over rounds: pod/node − 1 for rates and CPU, pod − node for "
+        "times and memory.",
+        "",
         "| figure | node | pod | pod against node |",
         "|---|---|---|---|",
     ]
 
-    def percent(node, pod):
-        return f"{(pod / node - 1) * 100:+.1f}%" if node else "–"
+    def paired(how):
+        """how(node's round, pod's round) per round, median: text, or "–"."""
+        pairs = zip(values(results, "spindle", "pods"), values(results, "spindle-pod", "pods"))
+        got = []
+        for node, pod in pairs:
+            try:
+                got.append(how(node, pod))
+            except (KeyError, TypeError, ZeroDivisionError):
+                pass  # a figure missing in one of the two
+        return statistics.median(got) if got else None
 
-    def row(label, key, fmt, versus=None, compared="–"):
+    def percent(key):
+        v = paired(lambda n, p: p[key] / n[key] - 1)
+        return "–" if v is None else f"{v * 100:+.1f}%"
+
+    def minus(key, unit, fmt):
+        v = paired(lambda n, p: p[key] - n[key])
+        return "–" if v is None else f"{format(v, fmt)} {unit}"
+
+    def row(label, key, fmt, compared):
         cells = [cell(results, s, ("pods", key), fmt) for s in SOURCES]
-        node, pod = (med(results, s, "pods", key) for s in SOURCES)
-        if versus and node is not None and pod is not None:
-            compared = versus(node, pod)
         if any(c != "–" for c in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {compared} |")
 
-    row(f"{POD_TITLE}: calls/s", "calls_per_s", ".0f", percent)
-    row(f"{POD_TITLE}: CPU µs per call, pools warm", "cpu_us_per_call", ".2f", percent)
-    row(f"{POD_TITLE}: backend CPU µs per call", "backend_us_per_call", ".2f", percent)
+    row(f"{POD_TITLE}: calls/s", "calls_per_s", ".0f", percent("calls_per_s"))
+    row(f"{POD_TITLE}: CPU µs per call, pools warm", "cpu_us_per_call", ".2f",
+        percent("cpu_us_per_call"))
+    row(f"{POD_TITLE}: backend CPU µs per call", "backend_us_per_call", ".2f",
+        percent("backend_us_per_call"))
     shares = []
     for s in SOURCES:
         dev, totals = share_deviation(results, s, "pods")
@@ -1143,44 +1172,54 @@ def pods_section(results, args):
     if any(errs):
         lines.append(f"| {POD_TITLE}: failed calls, all rounds | "
                      + " | ".join(map(str, errs)) + " | – |")
+    times = paired(lambda n, p: p["upstream_connections"] / n["upstream_connections"])
     row("upstream connections open after the run", "upstream_connections", ".0f",
-        lambda node, pod: f"{pod / node:.0f}×" if node else "–")
-    micros = lambda node, pod: f"{pod - node:+.0f} µs"  # noqa: E731
+        "–" if times is None else f"{times:.0f}×")
     row(f"first call from a new Pod, connect() to answer: µs (median of {args.new_pods} new "
-        "Pods)", "first_us_p50", ".0f", micros)
-    row("… of which connect(): µs", "first_connect_us_p50", ".0f", micros)
+        "Pods)", "first_us_p50", ".0f", minus("first_us_p50", "µs", "+.0f"))
+    row("… of which connect(): µs", "first_connect_us_p50", ".0f",
+        minus("first_connect_us_p50", "µs", "+.0f"))
     row("the new Pod's next connection and call, its pools warm: µs", "again_us_p50", ".0f",
-        micros)
+        minus("again_us_p50", "µs", "+.0f"))
     callers = max(values(results, "spindle-pod", "pods", "memory_callers")
                   + values(results, "spindle", "pods", "memory_callers"), default=0)
     row(f"spindle's RSS growth per calling Pod, {callers} Pods: KiB", "kib_per_caller", ".1f",
-        lambda node, pod: f"{pod - node:+.1f} KiB")
-    # Net of what a calling Pod costs in both modes: pod's growth per Pod minus node's, over
-    # the connections each Pod added.
-    node, pod = (med(results, s, "pods", "kib_per_caller") for s in SOURCES)
-    added = med(results, "spindle-pod", "pods", "upstream_added")
-    net = "–"
-    if node is not None and pod is not None and added:
-        net = f"{(pod - node) * callers / added:.1f} KiB net of node's growth per Pod"
+        minus("kib_per_caller", "KiB", "+.1f"))
+    # Net of what a calling Pod costs in both modes: pod's growth minus node's, over the
+    # connections pod's added.
+    net = paired(lambda n, p: (p["memory_rss_kib"][1] - p["memory_rss_kib"][0]
+                               - (n["memory_rss_kib"][1] - n["memory_rss_kib"][0]))
+                 / (p["upstream_added"] - n["upstream_added"]))
     row("memory per pooled upstream connection: KiB RSS", "kib_per_upstream", ".1f",
-        compared=net)
+        "–" if net is None else f"{net:.1f} KiB net of node's growth")
 
     goal = pod_cpu_goal(results)
     if goal:
-        node, pod, met = goal
+        node, pod, ratio, met = goal
         lines += ["", f"Goal: pod costs at most 5% more CPU per call than node once pools are "
-                  f"warm: {'met' if met else '**not met**'} (pod {pod:.2f} µs, node "
-                  f"{node:.2f} µs per call: {(pod / node - 1) * 100:+.1f}%, medians over "
-                  "rounds)."]
+                  f"warm: {'met' if met else '**not met**'}: {(ratio - 1) * 100:+.1f}% (pod "
+                  f"against node in the same round, median over rounds; medians pod {pod:.2f} "
+                  f"µs, node {node:.2f} µs per call)."]
     return lines
 
 
+def pod_ratios(results, key):
+    """Per round: spindle-pod's figure over spindle's, in the pods workload."""
+    return [p / n for n, p in zip(values(results, "spindle", "pods", key),
+                                  values(results, "spindle-pod", "pods", key)) if n]
+
+
 def pod_cpu_goal(results):
-    """(node, pod, met) for the pods workload's CPU per call, or None."""
-    node, pod = (med(results, s, "pods", "cpu_us_per_call") for s in SOURCES)
-    if not node or pod is None:
+    """(node, pod, ratio, met) for the pods workload's CPU per call, or None: the ratio is
+    the median over rounds of pod's over node's of the same round, the two measured one
+    just after the other, which leaves out most of what a noisy machine does between
+    rounds."""
+    ratios = pod_ratios(results, "cpu_us_per_call")
+    if not ratios:
         return None
-    return node, pod, pod <= 1.05 * node
+    ratio = statistics.median(ratios)
+    node, pod = (med(results, s, "pods", "cpu_us_per_call") for s in SOURCES)
+    return node, pod, ratio, ratio <= 1.05
 
 
 def svg_chart(results, systems):
@@ -1246,7 +1285,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("SPINDLE_BENCH_SECONDS",
                                                                       "4")),
                     help="length of each h2load run (default 4)")
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", help="default: every system that runs one of the workloads")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--idle-conns", type=int, default=1000)
     ap.add_argument("--new-pods", type=int, default=16,
@@ -1259,8 +1298,11 @@ def main():
     ap.add_argument("--note", default=os.environ.get("SPINDLE_BENCH_NOTE", ""),
                     help="a line added to the results, e.g. about the machine")
     args = ap.parse_args()
-    args.systems = [s for s in args.systems.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
+    if args.systems is None:
+        args.systems = [s for s in SYSTEMS if system_workloads(s, args.workloads)]
+    else:
+        args.systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in args.systems if s not in SYSTEMS] + [w for w in args.workloads
                                                             if w not in WORKLOADS]
     if bad:
