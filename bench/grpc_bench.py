@@ -760,23 +760,27 @@ class Bench:
                  and s in self.args.systems]
         for r in range(self.args.rounds):
             rate = None
-            pods = {}
+            pods, pods_seconds = {}, {}
             for name in self.args.systems:
                 t0 = time.monotonic()
                 out = {}
                 workloads = system_workloads(name, self.args.workloads)
                 if any(w != "pods" for w in workloads):
                     out = self.round(name, r, rate, [w for w in workloads if w != "pods"])
+                seconds = time.monotonic() - t0
                 if name in modes and not pods:
                     for mode in (modes if r % 2 == 0 else modes[::-1]):
+                        t1 = time.monotonic()
                         pods[mode] = self.pods_round(mode, r)
+                        pods_seconds[mode] = time.monotonic() - t1
                 if name in pods:
                     out["pods"] = pods[name]
+                    seconds += pods_seconds[name]
                 if "latency" in out and name == "direct":
                     rate = out["latency"]["rate"]
                 self.results[name].append(out)
                 print(f"round {r + 1}/{self.args.rounds} {name:11s} {summary(out)} "
-                      f"({time.monotonic() - t0:.0f} s)", flush=True)
+                      f"({seconds:.0f} s)", flush=True)
         if self.args.perf:
             # Their own runs, so that the profiler's overhead stays out of the figures.
             self.profiling = True
