@@ -1107,9 +1107,9 @@ def pods_section(results, args):
         return []
     lines = [
         "", f"## upstream.source: pod against node ({POD_TITLE}, 2 backends)", "",
-        "spindle (proxy.workers 1) with upstream.source node (the spindle column above) and "
-        "pod, each on a fresh spindle and fresh backends, one just after the other in each "
-        "round, in turns first. "
+        "spindle (proxy.workers 1) with upstream.source node (system spindle) and pod "
+        "(system spindle-pod), each on a fresh spindle and fresh backends, one just after the "
+        "other in each round, in turns first. "
         f"{POD_CLIENTS} client Pods, each its own network namespace and cgroup, call the "
         f"Service VIP at once, each over one connection with {POD_STREAMS} streams (h2load "
         f"-c 1 -m {POD_STREAMS}, one busy gRPC channel per Pod): {POD_WARMUP} s of calls "
