@@ -7,7 +7,12 @@ Systems, each with one worker thread, in front of the same two backend Pods:
   - direct:  no proxy. The client dials the Service VIP, DNAT'd per connection to a random
              Pod (kube-proxy): the limit of the machine, and the pinning spindle removes;
   - spindle: the client dials the VIP; spindle's BPF redirects the connect to spindle
-             (proxy.workers 1), which sends every call to one of the two Pods;
+             (proxy.workers 1, upstream.source node), which sends every call to one of the
+             two Pods over connections made from the node;
+  - spindle-pod: the same with upstream.source pod: every upstream connection is made in the
+             calling Pod's network namespace, pooled per (Pod, endpoint). It runs the pods
+             workload only: with one client Pod its pools are the node mode's (one connection
+             per endpoint), so the other workloads would repeat spindle's figures;
   - haproxy: HAProxy, nbthread 1, `proto h2` on both sides, roundrobin;
   - nginx:   nginx, worker_processes 1, grpc_pass to an upstream with keepalive;
   - nghttpx: nghttpx --workers=1, h2c frontend, h2c backends (proto=h2).
@@ -44,17 +49,39 @@ headers, messages and the trailer `grpc-status: 0`):
                connection before it goes idle, as most idle gRPC channels have: its growth
                per connection is reported as "after one call";
   - connect:   connection set-up rate: h2load -c 500 -n 500 -m 1, each new connection makes
-               one call; connections per second over h2load's run time.
+               one call; connections per second over h2load's run time;
+  - pods:      upstream.source pod against node (spindle and spindle-pod only, each on a
+               fresh spindle and fresh backends): 16 client Pods (each its own netns and
+               cgroup) call at once, each over one connection, `-c 1 -m 16` (one busy gRPC
+               channel per Pod); the two modes run one just after the other, in turns
+               first. A warm-up of 1 s of calls from every Pod first fills the pools (in pod
+               mode a connection per Pod and endpoint), then the measured run of
+               --seconds: calls/s (sum over the Pods) and spindle's CPU per call. Upstream
+               connections open = spindle_upstream_connections_active from spindle's
+               /metrics, summed over endpoints, after the run. Then --new-pods (16) Pods made
+               for the purpose call one at a time (bench/first_call.py): the time from
+               connect() to the end of a new Pod's first call, then two calls at once (which
+               least_request sends to both endpoints, so in pod mode the Pod ends with a
+               connection of its own to each), then a call on a new connection (the pools
+               warm). Memory per pooled upstream connection, measured before the warm-up:
+               after 1000 calls from the first client Pod (spindle's one-time costs), the 15
+               others run bench/first_call.py one at a time; spindle's RSS growth over them
+               divided by the upstream connections they added (pod mode: 2 per Pod, per
+               worker). Node mode adds none; its RSS growth per calling Pod is the control
+               (what a Pod costs in both modes: its downstream connections, its metric
+               series), and the report also gives pod's figure net of it.
 
 Per system: calls/s = calls that succeeded / h2load's time; CPU µs per call = utime + stime of
 every process of the proxy (/proc/PID/stat, the process and its children: nginx's and
 nghttpx's workers) over the calls the backends answered in the run; calls per backend from the
 backends' own counts (SIGUSR1). Outputs bench/results/latest.md (table, targets, versions),
 latest.svg (chart) and latest.json (every round's figures); with --perf, one more spindle run
-under `perf record` gives spindle-profile.txt (where its CPU goes).
+under `perf record` gives spindle-profile.txt (where its CPU goes), and with the pods
+workload, one more pods run of each mode gives spindle-pods-node-profile.txt and
+spindle-pods-pod-profile.txt.
 
     bench/grpc_bench.py [--rounds N] [--seconds S] [--systems a,b] [--workloads a,b]
-                        [--idle-conns N] [--perf] [--out DIR]
+                        [--idle-conns N] [--new-pods N] [--perf] [--out DIR]
 """
 
 import argparse
@@ -74,20 +101,24 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import sim  # noqa: E402
+from sim import prometheus as simprom  # noqa: E402
 from sim import spindle as spindle_mod  # noqa: E402
 
 BENCH_DIR = os.path.join(REPO, "bench")
 BACKEND_BIN = os.path.join(REPO, "build", "bin", "grpc_backend")
 IDLE_CONNS = os.path.join(BENCH_DIR, "idle_conns.py")
+FIRST_CALL = os.path.join(BENCH_DIR, "first_call.py")
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 PORT = 50051  # the Service port and the Pods' port
 PROXY_PORTS = {"haproxy": 10001, "nginx": 10002, "nghttpx": 10003}
 PATH = "/spindle.bench.Bench/Call"
-SYSTEMS = ("direct", "spindle", "haproxy", "nginx", "nghttpx")
-LABELS = {"direct": "direct", "spindle": "spindle", "haproxy": "HAProxy", "nginx": "nginx",
-          "nghttpx": "nghttpx"}
+SYSTEMS = ("direct", "spindle", "spindle-pod", "haproxy", "nginx", "nghttpx")
+LABELS = {"direct": "direct", "spindle": "spindle", "spindle-pod": "spindle (pod)",
+          "haproxy": "HAProxy", "nginx": "nginx", "nghttpx": "nghttpx"}
 PROXIES = ("haproxy", "nginx", "nghttpx")  # the ones spindle's targets compare against
+SOURCES = {"spindle": "node", "spindle-pod": "pod"}  # spindle's upstream.source per system
+ADMIN_PORT = 9901  # spindle's admin.listen port on the node address: /metrics
 
 # name: h2load clients, streams per client, request message bytes, answer message bytes,
 # answer messages per call.
@@ -101,8 +132,12 @@ LOADS = {
     "stream": dict(c=2, m=16, req=100, reply=1024, messages=100,
                    title="server streaming, 100 × 1 KiB per call, -c 2 -m 16"),
 }
-WORKLOADS = (*LOADS, "latency", "rtt", "idle", "connect")
+WORKLOADS = (*LOADS, "latency", "rtt", "idle", "connect", "pods")
 CONNECT_COUNT = 500
+POD_CLIENTS = 16   # the pods workload: client Pods calling at once,
+POD_STREAMS = 16   # each over one connection with this many streams (h2load -c 1 -m 16),
+POD_WARMUP = 1     # after this many seconds of calls that fill the pools
+POD_TITLE = f"{POD_CLIENTS} client Pods, -c 1 -m {POD_STREAMS} each"
 LATENCY_WARMUP = 0.5  # s at the start of the open-loop run left out of the percentiles
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -216,18 +251,45 @@ def parse_h2load(out):
             "failed": failed + errored + timeouts + (ok - min(ok, int(codes.group(1))))}
 
 
-def h2load(client, url, body, headers, *, c, m, extra, timeout):
+def h2load_argv(url, body, headers, *, c, m, extra):
     argv = ["h2load", "-c", str(c), "-m", str(m), "-t", "1", "-N", "10s", *extra, "-d", body,
             "-H", "content-type: application/grpc", "-H", "te: trailers"]
     for h in headers:
         argv += ["-H", h]
+    return argv + [url]
+
+
+def h2load_result(returncode, stdout, stderr):
+    if returncode != 0 and "finished in" not in stdout:
+        raise BenchError(f"h2load exited {returncode}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return parse_h2load(stdout)
+
+
+def h2load(client, url, body, headers, *, c, m, extra, timeout):
     try:
-        p = client.run(argv + [url], timeout=timeout, check=False)
+        p = client.run(h2load_argv(url, body, headers, c=c, m=m, extra=extra), timeout=timeout,
+                       check=False)
     except subprocess.TimeoutExpired:
         raise BenchError(f"h2load did not finish within {timeout} s") from None
-    if p.returncode != 0 and "finished in" not in p.stdout:
-        raise BenchError(f"h2load exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return parse_h2load(p.stdout)
+    return h2load_result(p.returncode, p.stdout, p.stderr)
+
+
+def h2load_in_pods(pods, url, body, headers, *, m, seconds, name):
+    """h2load -c 1 -m M -D SECONDS in every Pod at once: one result per Pod."""
+    argv = h2load_argv(url, body, headers, c=1, m=m, extra=["-D", str(seconds)])
+    procs = [pod.spawn(argv, name=f"{name}-{pod.name}") for pod in pods]
+    deadline = time.monotonic() + seconds + 60
+    try:
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except sim.WaitTimeout:
+                raise BenchError(f"h2load in {proc.name} did not finish within "
+                                 f"{seconds + 60} s") from None
+        return [h2load_result(p.returncode, p.stdout(), p.stderr()) for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
 
 
 def grpc_check(client, url, body):
@@ -306,7 +368,7 @@ class System:
         self.proc = None
         self.daemon = None
         self.pids = []
-        host, port = ((svc.vip4, PORT) if name in ("direct", "spindle")
+        host, port = ((svc.vip4, PORT) if name == "direct" or name in SOURCES
                       else (node.addr4, PROXY_PORTS[name]))
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}{PATH}"
@@ -315,8 +377,10 @@ class System:
 
     def start(self):
         endpoints = [(p.ip4, PORT) for p in self.pods]
-        if self.name == "spindle":
-            cfg = spindle_mod.config(self.node, [self.svc], workers=1)
+        if self.name in SOURCES:
+            cfg = spindle_mod.config(self.node, [self.svc], workers=1, extra={
+                "admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"},
+                "upstream": {"source": SOURCES[self.name]}})
             cfg["services"] = [spindle_mod.service_config(
                 self.svc, endpoints=[f"{a}:{p}" for a, p in endpoints])]
             self.daemon = sim.Spindle(self.node, cfg, name=f"spindle-{self.r}").start()
@@ -344,7 +408,7 @@ class System:
             argv += [f"--backend={a},{p};;proto=h2" for a, p in endpoints]
             self.proc = self.node.spawn(argv, name=f"nghttpx-{self.r}")
         if self.proc is not None:
-            if self.name != "spindle":
+            if self.daemon is None:
                 wait_listening(self.node, self.proc, self.port)
             self.pids = [self.proc.pid]
         return self
@@ -359,6 +423,17 @@ class System:
             raise BenchError(f"spindle: redirect counters {counters}: the client's "
                              "connections were not redirected")
 
+    def upstream_connections(self):
+        """spindle's upstream connections open, all endpoints and workers, from /metrics."""
+        r = simprom.http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics")
+        if r.status != 200:
+            raise BenchError(f"{self.name}: /metrics answered {r.status}")
+        series = re.findall(r"^spindle_upstream_connections_active\{[^}]*\} (\S+)$", r.text,
+                            re.M)
+        if not series:
+            raise BenchError(f"{self.name}: no spindle_upstream_connections_active in /metrics")
+        return round(sum(float(v) for v in series))
+
     def stop(self):
         if self.daemon is not None:
             self.daemon.close()
@@ -372,8 +447,14 @@ class System:
 # --- one system, one round -------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, args, node, client, pods, svc):
+    def __init__(self, args, node, client, pods, svc, load_pods=()):
         self.args, self.node, self.client, self.pods, self.svc = args, node, client, pods, svc
+        self.load_pods = list(load_pods)  # the pods workload's client Pods
+        # The pods workload's new Pods get numbers of their own after every other Pod's, a
+        # fresh range each time (wrapping at the end), so that none reuses the veth name of
+        # a Pod whose namespace the kernel may still be tearing down.
+        self.first_new_pod = max(p.n for p in node.pods.values()) + 1
+        self.next_new_pod = self.first_new_pod
         self.bodies = {}
         for size in sorted({w["req"] for w in LOADS.values()}):
             path = os.path.join(node.logdir, f"request-{size}.grpc")
@@ -382,7 +463,7 @@ class Bench:
             os.chmod(path, 0o644)
             self.bodies[size] = path
         self.results = {s: [] for s in args.systems}
-        self.profile = None
+        self.profiles = {}  # file name: text
         self.profiling = False
 
     def start_backends(self, r):
@@ -429,7 +510,7 @@ class Bench:
         return out
 
     def start_perf(self, system, name):
-        """The profiling run: perf record of spindle during unary_c2."""
+        """The profiling runs: perf record of spindle during unary_c2, or a pods run."""
         if not self.profiling:
             return None
         data = os.path.join(system.dir, "perf.data")
@@ -437,7 +518,7 @@ class Bench:
                          "-o", data, "--", "sleep", str(self.args.seconds)],
                         logdir=system.dir, name="perf"), data
 
-    def finish_perf(self, perf, system, name):
+    def finish_perf(self, perf, system, name, out="spindle-profile.txt"):
         proc, data = perf
         rc = proc.wait(30)
 
@@ -451,12 +532,14 @@ class Bench:
         by_dso, by_symbol = report("dso", "1"), report("dso,symbol", "0.7")
         if rc != 0 or not by_dso or not by_symbol:
             # A profile is a help for reading the figures, not one of them: say why, go on.
-            self.profile = f"perf failed (record exit {rc}):\n{proc.tail()}"
+            self.profiles[out] = f"perf failed (record exit {rc}):\n{proc.tail()}"
             return
-        self.profile = (f"perf record -F 999 of spindle (proxy.workers 1, every thread) in a "
-                        f"{name} run ({self.args.seconds} s) after the measured rounds.\n\n"
-                        "Self time by object:\n\n" + "\n".join(by_dso)
-                        + "\n\nSelf time by symbol (≥ 0.7%):\n\n" + "\n".join(by_symbol[:40]))
+        self.profiles[out] = (
+            f"perf record -F 999 of spindle (proxy.workers 1, upstream.source "
+            f"{SOURCES[system.name]}, every thread) in a {name} run ({self.args.seconds} s) "
+            "after the measured rounds.\n\n"
+            "Self time by object:\n\n" + "\n".join(by_dso)
+            + "\n\nSelf time by symbol (≥ 0.7%):\n\n" + "\n".join(by_symbol[:40]))
 
     def latency(self, system, backends, rate):
         log = os.path.join(system.dir, "latency.log")
@@ -510,6 +593,130 @@ class Bench:
                      extra=["-n", str(CONNECT_COUNT)], timeout=60)
         return {"conns_per_s": res["succeeded"] / res["seconds"], "errors": res["failed"]}
 
+    def new_pods(self, count):
+        """`count` Pods that have never called: each its own netns and cgroup."""
+        if self.next_new_pod + count > 255:
+            self.next_new_pod = self.first_new_pod
+        pods = []
+        try:
+            for _ in range(count):
+                n = self.next_new_pod
+                self.next_new_pod += 1
+                pods.append(self.node.add_pod(f"new{n}", n=n))
+        except BaseException:
+            for pod in pods:
+                pod.close()
+            raise
+        return pods
+
+    def pods_round(self, name, r):
+        """The pods workload on a fresh spindle (upstream.source as the system says) and
+        fresh backends: memory per pooled upstream connection, warm-up, measured run,
+        upstream connections, then new Pods one at a time (first call)."""
+        backends = self.start_backends(f"{r}-pods")
+        system = System(name, self.node, self.pods, self.svc, f"{r}-pods")
+        fresh = []
+        w = LOADS["unary_c2"]
+        headers = [f"bench-reply-bytes: {w['reply']}", f"bench-reply-messages: {w['messages']}"]
+        body = self.bodies[w["req"]]
+        try:
+            system.start()
+            # From one of the client Pods, whose pools the warm-up makes anyway.
+            why = grpc_check(self.load_pods[0], system.url, body)
+            if why:
+                raise BenchError(f"{name}: a call is not answered as a valid gRPC response: "
+                                 f"{why}")
+            memory = None if self.profiling else self.pooled_memory(system, backends, body,
+                                                                    headers)
+            h2load_in_pods(self.load_pods, system.url, body, headers, m=POD_STREAMS,
+                           seconds=POD_WARMUP, name=f"warm-{name}-{r}")
+            before = [backend_counts(b) for b in backends]
+            cpu0 = cpu_seconds(system.pids)
+            bcpu0 = cpu_seconds([b.pid for b in backends])
+            perf = self.start_perf(system, "pods")
+            runs = h2load_in_pods(self.load_pods, system.url, body, headers, m=POD_STREAMS,
+                                  seconds=self.args.seconds, name=f"pods-{name}-{r}")
+            cpu = cpu_seconds(system.pids) - cpu0
+            if perf is not None:
+                self.finish_perf(perf, system, f"pods ({POD_TITLE})",
+                                 f"spindle-pods-{SOURCES[name]}-profile.txt")
+            bcpu = cpu_seconds([b.pid for b in backends]) - bcpu0
+            after = [backend_counts(b) for b in backends]
+            calls = [a[0] - b[0] for a, b in zip(after, before)]
+            succeeded = sum(res["succeeded"] for res in runs)
+            if succeeded == 0 or sum(calls) < succeeded:
+                raise BenchError(f"{name} pods: h2load saw {succeeded} calls succeed, the "
+                                 f"backends answered {sum(calls)}")
+            out = {
+                "calls_per_s": sum(res["succeeded"] / res["seconds"] for res in runs),
+                "cpu_us_per_call": cpu * 1e6 / sum(calls),
+                "backend_us_per_call": bcpu * 1e6 / sum(calls),
+                "errors": sum(res["failed"] for res in runs),
+                "per_backend": calls,
+                "upstream_connections": system.upstream_connections(),
+            }
+            if not self.profiling:
+                out.update(memory)
+                out.update(self.first_calls(system, fresh))
+            system.check_after(len(self.load_pods))
+        except BaseException:
+            print(system.tail(), file=sys.stderr)
+            raise
+        finally:
+            system.stop()
+            for b in backends:
+                b.stop()
+            # After spindle: in pod mode it holds the Pods' namespaces while it runs.
+            for pod in fresh:
+                pod.close()
+        return out
+
+    def first_call(self, system, pods):
+        """bench/first_call.py in each of `pods`, one at a time: its figures, per Pod."""
+        out = []
+        for pod in pods:
+            p = pod.run([sim.PYTHON, FIRST_CALL, system.host, str(system.port),
+                         f"{system.host}:{system.port}", PATH], timeout=60, check=False)
+            if p.returncode != 0:
+                raise BenchError(f"{system.name}: first_call.py in Pod {pod.name} failed:\n"
+                                 f"{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+            out.append(json.loads(p.stdout))
+        return out
+
+    def pooled_memory(self, system, backends, body, headers):
+        """spindle's RSS growth while the client Pods but the first open their pools (in
+        pod mode 2 connections each, one per endpoint), one Pod at a time, over the upstream
+        connections added. Before the load, so that memory the load frees does not hide
+        it; after 1000 calls from the first Pod, so that it leaves out spindle's one-time
+        costs (the receive buffers are touched the first time the kernel fills them)."""
+        h2load(self.load_pods[0], system.url, body, headers, c=1, m=1, extra=["-n", "1000"],
+               timeout=60)
+        callers = self.load_pods[1:]
+        time.sleep(0.5)  # let spindle finish whatever the last calls started
+        rss0, conns0 = rss_kib(system.pids), system.upstream_connections()
+        calls0 = sum(backend_counts(b)[0] for b in backends)
+        self.first_call(system, callers)
+        time.sleep(0.5)
+        rss1, conns1 = rss_kib(system.pids), system.upstream_connections()
+        calls = sum(backend_counts(b)[0] for b in backends) - calls0
+        if calls < 4 * len(callers):  # first_call.py makes 4 calls
+            raise BenchError(f"{system.name}: {len(callers)} Pods made {4 * len(callers)} "
+                             f"calls, the backends answered {calls}")
+        added = conns1 - conns0
+        return {"memory_callers": len(callers), "memory_rss_kib": [rss0, rss1],
+                "upstream_added": added, "kib_per_caller": (rss1 - rss0) / len(callers),
+                "kib_per_upstream": (rss1 - rss0) / added if added > 0 else None}
+
+    def first_calls(self, system, fresh):
+        """Pods made now, one at a time: the time to their first call (spindle's pools warm
+        with the other Pods' calls). `fresh` gets the Pods, for the caller to close."""
+        fresh += self.new_pods(self.args.new_pods)
+        res = self.first_call(system, fresh)
+        out = {"first_calls": res}
+        out.update({f"{key}_p50": statistics.median(x[key] for x in res)
+                    for key in ("first_us", "first_connect_us", "again_us")})
+        return out
+
     def round(self, name, r, rate, workloads=None):
         workloads = workloads or self.args.workloads
         backends = self.start_backends(r)
@@ -547,21 +754,50 @@ class Bench:
         return out
 
     def run(self):
+        # The pods workload's two modes run one just after the other, in turns first, so
+        # that their ratio in a round leaves out what the machine does between rounds.
+        modes = [s for s in SOURCES if "pods" in system_workloads(s, self.args.workloads)
+                 and s in self.args.systems]
         for r in range(self.args.rounds):
             rate = None
+            pods, pods_seconds = {}, {}
             for name in self.args.systems:
                 t0 = time.monotonic()
-                out = self.round(name, r, rate)
+                out = {}
+                workloads = system_workloads(name, self.args.workloads)
+                if any(w != "pods" for w in workloads):
+                    out = self.round(name, r, rate, [w for w in workloads if w != "pods"])
+                seconds = time.monotonic() - t0
+                if name in modes and not pods:
+                    for mode in (modes if r % 2 == 0 else modes[::-1]):
+                        t1 = time.monotonic()
+                        pods[mode] = self.pods_round(mode, r)
+                        pods_seconds[mode] = time.monotonic() - t1
+                if name in pods:
+                    out["pods"] = pods[name]
+                    seconds += pods_seconds[name]
                 if "latency" in out and name == "direct":
                     rate = out["latency"]["rate"]
                 self.results[name].append(out)
-                print(f"round {r + 1}/{self.args.rounds} {name:8s} {summary(out)} "
-                      f"({time.monotonic() - t0:.0f} s)", flush=True)
-        if self.args.perf and "spindle" in self.args.systems:
-            # Its own run, so that the profiler's overhead stays out of the figures.
+                print(f"round {r + 1}/{self.args.rounds} {name:11s} {summary(out)} "
+                      f"({seconds:.0f} s)", flush=True)
+        if self.args.perf:
+            # Their own runs, so that the profiler's overhead stays out of the figures.
             self.profiling = True
-            self.round("spindle", self.args.rounds, None, ["unary_c2"])
+            if "spindle" in self.args.systems and "unary_c2" in self.args.workloads:
+                self.round("spindle", self.args.rounds, None, ["unary_c2"])
+            for name in SOURCES:
+                if name in self.args.systems and "pods" in self.args.workloads:
+                    self.pods_round(name, self.args.rounds)
         return self.results
+
+
+def system_workloads(system, workloads):
+    """What `system` runs of the workloads asked for: pods only on spindle's two systems,
+    and spindle-pod runs nothing else."""
+    if system == "spindle-pod":
+        return [w for w in workloads if w == "pods"]
+    return [w for w in workloads if w != "pods" or system in SOURCES]
 
 
 def percentiles(log, what):
@@ -594,6 +830,14 @@ def summary(out):
         parts.append(f"idle {out['idle']['kib_per_conn']:.1f}KiB")
     if "connect" in out:
         parts.append(f"connect {out['connect']['conns_per_s']:.0f}/s")
+    if "pods" in out:
+        p = out["pods"]
+        parts.append(f"pods {p['calls_per_s']:.0f}/s {p['cpu_us_per_call']:.2f}µs, "
+                     f"{p['upstream_connections']} upstream")
+        if "first_us_p50" in p:
+            parts.append(f"first call {p['first_us_p50']:.0f}µs")
+        if p.get("kib_per_upstream") is not None:
+            parts.append(f"{p['kib_per_upstream']:.1f}KiB per upstream")
     return ", ".join(parts)
 
 
@@ -690,6 +934,11 @@ def targets(results, systems):
         rows.append(("backends within ±5% of an even share (-c 2)",
                      "calls per backend " + " / ".join(map(str, totals)), f"±{dev * 100:.1f}%",
                      dev <= 0.05))
+    goal = pod_cpu_goal(results)
+    if goal:
+        node, pod, ratio, met = goal
+        rows.append((f"upstream.source pod: CPU per call ≤ 1.05× node ({POD_TITLE}, pools "
+                     "warm)", f"{pod:.2f} µs vs node {node:.2f} µs", f"{ratio:.3f}×", met))
     return rows
 
 
@@ -719,14 +968,53 @@ def tool_versions():
     }
 
 
-def report(results, args, versions, started):
-    systems = args.systems
+def report(results, args, versions, started, profiles=()):
+    # spindle-pod has only the pods workload's rows, in a section of their own.
+    systems = [s for s in args.systems if s != "spindle-pod"]
     cols = [LABELS[s] for s in systems]
     lines = [
         "# spindle against direct, HAProxy, nginx and nghttpx",
         "",
         f"`make bench` on {started:%Y-%m-%d %H:%M} UTC: {args.rounds} interleaved rounds "
-        f"({' → '.join(cols)}), {args.seconds} s per run, medians with (min–max) over rounds.",
+        f"({' → '.join(LABELS[s] for s in args.systems)}), {args.seconds} s per run, medians "
+        "with (min–max) over rounds.",
+    ]
+    if any(w != "pods" for w in args.workloads):
+        lines += main_table(results, args, systems, cols)
+    lines += pods_section(results, args)
+    rows = targets(results, systems)
+    if rows:
+        lines += ["", "## Targets (spindle, ratios from this run)", "",
+                  "| target | measured | ratio | met |", "|---|---|---|---|"]
+    for target, measured, ratio, met in rows:
+        lines.append(f"| {target} | {measured} | {ratio} | {'yes' if met else '**no**'} |")
+    hops = {s: added_latency(results, s, "p50_us", "rtt") for s in systems if s != "direct"}
+    hops = {s: statistics.median(d) for s, d in hops.items() if d}
+    if "spindle" in hops:
+        lines += ["", "Round trip a hop adds, one call at a time (p50 − direct's, median over "
+                  "rounds): " + ", ".join(f"{LABELS[s]} {d:+.0f} µs" for s, d in hops.items())
+                  + "."]
+    if "spindle-profile.txt" in profiles:
+        lines += ["", "Where spindle's CPU goes: [spindle-profile.txt](spindle-profile.txt) "
+                  "(perf, a separate run after the rounds)."]
+    pods_profiles = [p for p in profiles if p.startswith("spindle-pods-")]
+    if pods_profiles:
+        lines += ["", "Where spindle's CPU goes in the pods workload, each mode: "
+                  + ", ".join(f"[{p}]({p})" for p in sorted(pods_profiles))
+                  + " (perf, separate runs after the rounds)."]
+    if os.path.exists(os.path.join(args.out, "redirect.md")):
+        lines += ["", "The redirect's own cost (connect time, one TCP stream): "
+                  "[redirect.md](redirect.md)."]
+    lines += ["", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in versions.items()]
+    if args.note:
+        lines += ["", f"Note: {args.note}"]
+    return "\n".join(lines) + "\n", rows
+
+
+def main_table(results, args, systems, cols):
+    """Every system side by side, every workload but pods."""
+    lines = [
         "Every system has one worker thread and the same two backend Pods. The client dials the "
         "Service VIP for direct (kube-proxy-like DNAT, a random Pod per connection) and for "
         "spindle (its BPF redirects the connect to spindle); it dials HAProxy, nginx and "
@@ -810,28 +1098,132 @@ def report(results, args, versions, started):
             ("connect", "conns_per_s"), ".0f")
 
     lines += ["", "![calls/s and proxy CPU per call, unary workloads](latest.svg)"]
-    rows = targets(results, systems)
-    lines += ["", "## Targets (spindle, ratios from this run)", "",
-              "| target | measured | ratio | met |", "|---|---|---|---|"]
-    for target, measured, ratio, met in rows:
-        lines.append(f"| {target} | {measured} | {ratio} | {'yes' if met else '**no**'} |")
-    hops = {s: added_latency(results, s, "p50_us", "rtt") for s in systems if s != "direct"}
-    hops = {s: statistics.median(d) for s, d in hops.items() if d}
-    if "spindle" in hops:
-        lines += ["", "Round trip a hop adds, one call at a time (p50 − direct's, median over "
-                  "rounds): " + ", ".join(f"{LABELS[s]} {d:+.0f} µs" for s, d in hops.items())
-                  + "."]
-    if args.perf:
-        lines += ["", "Where spindle's CPU goes: [spindle-profile.txt](spindle-profile.txt) "
-                  "(perf, a separate run after the rounds)."]
-    if os.path.exists(os.path.join(args.out, "redirect.md")):
-        lines += ["", "The redirect's own cost (connect time, one TCP stream): "
-                  "[redirect.md](redirect.md)."]
-    lines += ["", "## Versions", ""]
-    lines += [f"- {k}: {v}" for k, v in versions.items()]
-    if args.note:
-        lines += ["", f"Note: {args.note}"]
-    return "\n".join(lines) + "\n", rows
+    return lines
+
+
+def pods_section(results, args):
+    """upstream.source pod against node: the pods workload's rows, one column per mode."""
+    if not any(values(results, s, "pods") for s in SOURCES):
+        return []
+    lines = [
+        "", f"## upstream.source: pod against node ({POD_TITLE}, 2 backends)", "",
+        "spindle (proxy.workers 1) with upstream.source node (system spindle) and pod "
+        "(system spindle-pod), each on a fresh spindle and fresh backends, one just after the "
+        "other in each round, in turns first. "
+        f"{POD_CLIENTS} client Pods, each its own network namespace and cgroup, call the "
+        f"Service VIP at once, each over one connection with {POD_STREAMS} streams (h2load "
+        f"-c 1 -m {POD_STREAMS}, one busy gRPC channel per Pod): {POD_WARMUP} s of calls "
+        f"first fill the pools, then {args.seconds} s are measured. CPU per call is spindle's "
+        "utime + stime over the measured run divided by the calls the backends answered. "
+        "Upstream connections open: spindle_upstream_connections_active from spindle's "
+        f"/metrics, summed over the endpoints, after the run. Then {args.new_pods} new Pods, "
+        "made for the purpose, call one at a time (bench/first_call.py): a first call timed "
+        "from connect() to the end of its answer (the median over the new Pods, per round), "
+        "two calls at once (least_request sends them to the two endpoints), then one call on "
+        "a new connection, timed the same way (the Pod's pools warm). Memory per pooled "
+        "upstream connection: before the load, after 1000 calls from the first client Pod "
+        "(spindle's one-time costs), the other client Pods make those same calls one Pod at "
+        "a time; spindle's RSS growth over them divided by the upstream connections they "
+        "added, in pod mode 2 per Pod (one per endpoint, one worker). Node mode adds none: "
+        "its RSS growth per calling Pod is the part that both modes pay (the Pod's "
+        "downstream connections, its metric series).",
+        "",
+        "The last column compares the two modes of the same round (one just after the other) "
+        "and gives the median over rounds: pod/node − 1 for rates and CPU, pod − node for "
+        "times and memory.",
+        "",
+        "| figure | node | pod | pod against node |",
+        "|---|---|---|---|",
+    ]
+
+    def paired(how):
+        """how(node's round, pod's round) per round, median: text, or "–"."""
+        pairs = zip(values(results, "spindle", "pods"), values(results, "spindle-pod", "pods"))
+        got = []
+        for node, pod in pairs:
+            try:
+                got.append(how(node, pod))
+            except (KeyError, TypeError, ZeroDivisionError):
+                pass  # a figure missing in one of the two
+        return statistics.median(got) if got else None
+
+    def percent(key):
+        v = paired(lambda n, p: p[key] / n[key] - 1)
+        return "–" if v is None else f"{v * 100:+.1f}%"
+
+    def minus(key, unit, fmt):
+        v = paired(lambda n, p: p[key] - n[key])
+        return "–" if v is None else f"{format(v, fmt)} {unit}"
+
+    def row(label, key, fmt, compared):
+        cells = [cell(results, s, ("pods", key), fmt) for s in SOURCES]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {compared} |")
+
+    row(f"{POD_TITLE}: calls/s", "calls_per_s", ".0f", percent("calls_per_s"))
+    row(f"{POD_TITLE}: CPU µs per call, pools warm", "cpu_us_per_call", ".2f",
+        percent("cpu_us_per_call"))
+    row(f"{POD_TITLE}: backend CPU µs per call", "backend_us_per_call", ".2f",
+        percent("backend_us_per_call"))
+    shares = []
+    for s in SOURCES:
+        dev, totals = share_deviation(results, s, "pods")
+        shares.append("–" if dev is None else
+                      " / ".join(f"{t * 100 / sum(totals):.1f}%" for t in totals))
+    lines.append(f"| {POD_TITLE}: calls per backend, all rounds | " + " | ".join(shares)
+                 + " | – |")
+    errs = [sum(values(results, s, "pods", "errors")) for s in SOURCES]
+    if any(errs):
+        lines.append(f"| {POD_TITLE}: failed calls, all rounds | "
+                     + " | ".join(map(str, errs)) + " | – |")
+    times = paired(lambda n, p: p["upstream_connections"] / n["upstream_connections"])
+    row("upstream connections open after the run", "upstream_connections", ".0f",
+        "–" if times is None else f"{times:.0f}×")
+    row(f"first call from a new Pod, connect() to answer: µs (median of {args.new_pods} new "
+        "Pods)", "first_us_p50", ".0f", minus("first_us_p50", "µs", "+.0f"))
+    row("… of which connect(): µs", "first_connect_us_p50", ".0f",
+        minus("first_connect_us_p50", "µs", "+.0f"))
+    row("the new Pod's next connection and call, its pools warm: µs", "again_us_p50", ".0f",
+        minus("again_us_p50", "µs", "+.0f"))
+    callers = max(values(results, "spindle-pod", "pods", "memory_callers")
+                  + values(results, "spindle", "pods", "memory_callers"), default=0)
+    row(f"spindle's RSS growth per calling Pod, {callers} Pods: KiB", "kib_per_caller", ".1f",
+        minus("kib_per_caller", "KiB", "+.1f"))
+    # Net of what a calling Pod costs in both modes: pod's growth minus node's, over the
+    # connections pod's added.
+    net = paired(lambda n, p: (p["memory_rss_kib"][1] - p["memory_rss_kib"][0]
+                               - (n["memory_rss_kib"][1] - n["memory_rss_kib"][0]))
+                 / (p["upstream_added"] - n["upstream_added"]))
+    row("memory per pooled upstream connection: KiB RSS", "kib_per_upstream", ".1f",
+        "–" if net is None else f"{net:.1f} KiB net of node's growth")
+
+    goal = pod_cpu_goal(results)
+    if goal:
+        node, pod, ratio, met = goal
+        lines += ["", f"Goal: pod costs at most 5% more CPU per call than node once pools are "
+                  f"warm: {'met' if met else '**not met**'}: {(ratio - 1) * 100:+.1f}% (pod "
+                  f"against node in the same round, median over rounds; medians pod {pod:.2f} "
+                  f"µs, node {node:.2f} µs per call)."]
+    return lines
+
+
+def pod_ratios(results, key):
+    """Per round: spindle-pod's figure over spindle's, in the pods workload."""
+    return [p / n for n, p in zip(values(results, "spindle", "pods", key),
+                                  values(results, "spindle-pod", "pods", key)) if n]
+
+
+def pod_cpu_goal(results):
+    """(node, pod, ratio, met) for the pods workload's CPU per call, or None: the ratio is
+    the median over rounds of pod's over node's of the same round, the two measured one
+    just after the other, which leaves out most of what a noisy machine does between
+    rounds."""
+    ratios = pod_ratios(results, "cpu_us_per_call")
+    if not ratios:
+        return None
+    ratio = statistics.median(ratios)
+    node, pod = (med(results, s, "pods", "cpu_us_per_call") for s in SOURCES)
+    return node, pod, ratio, ratio <= 1.05
 
 
 def svg_chart(results, systems):
@@ -897,9 +1289,11 @@ def main():
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("SPINDLE_BENCH_SECONDS",
                                                                       "4")),
                     help="length of each h2load run (default 4)")
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", help="default: every system that runs one of the workloads")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--idle-conns", type=int, default=1000)
+    ap.add_argument("--new-pods", type=int, default=16,
+                    help="pods workload: new Pods timed at their first call (default 16)")
     ap.add_argument("--out", default=RESULTS_DIR, help="where latest.{md,svg,json} go")
     ap.add_argument("--perf", action="store_true",
                     default=os.environ.get("SPINDLE_BENCH_PERF") == "1",
@@ -908,8 +1302,11 @@ def main():
     ap.add_argument("--note", default=os.environ.get("SPINDLE_BENCH_NOTE", ""),
                     help="a line added to the results, e.g. about the machine")
     args = ap.parse_args()
-    args.systems = [s for s in args.systems.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
+    if args.systems is None:
+        args.systems = [s for s in SYSTEMS if system_workloads(s, args.workloads)]
+    else:
+        args.systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in args.systems if s not in SYSTEMS] + [w for w in args.workloads
                                                             if w not in WORKLOADS]
     if bad:
@@ -917,9 +1314,14 @@ def main():
     if "latency" in args.workloads and (args.systems[0] != "direct"
                                         or "unary_c2" not in args.workloads):
         ap.error("latency needs direct first and unary_c2 (its rate is half of direct's)")
+    idle = [s for s in args.systems if not system_workloads(s, args.workloads)]
+    if idle:
+        ap.error(f"{', '.join(idle)}: none of these workloads runs there (spindle-pod runs "
+                 "pods only, pods runs on spindle and spindle-pod only)")
     if not (1 <= args.rounds <= 20 and 1 <= args.seconds <= 60
-            and 10 <= args.idle_conns <= 4000):
-        ap.error("--rounds in 1..20, --seconds in 1..60, --idle-conns in 10..4000")
+            and 10 <= args.idle_conns <= 4000 and 1 <= args.new_pods <= 64):
+        ap.error("--rounds in 1..20, --seconds in 1..60, --idle-conns in 10..4000, "
+                 "--new-pods in 1..64")
     if os.geteuid() != 0:
         print("make bench needs root", file=sys.stderr)
         return 1
@@ -940,26 +1342,29 @@ def main():
             client = node.add_pod("client")
             pods = [node.add_pod("grpc1"), node.add_pod("grpc2")]
             svc = node.add_service("grpc", ports=[PORT], backends=pods)
-            bench = Bench(args, node, client, pods, svc)
+            load_pods = []
+            if any("pods" in system_workloads(s, args.workloads) for s in args.systems):
+                load_pods = [node.add_pod(f"caller{i + 1}") for i in range(POD_CLIENTS)]
+            bench = Bench(args, node, client, pods, svc, load_pods)
             results = bench.run()
     except BenchError as e:
         print(f"grpc_bench: {e}", file=sys.stderr)
         return 1
 
     versions = tool_versions()
-    text, rows = report(results, args, versions, started)
+    text, rows = report(results, args, versions, started, bench.profiles)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "latest.svg"), "w") as f:
-        f.write(svg_chart(results, args.systems))
+        f.write(svg_chart(results, [s for s in args.systems if s != "spindle-pod"]))
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump({"started": started.isoformat(), "rounds": args.rounds,
                    "seconds": args.seconds, "versions": versions, "results": results}, f,
                   indent=1)
-    if bench.profile:
-        with open(os.path.join(args.out, "spindle-profile.txt"), "w") as f:
-            f.write(bench.profile + "\n")
+    for name, profile in bench.profiles.items():
+        with open(os.path.join(args.out, name), "w") as f:
+            f.write(profile + "\n")
     print()
     print(text)
     print(f"written: {os.path.join(args.out, 'latest.md')}, latest.svg, latest.json")

@@ -34,12 +34,13 @@ def literal(name, value):
     return bytes([0, len(name)]) + name + bytes([len(value)]) + value
 
 
-def call_frames(authority, path):
+def call_frames(authority, path, stream_id=1):
     block = b"".join(literal(n, v) for n, v in (
         (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
         ("content-type", "application/grpc"), ("te", "trailers")))
     message = b"\x00" + struct.pack(">I", 100) + b"x" * 100  # one 100-byte gRPC message
-    return frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, END_STREAM, 1, message)
+    return (frame(HEADERS, END_HEADERS, stream_id, block)
+            + frame(DATA, END_STREAM, stream_id, message))
 
 
 class Conn:

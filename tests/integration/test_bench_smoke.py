@@ -1,8 +1,10 @@
 """A short run of `make bench`'s gRPC harness (bench/grpc_bench.py), so that it cannot rot:
 one round, one second per run, against every system (direct, spindle, HAProxy, nginx,
-nghttpx). The figures mean nothing at this length; what is checked is that every system was
-set up, answered real gRPC calls, and made it into the table, and that spindle's balance was
-counted at the backends. The figures themselves come from `make bench`."""
+nghttpx), and the pods workload of spindle in both upstream.source modes (node, pod) with
+two new Pods. The figures mean nothing at this length; what is checked is that every system
+was set up, answered real gRPC calls, and made it into the table, that spindle's balance was
+counted at the backends, and that the pod-against-node rows are there, with the upstream
+connections each mode's pools must hold. The figures themselves come from `make bench`."""
 
 import json
 import os
@@ -21,7 +23,8 @@ SYSTEMS = ("direct", "spindle", "haproxy", "nginx", "nghttpx")
 LABELS = ("direct", "spindle", "HAProxy", "nginx", "nghttpx")
 TOOLS = {"h2load": "nghttp2-client", "nghttp": "nghttp2-client", "haproxy": "haproxy",
          "nginx": "nginx", "nghttpx": "nghttp2-proxy"}
-RUN_TIMEOUT = 100  # s; the run takes about 40
+RUN_TIMEOUT = 150  # s; the run takes about 60
+POD_CLIENTS = 16   # the pods workload's client Pods (bench/grpc_bench.py)
 
 
 class BenchSmokeTest(SimTestCase):
@@ -39,7 +42,8 @@ class BenchSmokeTest(SimTestCase):
         cls.out = stack.enter_context(tempfile.TemporaryDirectory(prefix="spindle-bench-"))
         cls.run_ = subprocess.run(
             [sim.PYTHON, HARNESS, "--rounds", "1", "--seconds", "1",
-             "--workloads", "unary_c2,latency,rtt,idle", "--idle-conns", "50", "--out", cls.out],
+             "--workloads", "unary_c2,latency,rtt,idle,pods", "--idle-conns", "50",
+             "--new-pods", "2", "--out", cls.out],
             capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
     def setUp(self):
@@ -48,10 +52,15 @@ class BenchSmokeTest(SimTestCase):
                          f"grpc_bench.py failed:\n{self.run_.stdout[-3000:]}\n"
                          f"{self.run_.stderr[-3000:]}")
 
-    def table(self):
+    def table(self, section=None):
+        """The columns and rows of the first table, or of the first one after the heading
+        that starts with `section`."""
         with open(os.path.join(self.out, "latest.md")) as f:
             text = f.read()
+        if section is not None:
+            text = text[text.index("\n## " + section):]
         head = next(line for line in text.splitlines() if line.startswith("| figure |"))
+        text = text[text.index(head):].split("\n\n")[0]
         rows = {}
         for line in text.splitlines():
             m = re.match(r"^\| ([^|]+) \| (.+) \|$", line)
@@ -92,6 +101,31 @@ class BenchSmokeTest(SimTestCase):
         self.assertRegex(share, r"^\d+\.\d% / \d+\.\d%$")
         self.assertIn("| backends within ±5% of an even share (-c 2) |",
                       open(os.path.join(self.out, "latest.md")).read())
+
+    def test_pod_against_node_rows(self):
+        columns, rows = self.table("upstream.source: pod against node")
+        self.assertEqual(columns, ["node", "pod", "pod against node"])
+
+        def row(start):
+            return rows[next(k for k in rows if k.startswith(start))]
+        for start in (f"{POD_CLIENTS} client Pods, -c 1 -m 16 each: calls/s",
+                      f"{POD_CLIENTS} client Pods, -c 1 -m 16 each: CPU µs per call",
+                      "first call from a new Pod"):
+            node, pod, versus = row(start)
+            self.assertGreater(float(node), 0, f"{start}: no node figure")
+            self.assertGreater(float(pod), 0, f"{start}: no pod figure")
+            self.assertNotEqual(versus, "–", f"{start}: no comparison")
+        # One worker: node mode shares one connection per backend among the Pods, pod mode
+        # has one per (Pod, backend).
+        self.assertEqual(row("upstream connections open")[:2], ["2", str(2 * POD_CLIENTS)])
+        node, pod, _ = row("memory per pooled upstream connection")
+        self.assertEqual(node, "–", "node mode added upstream connections for the calling Pods")
+        self.assertGreater(float(pod), 0, "no memory per pooled upstream connection")
+        text = open(os.path.join(self.out, "latest.md")).read()
+        self.assertRegex(text, r"\nGoal: pod costs at most 5% more CPU per call than node "
+                               r"once pools are warm: (met|\*\*not met\*\*): [+-]\d+\.\d%")
+        self.assertRegex(text, r"\| upstream\.source pod: CPU per call ≤ 1\.05× node [^|]*\| "
+                               r"[\d.]+ µs vs node [\d.]+ µs \| [\d.]+× \| (yes|\*\*no\*\*) \|")
 
 
 if __name__ == "__main__":
