@@ -98,7 +98,8 @@ struct Upstream {
     // (Pod, endpoint).
     kPod,
   };
-  Source source = Source::kNode;
+  // The default: spindle must not change what the network sees.
+  Source source = Source::kPod;
   // An upstream connection without streams is closed after this long; 0 = never. In pod
   // mode a Pod that stopped calling lets go of its connections (and namespace) with it.
   Duration idle_timeout{60000};

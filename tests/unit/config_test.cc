@@ -218,13 +218,13 @@ TEST(Config, PinPathEmptyTurnsSharingOffAndRelativeIsAnError) {
             "spindle.yaml:4: redirect.pin_path: 'bpf/spindle' is not an absolute path");
 }
 
-TEST(Config, UpstreamSourceIsNodeByDefaultPodOnRequestAndNothingElse) {
-  EXPECT_EQ(mustParse(withProxy("")).upstream.source, config::Upstream::Source::kNode);
+TEST(Config, UpstreamSourceIsPodByDefaultNodeOnRequestAndNothingElse) {
+  EXPECT_EQ(mustParse(withProxy("")).upstream.source, config::Upstream::Source::kPod);
   Config c = mustParse(withProxy(R"(
     upstream:
-      source: pod
+      source: node
   )"));
-  EXPECT_EQ(c.upstream.source, config::Upstream::Source::kPod);
+  EXPECT_EQ(c.upstream.source, config::Upstream::Source::kNode);
   EXPECT_EQ(errorOf(withProxy(R"(
     upstream:
       source: namespace
