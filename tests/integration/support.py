@@ -182,9 +182,14 @@ class NodeTestCase(SimTestCase):
         cls.backend, cls.backend_log = sim.start_backend(cls.server, [PORT])
 
     def spindle_config(self, **kw):
+        """upstream.source node: these suites test the redirect itself, and a connection
+        spindle made is told from the client's own by the address the backend saw (the
+        node's). In pod mode both would show the Pod's address, and even the port may be the
+        same (another 4-tuple). Pod mode's path is proved by the gRPC suites."""
         cfg = sim.spindle.config(self.node, **kw)
         if "services" not in kw or not cfg["services"]:
             cfg["services"] = [sim.spindle.service_config(self.echo, port=PORT)]
+        cfg.setdefault("upstream", {}).setdefault("source", "node")
         return cfg
 
     def start_spindle(self, cfg=None, **kw):

@@ -322,6 +322,9 @@ class DnsTest(SimTestCase):
 
     def config(self, server, services=None, *, refresh=("1s", "30s"), empty_confirmations=3):
         cfg = sim.spindle.config(self.node)
+        # upstream.source node: the backends seeing the node's address is how these tests tell
+        # spindle's path from a direct one (in pod mode both show the Pod's address).
+        cfg["upstream"] = {"source": "node"}
         cfg["dns"] = {"servers": [server],
                       "refresh": {"min": refresh[0], "max": refresh[1]},
                       "empty_confirmations": empty_confirmations}

@@ -129,6 +129,9 @@ class FailOpenTest(SimTestCase):
 
     def config(self, *, endpoints=None, declare_undeclared=False, extra=None):
         cfg = sim.spindle.config(self.node, [self.echo], heartbeat_timeout="2s", extra=extra)
+        # upstream.source node: the backends seeing the node's address is how these tests tell
+        # spindle's path from a direct one (in pod mode both show the Pod's address).
+        cfg.setdefault("upstream", {}).setdefault("source", "node")
         cfg["services"][0]["endpoints"] = {
             "static": [f"{p.ip4}:{PORT}" for p in (endpoints or self.pods)]}
         ports = [PEER_PORT] + ([UNDECLARED_PORT] if declare_undeclared else [])

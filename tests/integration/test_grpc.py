@@ -136,15 +136,17 @@ class GrpcNodeTestCase(SimTestCase):
             + "\n" + res.get("_stderr", "")[-800:] + "\n" + self.spindle_tail())
 
     def assertPath(self, run, via_spindle, client_ip=None, *, per_call=False):
-        """The backends saw this run's calls come from the node (spindle's upstream side) or
-        straight from the client Pod (direct). per_call (through spindle with round_robin,
-        a run of several sequential calls): they went to more than one backend, which only
-        spindle's HTTP/2 layer does; L4 passthrough keeps a channel on one Pod."""
+        """The backends saw this run's calls come from the client Pod, through spindle (its
+        default upstream.source pod: from the Pod's own address, IPv4 as the endpoints are)
+        or direct (client_ip: the Pod's address of the target's family). per_call (through
+        spindle with round_robin, a run of several sequential calls): they went to more than
+        one backend, which only spindle's HTTP/2 layer does; L4 passthrough keeps a channel
+        on one Pod."""
         seen = self.seen_from(run)
         self.assertTrue(seen, f"no backend logged any call of run {run}")
         if via_spindle:
-            self.assertLessEqual(seen, {self.node.addr4, self.node.addr6},
-                                 f"calls reached the backends from {seen}, not through spindle")
+            self.assertEqual(seen, {self.client.ip4},
+                             f"calls reached the backends from {seen}, not from the client Pod")
             if per_call:
                 served = {name: n for name, n in self.served(run, None).items() if n}
                 self.assertGreater(len(served), 1,
@@ -215,10 +217,22 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         for name, n in served.items():
             self.assertGreaterEqual(n, 200, f"sequential calls pile up on one backend: {served}")
 
+    def test_with_upstream_source_node_the_backends_see_the_node(self):
+        # upstream.source: node, the documented trade-off: the calls leave from the node's
+        # address over connections all the node's Pods share.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["upstream"] = {"source": "node"}
+        self.start_spindle(cfg)
+        res, served = self.balance_run(count=900, concurrency=4)
+        seen = self.seen_from(res["run"])
+        self.assertEqual(seen, {self.node.addr4},
+                         f"the backends saw the calls come from {seen}, not from the node")
+        self.assertEvenShares(served, 900)
+
     def test_with_upstream_source_pod_the_backends_see_the_calling_pod(self):
-        # upstream.source: pod. Every call leaves from the client Pod's network namespace, so
-        # the backends see its address, as without spindle, and the calls are still balanced
-        # one by one over the channel.
+        # upstream.source: pod (the default). Every call leaves from the client Pod's network
+        # namespace, so the backends see its address, as without spindle, and the calls are
+        # still balanced one by one over the channel.
         cfg = self.spindle_config(balance="round_robin")
         cfg["upstream"] = {"source": "pod"}
         self.start_spindle(cfg)

@@ -79,7 +79,7 @@ class LifecycleTest(NodeTestCase):
         counters = sim.spindle.parse_counters(lines[-1])
         self.assertIsNotNone(counters, f"last stderr line is not the counters line: {lines[-1]!r}")
         for key in ("redirected", "not_service", "host_netns", "own_socket", "proxy_not_alive",
-                    "map_full", "no_proxy_family"):
+                    "map_full", "no_proxy_family", "relayed"):
             self.assertIn(key, counters, lines[-1])
         self.assertGreaterEqual(counters["redirected"], redirected, lines[-1])
         self.assertGreaterEqual(counters["not_service"], 1, lines[-1])

@@ -5,8 +5,9 @@ the VIP, which the node's DNAT sends to the Pod.
 
 Real peers on both ends: curl and `python3 -m http.server`, Python's ssl and
 `openssl s_server`, grpcio over TLS. Each test runs its own spindle and checks, when it
-stops, that the connections were indeed redirected; the HTTP server's access log also shows
-that the request reached it from the node (spindle), not from the client Pod."""
+stops, that the connections were indeed redirected; the servers also show that the request
+reached them from the client Pod's own address: spindle's default upstream.source pod makes
+the passthrough connection in the Pod's network namespace, as if the Pod had dialled."""
 
 import hashlib
 import json
@@ -125,10 +126,10 @@ class PassthroughProtocolsTest(SimTestCase):
                               3, what=f"an access-log line with {needle!r}",
                               details=lambda: self.http.tail(10))
 
-    def assertFromNode(self, line):
+    def assertFromClientPod(self, line):
         client = norm_ip(line.split(" ", 1)[0])
-        self.assertIn(client, (self.node.addr4, self.node.addr6),
-                      f"the web server saw {client}, not spindle's node address: {line}")
+        self.assertIn(client, (self.client.ip4, self.client.ip6),
+                      f"the web server saw {client}, not the client Pod's address: {line}")
 
     # --- HTTP/1.1 ------------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class PassthroughProtocolsTest(SimTestCase):
                 body, status, version = self.curl("--http1.1", url(host, WEB_PORT, path))
                 self.assertEqual(status, 200)
                 self.assertEqual(body, self.document, "the document differs")
-                self.assertFromNode(self.access_log_line(f'"GET {path} HTTP/1.1" 200'))
+                self.assertFromClientPod(self.access_log_line(f'"GET {path} HTTP/1.1" 200'))
         self.assertRedirected(sp, 2)
 
     def test_http11_methods_that_start_like_the_preface_pass_through(self):
@@ -156,7 +157,7 @@ class PassthroughProtocolsTest(SimTestCase):
                 # line reached it intact
                 self.assertEqual(status, 501, body)
                 self.assertIn(f"Unsupported method ('{method}')", body)
-                self.assertFromNode(self.access_log_line(f'"{method} {path} HTTP/1.1" 501'))
+                self.assertFromClientPod(self.access_log_line(f'"{method} {path} HTTP/1.1" 501'))
         self.assertRedirected(sp, 3)
 
     def test_http11_upgrade_to_h2c_request_passes_through(self):
@@ -167,7 +168,7 @@ class PassthroughProtocolsTest(SimTestCase):
         body, status, version = self.curl("--http2", url(WEB4, WEB_PORT, path))
         self.assertEqual((status, version), (200, "1"), "expected the server's HTTP/1.0 200")
         self.assertEqual(body, self.document)
-        self.assertFromNode(self.access_log_line(f'"GET {path} HTTP/1.1" 200'))
+        self.assertFromClientPod(self.access_log_line(f'"GET {path} HTTP/1.1" 200'))
         self.assertRedirected(sp, 1)
 
     def test_request_dribbled_in_one_byte_segments_passes_through(self):
@@ -182,7 +183,7 @@ class PassthroughProtocolsTest(SimTestCase):
         self.assertTrue(res["ok"], res)
         self.assertRegex(res["status_line"], r"^HTTP/1\.\d 501 ", res)
         self.assertIn("Unsupported method ('PRI')", res["body"])
-        self.assertFromNode(self.access_log_line('"PRI * HTTP/1.1" 501'))
+        self.assertFromClientPod(self.access_log_line('"PRI * HTTP/1.1" 501'))
         self.assertRedirected(sp, 1)
 
     # --- TLS ----------------------------------------------------------------------------------
@@ -217,6 +218,6 @@ class PassthroughProtocolsTest(SimTestCase):
                 self.assertEqual(res["pods"], {"tls": 20}, res)
                 seen = {norm_ip(peers.peer_ip(e["peer"])) for e in self.grpcs_log.starts(run=res["run"])}
                 self.assertEqual(len(self.grpcs_log.starts(run=res["run"])), 20)
-                self.assertLessEqual(seen, {self.node.addr4, self.node.addr6},
-                                     f"the TLS gRPC server saw {seen}, not spindle")
+                self.assertLessEqual(seen, {self.client.ip4, self.client.ip6},
+                                     f"the TLS gRPC server saw {seen}, not the client Pod")
         self.assertRedirected(sp, 2)

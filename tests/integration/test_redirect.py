@@ -17,7 +17,8 @@ class RedirectTest(NodeTestCase):
     @classmethod
     def build(cls, stack):
         super().build(stack)
-        cfg = sim.spindle.config(cls.node, heartbeat_timeout="1s")
+        cfg = sim.spindle.config(cls.node, heartbeat_timeout="1s",
+                                 extra={"upstream": {"source": "node"}})  # see spindle_config
         cfg["services"] = [sim.spindle.service_config(cls.echo, port=PORT)]
         cls.spindle = stack.enter_context(sim.Spindle(cls.node, cfg))
         cls.spindle.start()

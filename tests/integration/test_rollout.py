@@ -73,6 +73,9 @@ class RolloutTest(SimTestCase):
         cfg = sim.spindle.config(self.node, [self.echo], pin_path=f"{self.bpffs.path}/spindle",
                                  drain="10s", extra={"admin": admin})
         cfg["services"][0]["endpoints"] = {"static": [f"{p.ip4}:{PORT}" for p in self.pods]}
+        # upstream.source node: the backends seeing the node's address is how these tests tell
+        # spindle's path from a direct one (in pod mode both show the Pod's address).
+        cfg["upstream"] = {"source": "node"}
         return cfg
 
     def probe(self, spindle, path="/ready"):
