@@ -284,6 +284,14 @@ Status Daemon::init() {
 
   if (Status s = registerMetrics(); !s) return s;
   if (Status s = redirector_->attach(cgroup); !s) return s;
+  for (const std::string& program : redirector_->connectProgramsBefore(cgroup)) {
+    log::warn(
+        "another BPF program runs before spindle's on connect(): {}; if it rewrites Service "
+        "addresses (a CNI's socket load balancer: Cilium socketLB, Calico connect-time load "
+        "balancing), spindle sees Pod addresses and balances nothing (README: What the network "
+        "sees)",
+        program);
+  }
   attached_ = true;
   // From here on: SO_MARK on upstream sockets, and open_by_handle_at for per-Pod counts when
   // granted. Maps and links are used through the fds already open, which needs no capability

@@ -36,10 +36,10 @@ Result<std::unique_ptr<PodSockets>> PodSockets::create(uint32_t mark, uint64_t n
   // Entering a namespace is what every Pod's first connection needs: find out now, not at
   // the first call, whether it is allowed (entering our own changes nothing).
   if (::setns(own.get(), CLONE_NEWNET) != 0) {
-    return makeError(fmt::format(
-        "upstream.source pod: entering a network namespace (setns): {}; it needs "
-        "CAP_SYS_ADMIN and a seccomp profile that allows setns",
-        std::strerror(errno)));
+    return makeError(
+        fmt::format("upstream.source pod: entering a network namespace (setns): {}; it needs "
+                    "CAP_SYS_ADMIN and a seccomp profile that allows setns",
+                    std::strerror(errno)));
   }
   return std::unique_ptr<PodSockets>(new PodSockets(mark, node_netns_cookie, std::move(own)));
 }

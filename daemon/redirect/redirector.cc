@@ -300,6 +300,42 @@ Status Redirector::attach(const std::string& cgroup_path) {
   return status;
 }
 
+std::vector<std::string> Redirector::connectProgramsBefore(const std::string& cgroup_path) const {
+  std::vector<std::string> before;
+  const Fd cgroup(::open(cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cgroup.valid()) return before;
+  const std::pair<bpf_attach_type, bpf_program*> hooks[] = {
+      {BPF_CGROUP_INET4_CONNECT, skel_->progs.spindle_connect4},
+      {BPF_CGROUP_INET6_CONNECT, skel_->progs.spindle_connect6},
+  };
+  for (const auto& [type, ours] : hooks) {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(ours), &info, &len) != 0) continue;
+    // In the order the kernel runs them: this cgroup's and its ancestors'.
+    std::array<uint32_t, 64> ids{};
+    uint32_t count = ids.size();
+    if (bpf_prog_query(cgroup.get(), type, BPF_F_QUERY_EFFECTIVE, nullptr, ids.data(), &count) !=
+        0) {
+      continue;
+    }
+    for (uint32_t i = 0; i < count && ids[i] != info.id; ++i) {
+      std::string name = fmt::format("id {}", ids[i]);
+      const Fd program(bpf_prog_get_fd_by_id(ids[i]));
+      bpf_prog_info other{};
+      uint32_t other_len = sizeof(other);
+      if (program.valid() && bpf_obj_get_info_by_fd(program.get(), &other, &other_len) == 0) {
+        // Another spindle's (the old one of a rollout): it redirects as this one does.
+        if (std::string_view(other.name).starts_with("spindle_connect")) continue;
+        name = fmt::format("{} ({}, id {})", other.name,
+                           type == BPF_CGROUP_INET4_CONNECT ? "connect4" : "connect6", ids[i]);
+      }
+      before.push_back(std::move(name));
+    }
+  }
+  return before;
+}
+
 void Redirector::detach() {
   for (bpf_link* link : links_) bpf_link__destroy(link);
   links_.clear();

@@ -90,6 +90,10 @@ class Redirector {
   // Refreshes the heartbeat; connect4/6 stop redirecting when it is older than the timeout.
   Status heartbeat();
   Status attach(const std::string& cgroup_path);
+  // Programs of others that run before spindle's connect4/connect6 on the cgroup, by name: a
+  // CNI's socket load balancer there turns a Service address into a Pod's before spindle
+  // sees it, and then spindle balances nothing. Empty when spindle's run first.
+  std::vector<std::string> connectProgramsBefore(const std::string& cgroup_path) const;
   // Destroys the links: from here on every connect goes direct. The maps stay readable.
   void detach();
 

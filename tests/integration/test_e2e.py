@@ -87,6 +87,7 @@ class _E2ETest:
     v4_mapped = True    # gRPC C-core dials IPv4 from AF_INET6 sockets; grpc-js does not
     needs_spindle = True
     upstream_source = "node"  # spindle's upstream.source
+    families = ("ip4",)       # the headless name's records per Pod: A, or A and AAAA
 
     # --- the client of this stack ----------------------------------------------------------------
 
@@ -175,12 +176,15 @@ class _E2ETest:
 
     @classmethod
     def records(cls, names):
-        return {HEADLESS: [cls.pods[n].ip4 for n in names], CLUSTER_NAME: [VIP4, VIP6]}
+        return {HEADLESS: [getattr(cls.pods[n], f) for n in names for f in cls.families],
+                CLUSTER_NAME: [VIP4, VIP6]}
 
     @classmethod
     def wait_endpoints(cls, names, timeout=DROP_WITHIN):
         """Waits until spindle's latest endpoints line for echo lists exactly these Pods."""
         want = {f"{cls.pods[n].ip4}:{PORT}" for n in names}
+        if "ip6" in cls.families:
+            want |= {f"[{cls.pods[n].ip6}]:{PORT}" for n in names}
 
         def current():
             for line in reversed(cls.spindle.stderr_lines()):
@@ -217,17 +221,20 @@ class _E2ETest:
         text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
         return metric(text, "spindle_requests_total")
 
-    def assertThroughSpindle(self, run):
+    def assertThroughSpindle(self, run, *, every_family=False):
         """The backends saw this run's calls come from where spindle's upstream.source says:
-        the node, or the client Pod itself; and spindle ended at least as many calls during
+        the node, or the client Pod itself, from its address of each endpoint's family
+        (every_family: both were seen); and spindle ended at least as many calls during
         the run as the backends saw: not straight from the client Pod through the DNAT."""
         starts = [e for log in self.logs.values() for e in log.starts(run=run)]
         seen = {norm_ip(peers.peer_ip(e["peer"])) for e in starts}
         self.assertTrue(seen, f"no backend logged any call of run {run}")
         if self.upstream_source == "pod":
-            expected = {self.client.ip4, self.client.ip6}
+            expected = {getattr(self.client, f) for f in self.families}
         else:
-            expected = {self.node.addr4, self.node.addr6}
+            expected = {self.node.addr4}
+        if every_family:
+            self.assertEqual(seen, expected, f"calls reached the backends from {seen}")
         self.assertLessEqual(seen, expected, f"calls reached the backends from {seen}")
         if run in self._spindle_calls:
             self.assertGreaterEqual(self._spindle_calls[run], len(starts),
@@ -245,7 +252,7 @@ class _E2ETest:
         # picker balances on real load.
         res = self.client_run("unary", count=CALLS, concurrency=8, sleep_ms=5, timeout=10)
         self.assertClientOk(res)
-        self.assertThroughSpindle(res["run"])
+        self.assertThroughSpindle(res["run"], every_family=True)
         served = self.served(res["run"])
         self.assertEqual(sum(served.values()), CALLS,
                          f"the backends logged {served}, the client made {CALLS} calls")
@@ -451,15 +458,20 @@ class E2ENodeTest(_E2ETest, SimTestCase):
 
 
 class E2EPythonPodTest(E2EPythonTest):
-    """The same with upstream.source: pod: every call leaves from the client Pod."""
+    """The same with upstream.source: pod (the default): every call leaves from the client
+    Pod. The Pods are dual-stack endpoints (A and AAAA), so the calls leave from the Pod's
+    IPv4 and IPv6 addresses both."""
     upstream_source = "pod"
+    families = ("ip4", "ip6")
 
 
 class E2ECppPodTest(E2ECppTest):
-    """The same with upstream.source: pod."""
+    """The same with upstream.source: pod, dual-stack endpoints."""
     upstream_source = "pod"
+    families = ("ip4", "ip6")
 
 
 class E2ENodePodTest(E2ENodeTest):
-    """The same with upstream.source: pod."""
+    """The same with upstream.source: pod, dual-stack endpoints."""
     upstream_source = "pod"
+    families = ("ip4", "ip6")

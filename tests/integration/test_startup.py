@@ -2,10 +2,13 @@
 a bad config, an address it cannot bind, no cgroup v2, no privilege, io_uring refused.
 And whatever it got as far as attaching is gone when it exits."""
 
+import os
 import re
+import subprocess
 import tempfile
 
 import sim
+from sim.bpffs import Bpffs
 from support import VIP4, NodeTestCase, bpftool_cgroup_progs
 
 START_TIMEOUT = 15  # seconds for spindle to give up
@@ -107,3 +110,50 @@ class StartupTest(NodeTestCase):
             self.assertVia(self.dial("peer", VIP4, timeout=2), self.node.addr4,
                            "the first spindle must keep serving")
         self.assertTrue(first.proc.alive(), first.tail())
+
+
+# A CNI's socket load balancer, as far as spindle can tell: another program on connect4 of
+# the cgroup, attached before spindle's. This one lets every connect be.
+OTHER_CONNECT4 = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("cgroup/connect4")
+int cni_connect4(struct bpf_sock_addr *ctx) { return 1; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+class StartupWarningTest(NodeTestCase):
+    needs_spindle = True
+
+    def test_a_connect_program_that_runs_before_spindles_is_named(self):
+        workdir = tempfile.mkdtemp(dir=self.node.logdir)
+        source, obj = os.path.join(workdir, "other.bpf.c"), os.path.join(workdir, "other.bpf.o")
+        with open(source, "w") as f:
+            f.write(OTHER_CONNECT4)
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-idirafter",
+                        "/usr/include/x86_64-linux-gnu", "-c", source, "-o", obj],
+                       check=True, capture_output=True, timeout=60)
+        bpffs = Bpffs("bpffs-other")
+        self.addCleanup(bpffs.close)
+        pinned = os.path.join(bpffs.path, "cni_connect4")
+        subprocess.run(["bpftool", "prog", "load", obj, pinned, "type", "cgroup/connect4"],
+                       check=True, capture_output=True, timeout=30)
+        cgroup = self.node.cgroup.path
+        subprocess.run(["bpftool", "cgroup", "attach", cgroup, "connect4", "pinned", pinned,
+                        "multi"], check=True, capture_output=True, timeout=30)
+        self.addCleanup(subprocess.run, ["bpftool", "cgroup", "detach", cgroup, "connect4",
+                                         "pinned", pinned], capture_output=True, timeout=30)
+        sp = self.start_spindle()
+        warnings = [line for line in sp.stderr_lines()
+                    if "runs before spindle's on connect()" in line]
+        self.assertEqual(len(warnings), 1, sp.tail())
+        self.assertIn("cni_connect4 (connect4, id ", warnings[0])
+        # It is a warning, not a refusal: spindle serves (here the other program lets the
+        # connect be, so spindle's rewrite still happens).
+        self.assertVia(self.dial("peer", VIP4), self.node.addr4)
+
+    def test_no_warning_when_spindles_programs_run_first(self):
+        sp = self.start_spindle()
+        self.assertFalse([line for line in sp.stderr_lines()
+                          if "runs before spindle's on connect()" in line], sp.tail())
