@@ -13,6 +13,9 @@ on stdout, "ok" false with "error" when the exchange failed.
         a process connects and hands the connection to its child, then exits (and is
         reaped) before the child makes one unary gRPC call over it; reports the response's
         headers and trailers, merged. The process that made the connect is gone by the call.
+    probe.py moved HOST PORT
+        connects, moves itself to a new network namespace (unshare), then makes the call:
+        the connecting process now leads to another namespace than the connect's.
 
 HOST with a ':' is dialled with an AF_INET6 socket.
 """
@@ -146,9 +149,20 @@ def handed_over(args, out):
     out.update(report)
 
 
+def moved(args, out):
+    """Connects, then moves itself to a new network namespace before the call: the process
+    the connect came from now leads to another namespace than the connect's."""
+    import ctypes
+    sock = _connect(args.host, args.port, args.timeout)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+    out["headers"] = _grpc_unary(sock, args.host, args.port, args.timeout)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("op", choices=["dribble", "tls", "handed-over"])
+    ap.add_argument("op", choices=["dribble", "tls", "handed-over", "moved"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--text", default="")
@@ -163,7 +177,8 @@ def main(argv=None):
     out = {"ok": False, "op": args.op, "target": [args.host, args.port]}
     t0 = time.monotonic()
     try:
-        {"dribble": dribble, "tls": tls, "handed-over": handed_over}[args.op](args, out)
+        {"dribble": dribble, "tls": tls, "handed-over": handed_over,
+         "moved": moved}[args.op](args, out)
         out["ok"] = True
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"

@@ -265,6 +265,28 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
         self.assertEqual(served_after, served_before, "the call reached a backend anyway")
 
+    def test_with_upstream_source_pod_a_caller_that_left_its_namespace_is_not_followed(self):
+        # The connecting process moved to another network namespace before its call: its
+        # /proc/<pid>/ns/net leads there, not to the connect's. spindle checks the namespace
+        # by its cookie: the call fails with UNAVAILABLE, counted, and is not sent from the
+        # other namespace (nor from the node).
+        cfg = self.spindle_config()
+        cfg["upstream"] = {"source": "pod"}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        self.start_spindle(cfg)
+        served_before = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        p = self.client.run([sim.PYTHON, peers.PROBE, "moved", VIP4, str(PORT)],
+                            check=False, timeout=30)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertTrue(out.get("ok"), f"probe: {out} {p.stderr[-800:]}")
+        self.assertEqual(out["headers"].get("grpc-status"), "14", f"answer: {out['headers']}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_upstream_socket_failures_total",
+                                reason="caller_namespace"), 1, "not counted")
+        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "an endpoint was blamed")
+        served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        self.assertEqual(served_after, served_before, "the call reached a backend anyway")
+
     def test_with_upstream_source_pod_a_pods_egress_policy_holds_and_blames_no_backend(self):
         # The client Pod may not reach b1: a CNI-style rule on its veth rejects it. Through
         # spindle in pod mode none of its calls reaches b1 and none fails; b1 is not ejected,
