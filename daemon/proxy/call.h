@@ -1,8 +1,15 @@
 // One gRPC call (one HTTP/2 stream) through the proxy: the downstream stream from the Pod
 // that called, and the upstream stream on a connection to the endpoint picked for it. It
-// moves headers, body and trailers between the two sessions, gives flow-control window back
-// only once the other side has taken the bytes, and sends the call to another endpoint when
-// the first never processed it.
+// moves headers, body and trailers between the two sessions and sends the call to another
+// endpoint when the first never processed it.
+//
+// Flow control, both directions alike: bytes a stream receives go into the call's own
+// buffer, and the *connection* window goes back to the sender at once; the *stream* window
+// goes back only once the other side has taken the bytes. So what a call holds is bounded by
+// the stream window spindle advertises to that sender (1 MiB per response from an endpoint,
+// 64 KiB per request from an app: h2::upstreamSettings, h2::downstreamSettings), and a
+// reader that is slow, or never grants window, holds its own streams only: never the
+// connection window that other calls share (with upstream.source node, other Pods' calls).
 #pragma once
 
 #include <cstdint>
@@ -68,9 +75,6 @@ class Call {
   // Picks an endpoint (not one already tried) and hands the call to its upstream pool.
   void dispatch();
   void detachUpstream();
-  // Gives back the window of bytes received but never passed on, so that a call that ends
-  // early does not shrink its connection's window for good.
-  void releaseUpstreamWindow();
   // Answers the app with a gRPC error when the call cannot be sent anywhere.
   void failUnavailable(std::string_view why);
   void failWithStatus(std::string_view status, std::string_view why);
@@ -99,14 +103,12 @@ class Call {
   int32_t upstream_stream_ = -1;
 
   h2::HeaderBlock request_headers_;
-  ByteQueue request_body_;
-  size_t request_received_ = 0;  // bytes the app sent
+  ByteQueue request_body_;       // at most the downstream stream window unread
   size_t request_read_ = 0;      // bytes read by the current attempt
-  size_t request_consumed_ = 0;  // bytes whose window went back to the app
+  size_t request_consumed_ = 0;  // bytes whose stream window went back to the app
   bool request_ended_ = false;
 
-  ByteQueue response_body_;
-  size_t response_unconsumed_ = 0;  // received, window not yet given back
+  ByteQueue response_body_;  // at most the upstream stream window
   h2::HeaderBlock response_trailers_;
   bool response_started_ = false;
   bool response_has_trailers_ = false;

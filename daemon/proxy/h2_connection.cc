@@ -195,6 +195,16 @@ void H2Connection::consume(int32_t stream_id, size_t length) {
   markDirty();
 }
 
+void H2Connection::consumeConnection(size_t length) {
+  session_->consumeConnection(length);
+  markDirty();
+}
+
+void H2Connection::consumeStream(int32_t stream_id, size_t length) {
+  session_->consumeStream(stream_id, length);
+  markDirty();
+}
+
 void H2Connection::flush() {
   dirty_ = false;
   if (closed_notified_ || sending_ || !fd_.valid() || !connected_) return;
