@@ -197,6 +197,7 @@ void Call::onResponseData(const uint8_t* data, size_t length) {
   // The call holds the bytes now, within its stream's window (its own): the connection's
   // window goes back at once. An app that never takes them stalls this stream only, never
   // the connection other calls share (with upstream.source node, other Pods' calls).
+  if (response_body_.readable() == 0) response_progress_ = EventClock::now();
   response_body_.append(data, length);
   upstream_->consumeConnection(length);
   downstream_->resume(downstream_stream_);
@@ -218,7 +219,10 @@ void Call::onResponseEnd() {
 
 size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow) {
   const size_t n = response_body_.read(buffer, length);
-  if (n > 0 && upstream_ != nullptr) upstream_->consumeStream(upstream_stream_, n);
+  if (n > 0) {
+    response_progress_ = EventClock::now();
+    if (upstream_ != nullptr) upstream_->consumeStream(upstream_stream_, n);
+  }
   if (response_ended_ && response_body_.readable() == 0) {
     *end = true;
     if (response_has_trailers_ && downstream_ != nullptr) {
@@ -315,6 +319,19 @@ void Call::onDownstreamClosed(uint32_t error_code) {
                                             : error_code);
   }
   detachUpstream();
+}
+
+void Call::resetStalled() {
+  // The app grants no window, or reads nothing: the endpoint stops producing for it, the app
+  // learns the call is gone, and the buffer and upstream stream are freed now rather than
+  // held for as long as the app keeps its connection.
+  if (upstream_ != nullptr) upstream_->cancel(upstream_stream_, NGHTTP2_CANCEL);
+  detachUpstream();
+  response_body_.release();
+  response_has_trailers_ = false;
+  response_ended_ = false;  // nothing more is sent on the stream: its reset is
+  grpc_status_ = -1;        // the app got a reset, whatever the endpoint answered
+  if (downstream_ != nullptr) downstream_->resetStream(downstream_stream_, NGHTTP2_CANCEL);
 }
 
 void Call::failUnavailable(std::string_view why) { failWithStatus("14", why); }

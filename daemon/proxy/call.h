@@ -10,6 +10,7 @@
 // 64 KiB per request from an app: h2::upstreamSettings, h2::downstreamSettings), and a
 // reader that is slow, or never grants window, holds its own streams only: never the
 // connection window that other calls share (with upstream.source node, other Pods' calls).
+// A call whose app takes none of its response for limits.send_timeout is reset both ways.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include "lb/picker.h"
 #include "proxy/byte_queue.h"
 #include "proxy/upstream_sockets.h"
+#include "util/event_clock.h"
 
 namespace spindle::proxy {
 
@@ -56,6 +58,12 @@ class Call {
   // The downstream stream closed (finished, or reset by the app): cancel what is upstream.
   void onDownstreamClosed(uint32_t error_code);
   size_t readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow);
+  // Response bytes wait for the app, and it has taken none for `timeout`.
+  bool responseStalled(EventClock::Clock::time_point now, std::chrono::nanoseconds timeout) const {
+    return response_body_.readable() > 0 && now - response_progress_ > timeout;
+  }
+  // Resets the call with CANCEL both ways and frees what it held (limits.send_timeout).
+  void resetStalled();
 
   // --- from the upstream connection ---
   // The upstream stream was opened for this call.
@@ -109,6 +117,8 @@ class Call {
   bool request_ended_ = false;
 
   ByteQueue response_body_;  // at most the upstream stream window
+  // When the app last took response bytes, or when bytes began to wait for it.
+  EventClock::Clock::time_point response_progress_{};
   h2::HeaderBlock response_trailers_;
   bool response_started_ = false;
   bool response_has_trailers_ = false;

@@ -115,6 +115,7 @@ void H2Connection::checkDeadlines() {
     close("header timeout");
     return;
   }
+  checkStreamDeadlines(now);
   const auto idle_timeout =
       upstream_side_ ? worker_.upstream.idle_timeout : worker_.limits.idle_timeout;
   if (hasStreams()) {

@@ -54,6 +54,8 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   // The connection has streams: it is not idle.
   void noteActivity() { last_busy_ = EventClock::now(); }
   virtual bool hasStreams() const = 0;
+  // Deadlines of single streams, checked on the same tick as the connection's.
+  virtual void checkStreamDeadlines(std::chrono::steady_clock::time_point /*now*/) {}
 
   // Operations of a subclass (a connect) that must end before the connection is freed.
   void opStarted() { ++pending_ops_; }

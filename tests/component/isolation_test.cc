@@ -1,6 +1,7 @@
 // Tenant isolation: an app that holds streams open and never grants HTTP/2 flow-control
 // window (or an endpoint that reads no request) holds its own streams' windows only, never a
-// connection window other calls share.
+// connection window other calls share; and a call whose app takes none of its response for
+// limits.send_timeout is reset, CANCEL both ways, and counted.
 #include <gtest/gtest.h>
 
 #include "backend.h"
@@ -86,6 +87,77 @@ TEST_F(SharedConnections, EndpointThatReadsNoRequestDoesNotHoldTheAppsConnection
       << "a call on the app's connection was held by its calls to an endpoint that reads none";
   EXPECT_EQ(client.result(id).grpcStatus(), "0");
   EXPECT_EQ(client.result(id).message(), "b#1");
+}
+
+using CallSendTimeout = OneBackendTest;  // testLimits(): send_timeout 2 s
+
+uint64_t sendTimeoutResets(const ProxyHarness& h) {
+  return h.counter(h.families().limit_resets_total, {"send_timeout"});
+}
+
+TEST_F(CallSendTimeout, CallWhoseAppTakesNoneOfTheResponseIsResetBothWays) {
+  const auto timeout = testLimits().send_timeout;
+  backend_.setReplyBytes(h2::upstreamSettings().stream_window);
+  TestClient client(h_, ClientOptions{.grant_window = false});
+  const auto started = std::chrono::steady_clock::now();
+  const int32_t id = client.startCall();
+  ASSERT_TRUE(h_.runUntil([&] { return client.done(id); }, timeout + 2s))
+      << "a call whose app takes nothing was never reset";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, timeout);
+  EXPECT_EQ(client.result(id).close_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  ASSERT_TRUE(h_.runUntil([&] { return !backend_.resetsReceived().empty(); }));
+  EXPECT_EQ(backend_.resetsReceived()[0], static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_EQ(sendTimeoutResets(h_), 1u);
+  EXPECT_EQ(h_.requests(backend_.address().toString(), "reset"), 1u);
+  // The call, not the connection: nothing was being sent, the peer broke no rule.
+  EXPECT_FALSE(client.closed());
+  EXPECT_TRUE(client.goaways().empty());
+}
+
+TEST_F(CallSendTimeout, CallWhoseAppKeepsTakingIsNotReset) {
+  const auto timeout = testLimits().send_timeout;
+  const size_t reply = h2::upstreamSettings().stream_window;
+  backend_.setReplyBytes(reply);
+  TestClient client(h_, ClientOptions{.grant_window = false});
+  const int32_t id = client.startCall();
+  // The app takes what arrived, at most `most` bytes more, and grants that much window.
+  size_t taken = 0;
+  auto take = [&](size_t most) {
+    const size_t n = std::min(most, client.result(id).body.size() - taken);
+    nghttp2_session_consume(client.session(), id, n);
+    taken += n;
+  };
+  // A little every 200 ms (its session sends WINDOW_UPDATE each time half of its 64 KiB
+  // window was taken, so every 0.8 s): far too slow to finish within the timeout, but
+  // never without progress for long.
+  const auto until = std::chrono::steady_clock::now() + timeout + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_FALSE(h_.runUntil([&] { return client.done(id); }, 200ms)) << "the call was reset";
+    take(8192);
+  }
+  // Then it reads the rest at full speed.
+  ASSERT_TRUE(h_.runUntil(
+      [&] {
+        take(SIZE_MAX);
+        return client.done(id);
+      },
+      3s));
+  EXPECT_EQ(client.result(id).grpcStatus(), "0");
+  EXPECT_TRUE(client.result(id).message() == patterned(reply)) << "the body arrived changed";
+  EXPECT_EQ(sendTimeoutResets(h_), 0u);
+}
+
+TEST_F(CallSendTimeout, CallThatWaitsForItsAnswerIsNotReset) {
+  const auto timeout = testLimits().send_timeout;
+  backend_.hold(true);
+  TestClient client(h_, ClientOptions{.grant_window = false});
+  const int32_t id = client.startCall();
+  // Nothing waits for the app: it is the endpoint that takes its time.
+  EXPECT_FALSE(h_.runUntil([&] { return client.done(id); }, timeout + 1s));
+  backend_.releaseHeld();
+  ASSERT_TRUE(h_.runUntil([&] { return client.done(id); }));
+  EXPECT_EQ(client.result(id).grpcStatus(), "0");
+  EXPECT_EQ(sendTimeoutResets(h_), 0u);
 }
 
 }  // namespace
