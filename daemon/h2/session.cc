@@ -454,6 +454,16 @@ void Session::consume(int32_t stream_id, size_t length) {
   }
 }
 
+void Session::consumeConnection(size_t length) {
+  if (length == 0 || session_ == nullptr) return;
+  nghttp2_session_consume_connection(session_, length);
+}
+
+void Session::consumeStream(int32_t stream_id, size_t length) {
+  if (length == 0 || session_ == nullptr) return;
+  nghttp2_session_consume_stream(session_, stream_id, length);  // a closed stream: nothing
+}
+
 void Session::goaway(uint32_t error_code, std::string_view reason) {
   if (session_ == nullptr) {
     early_.goaway(error_code, reason);

@@ -126,6 +126,10 @@ class Session {
   void resume(int32_t stream_id);
   // Gives `length` bytes of window back to the peer (the bytes were passed on).
   void consume(int32_t stream_id, size_t length);
+  // The same for one of the two windows only: the connection's once bytes are in a stream's
+  // own buffer, the stream's once they were passed on.
+  void consumeConnection(size_t length);
+  void consumeStream(int32_t stream_id, size_t length);
   void goaway(uint32_t error_code, std::string_view reason = {});
   // Server: a GOAWAY that announces the end without refusing anything yet (RFC 9113 6.8),
   // and a PING whose answer tells when the peer has seen it: then send the final goaway().

@@ -41,6 +41,13 @@ class ByteQueue {
     retaining_ = false;
     compact();
   }
+  // Drops everything and frees the memory (the call was abandoned).
+  void release() {
+    std::string().swap(buffer_);
+    dropped_ += read_;
+    read_ = 0;
+    retaining_ = false;
+  }
   // Called after reads while retaining: drops the kept bytes once past the limit.
   void enforceRetainLimit() {
     if (retaining_ && read_ > retain_limit_) {

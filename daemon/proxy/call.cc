@@ -60,7 +60,9 @@ void Call::reportHealth(bool failed) {
 
 void Call::onRequestData(const uint8_t* data, size_t length) {
   request_body_.append(data, length);
-  request_received_ += length;
+  // In the call's buffer, within the stream's window: the connection's goes back now, so a
+  // call to an endpoint that reads slowly holds none of what the app's other calls need.
+  if (downstream_ != nullptr) downstream_->consumeConnection(length);
   if (upstream_ != nullptr) upstream_->resume(upstream_stream_);
 }
 
@@ -134,16 +136,9 @@ void Call::onUpstreamAttached(Upstream& upstream, int32_t stream_id) {
   request_read_ = 0;
 }
 
-void Call::releaseUpstreamWindow() {
-  if (upstream_ != nullptr && response_unconsumed_ > 0) {
-    upstream_->consume(upstream_stream_, response_unconsumed_);
-  }
-  response_unconsumed_ = 0;
-}
-
 void Call::detachUpstream() {
   if (upstream_ == nullptr) return;
-  releaseUpstreamWindow();
+  // The stream's window is not given back: the stream is done with (closed, or reset now).
   Upstream* upstream = upstream_;
   upstream_ = nullptr;
   upstream->detach(*this, upstream_stream_);
@@ -153,11 +148,11 @@ void Call::detachUpstream() {
 size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
   const size_t n = request_body_.read(buffer, length);
   request_read_ += n;
-  // The bytes are with the upstream session now: give the app its window back, once per
-  // byte even when a retry reads them again.
+  // The bytes are with the upstream session now: give the app its stream window back, once
+  // per byte even when a retry reads them again (the connection's went back on arrival).
   if (request_read_ > request_consumed_) {
     if (downstream_ != nullptr) {
-      downstream_->consume(downstream_stream_, request_read_ - request_consumed_);
+      downstream_->consumeStream(downstream_stream_, request_read_ - request_consumed_);
     }
     request_consumed_ = request_read_;
   }
@@ -199,8 +194,12 @@ void Call::onResponseData(const uint8_t* data, size_t length) {
     if (upstream_ != nullptr) upstream_->consume(upstream_stream_, length);
     return;
   }
+  // The call holds the bytes now, within its stream's window (its own): the connection's
+  // window goes back at once. An app that never takes them stalls this stream only, never
+  // the connection other calls share (with upstream.source node, other Pods' calls).
+  if (response_body_.readable() == 0) response_progress_ = EventClock::now();
   response_body_.append(data, length);
-  response_unconsumed_ += length;
+  upstream_->consumeConnection(length);
   downstream_->resume(downstream_stream_);
 }
 
@@ -220,9 +219,9 @@ void Call::onResponseEnd() {
 
 size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow) {
   const size_t n = response_body_.read(buffer, length);
-  if (n > 0 && upstream_ != nullptr) {
-    upstream_->consume(upstream_stream_, n);
-    response_unconsumed_ -= n;
+  if (n > 0) {
+    response_progress_ = EventClock::now();
+    if (upstream_ != nullptr) upstream_->consumeStream(upstream_stream_, n);
   }
   if (response_ended_ && response_body_.readable() == 0) {
     *end = true;
@@ -235,9 +234,7 @@ size_t Call::readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* t
 }
 
 void Call::onUpstreamEnded(UpstreamEnd how, uint32_t error_code) {
-  // The stream is closed: what it sent and the app has not read yet no longer counts
-  // against any stream, only against the connection, which needs it back now.
-  releaseUpstreamWindow();
+  // The stream is closed; what it sent gave its connection window back on arrival.
   upstream_ = nullptr;
   upstream_stream_ = -1;
   if (downstream_ == nullptr || response_ended_) return;
@@ -314,11 +311,6 @@ void Call::onDownstreamClosed(uint32_t error_code) {
                             downstream_ != nullptr ? std::string_view(downstream_->source())
                                                    : "unknown",
                             std::chrono::duration<double>(EventClock::now() - started_).count());
-  // Request bytes the app sent that never went upstream still hold its connection window.
-  if (downstream_ != nullptr && request_received_ > request_consumed_) {
-    downstream_->consume(downstream_stream_, request_received_ - request_consumed_);
-    request_consumed_ = request_received_;
-  }
   downstream_ = nullptr;
   if (upstream_ != nullptr && !response_ended_) {
     // The app cancelled (or its connection went): cancel upstream too.
@@ -327,6 +319,19 @@ void Call::onDownstreamClosed(uint32_t error_code) {
                                             : error_code);
   }
   detachUpstream();
+}
+
+void Call::resetStalled() {
+  // The app grants no window, or reads nothing: the endpoint stops producing for it, the app
+  // learns the call is gone, and the buffer and upstream stream are freed now rather than
+  // held for as long as the app keeps its connection.
+  if (upstream_ != nullptr) upstream_->cancel(upstream_stream_, NGHTTP2_CANCEL);
+  detachUpstream();
+  response_body_.release();
+  response_has_trailers_ = false;
+  response_ended_ = false;  // nothing more is sent on the stream: its reset is
+  grpc_status_ = -1;        // the app got a reset, whatever the endpoint answered
+  if (downstream_ != nullptr) downstream_->resetStream(downstream_stream_, NGHTTP2_CANCEL);
 }
 
 void Call::failUnavailable(std::string_view why) { failWithStatus("14", why); }

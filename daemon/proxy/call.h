@@ -1,8 +1,16 @@
 // One gRPC call (one HTTP/2 stream) through the proxy: the downstream stream from the Pod
 // that called, and the upstream stream on a connection to the endpoint picked for it. It
-// moves headers, body and trailers between the two sessions, gives flow-control window back
-// only once the other side has taken the bytes, and sends the call to another endpoint when
-// the first never processed it.
+// moves headers, body and trailers between the two sessions and sends the call to another
+// endpoint when the first never processed it.
+//
+// Flow control, both directions alike: bytes a stream receives go into the call's own
+// buffer, and the *connection* window goes back to the sender at once; the *stream* window
+// goes back only once the other side has taken the bytes. So what a call holds is bounded by
+// the stream window spindle advertises to that sender (1 MiB per response from an endpoint,
+// 64 KiB per request from an app: h2::upstreamSettings, h2::downstreamSettings), and a
+// reader that is slow, or never grants window, holds its own streams only: never the
+// connection window that other calls share (with upstream.source node, other Pods' calls).
+// A call whose app takes none of its response for limits.send_timeout is reset both ways.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +23,7 @@
 #include "lb/picker.h"
 #include "proxy/byte_queue.h"
 #include "proxy/upstream_sockets.h"
+#include "util/event_clock.h"
 
 namespace spindle::proxy {
 
@@ -49,6 +58,12 @@ class Call {
   // The downstream stream closed (finished, or reset by the app): cancel what is upstream.
   void onDownstreamClosed(uint32_t error_code);
   size_t readResponseBody(uint8_t* buffer, size_t length, bool* end, bool* trailers_follow);
+  // Response bytes wait for the app, and it has taken none for `timeout`.
+  bool responseStalled(EventClock::Clock::time_point now, std::chrono::nanoseconds timeout) const {
+    return response_body_.readable() > 0 && now - response_progress_ > timeout;
+  }
+  // Resets the call with CANCEL both ways and frees what it held (limits.send_timeout).
+  void resetStalled();
 
   // --- from the upstream connection ---
   // The upstream stream was opened for this call.
@@ -68,9 +83,6 @@ class Call {
   // Picks an endpoint (not one already tried) and hands the call to its upstream pool.
   void dispatch();
   void detachUpstream();
-  // Gives back the window of bytes received but never passed on, so that a call that ends
-  // early does not shrink its connection's window for good.
-  void releaseUpstreamWindow();
   // Answers the app with a gRPC error when the call cannot be sent anywhere.
   void failUnavailable(std::string_view why);
   void failWithStatus(std::string_view status, std::string_view why);
@@ -99,14 +111,14 @@ class Call {
   int32_t upstream_stream_ = -1;
 
   h2::HeaderBlock request_headers_;
-  ByteQueue request_body_;
-  size_t request_received_ = 0;  // bytes the app sent
+  ByteQueue request_body_;       // at most the downstream stream window unread
   size_t request_read_ = 0;      // bytes read by the current attempt
-  size_t request_consumed_ = 0;  // bytes whose window went back to the app
+  size_t request_consumed_ = 0;  // bytes whose stream window went back to the app
   bool request_ended_ = false;
 
-  ByteQueue response_body_;
-  size_t response_unconsumed_ = 0;  // received, window not yet given back
+  ByteQueue response_body_;  // at most the upstream stream window
+  // When the app last took response bytes, or when bytes began to wait for it.
+  EventClock::Clock::time_point response_progress_{};
   h2::HeaderBlock response_trailers_;
   bool response_started_ = false;
   bool response_has_trailers_ = false;

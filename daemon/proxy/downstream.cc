@@ -141,6 +141,18 @@ void H2Downstream::onClosing() {
       [](int32_t, std::unique_ptr<Call>& call) { call->onDownstreamClosed(NGHTTP2_CANCEL); });
 }
 
+void H2Downstream::checkStreamDeadlines(std::chrono::steady_clock::time_point now) {
+  // An app that keeps its connection busy (or its socket read) but grants one stream no
+  // window would hold that call, its buffer and its upstream stream for as long as it likes;
+  // the connection's own send timeout never sees it, as nothing is being sent.
+  calls_.forEach([&](int32_t, std::unique_ptr<Call>& call) {
+    if (call->responseStalled(now, worker_.limits.send_timeout)) {
+      worker_.metrics.sendTimedOut();
+      call->resetStalled();
+    }
+  });
+}
+
 void H2Downstream::onClosed() { worker_.connections.remove(this); }
 
 }  // namespace spindle::proxy

@@ -38,6 +38,8 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   void onClosing() override;
   void onClosed() override;
   bool hasStreams() const override { return !calls_.empty(); }
+  // limits.send_timeout per call: a call whose response waits untaken that long is reset.
+  void checkStreamDeadlines(std::chrono::steady_clock::time_point now) override;
 
   // h2::Listener
   bool onStreamBegin(int32_t stream_id) override;

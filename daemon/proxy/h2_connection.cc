@@ -115,6 +115,7 @@ void H2Connection::checkDeadlines() {
     close("header timeout");
     return;
   }
+  checkStreamDeadlines(now);
   const auto idle_timeout =
       upstream_side_ ? worker_.upstream.idle_timeout : worker_.limits.idle_timeout;
   if (hasStreams()) {
@@ -192,6 +193,16 @@ void H2Connection::resume(int32_t stream_id) {
 
 void H2Connection::consume(int32_t stream_id, size_t length) {
   session_->consume(stream_id, length);
+  markDirty();
+}
+
+void H2Connection::consumeConnection(size_t length) {
+  session_->consumeConnection(length);
+  markDirty();
+}
+
+void H2Connection::consumeStream(int32_t stream_id, size_t length) {
+  session_->consumeStream(stream_id, length);
   markDirty();
 }
 

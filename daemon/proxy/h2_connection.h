@@ -33,6 +33,10 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   void resume(int32_t stream_id);
   // The other side took `length` bytes of what the stream received: its window reopens.
   void consume(int32_t stream_id, size_t length);
+  // One window at a time (see Call): the connection's as soon as a call has the bytes in its
+  // own buffer, the stream's once the other side took them.
+  void consumeConnection(size_t length);
+  void consumeStream(int32_t stream_id, size_t length);
   bool closing() const { return closing_; }
   void abort() override {
     linger_ok_ = false;  // the process is exiting: no time to wait for the peer
@@ -50,6 +54,8 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   // The connection has streams: it is not idle.
   void noteActivity() { last_busy_ = EventClock::now(); }
   virtual bool hasStreams() const = 0;
+  // Deadlines of single streams, checked on the same tick as the connection's.
+  virtual void checkStreamDeadlines(std::chrono::steady_clock::time_point /*now*/) {}
 
   // Operations of a subclass (a connect) that must end before the connection is freed.
   void opStarted() { ++pending_ops_; }

@@ -81,6 +81,14 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
         {"reason"},
         {},
         4}},
+      {&f.limit_resets_total,
+       {"spindle_limit_resets_total",
+        "Calls reset (RST_STREAM CANCEL to the app and to the endpoint) by a limit: "
+        "send_timeout (the app took none of the response for limits.send_timeout).",
+        Type::kCounter,
+        {"reason"},
+        {},
+        4}},
       {&f.socket_failures_total,
        {"spindle_upstream_socket_failures_total",
         "Connections to endpoints or original destinations that could not be made, by why: "
@@ -123,6 +131,7 @@ WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shar
   }
   over_limit_ = shard.counter(families.limit_closes_total, {"max_connections"});
   idle_closed_ = shard.counter(families.limit_closes_total, {"idle"});
+  send_timeout_resets_ = shard.counter(families.limit_resets_total, {"send_timeout"});
 }
 
 void WorkerMetrics::violation(bool upstream, h2::Violation violation) {

@@ -22,6 +22,7 @@ struct ProxyFamilies {
   metrics::FamilyId source_requests_total;          // {source, service}
   metrics::FamilyId h2_violations_total;            // {side, reason}
   metrics::FamilyId limit_closes_total;             // {reason}
+  metrics::FamilyId limit_resets_total;             // {reason}
   metrics::FamilyId socket_failures_total;          // {reason}
 
   static Result<ProxyFamilies> registerIn(metrics::Registry& registry);
@@ -60,6 +61,8 @@ class WorkerMetrics {
   void overConnectionLimit() { over_limit_.inc(); }
   // A connection closed for having no streams for limits.idle_timeout.
   void idleClosed() { idle_closed_.inc(); }
+  // A call reset both ways: its app took none of the response for limits.send_timeout.
+  void sendTimedOut() { send_timeout_resets_.inc(); }
 
  private:
   const ProxyFamilies& families_;
@@ -69,6 +72,7 @@ class WorkerMetrics {
   metrics::Counter violations_[2][h2::kViolationCount];
   metrics::Counter over_limit_;
   metrics::Counter idle_closed_;
+  metrics::Counter send_timeout_resets_;
   size_t open_[2] = {0, 0};
   size_t detecting_ = 0;
 };

@@ -74,6 +74,8 @@ nghttp2_session* TestClient::makeSession(TestClient* self, const ClientOptions& 
   nghttp2_option* option = nullptr;
   nghttp2_option_new(&option);
   if (!options.answer_pings) nghttp2_option_set_no_auto_ping_ack(option, 1);
+  // nghttp2 gives window back only when told to (nghttp2_session_consume): never, here.
+  if (!options.grant_window) nghttp2_option_set_no_auto_window_update(option, 1);
   nghttp2_session* session = nullptr;
   nghttp2_session_client_new2(&session, callbacks(), self, option);
   nghttp2_option_del(option);

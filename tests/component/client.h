@@ -18,6 +18,9 @@ namespace spindle::component {
 struct ClientOptions {
   // Off: PINGs go unanswered (a client that is slow, or gone).
   bool answer_pings = true;
+  // Off: the client reads every frame but never sends WINDOW_UPDATE, so the proxy may send
+  // it no more than its initial windows (a client that holds its streams open, unread).
+  bool grant_window = true;
 };
 
 struct CallOptions {

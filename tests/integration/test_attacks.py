@@ -39,12 +39,13 @@ LIMITS = {
     "max_control_frames": 1000,
 }
 MIB = 1024 * 1024
-# What one attacking connection may make spindle hold, by the limits (docs/architecture.md): the
-# downstream connection window (1 MiB) of request bodies, the outbound queue (256 KiB), a
+NEVER_READS_CALLS = 16
+# What one attacking connection may make spindle hold, by the limits (docs/architecture.md):
+# request bodies not passed on (the attacks send under 1 MiB), the outbound queue (256 KiB), a
 # header block per stream up to the hard cap (100 x 64 KiB), and responses held for a peer
-# that does not read, up to the upstream connection window (8 MiB). Attacks run one at a
-# time; allocator caches and nghttp2's own state get the same again.
-CONNECTION_BOUND = 1 * MIB + 256 * 1024 + 100 * 64 * 1024 + 8 * MIB
+# that does not read, the upstream stream window (1 MiB) per call: never_reads makes 16.
+# Attacks run one at a time; allocator caches and nghttp2's own state get the same again.
+CONNECTION_BOUND = 1 * MIB + 256 * 1024 + 100 * 64 * 1024 + NEVER_READS_CALLS * MIB
 RSS_BOUND = 2 * CONNECTION_BOUND
 
 # The attacker, run inside the client Pod: one connection, one attack, one JSON line.
@@ -436,7 +437,7 @@ class AttacksTest(SimTestCase):
     def test_2_peer_that_never_reads_is_cut_off_after_send_timeout(self):
         base = self.baseline()
         before = self.violations("send_timeout")
-        opts = {"calls": 16, "bytes": 2 * MIB, "wait": 6}
+        opts = {"calls": NEVER_READS_CALLS, "bytes": 2 * MIB, "wait": 6}
         seen = {}
 
         def attack_and_watch():

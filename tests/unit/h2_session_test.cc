@@ -857,6 +857,50 @@ TEST(H2Session, FlowControl_ConnectionWindowHoldsUnconsumedBodiesAcrossStreams) 
   }
 }
 
+// What the proxy does (Call): the connection window back as bytes arrive, each stream's only
+// once its bytes moved on. A stream then holds its own window and nothing the others need.
+TEST(H2Session, FlowControl_ConsumeConnectionReopensOnlyTheConnectionWindow) {
+  Pair pair;
+  const Settings settings = downstreamSettings();
+  const size_t streams = settings.connection_window / settings.stream_window + 4;  // 20
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < streams; ++i) {
+    BodySource body;
+    body.data = patternedBytes(2 * settings.stream_window, static_cast<uint32_t>(i));
+    ids.push_back(pair.request(grpcRequest(), body));
+  }
+  ASSERT_TRUE(pair.pump());
+  ASSERT_EQ(pair.server_events.dataReceived(), settings.connection_window);
+
+  size_t connection_given = 0;
+  auto giveConnection = [&] {
+    pair.server->consumeConnection(pair.server_events.dataReceived() - connection_given);
+    connection_given = pair.server_events.dataReceived();
+  };
+  for (int round = 0; round < 4; ++round) {
+    giveConnection();
+    ASSERT_TRUE(pair.pump());
+  }
+  // Past the connection window, and every stream at exactly its own.
+  for (int32_t id : ids) {
+    EXPECT_EQ(pair.server_events.stream(id).data.size(), settings.stream_window) << id;
+  }
+
+  // Then the streams' windows as their bytes move on: every body arrives whole.
+  for (int round = 0; round < 64; ++round) {
+    giveConnection();
+    for (auto& [id, s] : pair.server_events.streams) {
+      pair.server->consumeStream(id, s.unconsumed);
+      s.unconsumed = 0;
+    }
+    ASSERT_TRUE(pair.pump());
+  }
+  for (int32_t id : ids) {
+    EXPECT_TRUE(pair.server_events.stream(id).end_of_data) << "stream " << id;
+    EXPECT_EQ(pair.server_events.stream(id).data.size(), 2 * size_t{settings.stream_window});
+  }
+}
+
 // A connection window smaller than the stream's: the connection's is the one that holds.
 TEST(H2Session, FlowControl_ConnectionWindowHoldsASingleStream) {
   Settings server_settings = downstreamSettings();
