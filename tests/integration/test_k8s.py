@@ -6,10 +6,15 @@
 - the DaemonSet meets what a rollout and the node need (host network, NODE_IP, probes, the
   grace period above the configured drain, no hostPorts to block the surge Pod, ...);
 - the example config in the ConfigMap passes `spindle --check-config`;
-- spindle runs on a simulated node with exactly the DaemonSet's capabilities and under its
-  seccomp profile (compiled with libseccomp, as a container runtime does): calls are served
-  through it and counted by calling Pod; without each capability, or with io_uring taken out
-  of the profile, it does not do its job.
+- the patch docs/deploy-kubernetes.md gives for upstream.source node renders, validates and
+  takes out only hostPID, SYS_ADMIN and SYS_PTRACE;
+- spindle runs on a simulated node with exactly the DaemonSet's capabilities, under its
+  seccomp profile (compiled with libseccomp, as a container runtime does), in the host's PID
+  namespace, with the ConfigMap's upstream.source pod: calls are served through it from the
+  calling Pod's own address and counted by calling Pod; without each capability, with
+  io_uring or setns taken out of the profile, or in a PID namespace of its own, it does not
+  do its job; with upstream.source node and the documented patch's grants it serves from the
+  node's address.
 
 Run alone: /usr/bin/python3 tests/integration/run.py test_k8s
 """
@@ -21,13 +26,14 @@ import subprocess
 import sys
 
 import sim
-from support import SimTestCase, grpcio_missing
+from support import SimTestCase, grpcio_missing, metric, norm_ip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(ROOT, "k8s")
 VALIDATOR_DIR = os.path.join(ROOT, "tests", "k8s")
 KUBECTL = "/usr/bin/kubectl"
+DEPLOY_DOC = os.path.join(ROOT, "docs", "deploy-kubernetes.md")
 GRPC_DIR = os.path.join(ROOT, "tests", "grpc")
 
 PORT = 50051
@@ -79,6 +85,24 @@ def replace_once(text, old, new):
     if text.count(old) != 1:
         raise AssertionError(f"expected {old!r} exactly once in the rendered manifests")
     return text.replace(old, new)
+
+
+def node_source_patch():
+    """The kustomize patch docs/deploy-kubernetes.md gives for running with upstream.source
+    node without the grants pod mode needs: its yaml block that sets hostPID: false."""
+    with open(DEPLOY_DOC) as f:
+        blocks = re.findall(r"^```yaml\n(.*?)^```$", f.read(), re.M | re.S)
+    (patch,) = [b for b in blocks if "hostPID: false" in b]
+    return patch
+
+
+def kustomize_node_source():
+    """The base rendered with that patch, as k8s/kustomization.yaml with it would be."""
+    directory = sim.paths.subdir("k8s-node-source")
+    with open(os.path.join(directory, "kustomization.yaml"), "w") as f:
+        f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                f"resources:\n  - {os.path.relpath(K8S, directory)}\n{node_source_patch()}")
+    return kustomize(directory)
 
 
 class ManifestTest(SimTestCase):
@@ -189,12 +213,15 @@ class ManifestTest(SimTestCase):
         self.assertIn("emptyDir", volumes[mounts[socket_dir]],
                       "admin.socket must be in the Pod's own volume, not shared with the host")
         self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
-        # Not privileged; all capabilities dropped but the three the sim test below proves.
+        # Not privileged; all capabilities dropped but the five the sim test below proves,
+        # in the host's PID namespace (upstream.source pod finds Pods through /proc).
         sc = c["securityContext"]
         self.assertFalse(sc.get("privileged", False))
         self.assertFalse(sc["allowPrivilegeEscalation"])
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
-        self.assertEqual(sorted(sc["capabilities"]["add"]), ["BPF", "DAC_READ_SEARCH", "NET_ADMIN"])
+        self.assertEqual(sorted(sc["capabilities"]["add"]),
+                         ["BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"])
+        self.assertIs(pod["hostPID"], True)
         # The Localhost seccomp profile is the file the init container installs from the
         # ConfigMap, into the directory kubelet reads Localhost profiles from.
         self.assertEqual(sc["seccompProfile"]["type"], "Localhost")
@@ -220,6 +247,27 @@ class ManifestTest(SimTestCase):
         drain = re.search(r"^shutdown:\n(?:[ ]+#.*\n)*[ ]+drain: (\S+)", self.config_text, re.M)
         self.assertIsNotNone(drain, "shutdown.drain not found in the config")
         self.assertGreater(pod["terminationGracePeriodSeconds"], seconds(drain.group(1)))
+
+    def test_the_documented_upstream_source_node_patch_takes_out_only_pod_modes_grants(self):
+        text = kustomize_node_source()
+        rc, out = validate(text)
+        self.assertEqual(rc, 0, out)
+        objs = objects(text)
+        patched = find(objs, "DaemonSet", "spindle")
+        pod = patched["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        self.assertIs(pod["hostPID"], False)
+        caps = c["securityContext"]["capabilities"]["add"]
+        self.assertEqual(sorted(caps), ["BPF", "DAC_READ_SEARCH", "NET_ADMIN"])
+        # Everything else is the base's, in the DaemonSet and in every other object.
+        expected = json.loads(json.dumps(self.ds))
+        expected["spec"]["template"]["spec"]["hostPID"] = False
+        (ec,) = expected["spec"]["template"]["spec"]["containers"]
+        ec["securityContext"]["capabilities"]["add"] = caps
+        self.assertEqual(patched, expected)
+        def others(objs):
+            return sorted(json.dumps(o, sort_keys=True) for o in objs if o["kind"] != "DaemonSet")
+        self.assertEqual(others(objs), others(self.objs))
 
     def volume_for(self, container, path):
         (name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == path]
@@ -260,7 +308,9 @@ class ManifestTest(SimTestCase):
 
 class PrivilegeTest(SimTestCase):
     """spindle in a simulated node with the DaemonSet's capabilities (bounding and inheritable
-    sets cut to them, as a container runtime does for root) and its seccomp profile."""
+    sets cut to them, as a container runtime does for root), its seccomp profile, its PID
+    namespace (the host's, or one of its own with its own /proc) and the ConfigMap's upstream
+    section."""
 
     needs_spindle = True
 
@@ -273,17 +323,28 @@ class PrivilegeTest(SimTestCase):
             cls._skip_reason = "python3-grpcio is not installed (make deps)"
             return
         objs = objects(kustomize(K8S))
-        (c,) = find(objs, "DaemonSet", "spindle")["spec"]["template"]["spec"]["containers"]
-        cls.caps = [name.lower() for name in c["securityContext"]["capabilities"]["add"]]
+        cls.caps, cls.host_pid, c = cls.grants(objs)
         profile_name = c["securityContext"]["seccompProfile"]["localhostProfile"]
         cls.profile = json.loads(find(objs, "ConfigMap", "spindle-seccomp")["data"][profile_name])
+        (config,) = objects(find(objs, "ConfigMap", "spindle")["data"]["spindle.yaml"])
+        cls.upstream = config["upstream"]
+        # The same with the patch docs/deploy-kubernetes.md gives for upstream.source node.
+        cls.node_caps, cls.node_host_pid, _ = cls.grants(objects(kustomize_node_source()))
         cls.node = stack.enter_context(sim.Node())
         cls.client = cls.node.add_pod("client", n=2)
         cls.server = cls.node.add_pod("server", n=3)
         cls.svc = cls.node.add_service("echo", vip4=VIP4, ports=[PORT], backends=[cls.server])
-        proc, _ = peers.start_server(cls.server)
+        proc, cls.server_log = peers.start_server(cls.server)
         stack.callback(proc.stop)
         cls.source = os.path.relpath(cls.client.cgroup.path, sim.cgroup2_mount())
+
+    @staticmethod
+    def grants(objs):
+        """(capabilities added, hostPID, the container) of the spindle DaemonSet in objs."""
+        pod = find(objs, "DaemonSet", "spindle")["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        caps = [name.lower() for name in c["securityContext"]["capabilities"]["add"]]
+        return caps, pod.get("hostPID", False), c
 
     def write_profile(self, profile):
         path = os.path.join(self.node.logdir, f"seccomp-{len(os.listdir(self.node.logdir))}.json")
@@ -291,13 +352,20 @@ class PrivilegeTest(SimTestCase):
             json.dump(profile, f)
         return path
 
-    def start(self, caps, profile):
-        wrapper = ["setpriv", "--inh-caps=-all",
-                   "--bounding-set=-all" + "".join(f",+{cap}" for cap in caps),
-                   sim.PYTHON, os.path.join(VALIDATOR_DIR, "seccomp_exec.py"),
-                   self.write_profile(profile)]
-        cfg = sim.spindle.config(self.node, [self.svc],
-                                 extra={"admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}})
+    def start(self, caps, profile, *, upstream=None, host_pid=None):
+        """spindle with these grants; upstream (the config section) and host_pid default to
+        the manifests'. Without host_pid, spindle has a PID namespace and a /proc of its own,
+        as a container does; it is then stopped by SIGKILL only (unshare waits it out)."""
+        host_pid = self.host_pid if host_pid is None else host_pid
+        wrapper = [] if host_pid else ["unshare", "--pid", "--fork", "--mount-proc",
+                                       "--kill-child"]
+        wrapper += ["setpriv", "--inh-caps=-all",
+                    "--bounding-set=-all" + "".join(f",+{cap}" for cap in caps),
+                    sim.PYTHON, os.path.join(VALIDATOR_DIR, "seccomp_exec.py"),
+                    self.write_profile(profile)]
+        cfg = sim.spindle.config(self.node, [self.svc], extra={
+            "admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"},
+            "upstream": upstream if upstream is not None else self.upstream})
         sp = sim.Spindle(self.node, cfg, wrapper=wrapper)
         self.addCleanup(sp.close)
         sp.start(wait_ready=False)
@@ -306,22 +374,33 @@ class PrivilegeTest(SimTestCase):
             what="spindle ready or exited", details=sp.tail)
         return sp
 
-    def calls_by_source(self):
+    def metrics(self):
         from sim import prometheus as simprom
-        text = simprom.http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        return simprom.http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+
+    def calls_by_source(self):
         out = {}
-        for line in text.splitlines():
+        for line in self.metrics().splitlines():
             m = re.match(r'spindle_source_requests_total\{source="([^"]*)",service="echo"\} (\S+)',
                          line)
             if m:
                 out[m.group(1)] = float(m.group(2))
         return out
 
-    def serve_calls(self, sp, count=40):
+    def call(self, count):
+        """count unary calls from the client Pod over one channel: (the client's result, the
+        addresses the backend saw them come from)."""
         res = self.peers.run_client(self.client, self.peers.target(VIP4, PORT), "unary",
                                     count=count)
+        seen = {norm_ip(self.peers.peer_ip(e["peer"]))
+                for e in self.server_log.starts(run=res["run"])}
+        return res, seen
+
+    def serve_calls(self, sp, count=40):
+        """(the addresses the backend saw the calls come from, calls by calling Pod)."""
+        res, seen = self.call(count)
         self.assertTrue(res.get("ok"), f"{json.dumps(res)[:1500]}\n{sp.tail()}")
-        return self.calls_by_source()
+        return seen, self.calls_by_source()
 
     def assertRefused(self, sp, pattern):
         self.assertFalse(sp.proc.alive(), f"spindle started\n{sp.tail()}")
@@ -329,18 +408,39 @@ class PrivilegeTest(SimTestCase):
         self.assertEqual(len(errors), 1, sp.tail())
         self.assertRegex(errors[0], pattern)
 
-    def test_the_daemonsets_capabilities_and_profile_serve_and_count_calls_by_pod(self):
-        self.assertEqual(sorted(self.caps), ["bpf", "dac_read_search", "net_admin"])
+    def test_the_daemonsets_grants_serve_calls_from_the_calling_pod_counted_by_pod(self):
+        self.assertEqual(sorted(self.caps),
+                         ["bpf", "dac_read_search", "net_admin", "sys_admin", "sys_ptrace"])
+        self.assertIs(self.host_pid, True)
+        self.assertEqual(self.upstream["source"], "pod")
         sp = self.start(self.caps, self.profile)
         self.assertTrue(sp.proc.alive(), sp.tail())
-        counts = self.serve_calls(sp)
+        seen, counts = self.serve_calls(sp)
+        # upstream.source pod: the backend saw the client Pod, not the node (setns with
+        # CAP_SYS_ADMIN and the profile's setns, /proc/<pid>/ns/net through the host's PID
+        # namespace with CAP_SYS_PTRACE).
+        self.assertEqual(seen, {self.client.ip4}, sp.tail())
         # Counted under the calling Pod: open_by_handle_at worked (CAP_DAC_READ_SEARCH, and
         # the profile allows the call).
         self.assertEqual(counts, {self.source: 40.0}, sp.tail())
         self.assertEqual(sp.proc.stop(10), 0, sp.tail())
 
     def test_without_cap_bpf_or_cap_net_admin_spindle_refuses_to_start(self):
-        for missing, name in (("bpf", "CAP_BPF"), ("net_admin", "CAP_NET_ADMIN")):
+        # CAP_SYS_ADMIN, granted for pod mode, also allows what CAP_BPF does: CAP_BPF is what
+        # the grants of upstream.source node (no CAP_SYS_ADMIN) load the programs with.
+        node = {**self.upstream, "source": "node"}
+        for caps, upstream, host_pid, name in (
+                (self.node_caps, node, self.node_host_pid, "CAP_BPF"),
+                (self.caps, None, None, "CAP_NET_ADMIN")):
+            missing = name[len("CAP_"):].lower()
+            with self.subTest(missing=missing):
+                self.assertIn(missing, caps)
+                sp = self.start([c for c in caps if c != missing], self.profile,
+                                upstream=upstream, host_pid=host_pid)
+                self.assertRefused(sp, name)
+
+    def test_in_pod_mode_without_cap_sys_admin_or_cap_sys_ptrace_spindle_refuses_to_start(self):
+        for missing, name in (("sys_admin", "CAP_SYS_ADMIN"), ("sys_ptrace", "CAP_SYS_PTRACE")):
             with self.subTest(missing=missing):
                 sp = self.start([c for c in self.caps if c != missing], self.profile)
                 self.assertRefused(sp, name)
@@ -348,7 +448,8 @@ class PrivilegeTest(SimTestCase):
     def test_without_cap_dac_read_search_calls_are_served_but_not_attributed(self):
         sp = self.start([c for c in self.caps if c != "dac_read_search"], self.profile)
         self.assertTrue(sp.proc.alive(), sp.tail())
-        self.assertEqual(self.serve_calls(sp), {"unknown": 40.0}, sp.tail())
+        _, counts = self.serve_calls(sp)
+        self.assertEqual(counts, {"unknown": 40.0}, sp.tail())
 
     def test_the_profile_without_io_uring_is_refused(self):
         # What the runtimes' default profile does: the reason for shipping this profile.
@@ -357,3 +458,38 @@ class PrivilegeTest(SimTestCase):
             rule["names"] = [n for n in rule["names"] if not n.startswith("io_uring_")]
         sp = self.start(self.caps, profile)
         self.assertRefused(sp, r"io_uring")
+
+    def test_in_pod_mode_the_profile_without_setns_is_refused(self):
+        profile = json.loads(json.dumps(self.profile))
+        for rule in profile["syscalls"]:
+            rule["names"] = [n for n in rule["names"] if n != "setns"]
+        sp = self.start(self.caps, profile)
+        self.assertRefused(sp, r"entering a network namespace \(setns\): Operation not permitted")
+
+    def test_without_the_host_pid_namespace_calls_fail_and_none_leaves_from_the_node(self):
+        # The pid the BPF program recorded is the host's: in a PID namespace of its own,
+        # spindle's /proc has no such process. Every call fails, counted; none is sent from
+        # the node instead (that would bypass the Pod's egress policy).
+        sp = self.start(self.caps, self.profile, host_pid=False)
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        res, seen = self.call(10)
+        self.assertEqual((res["calls_ok"], res["errors"]), (0, {"UNAVAILABLE": 10}),
+                         f"{json.dumps(res)[:1500]}\n{sp.tail()}")
+        self.assertEqual(seen, set(), "calls reached the backend")
+        self.assertGreaterEqual(metric(self.metrics(), "spindle_upstream_socket_failures_total",
+                                       reason="caller_namespace"), 1, sp.tail())
+        self.assertTrue(any(re.search(r"/proc/\d+/ns/net: No such file or directory", line)
+                            for line in sp.stderr_lines()), sp.tail())
+
+    def test_with_upstream_source_node_the_documented_patch_serves_without_pod_mode_grants(self):
+        # docs/deploy-kubernetes.md's patch takes out SYS_ADMIN, SYS_PTRACE and hostPID; with
+        # source: node spindle serves all the same, and the backend sees the node instead of
+        # the Pod: the trade-off the docs state.
+        self.assertEqual(sorted(self.node_caps), ["bpf", "dac_read_search", "net_admin"])
+        self.assertIs(self.node_host_pid, False)
+        sp = self.start(self.node_caps, self.profile, upstream={**self.upstream, "source": "node"},
+                        host_pid=self.node_host_pid)
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        seen, counts = self.serve_calls(sp)
+        self.assertEqual(seen, {self.node.addr4}, sp.tail())
+        self.assertEqual(counts, {self.source: 40.0}, sp.tail())
