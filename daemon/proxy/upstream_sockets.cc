@@ -57,8 +57,10 @@ Result<Fd> PodSockets::open(const Caller& caller, int family, SocketFailure* why
     const std::string path = fmt::format("/proc/{}/ns/net", caller.pid);
     netns->reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!netns->valid()) {
-      return makeError(
-          fmt::format("the calling Pod's network namespace: {}: {}", path, std::strerror(errno)));
+      return makeError(fmt::format(
+          "the calling Pod's network namespace: {}: {} (the Pod is gone, or spindle does not "
+          "see the host's PIDs: hostPID)",
+          path, std::strerror(errno)));
     }
   }
   auto socket = socketIn(netns->get(), caller.netns_cookie, family, why);
@@ -96,7 +98,9 @@ Result<Fd> PodSockets::socketIn(int netns, uint64_t expected_cookie, int family,
     return socket;
   }
   if (cookie != expected_cookie) {
-    return makeError("the calling Pod's process is gone (its pid leads to another namespace)");
+    return makeError(
+        "the calling Pod's process is gone (its pid leads to another namespace), or spindle "
+        "does not see the host's PIDs (hostPID)");
   }
   return socket;
 }
