@@ -93,6 +93,8 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   if (running.proxy.service_ports != next.proxy.service_ports) warn("proxy.service_ports");
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
   if (running.admin.socket != next.admin.socket) warn("admin.socket");
+  if (running.admin.pages != next.admin.pages) warn("admin.pages");
+  if (running.metrics.by_source != next.metrics.by_source) warn("metrics.by_source");
   if (!(running.upstream == next.upstream)) warn("upstream");
   if (!(running.limits == next.limits)) warn("limits");
   if (running.redirect.cgroup != next.redirect.cgroup ||
@@ -328,10 +330,17 @@ Status Daemon::init() {
   signals_ = std::move(signal_reader).value();
   signals_->arm();
 
-  for (admin::AdminServer* server : {admin_server_.get(), probe_server_.get()}) {
-    if (server == nullptr) continue;
-    installStatusPages(*server, *this);
-    server->start();
+  // Every Pod of the node reaches admin.listen: it serves what it is allowed to. The Unix
+  // socket is this Pod's own: it serves every page.
+  if (admin_server_) {
+    installStatusPages(*admin_server_, *this, config.admin.pages);
+    admin_server_->start();
+  }
+  if (probe_server_) {
+    installStatusPages(*probe_server_, *this,
+                       {config::AdminPage::kEndpoints, config::AdminPage::kConfig,
+                        config::AdminPage::kStatus});
+    probe_server_->start();
   }
   std::string listening;
   for (const net::SocketAddress& address : config.proxy.listen) {
@@ -383,7 +392,7 @@ Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t net
     workers_.push_back(std::make_unique<proxy::Worker>(
         w, std::move(listeners[w]), redirector_->originalDsts(), services, effective_->limits,
         effective_->upstream, std::move(sockets[w]), *families_, metric_registry_.makeShard(),
-        cgroup_mount_));
+        effective_->metrics.by_source ? cgroup_mount_ : std::string()));
     if (Status s = workers_.back()->start(); !s) return s;
   }
   return {};
@@ -474,6 +483,7 @@ void Daemon::reload(const char* why) {
   warnAboutRestartOnly(*effective_, next);
   next.proxy = effective_->proxy;
   next.admin = effective_->admin;
+  next.metrics = effective_->metrics;
   next.redirect = effective_->redirect;
   next.limits = effective_->limits;
   next.upstream = effective_->upstream;

@@ -209,11 +209,19 @@ std::string addressList(const std::vector<net::SocketAddress>& addresses) {
   return out + "]";
 }
 
+std::string adminPages(const std::vector<config::AdminPage>& pages) {
+  std::string out = "[";
+  for (size_t i = 0; i < pages.size(); ++i) {
+    out += (i == 0 ? "" : ",") + jsonString(config::adminPageName(pages[i]));
+  }
+  return out + "]";
+}
+
 HttpResponse configPage(const Daemon& d) {
   const config::Config& c = d.config();
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{}}},"
-      "\"admin\":{{\"listen\":{}}},"
+      "\"admin\":{{\"listen\":{},\"pages\":{}}},\"metrics\":{{\"by_source\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
       "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
       "\"max_connections\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
@@ -223,9 +231,10 @@ HttpResponse configPage(const Daemon& d) {
       "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
       "\"empty_confirmations\":{}}},\"services\":[",
       addressList(c.proxy.listen), c.proxy.workers, c.proxy.service_ports,
-      c.admin.listen ? jsonString(c.admin.listen->toString()) : "null",
-      jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
-      c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
+      c.admin.listen ? jsonString(c.admin.listen->toString()) : "null", adminPages(c.admin.pages),
+      c.metrics.by_source ? "true" : "false", jsonString(c.redirect.cgroup),
+      c.redirect.host_netns ? "true" : "false", c.redirect.heartbeat_timeout.count(),
+      jsonString(c.redirect.pin_path),
       c.upstream.source == config::Upstream::Source::kPod ? "pod" : "node",
       c.upstream.idle_timeout.count(), c.upstream.max_connections, c.shutdown.drain.count(),
       c.limits.max_connections, c.limits.idle_timeout.count(), c.limits.header_timeout.count(),
@@ -297,13 +306,25 @@ HttpResponse indexPage(const Daemon& d) {
 
 }  // namespace
 
-void installStatusPages(admin::AdminServer& server, const Daemon& daemon) {
+void installStatusPages(admin::AdminServer& server, const Daemon& daemon,
+                        const std::vector<config::AdminPage>& pages) {
   server.handle("/metrics", [&daemon](const HttpRequest&) { return metricsPage(daemon); });
   server.handle("/ready", [&daemon](const HttpRequest&) { return readyPage(daemon); });
   server.handle("/healthz", [&daemon](const HttpRequest&) { return healthPage(daemon); });
-  server.handle("/endpoints", [&daemon](const HttpRequest&) { return endpointsPage(daemon); });
-  server.handle("/config", [&daemon](const HttpRequest&) { return configPage(daemon); });
-  server.handle("/", [&daemon](const HttpRequest&) { return indexPage(daemon); });
+  for (config::AdminPage page : pages) {
+    switch (page) {
+      case config::AdminPage::kEndpoints:
+        server.handle("/endpoints",
+                      [&daemon](const HttpRequest&) { return endpointsPage(daemon); });
+        break;
+      case config::AdminPage::kConfig:
+        server.handle("/config", [&daemon](const HttpRequest&) { return configPage(daemon); });
+        break;
+      case config::AdminPage::kStatus:
+        server.handle("/", [&daemon](const HttpRequest&) { return indexPage(daemon); });
+        break;
+    }
+  }
 }
 
 }  // namespace spindle

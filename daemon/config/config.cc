@@ -73,6 +73,15 @@ uint32_t serviceId(std::string_view name) {
   return hash == 0 ? 1 : hash;  // 0 is "no service"
 }
 
+std::string_view adminPageName(AdminPage page) {
+  switch (page) {
+    case AdminPage::kEndpoints: return "endpoints";
+    case AdminPage::kConfig: return "config";
+    case AdminPage::kStatus: return "status";
+  }
+  return "unknown";
+}
+
 namespace {
 
 // A Kubernetes-style DNS label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters.
@@ -125,14 +134,17 @@ class Parser {
   Config parseDocument(const YAML::Node& root) {
     if (!root.IsMap()) fail(lineOf(root, 1), "expected a map at the top level");
     Item top{root, lineOf(root, 1), ""};
-    auto fields = readMap(top, {"proxy", "admin", "redirect", "upstream", "dns", "services",
-                                "shutdown", "limits"});
+    auto fields = readMap(top, {"proxy", "admin", "metrics", "redirect", "upstream", "dns",
+                                "services", "shutdown", "limits"});
 
     Config config;
     auto proxy = fields.find("proxy");
     if (proxy == fields.end()) fail(top.line, "missing required key 'proxy'");
     config.proxy = parseProxy(proxy->second);
     if (auto it = fields.find("admin"); it != fields.end()) config.admin = parseAdmin(it->second);
+    if (auto it = fields.find("metrics"); it != fields.end()) {
+      config.metrics = parseMetrics(it->second);
+    }
     if (auto it = fields.find("redirect"); it != fields.end()) {
       config.redirect = parseRedirect(it->second);
     }
@@ -353,9 +365,27 @@ class Parser {
   }
 
   Admin parseAdmin(const Item& item) const {
-    auto fields = readMap(item, {"listen", "socket"});
+    auto fields = readMap(item, {"listen", "pages", "socket"});
     Admin admin;
     if (auto it = fields.find("listen"); it != fields.end()) admin.listen = address(it->second);
+    if (auto it = fields.find("pages"); it != fields.end()) {
+      for (const Item& entry : readList(it->second, false)) {
+        const std::string name = string(entry);
+        bool known = false;
+        for (AdminPage page : {AdminPage::kEndpoints, AdminPage::kConfig, AdminPage::kStatus}) {
+          if (name != adminPageName(page)) continue;
+          known = true;
+          if (std::find(admin.pages.begin(), admin.pages.end(), page) == admin.pages.end()) {
+            admin.pages.push_back(page);
+          }
+        }
+        if (!known) {
+          fail(entry, fmt::format("'{}' is not one of endpoints, config, status (/metrics, "
+                                  "/ready and /healthz are always served)",
+                                  name));
+        }
+      }
+    }
     if (auto it = fields.find("socket"); it != fields.end()) {
       admin.socket = string(it->second);
       if (!admin.socket.empty() && admin.socket.front() != '/') {
@@ -363,6 +393,15 @@ class Parser {
       }
     }
     return admin;
+  }
+
+  Metrics parseMetrics(const Item& item) const {
+    auto fields = readMap(item, {"by_source"});
+    Metrics metrics;
+    if (auto it = fields.find("by_source"); it != fields.end()) {
+      metrics.by_source = boolean(it->second);
+    }
+    return metrics;
   }
 
   Redirect parseRedirect(const Item& item) const {

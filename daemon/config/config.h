@@ -71,11 +71,25 @@ struct Proxy {
   uint16_t service_ports = 64;  // 1..1024
 };
 
+// The admin pages beyond /metrics, /ready and /healthz: they name services, endpoints and
+// settings, which the Pods of other tenants need not learn.
+enum class AdminPage : uint8_t { kEndpoints, kConfig, kStatus };
+
 struct Admin {
+  // Reachable by every Pod of the node: serves /metrics, /ready, /healthz, and of the other
+  // pages only those listed in `pages`.
   std::optional<net::SocketAddress> listen;
-  // The same endpoints on a Unix socket, for `spindle --probe`: in Kubernetes a path in the
-  // Pod's own volume, so that its probes reach its own process during a rollout.
+  std::vector<AdminPage> pages;
+  // Every page on a Unix socket, for `spindle --probe` and operators: in Kubernetes a path
+  // in the Pod's own volume, so that its probes reach its own process during a rollout.
   std::string socket;
+};
+
+struct Metrics {
+  // Calls counted per calling Pod (spindle_source_requests_total{source}). Off by default:
+  // the label names which Pods call which services, on a port every Pod can read, and its
+  // series grow with the node's Pods.
+  bool by_source = false;
 };
 
 struct Redirect {
@@ -147,6 +161,7 @@ struct Config {
   Proxy proxy;
   Limits limits;
   Admin admin;
+  Metrics metrics;
   Redirect redirect;
   Upstream upstream;
   Dns dns;
@@ -157,6 +172,9 @@ struct Config {
 // The id that the BPF services map carries for a service, derived from its name: two spindle
 // processes on one node (during a rollout) agree on it whatever their reload history.
 uint32_t serviceId(std::string_view name);
+
+// "endpoints", "config", "status": the name of an admin page in admin.pages.
+std::string_view adminPageName(AdminPage page);
 
 // Looks up an environment variable for ${NAME} expansion; nullopt when it is not set.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

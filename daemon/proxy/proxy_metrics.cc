@@ -115,8 +115,8 @@ Result<ProxyFamilies> ProxyFamilies::registerIn(metrics::Registry& registry) {
   return f;
 }
 
-WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard)
-    : families_(families), shard_(shard) {
+WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard, bool by_source)
+    : families_(families), shard_(shard), by_source_(by_source) {
   for (size_t i = 0; i < 3; ++i) {
     opened_[i] = shard.counter(families.downstream_connections_total, {kProtocols[i]});
     if (i != 2) active_[i] = shard.gauge(families.downstream_connections_active, {kProtocols[i]});
@@ -158,7 +158,7 @@ void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoin
                               std::string_view grpc_status, std::string_view source,
                               double seconds) {
   shard_.counter(families_.requests_total, {service, endpoint, grpc_status}).inc();
-  shard_.counter(families_.source_requests_total, {source, service}).inc();
+  if (by_source_) shard_.counter(families_.source_requests_total, {source, service}).inc();
   shard_.histogram(families_.request_duration_seconds, {service}).observe(seconds);
 }
 

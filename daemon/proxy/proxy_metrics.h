@@ -33,7 +33,8 @@ struct ProxyFamilies {
 // first time a series is seen.
 class WorkerMetrics {
  public:
-  WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard);
+  // by_source: count calls per calling Pod too (metrics.by_source).
+  WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shard, bool by_source = false);
 
   enum class Protocol { kH2, kPassthrough, kRejected };
   void connectionOpened(Protocol protocol);
@@ -41,7 +42,7 @@ class WorkerMetrics {
   // grpc_status: "0".."16", "other" for a status outside that range, "reset" when the stream
   // was reset without a status, "none" when it ended cleanly without one. endpoint: "none"
   // when the call never reached one. source: the calling Pod (its UID, or its cgroup path off
-  // Kubernetes).
+  // Kubernetes), counted only with by_source.
   void callEnded(std::string_view service, std::string_view endpoint, std::string_view grpc_status,
                  std::string_view source, double seconds);
   void retried(std::string_view service, std::string_view reason);
@@ -75,6 +76,7 @@ class WorkerMetrics {
   metrics::Counter send_timeout_resets_;
   size_t open_[2] = {0, 0};
   size_t detecting_ = 0;
+  bool by_source_;
 };
 
 // The text of a grpc-status code 0..16 as a label value; "other" beyond.

@@ -36,7 +36,7 @@ Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstM
       sockets_(std::move(sockets)),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
-      metrics_(families, *shard_) {
+      metrics_(families, *shard_, /*by_source=*/!cgroup_mount_.empty()) {
   last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                    std::memory_order_relaxed);
 }
@@ -62,7 +62,9 @@ Status Worker::start() {
       return;
     }
     buffers_ = std::move(*buffers);
-    if (auto names = redirect::CgroupNames::open(cgroup_mount_)) {
+    if (cgroup_mount_.empty()) {
+      // metrics.by_source is off: no Pod is named.
+    } else if (auto names = redirect::CgroupNames::open(cgroup_mount_)) {
       cgroup_names_.emplace(std::move(names).value());
     } else {
       log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());

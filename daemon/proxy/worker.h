@@ -34,7 +34,7 @@ class Worker {
          std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
          const config::Upstream& upstream, std::unique_ptr<UpstreamSockets> sockets,
          const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
-         std::string cgroup_mount);
+         std::string cgroup_mount);  // Pods are named from there; "": calls not counted by Pod
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sim  # noqa: E402
 from sim import dns as simdns  # noqa: E402
 from sim import prometheus as simprom  # noqa: E402
-from support import SimTestCase, grpcio_missing, measure  # noqa: E402
+from support import SimTestCase, grpcio_missing, measure, metric  # noqa: E402
 
 GRPC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grpc")
 sys.path.insert(0, GRPC_DIR)
@@ -109,8 +109,11 @@ class AdminTest(SimTestCase):
         for proc in cls.servers.values():
             peers.wait_serving(proc, 20)
         cls.endpoint_of = {f"{pod.ip4}:{PORT}": name for name, pod in cls.pods.items()}
-        cfg = sim.spindle.config(cls.node, [cls.echo],
-                                 extra={"admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}"}})
+        # Every page on the network and calls counted by Pod: this class reads them all.
+        cfg = sim.spindle.config(cls.node, [cls.echo], extra={
+            "admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}",
+                      "pages": ["endpoints", "config", "status"]},
+            "metrics": {"by_source": True}})
         cfg["services"][0]["endpoints"] = {"static": list(cls.endpoint_of)}
         cls.spindle = stack.enter_context(sim.Spindle(cls.node, cfg))
         cls.spindle.start()
@@ -441,6 +444,39 @@ class AdminTest(SimTestCase):
         head = self.admin("/endpoints", method="HEAD")
         self.assertEqual((head.status, head.body), (200, b""), head)
         self.assertGreater(int(head.headers.get("content-length", "0")), 0, head)
+
+    def test_by_default_the_network_gets_metrics_ready_healthz_and_no_pod_names(self):
+        # Defaults: admin.listen is reachable by every Pod of the node, so it serves no page
+        # that names services, endpoints or settings, and calls are not counted by Pod; the
+        # Unix socket (the spindle Pod's own) serves every page.
+        socket = os.path.join(self.node.logdir, "admin-defaults.sock")
+        cfg = sim.spindle.config(
+            self.node, [self.echo], listen=[f"{self.node.addr4}:{DNS_PROXY_PORT}"],
+            cgroup=self.node.cgroup_for("admin-defaults").path,
+            extra={"admin": {"listen": f"{self.node.addr4}:{DNS_ADMIN_PORT}", "socket": socket},
+                   "redirect": {"host_netns": True}})
+        cfg["services"][0]["endpoints"] = {"static": list(self.endpoint_of)}
+        sp = sim.Spindle(self.node, cfg, name="spindle-defaults")
+        self.addCleanup(sp.close)
+        sp.start()
+        for path in ("/metrics", "/ready", "/healthz"):
+            self.assertEqual(self.admin(path, port=DNS_ADMIN_PORT).status, 200, path)
+        for path in ("/endpoints", "/config", "/"):
+            self.assertEqual(self.admin(path, port=DNS_ADMIN_PORT).status, 404,
+                             f"{path} is served to every Pod of the node")
+            p = self.node.run([sim.SPINDLE_BIN, "--config", sp.config_path, "--probe", path],
+                              check=False, timeout=10)
+            self.assertEqual(p.returncode, 0, f"{path} on admin.socket: {p.stdout} {p.stderr}")
+        # Calls through this spindle (a client in its cgroup, in the node's namespace) are
+        # counted, but not by Pod.
+        p = self.node.run(peers.client_argv(TARGET4, "unary", count=20, run=peers.new_run("df")),
+                          cgroup="admin-defaults", timeout=60, check=False)
+        res = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+        self.assertTrue(res.get("ok"), p.stdout[-1500:] + p.stderr[-1500:] + sp.tail())
+        text = self.admin("/metrics", port=DNS_ADMIN_PORT).text
+        self.assertEqual(metric(text, "spindle_requests_total"), 20, sp.tail())
+        self.assertIn("# TYPE spindle_source_requests_total counter", text)
+        self.assertNotIn("spindle_source_requests_total{", text)
 
     def test_calls_are_counted_by_calling_pod(self):
         # The source label is the calling Pod's cgroup (its UID on a kubelet node; here the

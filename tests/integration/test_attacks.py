@@ -327,7 +327,8 @@ class AttacksTest(SimTestCase):
         cls.dnsmasq = simdns.Dnsmasq(cls.node, records={})
         cls.server, _ = peers.start_server(cls.backend)
         cfg = sim.spindle.config(cls.node, [cls.echo, cls.evil_svc], extra={
-            "admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}"}, "limits": LIMITS,
+            "admin": {"listen": f"{cls.node.addr4}:{ADMIN_PORT}", "pages": ["config"]},
+            "limits": LIMITS,
             "dns": {"servers": [cls.dnsmasq.server]}})
         cfg["services"].append({
             "name": "unresolved", "intercept": [cls.unresolved.addr4(PORT)],

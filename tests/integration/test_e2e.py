@@ -419,6 +419,7 @@ class _E2ETest:
         conns = [line.split()[-2:] for line in out.splitlines() if line.strip()]
         if self.upstream_source == "pod":
             backends = {f"{pod.ip4}:{PORT}" for pod in self.pods.values()}
+            backends |= {f"[{pod.ip6}]:{PORT}" for pod in self.pods.values()}
             conns = [c for c in conns if c[1] not in backends]
         self.assertEqual(len(conns), 1, f"the client Pod has not one connection: {out}")
         (local, peer), = conns

@@ -358,7 +358,7 @@ class FailOpenTest(SimTestCase):
         bpffs = Bpffs()
         self.addCleanup(bpffs.close)
         admin = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
-        cfg = self.config(extra={"admin": admin})
+        cfg = self.config(extra={"admin": admin, "metrics": {"by_source": True}})
         cfg["redirect"]["pin_path"] = f"{bpffs.path}/spindle"
         sp = self.start_spindle(cfg)
         t_ready = time.monotonic()
@@ -389,7 +389,7 @@ class FailOpenTest(SimTestCase):
         res = sim.dial(self.client, "peer", PEER_VIP4, UNDECLARED_PORT, timeout=2)
         self.assertEqual(res["seen"][0], self.client.ip4, f"redirected before the reload: {res}")
         new_cfg = self.config(endpoints=self.pods[:1], declare_undeclared=True,
-                              extra={"admin": admin})
+                              extra={"admin": admin, "metrics": {"by_source": True}})
         new_cfg["redirect"]["pin_path"] = cfg["redirect"]["pin_path"]
         with open(sp.config_path + ".new", "w") as f:  # swapped in whole, as kubelet does
             f.write(sim.spindle.to_yaml(new_cfg))

@@ -365,6 +365,7 @@ class PrivilegeTest(SimTestCase):
                     self.write_profile(profile)]
         cfg = sim.spindle.config(self.node, [self.svc], extra={
             "admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"},
+            "metrics": {"by_source": True},  # the counts by Pod show that naming Pods works
             "upstream": upstream if upstream is not None else self.upstream})
         sp = sim.Spindle(self.node, cfg, wrapper=wrapper)
         self.addCleanup(sp.close)

@@ -1033,6 +1033,28 @@ TEST(Config, ServicePortsAreReadAndBounded) {
             "after it (service_ports)");
 }
 
+TEST(Config, AdminPagesAndMetricsBySourceAreOffByDefault) {
+  Config c = mustParse(withProxy(""));
+  EXPECT_TRUE(c.admin.pages.empty());
+  EXPECT_FALSE(c.metrics.by_source);
+  c = mustParse(withProxy(R"(
+    admin:
+      listen: "198.18.0.1:9901"
+      pages: [status, endpoints, status]
+    metrics:
+      by_source: true
+  )"));
+  EXPECT_EQ(c.admin.pages, (std::vector<config::AdminPage>{config::AdminPage::kStatus,
+                                                           config::AdminPage::kEndpoints}));
+  EXPECT_TRUE(c.metrics.by_source);
+  EXPECT_EQ(errorOf(withProxy(R"(
+    admin:
+      pages: [metrics]
+  )")),
+            "spindle.yaml:4: admin.pages[0]: 'metrics' is not one of endpoints, config, status "
+            "(/metrics, /ready and /healthz are always served)");
+}
+
 TEST(Config, MoreServicesThanServicePortsIsAnError) {
   EXPECT_EQ(errorOf(R"(
     proxy:
