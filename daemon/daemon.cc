@@ -135,12 +135,19 @@ void logCounters(const redirect::Counters& counters) {
   log::info("redirect counters: {}", line);
 }
 
-// Is another process listening on proxy.listen (another spindle on this node)? A listener of
-// a spindle that just died lingers until the kernel has torn down its io_uring, a few
-// milliseconds: give that up to `wait_for_dying` before calling the address taken.
+// Is another process listening on proxy.listen's port or on the first service port after it
+// (another spindle on this node)? A listener of a spindle that just died lingers until the
+// kernel has torn down its io_uring, a few milliseconds: give that up to `wait_for_dying`
+// before calling the address taken.
 Result<bool> anotherSpindle(const config::Config& config,
                             std::chrono::milliseconds wait_for_dying) {
-  for (const net::SocketAddress& address : config.proxy.listen) {
+  std::vector<net::SocketAddress> ports;
+  for (net::SocketAddress address : config.proxy.listen) {
+    ports.push_back(address);
+    address.setPort(static_cast<uint16_t>(address.port() + 1));
+    ports.push_back(address);
+  }
+  for (const net::SocketAddress& address : ports) {
     auto taken = net::isListenedOn(address);
     for (int tries = 0; taken && *taken && tries < wait_for_dying.count() / 50; ++tries) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -231,15 +238,29 @@ Status Daemon::init() {
                     "bpffs",
                     config.proxy.listen.front().toString()));
   }
-  if (*another) log::info("another spindle serves this node: sharing its maps in {}", pin_dir_);
+  // A spindle of another map ABI version pins its maps elsewhere (they share no records), and
+  // one before ABI version 3 takes its redirects on proxy.listen's port itself. Redirects of
+  // this version go to the service ports only, so this one leaves that port to it: neither
+  // accepts a connection whose record only the other has.
+  const bool other_version =
+      *another && !pin_dir_.empty() && ::access((pin_dir_ + "/control").c_str(), F_OK) != 0;
+  if (other_version) {
+    log::warn(
+        "another spindle serves this node with maps of another version (none pinned in {}): "
+        "sharing nothing with it, and not listening on {}",
+        pin_dir_, config.proxy.listen.front().toString());
+  } else if (*another) {
+    log::info("another spindle serves this node: sharing its maps in {}", pin_dir_);
+  }
   allowListenerMigration();
   // Listeners before the programs are attached: a connect is never redirected to a port
-  // that nobody listens on.
-  // The listen port, and each service's own port after it.
+  // that nobody listens on. The listen port (but see other_version), and each service's own
+  // port after it.
   std::vector<std::vector<Fd>> listeners(workerCount(config));
   for (std::vector<Fd>& worker_listeners : listeners) {
     for (net::SocketAddress address : config.proxy.listen) {
-      for (uint32_t port = proxy->port; port <= proxy->port + config.proxy.service_ports; ++port) {
+      const uint32_t first = other_version ? proxy->port + 1u : proxy->port;
+      for (uint32_t port = first; port <= proxy->port + config.proxy.service_ports; ++port) {
         address.setPort(static_cast<uint16_t>(port));
         auto fd = net::listenTcp(address, /*reuse_port=*/true);
         if (!fd) {

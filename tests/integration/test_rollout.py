@@ -42,6 +42,20 @@ try:
 except ConnectionRefusedError:
     print("refused")
 '''
+# The proxy-port listener of a spindle of an older map ABI version: SO_REUSEPORT, as
+# spindle's own; it says what it accepts.
+OLD_VERSION_LISTENER = r'''
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+print("listening", flush=True)
+while True:
+    c, peer = s.accept()
+    print("accepted", peer, flush=True)
+    c.close()
+'''
 RATE = 100          # calls per second, per client
 SECONDS = 12        # of load per client
 CONCURRENCY = 4
@@ -195,6 +209,34 @@ class RolloutTest(SimTestCase):
         res = peers.result(proc, 30)
         self.assertTrue(res.get("ok"), f"calls held through the drain failed: {res}")
         self.assertEqual(sp.proc.wait(15), 0, sp.tail())
+
+    def test_beside_a_spindle_of_another_abi_version_no_listener_is_shared(self):
+        # An older spindle (another map ABI version: its records are in maps this one does
+        # not see) listens on the proxy port. The new one must not listen there too: the
+        # kernel would hand it some of the old one's connections, which it would reject.
+        # Its own redirects go to the service ports, which the old one does not use.
+        old = self.node.spawn([sim.PYTHON, "-c", OLD_VERSION_LISTENER, self.node.addr4,
+                               str(sim.spindle.PROXY_PORT)], name="old-version")
+        self.addCleanup(old.stop)
+        old.wait_for_line("listening", 10, stream="stdout")
+        bpffs = Bpffs("bpffs-versions")
+        self.addCleanup(bpffs.close)
+        cfg = self.config("newer-version")
+        cfg["redirect"]["pin_path"] = f"{bpffs.path}/spindle"
+        sp = sim.Spindle(self.node, cfg, name="spindle-newer-version")
+        self.addCleanup(sp.close)
+        sp.start()
+        self.assertTrue(any("maps of another version" in line for line in sp.stderr_lines()),
+                        sp.tail())
+        out = self.node.run(["ss", "-tlnH", f"sport = :{sim.spindle.PROXY_PORT}"]).stdout
+        self.assertEqual(len(out.strip().splitlines()), 1,
+                         f"spindle listens on the old version's port too:\n{out}")
+        res = peers.run_client(self.py_client, TARGET, "unary", count=60, concurrency=2,
+                               timeout=10)
+        self.assertTrue(res.get("ok"), f"{res}\n{sp.tail()}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertGreaterEqual(metric(text, "spindle_requests_total"), 60, sp.tail())
+        self.assertNotIn("accepted", old.stdout(), "the old version's listener got a connection")
 
     def test_pin_path_off_bpffs_runs_unshared_and_refuses_a_second(self):
         # Without a bpf filesystem the maps cannot be shared: the first spindle says so and
