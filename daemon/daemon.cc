@@ -477,7 +477,28 @@ void Daemon::publish(const std::shared_ptr<const lb::ServiceTable>& table) {
 }
 
 void Daemon::onHeartbeat() {
-  if (Status s = redirector_->heartbeat(); !s) log::error("heartbeat: {}", s.error());
+  // The heartbeat says that connects redirected here will be served, so it must prove every
+  // worker alive, not only this thread: each beat wakes the workers, and the next one is
+  // written only if each has gone round its loop since. A worker that hangs while this
+  // thread runs would otherwise keep getting its share of new connects (its SO_REUSEPORT
+  // listeners), none of them served: with the heartbeat held back they go direct after
+  // redirect.heartbeat_timeout (four beats).
+  size_t stuck = 0;
+  for (const auto& worker : workers_) stuck += worker->lastBeat() < pinged_ ? 1u : 0u;
+  if (stuck == 0) {
+    if (Status s = redirector_->heartbeat(); !s) log::error("heartbeat: {}", s.error());
+    if (workers_stuck_) log::info("every worker goes round its loop again: heartbeat resumed");
+    workers_stuck_ = false;
+  } else if (!workers_stuck_) {
+    log::error(
+        "{} of {} workers did not go round their loops within {} ms: heartbeat held "
+        "back, so new connects go direct",
+        stuck, workers_.size(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(beat_).count());
+    workers_stuck_ = true;
+  }
+  pinged_ = std::chrono::steady_clock::now();
+  for (const auto& worker : workers_) worker->ping();
   heartbeat_->arm(beat_);
 }
 

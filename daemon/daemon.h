@@ -75,6 +75,9 @@ class Daemon {
   std::string cgroup_mount_;
   std::string pin_dir_;  // "" = the maps are not shared with another spindle
   std::chrono::nanoseconds beat_{};
+  // When the last beat woke the workers: each must have gone round its loop since.
+  std::chrono::steady_clock::time_point pinged_{};
+  bool workers_stuck_ = false;  // the heartbeat is held back: logged once per episode
   bool attached_ = false;
   bool running_ = true;
   bool cut_drain_ = false;  // a second signal ends the drain

@@ -1,6 +1,7 @@
 #include "proxy/worker.h"
 
 #include <fmt/core.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -50,6 +51,8 @@ Status Worker::start() {
   std::promise<Status> ready;
   auto started = ready.get_future();
   thread_ = std::thread([this, &ready] {
+    // Named, so that an operator (or a test) can tell the workers apart in /proc.
+    pthread_setname_np(pthread_self(), fmt::format("spindle-w{}", index_).c_str());
     auto loop = loop::Loop::create(kRingEntries);
     if (!loop) {
       ready.set_value(Error{loop.error()});

@@ -47,6 +47,10 @@ class Worker {
   bool drained() const { return drained_.load(std::memory_order_relaxed); }
   // Thread-safe: a listener may still accept (false once drain() closed them all).
   bool accepting() const { return accepting_.load(std::memory_order_acquire); }
+  // Thread-safe: wakes the worker, whose loop then goes round (and lastBeat() moves on).
+  void ping() {
+    if (waker_) waker_->wake();
+  }
   // Thread-safe: new endpoint snapshots, taken by the worker at its next wake-up.
   void publish(std::shared_ptr<const lb::ServiceTable> services);
   void join();

@@ -82,6 +82,39 @@ for _ in range(int(seconds / every) + 1):
 """
 
 
+def worker_thread(pid, index):
+    """The tid of spindle's worker `index` (its threads are named spindle-w<index>)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == f"spindle-w{index}":
+                return int(tid)
+    raise AssertionError(f"spindle {pid} has no thread spindle-w{index}")
+
+
+class ThreadStop:
+    """Stops one thread of another process and no other: ptrace(PTRACE_SEIZE), then
+    PTRACE_INTERRUPT. resume() (idempotent) detaches, and the thread runs on."""
+    PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+
+    def __init__(self, tid):
+        import ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                      ctypes.c_void_p]
+        self.tid = tid
+        for request in (self.PTRACE_SEIZE, self.PTRACE_INTERRUPT):
+            if self._libc.ptrace(request, tid, None, None) != 0:
+                raise OSError(ctypes.get_errno(), f"ptrace({request:#x}, {tid})")
+        self._stopped = True
+
+    def resume(self):
+        if self._stopped:
+            self._stopped = False
+            # The thread is in a ptrace stop after the interrupt: detaching lets it run.
+            os.waitpid(self.tid, os.WNOHANG | 0x40000000)  # __WALL: reap the stop report
+            self._libc.ptrace(self.PTRACE_DETACH, self.tid, None, None)
+
+
 def capability_sets(status_text):
     """{"CapEff": int, ..., "NoNewPrivs": int} from a /proc/<pid>/status text."""
     out = {}
@@ -317,6 +350,48 @@ class FailOpenTest(SimTestCase):
                 f"{to_back * 1000:.0f} ms after SIGCONT; stopped {t_cont - t_stop:.2f} s; gRPC "
                 f"calls on spindle's connection: {len(calls)}, {len(held)} held by the stop "
                 f"(slowest {slowest:.2f} s), {len(failed)} failed {sorted({c[3] for c in failed})}")
+
+    def test_one_worker_hung_fresh_connects_direct_within_heartbeat_timeout(self):
+        # One worker thread stops (ptrace-interrupted: only that thread) while the main thread
+        # and the other worker run on. Its listeners would still take their share of new
+        # connects and serve none; the heartbeat must go stale for it, so that fresh connects
+        # go direct, and come back when the worker does.
+        sp = self.start_spindle()
+        tid = worker_thread(sp.proc.pid, 0)
+        prober = self.start_prober(seconds=12)
+        sim.wait_until(lambda: sum(self.via_spindle(p) for p in self.probes(prober)) >= 5, 10,
+                       what="fresh connects redirected to spindle")
+        t_stop = time.time()
+        tracer = ThreadStop(tid)
+        self.addCleanup(tracer.resume)
+        first_direct = self.first_probe(prober, t_stop, lambda p: p.get("direct"),
+                                        HEARTBEAT_TIMEOUT + 3,
+                                        "a fresh connect going direct while a worker hangs")
+        to_direct = first_direct["t"] - t_stop
+        time.sleep(1.0)
+        t_resume = time.time()
+        tracer.resume()
+        first_back = self.first_probe(prober, t_resume, self.via_spindle, 3,
+                                      "a fresh connect redirected again after the worker resumed")
+        to_back = first_back["t"] - t_resume
+        prober.kill()
+        probes = self.probes(prober)
+        # The beat after the stop may still find the worker's last round recent: one interval
+        # more than a stopped process.
+        self.assertLessEqual(to_direct, HEARTBEAT_TIMEOUT + HEARTBEAT_INTERVAL + PROBE_RESOLUTION,
+                             f"first direct connect {to_direct:.3f} s after the worker hung")
+        hung = [p for p in probes if first_direct["t"] <= p["t"] < t_resume]
+        self.assertTrue(hung and all(p.get("direct") for p in hung),
+                        "while the worker hung, a fresh connect was not direct: "
+                        + json.dumps([p for p in hung if not p.get("direct")][:5]))
+        resets = [p for p in probes if p.get("error") == "ConnectionResetError"]
+        self.assertEqual(resets, [], "fresh connects were reset")
+        self.assertLessEqual(to_back, 2 * HEARTBEAT_INTERVAL + PROBE_RESOLUTION,
+                             f"redirected again only {to_back:.3f} s after the worker resumed")
+        self.assertTrue(any("workers did not go round their loops" in line
+                            for line in sp.stderr_lines()), sp.tail())
+        measure(f"failopen one worker hung: first fresh connect direct {to_direct * 1000:.0f} ms "
+                f"after it stopped; redirected again {to_back * 1000:.0f} ms after it resumed")
 
     # --- least privilege -----------------------------------------------------------------
 
