@@ -245,8 +245,16 @@ Status Redirector::setServiceAddresses(
     spindle_service_value value{service_id, htons(ports[service_id]), 0};
     spindle_sockaddr_key key = keyOf(address);
     if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
+      const int error = errno;
+      // What went in stays known, so that a later update removes it if it is not declared.
+      for (const spindle_sockaddr_key& added : keys) {
+        if (std::none_of(service_keys_.begin(), service_keys_.end(),
+                         [&](const spindle_sockaddr_key& k) { return sameKey(k, added); })) {
+          service_keys_.push_back(added);
+        }
+      }
       return makeError(fmt::format("adding {} to the services map: {}", address.toString(),
-                                   std::strerror(errno)));
+                                   std::strerror(error)));
     }
     keys.push_back(key);
   }

@@ -2,11 +2,14 @@
 volume updates it, by swapping a "..data" symlink) applies a new config without a restart;
 a broken file changes nothing."""
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 import sim
+from sim.bpffs import Bpffs
 from support import PORT, VIP4, NodeTestCase
 
 RELOADED = r"spindle: info: config reloaded"
@@ -100,4 +103,38 @@ class ReloadTest(NodeTestCase):
         self.wait_reloaded(sp, 1)
         proc.wait(20)
         self.assertIn('"ok": true', proc.stdout(), proc.tail())
+        self.assertVia(self.dial("peer", VIP4), self.node.addr4)
+
+    def test_a_services_map_update_that_fails_midway_leaves_nothing_behind(self):
+        # A reload declares more intercept addresses than the kernel's services map holds
+        # (4096): the update fails partway, and is reported. What did go in must not stay
+        # there for good: the next reload, back to the one service, leaves its two addresses
+        # and nothing else.
+        bpffs = Bpffs("bpffs-reload")
+        self.addCleanup(bpffs.close)
+        cfg = self.with_echo()
+        cfg["redirect"]["pin_path"] = f"{bpffs.path}/spindle"
+        sp = self.start_spindle(cfg)
+
+        def service_entries():
+            maps = [os.path.join(root, "services") for root, _, files in os.walk(bpffs.path)
+                    if "services" in files]
+            self.assertEqual(len(maps), 1, maps)
+            out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", maps[0]],
+                                 capture_output=True, text=True, timeout=60, check=True).stdout
+            return len(json.loads(out))
+
+        self.assertEqual(service_entries(), 2)  # VIP4 and VIP6 of echo
+        big = self.with_echo()
+        big["redirect"]["pin_path"] = cfg["redirect"]["pin_path"]
+        big["services"][0]["intercept"] = [f"198.19.{100 + i // 250}.{1 + i % 250}:{PORT}"
+                                           for i in range(4200)]
+        self.write(sp.config_path, big)
+        sim.wait_until(lambda: any("adding" in l and "services map" in l
+                                   for l in sp.stderr_lines()),
+                       10, what="the failed services map update", details=sp.tail)
+        self.assertGreater(service_entries(), 2)
+        self.write(sp.config_path, cfg)
+        self.wait_reloaded(sp, 2)
+        self.assertEqual(service_entries(), 2, "addresses of the failed update stayed behind")
         self.assertVia(self.dial("peer", VIP4), self.node.addr4)
