@@ -316,8 +316,8 @@ Status Daemon::init() {
         program);
   }
   attached_ = true;
-  // From here on: SO_MARK on upstream sockets, and open_by_handle_at for per-Pod counts when
-  // granted. Maps and links are used through the fds already open, which needs no capability
+  // From here on: SO_MARK on upstream sockets (naming Pods walks the cgroup tree, which
+  // needs none). Maps and links are used through the fds already open, which needs no capability
   // (Linux 5.19+). Before the workers start, so that their threads inherit the reduced sets;
   // what is redirected meanwhile waits in the listeners' backlog.
   // upstream.source pod also enters the calling Pod's network namespace (CAP_SYS_ADMIN),
@@ -327,9 +327,8 @@ Status Daemon::init() {
   auto kept = from_pods ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
                                                 {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
                                                 {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
-                                               {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}})
-                        : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}},
-                                               {{CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"}});
+                                               {})
+                        : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}}, {});
   if (!kept) return Error{kept.error()};
   log::info("capabilities: kept {}, dropped the rest{}; no new privileges", kept->names,
             kept->bounding ? " (bounding set too)" : "");

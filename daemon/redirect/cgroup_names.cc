@@ -1,7 +1,9 @@
 #include "redirect/cgroup_names.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,12 +12,6 @@
 #include <cstring>
 
 namespace spindle::redirect {
-namespace {
-
-// The kernfs file handle of a cgroup: its 64-bit id, as bpf_get_current_cgroup_id() gives it.
-constexpr int kFileIdKernfs = 0xfe;
-
-}  // namespace
 
 std::string sourceLabel(std::string_view path) {
   // Kubelet names a Pod's cgroup "pod<uid>" (cgroupfs driver) or "kubepods-<qos>-pod<uid>.slice"
@@ -43,37 +39,62 @@ std::string sourceLabel(std::string_view path) {
 
 Result<CgroupNames> CgroupNames::open(const std::string& mount) {
   CgroupNames names;
-  names.mount_ = mount;
   names.mount_fd_.reset(::open(mount.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!names.mount_fd_.valid()) {
     return makeError(fmt::format("cannot open {}: {}", mount, std::strerror(errno)));
   }
+  names.unknown_ = std::make_shared<const std::string>("unknown");
   return names;
 }
 
 CgroupNames::Label CgroupNames::labelOf(uint64_t cgroup_id) {
   if (auto it = cache_.find(cgroup_id); it != cache_.end()) return it->second;
-  if (cache_.size() >= kMaxCached) cache_.clear();
-  std::string label = "unknown";
-  // struct file_handle ends in a flexible array: lay it out in an aligned buffer.
-  alignas(file_handle) unsigned char storage[sizeof(file_handle) + sizeof(uint64_t)] = {};
-  auto* handle = reinterpret_cast<file_handle*>(storage);
-  handle->handle_bytes = sizeof(uint64_t);
-  handle->handle_type = kFileIdKernfs;
-  std::memcpy(storage + sizeof(file_handle), &cgroup_id, sizeof(cgroup_id));
-  Fd dir(::open_by_handle_at(mount_fd_.get(), handle, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.valid()) {
-    char path[4096];
-    const std::string link = fmt::format("/proc/self/fd/{}", dir.get());
-    const ssize_t n = ::readlink(link.c_str(), path, sizeof(path) - 1);
-    if (n > 0) {
-      std::string_view full(path, static_cast<size_t>(n));
-      if (full.substr(0, mount_.size()) == mount_) full.remove_prefix(mount_.size());
-      label = sourceLabel(full);
-    }
+  auto path = paths_.find(cgroup_id);
+  const auto now = std::chrono::steady_clock::now();
+  if (path == paths_.end() && now - walked_ >= std::chrono::seconds(1)) {
+    walked_ = now;
+    walk();
+    path = paths_.find(cgroup_id);
   }
-  return cache_.emplace(cgroup_id, std::make_shared<const std::string>(std::move(label)))
+  // Not cached: a Pod made after the walk is found by a later one.
+  if (path == paths_.end()) return unknown_;
+  if (cache_.size() >= kMaxCached) cache_.clear();
+  return cache_.emplace(cgroup_id, std::make_shared<const std::string>(sourceLabel(path->second)))
       .first->second;
+}
+
+void CgroupNames::walk() {
+  paths_.clear();
+  struct stat st {};
+  if (::fstat(mount_fd_.get(), &st) == 0) paths_.emplace(st.st_ino, "/");
+  const int dir = ::dup(mount_fd_.get());
+  if (dir >= 0) walkBelow(dir, "", 0);
+}
+
+// Takes `dir_fd` (closed here). A cgroup tree is shallow (kubelet's is four or five deep);
+// the depth bound only keeps a strange one from exhausting the stack.
+void CgroupNames::walkBelow(int dir_fd, const std::string& path, int depth) {
+  DIR* dir = ::fdopendir(dir_fd);
+  if (dir == nullptr) {
+    ::close(dir_fd);
+    return;
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_type != DT_DIR || entry->d_name[0] == '.') continue;
+    if (paths_.size() >= kMaxDirectories || depth >= 32) break;
+    const int child =
+        ::openat(::dirfd(dir), entry->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (child < 0) continue;
+    struct stat st {};
+    const std::string child_path = path + "/" + entry->d_name;
+    if (::fstat(child, &st) != 0) {
+      ::close(child);
+      continue;
+    }
+    paths_.emplace(st.st_ino, child_path);
+    walkBelow(child, child_path, depth + 1);
+  }
+  ::closedir(dir);
 }
 
 }  // namespace spindle::redirect

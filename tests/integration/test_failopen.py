@@ -4,8 +4,8 @@ spindle killed (SIGKILL) while a gRPC app calls through it: fresh connects go st
 ClusterIP within 1 s, and no more calls fail than were in flight. spindle hung (SIGSTOP): the
 heartbeat goes stale and fresh connects go direct within redirect.heartbeat_timeout (2 s,
 the default); after SIGCONT they are redirected again. And once its programs are attached,
-spindle runs with CAP_NET_ADMIN (and CAP_DAC_READ_SEARCH) only, in every thread, and can gain
-nothing back, while balancing, reload and a clean exit still work.
+spindle runs with CAP_NET_ADMIN only (upstream.source node here), in every thread, and can
+gain nothing back, while balancing, counting by Pod, reload and a clean exit still work.
 
 The apps are tests/grpc/client.py (python3-grpcio, with gRPC's default retries as apps have
 them) in a client Pod, calling Service echo (VIP 198.19.0.10:50051, DNAT'd per connection to
@@ -45,7 +45,6 @@ PROBE_TIMEOUT = 0.15      # s for an answer: a connect queued on a stopped spind
 # that was waiting on the stopped spindle (PROBE_TIMEOUT) and the pause before the next one.
 PROBE_RESOLUTION = PROBE_TIMEOUT + PROBE_EVERY + 0.05
 
-CAP_DAC_READ_SEARCH = 2
 CAP_NET_ADMIN = 12
 CAP_BPF = 39
 
@@ -411,8 +410,8 @@ class FailOpenTest(SimTestCase):
                                  f"{k} {v:#x}" for k, v in sets.items()))
 
     def test_granted_bpf_and_net_admin_only_keeps_net_admin(self):
-        # As a container granted CAP_BPF and CAP_NET_ADMIN only: no CAP_DAC_READ_SEARCH to
-        # keep, no CAP_SETPCAP to cut the bounding set with; no_new_privs guards exec.
+        # As a container granted CAP_BPF and CAP_NET_ADMIN only: no CAP_SETPCAP to cut the
+        # bounding set with; no_new_privs guards exec.
         granted = (1 << CAP_BPF) | (1 << CAP_NET_ADMIN)
         sp = sim.Spindle(self.node, self.config(), wrapper=[
             "setpriv", "--inh-caps=-all", "--bounding-set=-all,+bpf,+net_admin"])
@@ -429,7 +428,7 @@ class FailOpenTest(SimTestCase):
         self.assertEqual(bpftool_cgroup_progs(self.node.cgroup.path), [],
                          "programs still attached after SIGTERM")
 
-    def test_runs_with_net_admin_and_dac_read_search_only_and_still_balances_reloads_exits(self):
+    def test_runs_with_net_admin_only_and_still_balances_counts_by_pod_reloads_exits(self):
         bpffs = Bpffs()
         self.addCleanup(bpffs.close)
         admin = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
@@ -439,17 +438,17 @@ class FailOpenTest(SimTestCase):
         t_ready = time.monotonic()
         pid = sp.proc.pid
 
-        expected = (1 << CAP_NET_ADMIN) | (1 << CAP_DAC_READ_SEARCH)
+        expected = 1 << CAP_NET_ADMIN
         self.assertThreadsHold(pid, expected, bounding=expected)
         kept = [line for line in sp.stderr_lines() if "capabilities: kept" in line]
-        self.assertTrue(kept and "kept CAP_NET_ADMIN, CAP_DAC_READ_SEARCH, dropped" in kept[0]
+        self.assertTrue(kept and "kept CAP_NET_ADMIN, dropped" in kept[0]
                         and "(bounding set too)" in kept[0], sp.tail())
 
         # Balancing: upstream sockets get SO_MARK (CAP_NET_ADMIN) after the drop.
         res = peers.run_client(self.client, TARGET, "unary", count=300, concurrency=4)
         self.assertTrue(res.get("ok"), json.dumps(res)[:2000])
         self.assertEqual(set(res["pods"]), {p.name for p in self.pods}, res["pods"])
-        # Per-Pod counts: open_by_handle_at (CAP_DAC_READ_SEARCH) in the workers.
+        # Per-Pod counts: the workers name Pods by walking the cgroup tree, no capability.
         source = os.path.relpath(self.client.cgroup.path, sim.cgroup2_mount())
         metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
         self.assertEqual(metric(metrics, "spindle_source_requests_total", source=source),

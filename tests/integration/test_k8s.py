@@ -213,14 +213,14 @@ class ManifestTest(SimTestCase):
         self.assertIn("emptyDir", volumes[mounts[socket_dir]],
                       "admin.socket must be in the Pod's own volume, not shared with the host")
         self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
-        # Not privileged; all capabilities dropped but the five the sim test below proves,
+        # Not privileged; all capabilities dropped but the four the sim test below proves,
         # in the host's PID namespace (upstream.source pod finds Pods through /proc).
         sc = c["securityContext"]
         self.assertFalse(sc.get("privileged", False))
         self.assertFalse(sc["allowPrivilegeEscalation"])
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
         self.assertEqual(sorted(sc["capabilities"]["add"]),
-                         ["BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"])
+                         ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"])
         self.assertIs(pod["hostPID"], True)
         # The Localhost seccomp profile is the file the init container installs from the
         # ConfigMap, into the directory kubelet reads Localhost profiles from.
@@ -258,7 +258,7 @@ class ManifestTest(SimTestCase):
         (c,) = pod["containers"]
         self.assertIs(pod["hostPID"], False)
         caps = c["securityContext"]["capabilities"]["add"]
-        self.assertEqual(sorted(caps), ["BPF", "DAC_READ_SEARCH", "NET_ADMIN"])
+        self.assertEqual(sorted(caps), ["BPF", "NET_ADMIN"])
         # Everything else is the base's, in the DaemonSet and in every other object.
         expected = json.loads(json.dumps(self.ds))
         expected["spec"]["template"]["spec"]["hostPID"] = False
@@ -410,8 +410,11 @@ class PrivilegeTest(SimTestCase):
         self.assertRegex(errors[0], pattern)
 
     def test_the_daemonsets_grants_serve_calls_from_the_calling_pod_counted_by_pod(self):
-        self.assertEqual(sorted(self.caps),
-                         ["bpf", "dac_read_search", "net_admin", "sys_admin", "sys_ptrace"])
+        self.assertEqual(sorted(self.caps), ["bpf", "net_admin", "sys_admin", "sys_ptrace"])
+        # Neither CAP_DAC_READ_SEARCH nor file handles: open_by_handle_at with it reaches any
+        # file of a host-backed mount (a known container escape).
+        allowed = {n for rule in self.profile["syscalls"] for n in rule["names"]}
+        self.assertFalse(allowed & {"open_by_handle_at", "name_to_handle_at"})
         self.assertIs(self.host_pid, True)
         self.assertEqual(self.upstream["source"], "pod")
         sp = self.start(self.caps, self.profile)
@@ -421,8 +424,8 @@ class PrivilegeTest(SimTestCase):
         # CAP_SYS_ADMIN and the profile's setns, /proc/<pid>/ns/net through the host's PID
         # namespace with CAP_SYS_PTRACE).
         self.assertEqual(seen, {self.client.ip4}, sp.tail())
-        # Counted under the calling Pod: open_by_handle_at worked (CAP_DAC_READ_SEARCH, and
-        # the profile allows the call).
+        # Counted under the calling Pod: named by walking the cgroup tree, which needs no
+        # capability and no file handle.
         self.assertEqual(counts, {self.source: 40.0}, sp.tail())
         self.assertEqual(sp.proc.stop(10), 0, sp.tail())
 
@@ -445,12 +448,6 @@ class PrivilegeTest(SimTestCase):
             with self.subTest(missing=missing):
                 sp = self.start([c for c in self.caps if c != missing], self.profile)
                 self.assertRefused(sp, name)
-
-    def test_without_cap_dac_read_search_calls_are_served_but_not_attributed(self):
-        sp = self.start([c for c in self.caps if c != "dac_read_search"], self.profile)
-        self.assertTrue(sp.proc.alive(), sp.tail())
-        _, counts = self.serve_calls(sp)
-        self.assertEqual(counts, {"unknown": 40.0}, sp.tail())
 
     def test_the_profile_without_io_uring_is_refused(self):
         # What the runtimes' default profile does: the reason for shipping this profile.
@@ -486,7 +483,7 @@ class PrivilegeTest(SimTestCase):
         # docs/deploy-kubernetes.md's patch takes out SYS_ADMIN, SYS_PTRACE and hostPID; with
         # source: node spindle serves all the same, and the backend sees the node instead of
         # the Pod: the trade-off the docs state.
-        self.assertEqual(sorted(self.node_caps), ["bpf", "dac_read_search", "net_admin"])
+        self.assertEqual(sorted(self.node_caps), ["bpf", "net_admin"])
         self.assertIs(self.node_host_pid, False)
         sp = self.start(self.node_caps, self.profile, upstream={**self.upstream, "source": "node"},
                         host_pid=self.node_host_pid)

@@ -1,5 +1,10 @@
 // Which Pod a connection came from, by its cgroup path.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "redirect/cgroup_names.h"
 
@@ -33,6 +38,34 @@ TEST(SourceLabel, PathOutsideKubernetesIsKeptWithoutTheLeadingSlash) {
 TEST(SourceLabel, KubepodsPathWithoutAPodUidIsKeptWhole) {
   EXPECT_EQ(sourceLabel("/kubepods/burstable"), "kubepods/burstable");
   EXPECT_EQ(sourceLabel("/kubepods/podnotauid/x"), "kubepods/podnotauid/x");
+}
+
+// A cgroup id is its directory's inode number: names are found by walking the tree, which
+// any directory tree stands in for here.
+TEST(CgroupNames, AnIdIsNamedByTheDirectoryWithThatInode) {
+  char base[] = "/tmp/spindle-cgroup-names-XXXXXX";
+  ASSERT_NE(::mkdtemp(base), nullptr);
+  const std::string root = base;
+  const std::string pod = root + "/kubepods/pod11111111-2222-3333-4444-555555555555";
+  ASSERT_EQ(::mkdir((root + "/kubepods").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir(pod.c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((pod + "/ctr").c_str(), 0700), 0);
+  struct stat st {};
+  ASSERT_EQ(::stat((pod + "/ctr").c_str(), &st), 0);
+
+  auto names = CgroupNames::open(root);
+  ASSERT_TRUE(names) << names.error();
+  auto label = names->labelOf(st.st_ino);
+  EXPECT_EQ(*label, "11111111-2222-3333-4444-555555555555");
+  EXPECT_EQ(names->labelOf(st.st_ino), label);  // cached: the same shared label
+  ASSERT_EQ(::stat((root + "/kubepods").c_str(), &st), 0);
+  EXPECT_EQ(*names->labelOf(st.st_ino), "kubepods");
+  EXPECT_EQ(*names->labelOf(0xfffffffffffffff0u), "unknown");  // no directory has it
+
+  ::rmdir((pod + "/ctr").c_str());
+  ::rmdir(pod.c_str());
+  ::rmdir((root + "/kubepods").c_str());
+  ::rmdir(root.c_str());
 }
 
 }  // namespace
