@@ -217,75 +217,61 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         for name, n in served.items():
             self.assertGreaterEqual(n, 200, f"sequential calls pile up on one backend: {served}")
 
-    def test_with_upstream_source_node_the_backends_see_the_node(self):
-        # upstream.source: node, the documented trade-off: the calls leave from the node's
-        # address over connections all the node's Pods share.
+    def assertCallsLeaveFrom(self, source, address):
+        """900 calls with upstream.source `source`: the backends saw them come from `address`
+        only, and balanced one by one over the channel."""
         cfg = self.spindle_config(balance="round_robin")
-        cfg["upstream"] = {"source": "node"}
+        cfg["upstream"] = {"source": source}
         self.start_spindle(cfg)
         res, served = self.balance_run(count=900, concurrency=4)
         seen = self.seen_from(res["run"])
-        self.assertEqual(seen, {self.node.addr4},
-                         f"the backends saw the calls come from {seen}, not from the node")
+        self.assertEqual(seen, {address}, f"with source {source} the backends saw {seen}")
         self.assertEvenShares(served, 900)
 
+    def test_with_upstream_source_node_the_backends_see_the_node(self):
+        # The documented trade-off: the calls leave from the node's address over connections
+        # all the node's Pods share.
+        self.assertCallsLeaveFrom("node", self.node.addr4)
+
     def test_with_upstream_source_pod_the_backends_see_the_calling_pod(self):
-        # upstream.source: pod (the default). Every call leaves from the client Pod's network
-        # namespace, so the backends see its address, as without spindle, and the calls are
-        # still balanced one by one over the channel.
-        cfg = self.spindle_config(balance="round_robin")
+        # The default. Every call leaves from the client Pod's network namespace, so the
+        # backends see its address, as without spindle.
+        self.assertCallsLeaveFrom("pod", self.client.ip4)
+
+    def assertCallerNamespaceRefused(self, probe_op):
+        """One call by `probe.py probe_op` (pod mode): UNAVAILABLE, counted as caller_namespace,
+        never sent from the node or elsewhere (that would bypass the Pod's egress policy), no
+        endpoint blamed. Returns the probe's report."""
+        cfg = self.spindle_config()
         cfg["upstream"] = {"source": "pod"}
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
         self.start_spindle(cfg)
-        res, served = self.balance_run(count=900, concurrency=4)
-        seen = self.seen_from(res["run"])
-        self.assertEqual(seen, {self.client.ip4},
-                         f"the backends saw the calls come from {seen}, not from the client Pod")
-        self.assertEvenShares(served, 900)
+        served_before = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        p = self.client.run([sim.PYTHON, peers.PROBE, probe_op, VIP4, str(PORT)],
+                            check=False, timeout=30)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertTrue(out.get("ok"), f"probe: {out} {p.stderr[-800:]}")
+        self.assertEqual(out["headers"].get("grpc-status"), "14", f"answer: {out['headers']}")
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_upstream_socket_failures_total",
+                                reason="caller_namespace"), 1, "not counted")
+        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "an endpoint was blamed")
+        served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
+        self.assertEqual(served_after, served_before, "the call reached a backend anyway")
+        return out
 
     def test_with_upstream_source_pod_a_caller_whose_namespace_is_gone_fails_not_from_the_node(
             self):
         # The process that made the connect is gone before the call: its namespace cannot be
-        # found. The call fails with UNAVAILABLE and is counted; it never leaves from the node
-        # (that would bypass the Pod's egress policy), and no endpoint is blamed for it.
-        cfg = self.spindle_config()
-        cfg["upstream"] = {"source": "pod"}
-        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
-        self.start_spindle(cfg)
-        served_before = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
-        p = self.client.run([sim.PYTHON, peers.PROBE, "handed-over", VIP4, str(PORT)],
-                            check=False, timeout=30)
-        out = json.loads(p.stdout.strip().splitlines()[-1])
-        self.assertTrue(out.get("ok"), f"probe: {out} {p.stderr[-800:]}")
+        # found.
+        out = self.assertCallerNamespaceRefused("handed-over")
         self.assertTrue(out["connector_gone"], "the connecting process was still there")
-        self.assertEqual(out["headers"].get("grpc-status"), "14", f"answer: {out['headers']}")
-        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
-        self.assertEqual(metric(text, "spindle_upstream_socket_failures_total",
-                                reason="caller_namespace"), 1, "not counted")
-        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "an endpoint was blamed")
-        served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
-        self.assertEqual(served_after, served_before, "the call reached a backend anyway")
 
     def test_with_upstream_source_pod_a_caller_that_left_its_namespace_is_not_followed(self):
         # The connecting process moved to another network namespace before its call: its
         # /proc/<pid>/ns/net leads there, not to the connect's. spindle checks the namespace
-        # by its cookie: the call fails with UNAVAILABLE, counted, and is not sent from the
-        # other namespace (nor from the node).
-        cfg = self.spindle_config()
-        cfg["upstream"] = {"source": "pod"}
-        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
-        self.start_spindle(cfg)
-        served_before = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
-        p = self.client.run([sim.PYTHON, peers.PROBE, "moved", VIP4, str(PORT)],
-                            check=False, timeout=30)
-        out = json.loads(p.stdout.strip().splitlines()[-1])
-        self.assertTrue(out.get("ok"), f"probe: {out} {p.stderr[-800:]}")
-        self.assertEqual(out["headers"].get("grpc-status"), "14", f"answer: {out['headers']}")
-        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
-        self.assertEqual(metric(text, "spindle_upstream_socket_failures_total",
-                                reason="caller_namespace"), 1, "not counted")
-        self.assertEqual(metric(text, "spindle_ejections_total"), 0, "an endpoint was blamed")
-        served_after = sum(len(log.starts(run=None, method=None)) for log in self.logs.values())
-        self.assertEqual(served_after, served_before, "the call reached a backend anyway")
+        # by its cookie.
+        self.assertCallerNamespaceRefused("moved")
 
     def test_with_upstream_source_pod_a_pods_egress_policy_holds_and_blames_no_backend(self):
         # The client Pod may not reach b1: a CNI-style rule on its veth rejects it. Through
