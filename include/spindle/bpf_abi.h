@@ -87,11 +87,13 @@ SPINDLE_STATIC_ASSERT(sizeof(struct spindle_orig_dst) == 48, "spindle_orig_dst s
 /* orig_by_peer value: the socket's record, and what tells its connection from any other that
  * had, or will have, the same key. */
 struct spindle_peer_record {
+	/* Kernel-owned: removes a record whose client closed first. At offset 0: the verifier
+	 * refuses the pointer arithmetic to a timer further in unless the loader has CAP_PERFMON. */
+	struct bpf_timer expiry;
 	struct spindle_orig_dst orig;
 	__u64 socket_cookie; /* the client socket: only its own close removes the record */
 	__u32 isn;           /* the client's initial sequence number, once SPINDLE_PEER_ESTABLISHED */
 	__u32 state;         /* SPINDLE_PEER_* */
-	struct bpf_timer expiry; /* kernel-owned: removes a record whose client closed first */
 };
 SPINDLE_STATIC_ASSERT(sizeof(struct spindle_peer_record) == 80, "spindle_peer_record size");
 

@@ -97,9 +97,9 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
                {FIELD(spindle_peer_key, addr), FIELD(spindle_peer_key, port),
                 FIELD(spindle_peer_key, proxy_port)});
   expectLayout(types, "spindle_peer_record", sizeof(spindle_peer_record),
-               {FIELD(spindle_peer_record, orig), FIELD(spindle_peer_record, socket_cookie),
-                FIELD(spindle_peer_record, isn), FIELD(spindle_peer_record, state),
-                FIELD(spindle_peer_record, expiry)});
+               {FIELD(spindle_peer_record, expiry), FIELD(spindle_peer_record, orig),
+                FIELD(spindle_peer_record, socket_cookie), FIELD(spindle_peer_record, isn),
+                FIELD(spindle_peer_record, state)});
   expectLayout(types, "spindle_orig_dst", sizeof(spindle_orig_dst),
                {FIELD(spindle_orig_dst, addr), FIELD(spindle_orig_dst, port),
                 FIELD(spindle_orig_dst, flags), FIELD(spindle_orig_dst, service_id),
