@@ -41,6 +41,11 @@ class OriginalDstMap {
   // kept). The record is removed: each connection is looked up once. nullopt: not redirected
   // by spindle, or the record under that key is another connection's (the client of this one
   // is gone and the address and port are already someone else's).
+  // Why the sequence number: the accepted socket tells nothing of the client socket (its
+  // SO_COOKIE and SO_NETNS_COOKIE are its own and spindle's namespace's), but both ends see
+  // the SYN, and the client's initial sequence number in it is what its sockops program
+  // recorded. With records removed when their client closes, the key alone already names one
+  // live client; the number makes the match exact when an accept races a reuse of the key.
   std::optional<OriginalDst> take(const net::SocketAddress& peer, uint16_t proxy_port,
                                   std::optional<uint32_t> isn) const;
 
