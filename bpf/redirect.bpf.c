@@ -408,7 +408,12 @@ static __always_inline void __sockops_established(struct bpf_sock_ops *skops)
 {
 	struct spindle_peer_key key = {};
 	struct spindle_peer_record *rec;
+	struct bpf_sock *sk = skops->sk;
 
+	/* Every connection of every Pod gets here: most have no record, and the socket says so
+	 * without a look in the map. */
+	if (!sk || !bpf_sk_storage_get(&orig_by_sock, sk, 0, 0))
+		return;
 	__skops_peer_key(skops, &key);
 	rec = __skops_own_record(skops, &key);
 	if (!rec)

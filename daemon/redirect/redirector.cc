@@ -151,11 +151,16 @@ Result<std::unique_ptr<Redirector>> Redirector::load(const std::string& pin_dir)
 
 void Redirector::forgetRecords() {
   const int fd = bpf_map__fd(skel_->maps.orig_by_peer);
+  std::vector<spindle_peer_key> keys;
   spindle_peer_key key{};
-  while (bpf_map_get_next_key(fd, nullptr, &key) == 0) {
-    if (bpf_map_delete_elem(fd, &key) != 0) break;
+  const void* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &key) == 0) {
+    keys.push_back(key);
+    previous = &keys.back();
   }
+  for (const spindle_peer_key& old_key : keys) bpf_map_delete_elem(fd, &old_key);
   std::atomic_ref<int64_t>(*peer_count_).store(0, std::memory_order_relaxed);
+  if (!keys.empty()) log::info("dropped {} records a spindle that is gone left", keys.size());
 }
 
 void Redirector::unpin() {
