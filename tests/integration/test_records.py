@@ -77,7 +77,8 @@ class RecordsTest(SimTestCase):
 
     def peer_records(self):
         """The client port of each record under a client's address and port."""
-        return sorted(socket.ntohs(e["formatted"]["key"]["port"]) for e in self.dump("orig_by_peer"))
+        return sorted(socket.ntohs(entry["formatted"]["key"]["port"])
+                      for entry in self.dump("orig_by_peer"))
 
     def assertNoPeerRecords(self, msg, timeout=2):
         """orig_by_peer empties within timeout (a client's close removes its record at once;
