@@ -22,6 +22,13 @@
 #ifndef SOCK_STREAM
 #define SOCK_STREAM 1
 #endif
+#ifndef CLOCK_MONOTONIC
+#define CLOCK_MONOTONIC 1
+#endif
+#define EEXIST 17
+#define ENOMEM 12
+#define EBUSY 16
+#define E2BIG 7
 
 #define ALLOW 1 /* cgroup sock_addr verdict: let the syscall proceed */
 
@@ -43,19 +50,33 @@ struct {
 	__type(value, struct spindle_service_port);
 } service_ports SEC(".maps");
 
+/* The record of a redirected socket, for getpeername() and for sockops: storage of the socket
+ * itself, so it lives exactly as long as the socket and there is no capacity to run out of. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SPINDLE_MAX_TRACKED_SOCKETS);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct spindle_orig_dst);
-} orig_by_cookie SEC(".maps");
+} orig_by_sock SEC(".maps");
 
+/* The same record under the connection as the proxy's listener sees it, for the worker that
+ * accepts it. Removed by that worker, or when the client's socket closes first. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SPINDLE_MAX_TRACKED_SOCKETS);
-	__type(key, struct spindle_sockaddr_key);
-	__type(value, struct spindle_orig_dst);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPINDLE_MAX_PEER_RECORDS + SPINDLE_PEER_RECORDS_HEADROOM);
+	__type(key, struct spindle_peer_key);
+	__type(value, struct spindle_peer_record);
 } orig_by_peer SEC(".maps");
+
+/* How many records orig_by_peer holds. The workers take records too, so the count is shared
+ * memory (mmap) that both sides change atomically. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __s64);
+} peer_count SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -152,22 +173,52 @@ __sock_decide(struct bpf_sock_addr *ctx, const struct spindle_control *ctrl,
 	return SPINDLE_REASON_REDIRECTED;
 }
 
-/* Record the original destination under the socket cookie. The sockops program moves it to
- * the (client addr, port) key once the kernel has picked the source port. */
+static __always_inline __s64 *peer_count_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&peer_count, &zero);
+}
+
+static __always_inline void peer_count_add(__s64 delta)
+{
+	__s64 *n = peer_count_slot();
+
+	if (n)
+		__sync_fetch_and_add(n, delta);
+}
+
+/* Record the original destination in the socket's storage. Before any rewrite: a record that
+ * cannot be stored, or that orig_by_peer would have no room for at TCP_CONNECT_CB, leaves the
+ * connect alone (map_full), never redirected without one. */
 static __always_inline int __sock_remember(struct bpf_sock_addr *ctx, const __u8 addr[16],
 					   __u16 port, __u32 service_id, __u16 flags)
 {
-	struct spindle_orig_dst orig = {};
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct spindle_orig_dst *orig;
+	__s64 *records = peer_count_slot();
 
-	__builtin_memcpy(orig.addr, addr, 16);
-	orig.port = port;
-	orig.flags = flags;
-	orig.service_id = service_id;
-	orig.cgroup_id = bpf_get_current_cgroup_id();
-	orig.netns_cookie = bpf_get_netns_cookie(ctx);
-	orig.pid = bpf_get_current_pid_tgid() >> 32;
-	return bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY);
+	if (!records || *(volatile __s64 *)records >= SPINDLE_MAX_PEER_RECORDS)
+		return -E2BIG;
+	orig = bpf_sk_storage_get(&orig_by_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!orig)
+		return -ENOMEM;
+	__builtin_memcpy(orig->addr, addr, 16);
+	orig->port = port;
+	orig->flags = flags;
+	orig->service_id = service_id;
+	orig->cgroup_id = bpf_get_current_cgroup_id();
+	orig->netns_cookie = bpf_get_netns_cookie(ctx);
+	orig->pid = bpf_get_current_pid_tgid() >> 32;
+	orig->pad2 = 0;
+	return 0;
+}
+
+/* A connect left alone. A socket may connect again after a failed connect: a record from the
+ * earlier one must not answer getpeername() for this one. */
+static __always_inline int __sock_leave(struct bpf_sock_addr *ctx, enum spindle_reason reason)
+{
+	bpf_sk_storage_delete(&orig_by_sock, ctx->sk);
+	return count(reason);
 }
 
 /* A connect to one of the proxy's addresses. To a service's proxy port, from a Pod: a
@@ -180,7 +231,6 @@ static __always_inline int __sock_relayed(struct bpf_sock_addr *ctx,
 {
 	struct spindle_service_port *svc;
 	enum spindle_reason reason;
-	__u64 cookie;
 
 	if (port == ctrl->proxy_port)
 		return ALLOW; /* the proxy's own port names no service */
@@ -190,8 +240,7 @@ static __always_inline int __sock_relayed(struct bpf_sock_addr *ctx,
 	reason = __sock_exempt(ctx, ctrl);
 	if (reason != SPINDLE_REASON_REDIRECTED)
 		return ALLOW;
-	cookie = bpf_get_socket_cookie(ctx);
-	if (bpf_map_lookup_elem(&orig_by_cookie, &cookie))
+	if (bpf_sk_storage_get(&orig_by_sock, ctx->sk, 0, 0))
 		return ALLOW;
 	if (__sock_remember(ctx, svc->addr, svc->port, svc->service_id, SPINDLE_ORIG_RELAYED))
 		return count(SPINDLE_REASON_MAP_FULL);
@@ -218,11 +267,11 @@ int spindle_connect4(struct bpf_sock_addr *ctx)
 
 	reason = __sock_decide(ctx, ctrl, &dst, &svc);
 	if (reason != SPINDLE_REASON_REDIRECTED)
-		return count(reason);
+		return __sock_leave(ctx, reason);
 	if (!(ctrl->flags & SPINDLE_CONTROL_HAS_V4))
-		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+		return __sock_leave(ctx, SPINDLE_REASON_NO_PROXY_FAMILY);
 	if (__sock_remember(ctx, dst.addr, dst.port, svc.service_id, 0))
-		return count(SPINDLE_REASON_MAP_FULL);
+		return __sock_leave(ctx, SPINDLE_REASON_MAP_FULL);
 
 	ctx->user_ip4 = ctrl->proxy_addr4;
 	ctx->user_port = svc.proxy_port;
@@ -255,17 +304,17 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 
 	reason = __sock_decide(ctx, ctrl, &dst, &svc);
 	if (reason != SPINDLE_REASON_REDIRECTED)
-		return count(reason);
+		return __sock_leave(ctx, reason);
 
 	/* gRPC C-core dials IPv4 targets from AF_INET6 sockets as ::ffff:a.b.c.d: those go to
 	 * the proxy's IPv4 address, mapped the same way. */
 	mapped = is_v4_mapped(ip6);
 	if (mapped && !(ctrl->flags & SPINDLE_CONTROL_HAS_V4))
-		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+		return __sock_leave(ctx, SPINDLE_REASON_NO_PROXY_FAMILY);
 	if (!mapped && !(ctrl->flags & SPINDLE_CONTROL_HAS_V6))
-		return count(SPINDLE_REASON_NO_PROXY_FAMILY);
+		return __sock_leave(ctx, SPINDLE_REASON_NO_PROXY_FAMILY);
 	if (__sock_remember(ctx, dst.addr, dst.port, svc.service_id, 0))
-		return count(SPINDLE_REASON_MAP_FULL);
+		return __sock_leave(ctx, SPINDLE_REASON_MAP_FULL);
 
 	if (mapped) {
 		ctx->user_ip6[0] = 0;
@@ -285,24 +334,13 @@ int spindle_connect6(struct bpf_sock_addr *ctx)
 	return count(SPINDLE_REASON_REDIRECTED);
 }
 
-/* At TCP_CONNECT_CB the source port is chosen and the SYN is not sent yet, so the record is
- * under the client's (addr, port) before the proxy can accept() the connection. */
-SEC("sockops")
-int spindle_sockops(struct bpf_sock_ops *skops)
+/* The orig_by_peer key of a connecting socket: its own address and port, and the port it
+ * connects to (the proxy port, after connect4/6). */
+static __always_inline void __skops_peer_key(const struct bpf_sock_ops *skops,
+					     struct spindle_peer_key *key)
 {
-	struct spindle_sockaddr_key peer = {};
-	struct spindle_orig_dst *orig;
-	__u64 cookie;
-
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
-		return 1;
-	cookie = bpf_get_socket_cookie(skops);
-	orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
-	if (!orig)
-		return 1;
-
 	if (skops->family == AF_INET) {
-		set_v4_mapped(peer.addr, skops->local_ip4);
+		set_v4_mapped(key->addr, skops->local_ip4);
 	} else {
 		__u32 ip6[4];
 
@@ -310,11 +348,128 @@ int spindle_sockops(struct bpf_sock_ops *skops)
 		ip6[1] = READ_U32(skops->local_ip6[1]);
 		ip6[2] = READ_U32(skops->local_ip6[2]);
 		ip6[3] = READ_U32(skops->local_ip6[3]);
-		__builtin_memcpy(peer.addr, ip6, 16);
+		__builtin_memcpy(key->addr, ip6, 16);
 	}
-	peer.port = bpf_htons((__u16)skops->local_port); /* local_port is in host order */
-	if (bpf_map_update_elem(&orig_by_peer, &peer, orig, BPF_ANY))
+	key->port = bpf_htons((__u16)skops->local_port); /* local_port is in host order */
+	/* remote_port holds the network-order port in its upper 16 bits */
+	key->proxy_port = (__u16)(skops->remote_port >> 16);
+}
+
+/* This socket's record in orig_by_peer, or NULL: a record under its key that another socket
+ * stored is not its own. */
+static __always_inline struct spindle_peer_record *
+__skops_own_record(struct bpf_sock_ops *skops, const struct spindle_peer_key *key)
+{
+	struct spindle_peer_record *rec = bpf_map_lookup_elem(&orig_by_peer, key);
+
+	if (!rec || rec->socket_cookie != bpf_get_socket_cookie(skops))
+		return NULL;
+	return rec;
+}
+
+/* At TCP_CONNECT_CB the source port is chosen and the SYN is not sent yet, so the record is
+ * under the connection's key before the proxy can accept() it. The state callbacks are turned
+ * on for this socket only, to remove the record when it closes. */
+static __always_inline void __sockops_connect(struct bpf_sock_ops *skops)
+{
+	struct spindle_peer_key key = {};
+	struct spindle_peer_record rec = {};
+	struct spindle_orig_dst *orig;
+	struct bpf_sock *sk = skops->sk;
+	long err;
+
+	if (!sk)
+		return;
+	orig = bpf_sk_storage_get(&orig_by_sock, sk, 0, 0);
+	if (!orig)
+		return;
+	__skops_peer_key(skops, &key);
+	rec.orig = *orig;
+	rec.socket_cookie = bpf_get_socket_cookie(skops);
+	err = bpf_map_update_elem(&orig_by_peer, &key, &rec, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Left by an earlier connection with this key whose client is gone (it closed,
+		 * or its Pod did): replaced, never inherited. */
+		err = bpf_map_update_elem(&orig_by_peer, &key, &rec, BPF_EXIST);
+	} else if (err == 0) {
+		peer_count_add(1);
+	}
+	if (err) {
 		count(SPINDLE_REASON_MAP_FULL);
+		return;
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* The SYN-ACK arrived. The ACK that lets the proxy accept is sent after this returns, so the
+ * record carries the client's initial sequence number before the proxy can look: the proxy
+ * reads the same number from the SYN it saved, and takes no record of another connection. */
+static __always_inline void __sockops_established(struct bpf_sock_ops *skops)
+{
+	struct spindle_peer_key key = {};
+	struct spindle_peer_record *rec;
+	struct bpf_sock *sk = skops->sk;
+
+	/* Every connection of every Pod gets here: most have no record, and the socket says so
+	 * without a look in the map. */
+	if (!sk || !bpf_sk_storage_get(&orig_by_sock, sk, 0, 0))
+		return;
+	__skops_peer_key(skops, &key);
+	rec = __skops_own_record(skops, &key);
+	if (!rec)
+		return;
+	rec->isn = skops->snd_una - 1; /* the SYN took one sequence number */
+	rec->state |= SPINDLE_PEER_ESTABLISHED;
+}
+
+static int __peer_expired(void *map, struct spindle_peer_key *key, struct spindle_peer_record *rec)
+{
+	if (bpf_map_delete_elem(map, key) == 0)
+		peer_count_add(-1);
+	return 0;
+}
+
+/* The client socket is closed: its record goes. Except after an orderly close (FIN sent and
+ * acknowledged: FIN_WAIT2), where the connection, its data and its FIN may still wait in the
+ * proxy's queue: the record stays SPINDLE_CLOSED_RECORD_NS for the proxy to take. */
+static __always_inline void __sockops_closed(struct bpf_sock_ops *skops)
+{
+	struct spindle_peer_key key = {};
+	struct spindle_peer_record *rec;
+	long err;
+
+	__skops_peer_key(skops, &key);
+	rec = __skops_own_record(skops, &key);
+	if (!rec)
+		return;
+	if (skops->args[0] == BPF_TCP_FIN_WAIT2 && (rec->state & SPINDLE_PEER_ESTABLISHED)) {
+		err = bpf_timer_init(&rec->expiry, &orig_by_peer, CLOCK_MONOTONIC);
+		if (err == 0 || err == -EBUSY) /* EBUSY: another spindle's program ran first */
+			err = bpf_timer_set_callback(&rec->expiry, __peer_expired);
+		if (err == 0)
+			err = bpf_timer_start(&rec->expiry, SPINDLE_CLOSED_RECORD_NS, 0);
+		if (err == 0)
+			return;
+	}
+	if (bpf_map_delete_elem(&orig_by_peer, &key) == 0)
+		peer_count_add(-1);
+}
+
+SEC("sockops")
+int spindle_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		__sockops_connect(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		__sockops_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			__sockops_closed(skops);
+		break;
+	}
 	return 1;
 }
 
@@ -323,8 +478,7 @@ int spindle_sockops(struct bpf_sock_ops *skops)
 SEC("cgroup/getpeername4")
 int spindle_getpeername4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	struct spindle_orig_dst *orig = bpf_sk_storage_get(&orig_by_sock, ctx->sk, 0, 0);
 	__u32 ip4;
 
 	if (!orig || (orig->flags & SPINDLE_ORIG_RELAYED))
@@ -338,8 +492,7 @@ int spindle_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int spindle_getpeername6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct spindle_orig_dst *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	struct spindle_orig_dst *orig = bpf_sk_storage_get(&orig_by_sock, ctx->sk, 0, 0);
 	__u32 ip6[4];
 
 	if (!orig || (orig->flags & SPINDLE_ORIG_RELAYED))

@@ -267,6 +267,10 @@ Status Daemon::init() {
           return makeError(fmt::format("proxy.listen{}: {}",
                                        port == proxy->port ? "" : " (a service port)", fd.error()));
         }
+        // The client's initial sequence number tells its connection from an older one with
+        // the same address and ports (OriginalDstMap::take).
+        if (Status s = net::saveSyns(fd->get()); !s)
+          return makeError(fmt::format("proxy.listen: {}", s.error()));
         worker_listeners.push_back(std::move(*fd));
       }
     }
@@ -291,7 +295,10 @@ Status Daemon::init() {
   auto loaded = redirect::Redirector::load(pin_dir_);
   if (!loaded) return Error{loaded.error()};
   redirector_ = std::move(loaded).value();
-  if (!*another) redirector_->claimServicesMap();  // what a spindle that is gone left there
+  if (!*another) {  // what a spindle that is gone left there
+    redirector_->claimServicesMap();
+    redirector_->forgetRecords();
+  }
   redirect::ControlSettings control;
   control.proxy_v4 = proxy->v4;
   control.proxy_v6 = proxy->v6;

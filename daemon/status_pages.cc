@@ -93,6 +93,12 @@ std::string renderLiveMetrics(const Daemon& d) {
     appendSeries(out, "spindle_redirects_total", {{"reason", redirect::reasonName(reason)}},
                  static_cast<double>(counters[static_cast<size_t>(reason)]));
   }
+  metrics::appendHeader(out, "spindle_redirect_records",
+                        "Records of redirected connections that spindle has not accepted yet, or "
+                        "that a sidecar in the Pod holds; at 65536, connects go direct (map_full).",
+                        "gauge");
+  appendSeries(out, "spindle_redirect_records", {},
+               static_cast<double>(d.redirector().peerRecords()));
 
   const auto table = d.services().table();
   const auto now = lb::Clock::now();

@@ -1,6 +1,8 @@
 #include "net/socket.h"
 
+#include <arpa/inet.h>
 #include <fmt/core.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -102,6 +104,58 @@ Result<SocketAddress> peerAddress(int fd) {
     return makeError(fmt::format("getpeername: {}", errnoText(errno)));
   }
   return SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+}
+
+uint16_t localPort(int fd) {
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) return 0;
+  return SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len).port();
+}
+
+Status saveSyns(int listener) {
+  int one = 1;
+  if (::setsockopt(listener, IPPROTO_TCP, TCP_SAVE_SYN, &one, sizeof(one)) != 0) {
+    return makeError(fmt::format("TCP_SAVE_SYN: {}", errnoText(errno)));
+  }
+  return {};
+}
+
+std::optional<uint32_t> savedSynSequence(int fd) {
+  // An IPv6 header with extension headers and a TCP header with every option fit in 256.
+  uint8_t headers[256];
+  socklen_t len = sizeof(headers);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_SAVED_SYN, headers, &len) != 0) return std::nullopt;
+  return synSequence(headers, len);
+}
+
+std::optional<uint32_t> synSequence(const uint8_t* headers, size_t len) {
+  if (len < 1) return std::nullopt;
+  size_t tcp = 0;
+  const unsigned version = headers[0] >> 4;
+  if (version == 4) {
+    tcp = size_t{headers[0] & 0x0fu} * 4;
+    if (tcp < 20 || len < 20 || headers[9] != IPPROTO_TCP) return std::nullopt;
+  } else if (version == 6) {
+    // The fixed header, then any extension headers up to TCP.
+    if (len < 40) return std::nullopt;
+    uint8_t next = headers[6];
+    tcp = 40;
+    while (next != IPPROTO_TCP) {
+      if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS) {
+        return std::nullopt;
+      }
+      if (len < tcp + 2) return std::nullopt;
+      next = headers[tcp];
+      tcp += (size_t{headers[tcp + 1]} + 1) * 8;
+    }
+  } else {
+    return std::nullopt;
+  }
+  if (len < tcp + 20) return std::nullopt;
+  uint32_t sequence = 0;
+  std::memcpy(&sequence, headers + tcp + 4, sizeof(sequence));
+  return ntohl(sequence);
 }
 
 Result<uint64_t> networkNamespaceCookie() {

@@ -134,9 +134,10 @@ void Worker::join() {
 void Worker::run() {
   waker_->arm();
   for (Fd& listener : listeners_) {
+    const uint16_t port = net::localPort(listener.get());
     acceptors_.push_back(new net::Acceptor(
         *loop_, std::move(listener), fmt::format("worker {}", index_),
-        [this](Fd fd) { onAccepted(std::move(fd)); }, [this] { onListenerClosed(); }));
+        [this, port](Fd fd) { onAccepted(std::move(fd), port); }, [this] { onListenerClosed(); }));
     acceptors_.back()->start();
   }
   listeners_.clear();
@@ -192,12 +193,14 @@ void Worker::shutdownConnections() {
   acceptors_.clear();
 }
 
-void Worker::onAccepted(Fd downstream) {
+void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
   // Also while draining: it was redirected here before the listeners closed.
   if (stopping_.load(std::memory_order_relaxed)) return;
-  auto peer = net::peerAddress(downstream.get());
+  auto peer = net::peerAddress(downstream.get());  // fails once the client reset it
   std::optional<redirect::OriginalDst> original;
-  if (peer) original = original_dsts_.take(*peer);
+  if (peer) {
+    original = original_dsts_.take(*peer, proxy_port, net::savedSynSequence(downstream.get()));
+  }
   if (!original) {
     // Only connections that spindle's BPF program redirected are served: the proxy port is
     // never an open relay.

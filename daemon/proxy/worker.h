@@ -68,7 +68,7 @@ class Worker {
   void onWake();
   void takePublished();
   void applyDrain();
-  void onAccepted(Fd downstream);
+  void onAccepted(Fd downstream, uint16_t proxy_port);
   void onListenerClosed();
   void closeListeners();
   void shutdownConnections();

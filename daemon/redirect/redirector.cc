@@ -6,11 +6,13 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -58,10 +60,27 @@ const char* reasonName(int reason) {
   }
 }
 
-std::optional<OriginalDst> OriginalDstMap::take(const net::SocketAddress& peer) const {
-  spindle_sockaddr_key key = keyOf(peer);
-  spindle_orig_dst orig{};
-  if (bpf_map_lookup_and_delete_elem(fd_, &key, &orig) != 0) return std::nullopt;
+std::optional<OriginalDst> OriginalDstMap::take(const net::SocketAddress& peer, uint16_t proxy_port,
+                                                std::optional<uint32_t> isn) const {
+  spindle_peer_key key{};
+  const net::MappedBytes client = peer.mapped();
+  std::memcpy(key.addr, client.data(), sizeof(key.addr));
+  key.port = htons(peer.port());
+  key.proxy_port = htons(proxy_port);
+  spindle_peer_record record{};
+  if (bpf_map_lookup_elem(fd_, &key, &record) != 0) return std::nullopt;
+  // The client of an accepted connection has seen the SYN-ACK, so its record has the initial
+  // sequence number. Another one is that of a newer connection with the same key (this one's
+  // client reset it and the port was reused before this accept): it stays for that one.
+  if (!(record.state & SPINDLE_PEER_ESTABLISHED) || (isn && record.isn != *isn)) {
+    return std::nullopt;
+  }
+  // Removed only after the check; if the client's close removed it meanwhile, the copy is
+  // still this connection's record.
+  if (bpf_map_delete_elem(fd_, &key) == 0) {
+    std::atomic_ref<int64_t>(*count_).fetch_sub(1, std::memory_order_relaxed);
+  }
+  const spindle_orig_dst& orig = record.orig;
   net::MappedBytes bytes;
   std::memcpy(bytes.data(), orig.addr, bytes.size());
   return OriginalDst{net::SocketAddress::fromMapped(bytes, orig.port), orig.service_id,
@@ -118,7 +137,30 @@ Result<std::unique_ptr<Redirector>> Redirector::load(const std::string& pin_dir)
     }
     return makeError(fmt::format("the kernel refused spindle's BPF programs: {}", libbpfError(rc)));
   }
+  // The count of orig_by_peer's records, shared with the kernel side (and with the other
+  // spindle of a rollout, through the pin): the workers decrement it as they take records.
+  void* count =
+      ::mmap(nullptr, static_cast<size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
+             MAP_SHARED, bpf_map__fd(redirector->skel_->maps.peer_count), 0);
+  if (count == MAP_FAILED) {
+    return makeError(fmt::format("cannot map the peer_count map: {}", std::strerror(errno)));
+  }
+  redirector->peer_count_ = static_cast<int64_t*>(count);
   return redirector;
+}
+
+void Redirector::forgetRecords() {
+  const int fd = bpf_map__fd(skel_->maps.orig_by_peer);
+  std::vector<spindle_peer_key> keys;
+  spindle_peer_key key{};
+  const void* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &key) == 0) {
+    keys.push_back(key);
+    previous = &keys.back();
+  }
+  for (const spindle_peer_key& old_key : keys) bpf_map_delete_elem(fd, &old_key);
+  std::atomic_ref<int64_t>(*peer_count_).store(0, std::memory_order_relaxed);
+  if (!keys.empty()) log::info("dropped {} records a spindle that is gone left", keys.size());
 }
 
 void Redirector::unpin() {
@@ -163,6 +205,7 @@ std::map<uint16_t, uint32_t> Redirector::sharedServicePorts() const {
 
 Redirector::~Redirector() {
   detach();
+  if (peer_count_ != nullptr) ::munmap(peer_count_, static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
   if (skel_ != nullptr) redirect_bpf__destroy(skel_);
 }
 
@@ -362,8 +405,12 @@ Counters Redirector::counters() const {
   return totals;
 }
 
+int64_t Redirector::peerRecords() const {
+  return std::atomic_ref<int64_t>(*peer_count_).load(std::memory_order_relaxed);
+}
+
 OriginalDstMap Redirector::originalDsts() const {
-  return OriginalDstMap(bpf_map__fd(skel_->maps.orig_by_peer));
+  return OriginalDstMap(bpf_map__fd(skel_->maps.orig_by_peer), peer_count_);
 }
 
 }  // namespace spindle::redirect

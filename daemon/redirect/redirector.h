@@ -31,16 +31,27 @@ struct OriginalDst {
   uint32_t pid = 0;           // the connecting process, in the host PID namespace
 };
 
-// A worker's view of the orig_by_peer map: a thread-safe handle on a kernel map.
+// A worker's view of the orig_by_peer map: a thread-safe handle on a kernel map and on the
+// count of its records, which the kernel side keeps too.
 class OriginalDstMap {
  public:
-  explicit OriginalDstMap(int map_fd) : fd_(map_fd) {}
-  // The original destination of an accepted connection, by its peer address; the record is
-  // removed, since each (addr, port) is looked up once. nullopt: not redirected by spindle.
-  std::optional<OriginalDst> take(const net::SocketAddress& peer) const;
+  OriginalDstMap(int map_fd, int64_t* count) : fd_(map_fd), count_(count) {}
+  // The original destination of a connection accepted from `peer` on `proxy_port`, whose
+  // client's initial sequence number is `isn` (from its SYN; nullopt when the SYN was not
+  // kept). The record is removed: each connection is looked up once. nullopt: not redirected
+  // by spindle, or the record under that key is another connection's (the client of this one
+  // is gone and the address and port are already someone else's).
+  // Why the sequence number: the accepted socket tells nothing of the client socket (its
+  // SO_COOKIE and SO_NETNS_COOKIE are its own and spindle's namespace's), but both ends see
+  // the SYN, and the client's initial sequence number in it is what its sockops program
+  // recorded. With records removed when their client closes, the key alone already names one
+  // live client; the number makes the match exact when an accept races a reuse of the key.
+  std::optional<OriginalDst> take(const net::SocketAddress& peer, uint16_t proxy_port,
+                                  std::optional<uint32_t> isn) const;
 
  private:
   int fd_;
+  int64_t* count_;
 };
 
 struct ControlSettings {
@@ -74,6 +85,10 @@ class Redirector {
   // This process is the node's only spindle: entries of the services map that it did not
   // write (left by a spindle that is gone) are removed by the next setServiceAddresses().
   void claimServicesMap();
+  // This process is the node's only spindle, its programs not attached yet: the records in
+  // orig_by_peer are of connections to a spindle that is gone (reset with its listeners) or
+  // were left while no program saw their sockets close. They go, and the count with them.
+  void forgetRecords();
   ~Redirector();
   Redirector(const Redirector&) = delete;
   Redirector& operator=(const Redirector&) = delete;
@@ -98,6 +113,8 @@ class Redirector {
   void detach();
 
   Counters counters() const;
+  // Records in orig_by_peer, as counted by both sides.
+  int64_t peerRecords() const;
   OriginalDstMap originalDsts() const;
 
  private:
@@ -106,6 +123,7 @@ class Redirector {
   Result<uint16_t> portFor(uint32_t service_id, const std::map<uint16_t, uint32_t>& shared) const;
 
   redirect_bpf* skel_ = nullptr;
+  int64_t* peer_count_ = nullptr;  // the peer_count map, mmapped
   std::string pin_dir_;
   std::vector<bpf_link*> links_;
   spindle_control control_{};

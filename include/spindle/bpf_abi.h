@@ -4,6 +4,7 @@
 #ifndef SPINDLE_BPF_ABI_H
 #define SPINDLE_BPF_ABI_H
 
+#include <linux/bpf.h> /* struct bpf_timer */
 #include <linux/types.h>
 
 #ifdef __cplusplus
@@ -15,13 +16,24 @@
 /* The maps are pinned under <redirect.pin_path>/v<this>, so that two spindle versions on one
  * node share maps only when they agree on every struct and map here. Bump it with any change
  * to this file or to a map's definition. */
-#define SPINDLE_ABI_VERSION 3
+#define SPINDLE_ABI_VERSION 4
 
 #define SPINDLE_MAX_SERVICE_ADDRS 4096
-#define SPINDLE_MAX_TRACKED_SOCKETS 65536
 #define SPINDLE_MAX_SERVICE_PORTS 1024
+/* Records in orig_by_peer: connections from this node's Pods that spindle has not accepted yet
+ * (normally a few, in its listeners' queues), those a sidecar in the Pod took instead (one per
+ * connection the sidecar holds), and for SPINDLE_CLOSED_RECORD_NS those whose client closed
+ * before spindle accepted. At this many a connect is not redirected (map_full): spindle counts
+ * the records in peer_count and connect4/6 look before they rewrite. */
+#define SPINDLE_MAX_PEER_RECORDS 65536
+/* The map holds this many more, for connects that passed that look and have not stored their
+ * record yet: each is inside one connect() call, between connect4/6 and TCP_CONNECT_CB. */
+#define SPINDLE_PEER_RECORDS_HEADROOM 4096
+/* How long a record outlives a client that closed in order (FIN) before spindle accepted: its
+ * data is in spindle's queue and still to be served. Longer than any accept of a live spindle. */
+#define SPINDLE_CLOSED_RECORD_NS 1000000000ull
 
-/* services key, and orig_by_peer key: an (address, port) pair. */
+/* services key: an (address, port) pair. */
 struct spindle_sockaddr_key {
 	__u8 addr[16];
 	__u16 port; /* network order */
@@ -49,7 +61,17 @@ struct spindle_service_port {
 };
 SPINDLE_STATIC_ASSERT(sizeof(struct spindle_service_port) == 24, "spindle_service_port size");
 
-/* Where the app meant to go; value of orig_by_cookie and orig_by_peer. */
+/* orig_by_peer key: a redirected connection as the proxy's listener sees it. With the proxy port,
+ * two connections of one client (address, port) to two services are two keys: Linux gives a
+ * connect() a local port that is free for that destination, not one free for all of them. */
+struct spindle_peer_key {
+	__u8 addr[16];    /* the client's address */
+	__u16 port;       /* the client's port, network order */
+	__u16 proxy_port; /* the proxy port it was sent to, network order */
+};
+SPINDLE_STATIC_ASSERT(sizeof(struct spindle_peer_key) == 20, "spindle_peer_key size");
+
+/* Where the app meant to go; the value of orig_by_sock (storage of the connecting socket). */
 struct spindle_orig_dst {
 	__u8 addr[16];
 	__u16 port; /* network order */
@@ -61,6 +83,23 @@ struct spindle_orig_dst {
 	__u32 pad2;
 };
 SPINDLE_STATIC_ASSERT(sizeof(struct spindle_orig_dst) == 48, "spindle_orig_dst size");
+
+/* orig_by_peer value: the socket's record, and what tells its connection from any other that
+ * had, or will have, the same key. */
+struct spindle_peer_record {
+	/* Kernel-owned: removes a record whose client closed first. At offset 0: the verifier
+	 * refuses the pointer arithmetic to a timer further in unless the loader has CAP_PERFMON. */
+	struct bpf_timer expiry;
+	struct spindle_orig_dst orig;
+	__u64 socket_cookie; /* the client socket: only its own close removes the record */
+	__u32 isn;           /* the client's initial sequence number, once SPINDLE_PEER_ESTABLISHED */
+	__u32 state;         /* SPINDLE_PEER_* */
+};
+SPINDLE_STATIC_ASSERT(sizeof(struct spindle_peer_record) == 80, "spindle_peer_record size");
+
+/* The client saw the SYN-ACK: isn is set. The proxy accepts only established connections, so
+ * a record without it belongs to another connection. */
+#define SPINDLE_PEER_ESTABLISHED (1u << 0)
 
 /* The connect dialled a service's proxy port itself (a sidecar relaying a redirected
  * connection): it was not rewritten, so getpeername() has nothing to undo. */

@@ -23,7 +23,7 @@ from .cgroup import Cgroup, cgroup2_mount, is_cgroup2
 from .cluster import Cluster, ClusterService
 from .netns import CommandError, Netns
 from .node import Node, Pod, leftovers
-from .paths import PYTHON, REPO, SPINDLE_BIN, TCP_BACKEND, TCP_CLIENT, NO_IO_URING
+from .paths import PYTHON, REPO, SPINDLE_BIN, TCP_BACKEND, TCP_CLIENT, TCP_CONNS, NO_IO_URING
 from .proc import Proc, ProcessExited
 from .service import Service
 from .spindle import Spindle
@@ -37,7 +37,7 @@ __all__ = [
     "Proc", "ProcessExited",
     "Service", "Spindle", "WaitTimeout", "cgroup2_mount", "dial", "hold", "is_cgroup2",
     "leftovers", "start_backend", "wait_until", "PYTHON", "REPO", "SPINDLE_BIN",
-    "TCP_BACKEND", "TCP_CLIENT", "NO_IO_URING",
+    "TCP_BACKEND", "TCP_CLIENT", "TCP_CONNS", "NO_IO_URING",
 ]
 
 

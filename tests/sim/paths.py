@@ -14,6 +14,7 @@ PYTHON = "/usr/bin/python3"
 SPINDLE_BIN = os.path.join(REPO, "build", "bin", "spindle")
 TCP_BACKEND = os.path.join(SIM_DIR, "tcp_backend.py")
 TCP_CLIENT = os.path.join(SIM_DIR, "tcp_client.py")
+TCP_CONNS = os.path.join(SIM_DIR, "tcp_conns.py")
 NO_IO_URING = os.path.join(SIM_DIR, "no_io_uring.py")
 
 # Every netns this run makes starts with NETNS_PREFIX, every cgroup with CGROUP_PREFIX, so

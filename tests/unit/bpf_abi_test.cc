@@ -36,10 +36,22 @@ TEST_F(BpfAbi, ServicePortsMapMatchesDaemonStructs) {
 }
 
 TEST_F(BpfAbi, OriginalDestinationMapsMatchDaemonStructs) {
-  EXPECT_EQ(bpf_map__key_size(skel_->maps.orig_by_cookie), sizeof(uint64_t));
-  EXPECT_EQ(bpf_map__value_size(skel_->maps.orig_by_cookie), sizeof(spindle_orig_dst));
-  EXPECT_EQ(bpf_map__key_size(skel_->maps.orig_by_peer), sizeof(spindle_sockaddr_key));
-  EXPECT_EQ(bpf_map__value_size(skel_->maps.orig_by_peer), sizeof(spindle_orig_dst));
+  // Socket storage: keyed by the socket itself, no entry limit.
+  EXPECT_EQ(bpf_map__type(skel_->maps.orig_by_sock), BPF_MAP_TYPE_SK_STORAGE);
+  EXPECT_EQ(bpf_map__value_size(skel_->maps.orig_by_sock), sizeof(spindle_orig_dst));
+  // A plain hash: a record is never evicted to make room for another.
+  EXPECT_EQ(bpf_map__type(skel_->maps.orig_by_peer), BPF_MAP_TYPE_HASH);
+  EXPECT_EQ(bpf_map__key_size(skel_->maps.orig_by_peer), sizeof(spindle_peer_key));
+  EXPECT_EQ(bpf_map__value_size(skel_->maps.orig_by_peer), sizeof(spindle_peer_record));
+  EXPECT_EQ(bpf_map__max_entries(skel_->maps.orig_by_peer),
+            static_cast<uint32_t>(SPINDLE_MAX_PEER_RECORDS + SPINDLE_PEER_RECORDS_HEADROOM));
+}
+
+TEST_F(BpfAbi, PeerCountIsOneSharedSignedCounter) {
+  EXPECT_EQ(bpf_map__type(skel_->maps.peer_count), BPF_MAP_TYPE_ARRAY);
+  EXPECT_EQ(bpf_map__max_entries(skel_->maps.peer_count), 1u);
+  EXPECT_EQ(bpf_map__value_size(skel_->maps.peer_count), sizeof(int64_t));
+  EXPECT_TRUE(bpf_map__map_flags(skel_->maps.peer_count) & BPF_F_MMAPABLE);
 }
 
 TEST_F(BpfAbi, ControlAndCountersMatchDaemonStructs) {
@@ -81,6 +93,13 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
   expectLayout(types, "spindle_sockaddr_key", sizeof(spindle_sockaddr_key),
                {FIELD(spindle_sockaddr_key, addr), FIELD(spindle_sockaddr_key, port),
                 FIELD(spindle_sockaddr_key, pad)});
+  expectLayout(types, "spindle_peer_key", sizeof(spindle_peer_key),
+               {FIELD(spindle_peer_key, addr), FIELD(spindle_peer_key, port),
+                FIELD(spindle_peer_key, proxy_port)});
+  expectLayout(types, "spindle_peer_record", sizeof(spindle_peer_record),
+               {FIELD(spindle_peer_record, expiry), FIELD(spindle_peer_record, orig),
+                FIELD(spindle_peer_record, socket_cookie), FIELD(spindle_peer_record, isn),
+                FIELD(spindle_peer_record, state)});
   expectLayout(types, "spindle_orig_dst", sizeof(spindle_orig_dst),
                {FIELD(spindle_orig_dst, addr), FIELD(spindle_orig_dst, port),
                 FIELD(spindle_orig_dst, flags), FIELD(spindle_orig_dst, service_id),
