@@ -592,8 +592,11 @@ class Demo:
         self.record_result(1, w, "1 no spindle")
 
     def spindle_config(self):
-        cfg = sim.spindle.config(self.node, extra={"admin": {"listen":
-                                                             f"{self.node.addr4}:{ADMIN_PORT}"}})
+        # Every admin page on the node address, to look at by hand (by default that port
+        # serves only /metrics, /ready and /healthz: every Pod of the node reaches it).
+        cfg = sim.spindle.config(self.node, extra={"admin": {
+            "listen": f"{self.node.addr4}:{ADMIN_PORT}",
+            "pages": ["endpoints", "config", "status"]}})
         cfg["dns"] = {"servers": [self.dnsmasq.server], "refresh": {"min": "1s", "max": "5s"}}
         cfg["services"] = [{"name": "echo",
                             "intercept": [f"{VIP4}:{PORT}", f"[{VIP6}]:{PORT}"],
