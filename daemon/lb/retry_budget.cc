@@ -43,10 +43,22 @@ void RetryBudget::onCall(TimePoint now) {
   ++current_.calls;
 }
 
-bool RetryBudget::tryRetry(TimePoint now) {
+bool RetryBudget::tryRetry(TimePoint now, std::optional<TimePoint> call_arrived) {
+  double calls = callsLastSecond(now);
+  if (call_arrived) {
+    // What of the call the window no longer counts: all of it before the previous bucket,
+    // the faded part in it.
+    const int64_t arrived_second = toNanos(*call_arrived) / kSecondNs;
+    if (arrived_second < second_ - 1) {
+      calls += 1;
+    } else if (arrived_second == second_ - 1) {
+      calls += 1 - weight(toNanos(now));
+    }
+  }
   const double allowed =
-      std::max(kMinRetriesPerSecond, callsLastSecond(now) * static_cast<double>(percent_) / 100);
-  if (retriesLastSecond(now) + 1 > allowed) return false;
+      std::max(kMinRetriesPerSecond, calls * static_cast<double>(percent_) / 100);
+  // The slack absorbs rounding: a retry exactly at the budget is within it.
+  if (retriesLastSecond(now) + 1 > allowed + 1e-9) return false;
   ++current_.retries;
   return true;
 }

@@ -4,6 +4,8 @@
 // clock passed in.
 #pragma once
 
+#include <optional>
+
 #include <cstdint>
 
 #include "lb/endpoints.h"
@@ -22,8 +24,10 @@ class RetryBudget {
   void onCall(TimePoint now);
   // Whether a retry may go out now; when it may, it is counted. Allowed while the retries in
   // the last second, this one included, stay within max(10, budget_percent% of the calls in
-  // the last second).
-  bool tryRetry(TimePoint now);
+  // the last second). `call_arrived`: when the call being retried arrived; it counts in full
+  // for its own retry, even when the window has begun to fade it out (a call just before a
+  // bucket edge, its retry just after: with 100% it must still be allowed).
+  bool tryRetry(TimePoint now, std::optional<TimePoint> call_arrived = std::nullopt);
 
   // The sliding-window counts at `now` (for tests and metrics).
   double callsLastSecond(TimePoint now);

@@ -77,7 +77,7 @@ bool Call::canRetry() const {
   const auto now = EventClock::now();
   if (deadline_ && *deadline_ - now < kMinTimeForRetry) return false;
   // Last: a retry that passes the budget is counted in it.
-  return worker_.services.retryBudget(service_index_).tryRetry(now);
+  return worker_.services.retryBudget(service_index_).tryRetry(now, started_);
 }
 
 void Call::dispatch() {

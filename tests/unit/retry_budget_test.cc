@@ -56,6 +56,29 @@ TEST(RetryBudgetTest, RetryBudget_ExhaustedBudgetRecoversOnceTheBurstLeavesTheWi
   EXPECT_EQ(grantRetries(budget, kStart + seconds(2), 100), 10);
 }
 
+TEST(RetryBudgetTest, RetryBudget_ACallJustBeforeABucketEdgeKeepsItsRetry) {
+  // 100%: every refused call may be retried once. 40 calls in one second, each retried at
+  // once, except the last: its retry comes 2 ms later, in the next bucket, where the window
+  // has begun to fade its call out but not the 39 retries before it.
+  RetryBudget budget(100);
+  for (int i = 0; i < 39; ++i) {
+    const TimePoint at = kStart + milliseconds(25 * i);
+    budget.onCall(at);
+    ASSERT_TRUE(budget.tryRetry(at, at)) << i;
+  }
+  const TimePoint last = kStart + milliseconds(999);
+  budget.onCall(last);
+  EXPECT_TRUE(budget.tryRetry(kStart + milliseconds(1001), last));
+  // Without the call's own time the faded window refuses it: the case this guards.
+  RetryBudget plain(100);
+  for (int i = 0; i < 39; ++i) {
+    plain.onCall(kStart + milliseconds(25 * i));
+    ASSERT_TRUE(plain.tryRetry(kStart + milliseconds(25 * i)));
+  }
+  plain.onCall(last);
+  EXPECT_FALSE(plain.tryRetry(kStart + milliseconds(1001)));
+}
+
 TEST(RetryBudgetTest, RetryBudget_NewCallsRefillTheBudget) {
   RetryBudget budget(20);
   calls(budget, kStart, 1000);
