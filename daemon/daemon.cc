@@ -1,7 +1,7 @@
 #include "daemon.h"
 
-#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,15 +16,11 @@
 #include "net/socket.h"
 #include "redirect/platform.h"
 #include "status_pages.h"
-#include "util/capabilities.h"
+#include "util/sandbox.h"
 #include "util/log.h"
 
 namespace spindle {
 namespace {
-
-// SO_MARK on spindle's own upstream sockets, so connect4/6 never redirect them. Chosen clear
-// of the bits kube-proxy (0x4000, 0x8000), Calico (0xffff0000) and Cilium (0x0f00) use.
-constexpr uint32_t kSocketMark = 0x5d;
 
 constexpr unsigned kMainRingEntries = 64;
 
@@ -35,52 +31,14 @@ sigset_t handledSignals() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR1);
   return signals;
-}
-
-struct ProxyAddresses {
-  std::optional<net::SocketAddress> v4;
-  std::optional<net::SocketAddress> v6;
-  uint16_t port = 0;
-};
-
-static_assert(config::kMaxServicePorts <= SPINDLE_MAX_SERVICE_PORTS,
-              "the kernel's service_ports map holds every port proxy.service_ports may give");
-
-Result<ProxyAddresses> proxyAddresses(const config::Config& config) {
-  ProxyAddresses out;
-  for (const net::SocketAddress& address : config.proxy.listen) {
-    const bool unspecified = address.ipString() == "0.0.0.0" || address.ipString() == "::";
-    if (unspecified) {
-      return makeError(
-          fmt::format("proxy.listen {}: needs the node's own address, not a wildcard: connects are "
-                      "rewritten to it",
-                      address.toString()));
-    }
-    if (out.port != 0 && address.port() != out.port) {
-      return makeError("proxy.listen: all addresses must share one port");
-    }
-    out.port = address.port();
-    (address.isV4() ? out.v4 : out.v6) = address;
-  }
-  if (out.port == 0) return makeError("proxy.listen: no address");
-  return out;
-}
-
-unsigned workerCount(const config::Config& config) {
-  if (config.proxy.workers != 0) return config.proxy.workers;
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 std::chrono::nanoseconds heartbeatInterval(std::chrono::nanoseconds timeout) {
   // Four beats per timeout: one late beat is not a missed heartbeat.
   return std::clamp<std::chrono::nanoseconds>(timeout / 4, std::chrono::milliseconds(50),
                                               std::chrono::seconds(1));
-}
-
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // What a reload cannot change in a running process: it is kept, and the log says so.
@@ -91,6 +49,9 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   if (!(running.proxy.listen == next.proxy.listen)) warn("proxy.listen");
   if (running.proxy.workers != next.proxy.workers) warn("proxy.workers");
   if (running.proxy.service_ports != next.proxy.service_ports) warn("proxy.service_ports");
+  if (running.proxy.uid != next.proxy.uid || running.proxy.gid != next.proxy.gid) {
+    warn("proxy.uid, proxy.gid");
+  }
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
   if (running.admin.socket != next.admin.socket) warn("admin.socket");
   if (running.admin.pages != next.admin.pages) warn("admin.pages");
@@ -126,231 +87,75 @@ void logEndpoints(const std::string& service, const lb::EndpointSet& set) {
   log::info("service {}: {} endpoints:{}", service, set.size(), list);
 }
 
-void logCounters(const redirect::Counters& counters) {
-  std::string line;
-  for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
-    line += fmt::format("{}{}={}", reason == 0 ? "" : " ", redirect::reasonName(reason),
-                        counters[static_cast<size_t>(reason)]);
-  }
-  log::info("redirect counters: {}", line);
-}
-
-// Is another process listening on proxy.listen's port or on the first service port after it
-// (another spindle on this node)? A listener of a spindle that just died lingers until the
-// kernel has torn down its io_uring, a few milliseconds: give that up to `wait_for_dying`
-// before calling the address taken.
-Result<bool> anotherSpindle(const config::Config& config,
-                            std::chrono::milliseconds wait_for_dying) {
-  std::vector<net::SocketAddress> ports;
-  for (net::SocketAddress address : config.proxy.listen) {
-    ports.push_back(address);
-    address.setPort(static_cast<uint16_t>(address.port() + 1));
-    ports.push_back(address);
-  }
-  for (const net::SocketAddress& address : ports) {
-    auto taken = net::isListenedOn(address);
-    for (int tries = 0; taken && *taken && tries < wait_for_dying.count() / 50; ++tries) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      taken = net::isListenedOn(address);
-    }
-    if (!taken) return makeError(fmt::format("proxy.listen: {}", taken.error()));
-    if (*taken) return true;
-  }
-  return false;
-}
-
-// When a spindle stops, connections still queued on its listeners move to the other
-// spindle's listeners of the same port instead of being reset (Linux 5.14+). Per network
-// namespace; it changes nothing for sockets without SO_REUSEPORT peers.
-void allowListenerMigration() {
-  constexpr const char* kPath = "/proc/sys/net/ipv4/tcp_migrate_req";
-  std::ifstream in(kPath);
-  char value = '0';
-  if (in >> value && value == '1') return;
-  std::ofstream out(kPath);
-  if (!(out << "1\n" << std::flush)) {
-    log::warn(
-        "cannot set net.ipv4.tcp_migrate_req=1: in a rollout, connections queued on the "
-        "stopping spindle's listener are reset instead of moved to the new one");
-  }
-}
-
 }  // namespace
 
-Daemon::Daemon(std::string config_path, const config::Config& config)
-    : config_path_(std::move(config_path)),
-      effective_(std::make_shared<const config::Config>(config)) {}
+Daemon::Daemon(std::unique_ptr<privileged::Client> privileged, const config::Config& config)
+    : effective_(std::make_shared<const config::Config>(config)),
+      privileged_(std::move(privileged)) {}
 
 Daemon::~Daemon() = default;
 
-Result<std::unique_ptr<Daemon>> Daemon::start(const std::string& config_path,
+Result<std::unique_ptr<Daemon>> Daemon::start(std::unique_ptr<privileged::Client> privileged,
+                                              privileged::Start start,
                                               const config::Config& config) {
-  std::unique_ptr<Daemon> daemon(new Daemon(config_path, config));
-  if (Status s = daemon->init(); !s) return Error{s.error()};
+  std::unique_ptr<Daemon> daemon(new Daemon(std::move(privileged), config));
+  if (Status s = daemon->init(std::move(start)); !s) return Error{s.error()};
   return daemon;
 }
 
-Status Daemon::init() {
+Status Daemon::init(privileged::Start start) {
   const config::Config& config = *effective_;
   const sigset_t signals = handledSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  if (Status s = redirect::checkPrivileges(); !s) return s;
-  auto mount = redirect::findCgroup2Mount();
-  if (!mount) return Error{mount.error()};
-  cgroup_mount_ = *mount;
-  const std::string cgroup =
-      config.redirect.cgroup.empty() ? cgroup_mount_ : config.redirect.cgroup;
-  if (Status s = redirect::checkCgroup2(cgroup); !s) return s;
-
   auto main_loop = loop::Loop::create(kMainRingEntries);
   if (!main_loop) return Error{main_loop.error()};
   loop_ = std::move(main_loop).value();
   if (Status s = loop::probeOpcodes(*loop_); !s) return s;
-  if (Status s = redirect::probeProgramTypes(); !s) return s;
-
-  auto proxy = proxyAddresses(config);
-  if (!proxy) return Error{proxy.error()};
-
-  // Two spindles on a node (the old and the new one of a rollout) share the listening port
-  // and, through pinned maps, the record of where each redirected connection was going.
-  // Without pinned maps they would reject each other's connections: then a second one is
-  // refused.
-  if (!config.redirect.pin_path.empty()) {
-    auto dir = redirect::Redirector::pinDirectory(config.redirect.pin_path);
-    if (dir) {
-      pin_dir_ = *dir;
-    } else {
-      log::warn(
-          "redirect.pin_path: {}; the maps are not shared, so a second spindle on this "
-          "node (a rollout with maxSurge) will not start beside this one",
-          dir.error());
-    }
-  }
-  // Without shared maps a dying spindle must be gone first; with them, a live one is welcome.
-  auto another = anotherSpindle(config, std::chrono::milliseconds(pin_dir_.empty() ? 2000 : 0));
-  if (!another) return Error{another.error()};
-  if (*another && pin_dir_.empty()) {
-    return makeError(
-        fmt::format("proxy.listen: {} is in use: is another spindle running on "
-                    "this node? Two can share it only with redirect.pin_path on "
-                    "bpffs",
-                    config.proxy.listen.front().toString()));
-  }
-  // A spindle of another map ABI version pins its maps elsewhere (they share no records), and
-  // one before ABI version 3 takes its redirects on proxy.listen's port itself. Redirects of
-  // this version go to the service ports only, so this one leaves that port to it: neither
-  // accepts a connection whose record only the other has.
-  const bool other_version =
-      *another && !pin_dir_.empty() && ::access((pin_dir_ + "/control").c_str(), F_OK) != 0;
-  if (other_version) {
-    log::warn(
-        "another spindle serves this node with maps of another version (none pinned in {}): "
-        "sharing nothing with it, and not listening on {}",
-        pin_dir_, config.proxy.listen.front().toString());
-  } else if (*another) {
-    log::info("another spindle serves this node: sharing its maps in {}", pin_dir_);
-  }
-  allowListenerMigration();
-  // Listeners before the programs are attached: a connect is never redirected to a port
-  // that nobody listens on. The listen port (but see other_version), and each service's own
-  // port after it.
-  std::vector<std::vector<Fd>> listeners(workerCount(config));
-  for (std::vector<Fd>& worker_listeners : listeners) {
-    for (net::SocketAddress address : config.proxy.listen) {
-      const uint32_t first = other_version ? proxy->port + 1u : proxy->port;
-      for (uint32_t port = first; port <= proxy->port + config.proxy.service_ports; ++port) {
-        address.setPort(static_cast<uint16_t>(port));
-        auto fd = net::listenTcp(address, /*reuse_port=*/true);
-        if (!fd) {
-          return makeError(fmt::format("proxy.listen{}: {}",
-                                       port == proxy->port ? "" : " (a service port)", fd.error()));
-        }
-        // The client's initial sequence number tells its connection from an older one with
-        // the same address and ports (OriginalDstMap::take).
-        if (Status s = net::saveSyns(fd->get()); !s)
-          return makeError(fmt::format("proxy.listen: {}", s.error()));
-        worker_listeners.push_back(std::move(*fd));
-      }
-    }
+  if (config.metrics.by_source) {
+    auto mount = redirect::findCgroup2Mount();
+    if (!mount) return Error{mount.error()};
+    cgroup_mount_ = *mount;
   }
 
-  // The admin address is bound now, so that a bad one stops the start before anything is
-  // attached; it serves once everything it reports on exists.
-  if (config.admin.listen) {
-    auto created = admin::AdminServer::create(*loop_, *config.admin.listen);
+  // The fds, in the order StartReply gives.
+  auto next = start.fds.begin();
+  // The admin listeners, bound by the privileged part; they serve once everything they
+  // report on exists.
+  if (start.info.admin_tcp != 0) {
+    auto created = admin::AdminServer::serve(*loop_, std::move(*next++));
     if (!created) return makeError(fmt::format("admin.listen: {}", created.error()));
     admin_server_ = std::move(created).value();
   }
-  if (!config.admin.socket.empty()) {
-    auto created = admin::AdminServer::createUnix(*loop_, config.admin.socket);
+  if (start.info.admin_unix != 0) {
+    auto created = admin::AdminServer::serve(*loop_, std::move(*next++));
     if (!created) return makeError(fmt::format("admin.socket: {}", created.error()));
     probe_server_ = std::move(created).value();
   }
-
-  auto netns_cookie = net::networkNamespaceCookie();
-  if (!netns_cookie) return Error{netns_cookie.error()};
-
-  auto loaded = redirect::Redirector::load(pin_dir_);
-  if (!loaded) return Error{loaded.error()};
-  redirector_ = std::move(loaded).value();
-  if (!*another) {  // what a spindle that is gone left there
-    redirector_->claimServicesMap();
-    redirector_->forgetRecords();
+  std::vector<Fd> channels;
+  for (uint32_t w = 0; w < start.info.workers; ++w) channels.push_back(std::move(*next++));
+  std::vector<std::vector<Fd>> listeners(start.info.workers);
+  for (std::vector<Fd>& worker_listeners : listeners) {
+    for (uint32_t i = 0; i < start.info.listeners_per_worker; ++i) {
+      worker_listeners.push_back(std::move(*next++));
+    }
   }
-  redirect::ControlSettings control;
-  control.proxy_v4 = proxy->v4;
-  control.proxy_v6 = proxy->v6;
-  control.proxy_port = proxy->port;
-  control.service_ports = config.proxy.service_ports;
-  control.mark = kSocketMark;
-  control.netns_cookie = *netns_cookie;
-  control.host_netns = config.redirect.host_netns;
-  control.heartbeat_timeout = config.redirect.heartbeat_timeout;
-  if (Status s = redirector_->setControl(control); !s) return s;
+
   registry_ = std::make_unique<ServiceRegistry>(config.services);
-  if (Status s = redirector_->setServiceAddresses(registry_->redirectAddresses()); !s) return s;
-
+  if (Status s = privileged_->setServiceAddresses(registry_->redirectAddresses()); !s) return s;
   if (Status s = registerMetrics(); !s) return s;
-  if (Status s = redirector_->attach(cgroup); !s) return s;
-  for (const std::string& program : redirector_->connectProgramsBefore(cgroup)) {
-    log::warn(
-        "another BPF program runs before spindle's on connect(): {}; if it rewrites Service "
-        "addresses (a CNI's socket load balancer: Cilium socketLB, Calico connect-time load "
-        "balancing), spindle sees Pod addresses and balances nothing (README: What the network "
-        "sees)",
-        program);
-  }
+  if (Status s = startWorkers(std::move(listeners), std::move(channels)); !s) return s;
+  // The workers run: from here on connects are redirected to them.
+  if (Status s = privileged_->attach(); !s) return s;
   attached_ = true;
-  // From here on: SO_MARK on upstream sockets (naming Pods walks the cgroup tree, which
-  // needs none). Maps and links are used through the fds already open, which needs no capability
-  // (Linux 5.19+). Before the workers start, so that their threads inherit the reduced sets;
-  // what is redirected meanwhile waits in the listeners' backlog.
-  // upstream.source pod also enters the calling Pod's network namespace (CAP_SYS_ADMIN),
-  // found through /proc/<pid>/ns/net of a process of another user (CAP_SYS_PTRACE). Until
-  // that moves to a privileged process of its own, the proxy keeps both in this mode.
-  const bool from_pods = config.upstream.source == config::Upstream::Source::kPod;
-  auto kept = from_pods ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
-                                                {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
-                                                {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
-                                               {})
-                        : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}}, {});
-  if (!kept) return Error{kept.error()};
-  log::info("capabilities: kept {}, dropped the rest{}; no new privileges", kept->names,
-            kept->bounding ? " (bounding set too)" : "");
-  if (Status s = startWorkers(std::move(listeners), *netns_cookie); !s) return s;
 
   beat_ = heartbeatInterval(config.redirect.heartbeat_timeout);
   heartbeat_ = std::make_unique<loop::Timer>(*loop_, [this] { onHeartbeat(); });
   heartbeat_->arm(beat_);
 
   if (Status s = startDiscovery(); !s) return s;
-  // A change of the file reloads it too, including a Kubernetes ConfigMap volume's update.
-  applied_text_ = readFile(config_path_);
-  watcher_ = std::make_unique<loop::FileWatcher>(*loop_, config_path_, [this] {
-    if (readFile(config_path_) != applied_text_) reload("file changed");
-  });
+  if (auto text = privileged_->configText()) applied_text_ = std::move(*text);
   auto signal_reader =
       loop::SignalReader::create(*loop_, signals, [this](int signo) { onSignal(signo); });
   if (!signal_reader) return Error{signal_reader.error()};
@@ -373,8 +178,8 @@ Status Daemon::init() {
   for (const net::SocketAddress& address : config.proxy.listen) {
     listening += (listening.empty() ? "" : ", ") + address.toString();
   }
-  log::info("ready: listening on {}, {} workers, {} services, attached to {}", listening,
-            workers_.size(), config.services.size(), cgroup);
+  log::info("ready: listening on {}, {} workers, {} services", listening, workers_.size(),
+            config.services.size());
   return {};
 }
 
@@ -402,23 +207,16 @@ Status Daemon::registerMetrics() {
   return {};
 }
 
-Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t netns_cookie) {
+Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<Fd> channels) {
   const auto services = registry_->table();
-  // One per worker: entering a Pod's namespace changes only the thread that does it.
-  std::vector<std::unique_ptr<proxy::UpstreamSockets>> sockets;
-  for (size_t w = 0; w < listeners.size(); ++w) {
-    if (effective_->upstream.source == config::Upstream::Source::kNode) {
-      sockets.push_back(std::make_unique<proxy::NodeSockets>(kSocketMark));
-      continue;
-    }
-    auto pod = proxy::PodSockets::create(kSocketMark, netns_cookie);
-    if (!pod) return Error{pod.error()};
-    sockets.push_back(std::move(pod).value());
-  }
+  const bool from_pods = effective_->upstream.source == config::Upstream::Source::kPod;
   for (unsigned w = 0; w < listeners.size(); ++w) {
+    worker_clients_.push_back(std::make_unique<privileged::WorkerClient>(
+        privileged::Channel(std::move(channels[w])), from_pods));
+    privileged::WorkerClient& client = *worker_clients_.back();
     workers_.push_back(std::make_unique<proxy::Worker>(
-        w, std::move(listeners[w]), redirector_->originalDsts(), services, effective_->limits,
-        effective_->upstream, std::move(sockets[w]), *families_, metric_registry_.makeShard(),
+        w, std::move(listeners[w]), client, services, effective_->limits, effective_->upstream,
+        client, *families_, metric_registry_.makeShard(),
         effective_->metrics.by_source ? cgroup_mount_ : std::string()));
     if (Status s = workers_.back()->start(); !s) return s;
   }
@@ -473,7 +271,7 @@ void Daemon::onInterceptAddresses(size_t service, size_t intercept,
   if (declared == nullptr) return;
   log::info("service {}: intercept {} is {} addresses", declared->name,
             declared->intercept[intercept].text, addresses.size());
-  if (Status s = redirector_->setServiceAddresses(registry_->redirectAddresses()); !s) {
+  if (Status s = privileged_->setServiceAddresses(registry_->redirectAddresses()); !s) {
     log::error("service {}: {}", declared->name, s.error());
   }
 }
@@ -492,7 +290,11 @@ void Daemon::onHeartbeat() {
   size_t stuck = 0;
   for (const auto& worker : workers_) stuck += worker->lastBeat() < pinged_ ? 1u : 0u;
   if (stuck == 0) {
-    if (Status s = redirector_->heartbeat(); !s) log::error("heartbeat: {}", s.error());
+    if (Status s = privileged_->heartbeat(); !s) {
+      // It is gone (then this process dies with it) or hung: either way its links redirect
+      // nothing once the heartbeat is stale.
+      log::error("heartbeat: {}", s.error());
+    }
     if (workers_stuck_) log::info("every worker goes round its loop again: heartbeat resumed");
     workers_stuck_ = false;
   } else if (!workers_stuck_) {
@@ -512,7 +314,14 @@ void Daemon::onHeartbeat() {
 // balancing and DNS settings apply at once; listeners, workers, limits and the redirect
 // settings need a restart, and say so.
 void Daemon::reload(const char* why) {
-  auto reloaded = config::load(config_path_);
+  auto text = privileged_->configText();
+  if (!text) {
+    log::error("config reload ({}): {}; the running config stays", why, text.error());
+    main_shard_->counter(reload_family_, {"failed"}).inc();
+    return;
+  }
+  if (std::string_view(why) == "file changed" && *text == applied_text_) return;
+  auto reloaded = config::parse(*text, "config", config::processEnv());
   if (!reloaded) {
     log::error("config reload ({}): {}; the running config stays", why, reloaded.error());
     main_shard_->counter(reload_family_, {"failed"}).inc();
@@ -537,12 +346,12 @@ void Daemon::reload(const char* why) {
   next.upstream = effective_->upstream;
   effective_ = std::make_shared<const config::Config>(std::move(next));
   auto table = registry_->reload(effective_->services);
-  if (Status s = redirector_->setServiceAddresses(registry_->redirectAddresses()); !s) {
+  if (Status s = privileged_->setServiceAddresses(registry_->redirectAddresses()); !s) {
     log::error("config reload ({}): {}", why, s.error());
   }
   publish(table);
   if (Status s = startDiscovery(); !s) log::error("config reload ({}): {}", why, s.error());
-  applied_text_ = readFile(config_path_);
+  applied_text_ = std::move(*text);
   main_shard_->counter(reload_family_, {"ok"}).inc();
   log::info("config reloaded ({}): {} services", why, effective_->services.size());
 }
@@ -550,6 +359,10 @@ void Daemon::reload(const char* why) {
 void Daemon::onSignal(int signo) {
   if (signo == SIGHUP) {
     reload("SIGHUP");
+    return;
+  }
+  if (signo == SIGUSR1) {  // the privileged part saw the file change
+    reload("file changed");
     return;
   }
   if (!running_) {
@@ -570,26 +383,19 @@ int Daemon::run() {
 void Daemon::stop() {
   // Detach first: from now on new connects go direct, or to another spindle of this node
   // whose programs stay attached, while this one finishes what it holds.
-  redirector_->detach();
+  if (Status s = privileged_->detach(); !s) log::error("detach: {}", s.error());
   attached_ = false;
   if (admin_server_) admin_server_->stop();  // the port is the other spindle's now
   // The probe socket stays: /ready answers 503 (detached) while this spindle drains.
   drain();
-  const bool listeners_closed =
-      std::none_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->accepting(); });
   for (auto& worker : workers_) worker->stop();
   for (auto& worker : workers_) worker->join();
-  if (probe_server_) {
-    probe_server_->stop();
-    ::unlink(effective_->admin.socket.c_str());
-  }
-  logCounters(redirector_->counters());
-  // The last spindle of the node removes the pins; the maps go with the last open fd. Our
-  // own listeners linger until the kernel has torn down the workers' rings, unless the drain
-  // saw the rings let go of every one of them.
-  auto still_another = anotherSpindle(
-      *effective_, std::chrono::milliseconds(redirector_->pinned() && !listeners_closed ? 500 : 0));
-  if (redirector_->pinned() && still_another && !*still_another) redirector_->unpin();
+  if (probe_server_) probe_server_->stop();
+}
+
+privileged::RedirectState Daemon::redirectState() const {
+  auto state = privileged_->redirectState();
+  return state ? *state : privileged::RedirectState{};
 }
 
 // SIGTERM: stop accepting, and once no listener of this process is left, tell every HTTP/2
@@ -647,8 +453,37 @@ void Daemon::drain() {
   }
 }
 
-int runDaemon(const std::string& config_path, const config::Config& config) {
-  auto daemon = Daemon::start(config_path, config);
+int runProxy(int channel_fd) {
+  auto privileged =
+      std::make_unique<privileged::Client>(privileged::Channel(Fd(channel_fd)));
+  auto start = privileged->start();
+  if (!start) {
+    log::error("proxy: {}", start.error());
+    return 1;
+  }
+  // The file as the privileged part read and checked it.
+  auto config = config::parse(start->config_text, "config", config::processEnv());
+  if (!config) {
+    log::error("proxy: {}", config.error());
+    return 1;
+  }
+  // Before anything reads a byte from the network, and before any other thread starts
+  // (they inherit all of it).
+  if (Status s = sandbox::dropPrivileges({config->proxy.uid, config->proxy.gid}); !s) {
+    log::error("proxy: {}", s.error());
+    return 1;
+  }
+  // Dies with the privileged part: without it, nothing is redirected here any more, and
+  // nothing would tell this process to stop. (Set after the change of user, which clears it.)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::prctl(PR_SET_NAME, "spindle-proxy");
+  if (Status s = sandbox::installProxyFilter(); !s) {
+    log::error("proxy: {}", s.error());
+    return 1;
+  }
+  log::info("proxy: running as uid {} gid {} with no capability, under seccomp",
+            config->proxy.uid, config->proxy.gid);
+  auto daemon = Daemon::start(std::move(privileged), std::move(*start), *config);
   if (!daemon) {
     log::error("{}", daemon.error());
     return 1;

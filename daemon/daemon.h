@@ -1,6 +1,7 @@
-// The running spindle: what the main thread owns (its loop, the BPF redirector, the service
-// registry, DNS discovery, the admin servers, the workers) and what ties them together:
-// start-up checks, signals, reloads, the heartbeat, and the drain at exit.
+// The proxy process: what its main thread owns (its loop, the service registry, DNS
+// discovery, the admin servers, the workers, the channel to the privileged part) and what
+// ties them together: signals, reloads, the heartbeat, and the drain at exit. It runs without
+// privilege (privileged/privileged_part.h does what needs it).
 #pragma once
 
 #include <chrono>
@@ -14,13 +15,12 @@
 #include "dns/discovery.h"
 #include "dns/resolver.h"
 #include "lb/service_table.h"
-#include "loop/file_watcher.h"
 #include "loop/loop.h"
 #include "loop/signal_reader.h"
 #include "metrics/registry.h"
 #include "proxy/proxy_metrics.h"
+#include "privileged/client.h"
 #include "proxy/worker.h"
-#include "redirect/redirector.h"
 #include "service_registry.h"
 #include "util/result.h"
 
@@ -28,10 +28,10 @@ namespace spindle {
 
 class Daemon {
  public:
-  // Checks the platform, binds the listeners, loads and attaches the BPF programs and starts
-  // the workers. A failure is one line that names what is missing; nothing stays attached.
-  // config_path is read again on SIGHUP and when the file changes.
-  static Result<std::unique_ptr<Daemon>> start(const std::string& config_path,
+  // Starts the workers on the listeners of `start` and has the privileged part attach the
+  // programs. A failure is one line that names what is missing; nothing stays attached.
+  static Result<std::unique_ptr<Daemon>> start(std::unique_ptr<privileged::Client> privileged,
+                                               privileged::Start start,
                                                const config::Config& config);
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -45,16 +45,19 @@ class Daemon {
   const metrics::Registry& metricRegistry() const { return metric_registry_; }
   const metrics::Shard& mainShard() const { return *main_shard_; }
   const std::vector<std::unique_ptr<proxy::Worker>>& workers() const { return workers_; }
-  const redirect::Redirector& redirector() const { return *redirector_; }
+  // The kernel side's counters and records, asked of the privileged part (zeros when it does
+  // not answer), and the proxy port of each service.
+  privileged::RedirectState redirectState() const;
+  uint16_t servicePort(uint32_t service_id) const { return privileged_->servicePort(service_id); }
   const ServiceRegistry& services() const { return *registry_; }
   const dns::Discovery* discovery() const { return discovery_.get(); }  // null: no DNS used
   bool attached() const { return attached_; }
 
  private:
-  Daemon(std::string config_path, const config::Config& config);
-  Status init();
+  Daemon(std::unique_ptr<privileged::Client> privileged, const config::Config& config);
+  Status init(privileged::Start start);
   Status registerMetrics();
-  Status startWorkers(std::vector<std::vector<Fd>> listeners, uint64_t netns_cookie);
+  Status startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<Fd> channels);
   // DNS for the services that name a headless Service, and intercepts given as names. Made
   // anew on each reload: the names and the servers may have changed.
   Status startDiscovery();
@@ -68,12 +71,10 @@ class Daemon {
   void drain();
   void stop();
 
-  const std::string config_path_;
   // The config in effect: a reload replaces it, except for what needs a restart.
   std::shared_ptr<const config::Config> effective_;
   std::string applied_text_;  // the file as last applied: a change event alone is no change
   std::string cgroup_mount_;
-  std::string pin_dir_;  // "" = the maps are not shared with another spindle
   std::chrono::nanoseconds beat_{};
   // When the last beat woke the workers: each must have gone round its loop since.
   std::chrono::steady_clock::time_point pinged_{};
@@ -82,10 +83,10 @@ class Daemon {
   bool running_ = true;
   bool cut_drain_ = false;  // a second signal ends the drain
 
+  std::unique_ptr<privileged::Client> privileged_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<admin::AdminServer> admin_server_;
   std::unique_ptr<admin::AdminServer> probe_server_;
-  std::unique_ptr<redirect::Redirector> redirector_;
   std::unique_ptr<ServiceRegistry> registry_;
   // Every family is registered before the first shard freezes the registry.
   metrics::Registry metric_registry_;
@@ -96,13 +97,16 @@ class Daemon {
   std::unique_ptr<dns::CaresResolver> resolver_;
   std::unique_ptr<dns::Discovery> discovery_;
   std::unique_ptr<loop::Timer> heartbeat_;
-  std::unique_ptr<loop::FileWatcher> watcher_;
   std::unique_ptr<loop::SignalReader> signals_;
-  // Last, so that they stop first: they use the families, the shards and the maps above.
+  // What each worker asks the privileged part (its own channel).
+  std::vector<std::unique_ptr<privileged::WorkerClient>> worker_clients_;
+  // Last, so that they stop first: they use the families, the shards and the channels above.
   std::vector<std::unique_ptr<proxy::Worker>> workers_;
 };
 
-// Starts the daemon and runs it; a start-up failure is logged and returns 1.
-int runDaemon(const std::string& config_path, const config::Config& config);
+// The proxy process (spindle --proxy-channel FD, started by the privileged part): takes its
+// listeners and config over the channel, gives up every privilege, and serves until told to
+// stop. A start-up failure is logged and returns 1.
+int runProxy(int channel_fd);
 
 }  // namespace spindle

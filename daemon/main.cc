@@ -6,11 +6,13 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "config/config.h"
 #include "daemon.h"
+#include "privileged/privileged_part.h"
 #include "util/fd.h"
 #include "util/log.h"
 
@@ -77,7 +79,7 @@ int probe(const std::string& socket_path, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum Option { kConfig = 1, kCheckConfig, kProbe, kLogLevel, kVersion, kHelp };
+  enum Option { kConfig = 1, kCheckConfig, kProbe, kLogLevel, kVersion, kHelp, kProxyChannel };
   static const option kOptions[] = {
       {"config", required_argument, nullptr, kConfig},
       {"check-config", required_argument, nullptr, kCheckConfig},
@@ -85,17 +87,21 @@ int main(int argc, char** argv) {
       {"log-level", required_argument, nullptr, kLogLevel},
       {"version", no_argument, nullptr, kVersion},
       {"help", no_argument, nullptr, kHelp},
+      // Not for people: how the privileged part starts the proxy process.
+      {"proxy-channel", required_argument, nullptr, kProxyChannel},
       {nullptr, 0, nullptr, 0},
   };
   std::string config_path;
   std::string check_path;
   std::string probe_path;
+  int proxy_channel = -1;
   opterr = 0;
   for (int opt; (opt = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
     switch (opt) {
       case kConfig: config_path = optarg; break;
       case kCheckConfig: check_path = optarg; break;
       case kProbe: probe_path = optarg; break;
+      case kProxyChannel: proxy_channel = std::atoi(optarg); break;
       case kLogLevel: {
         const std::string level = optarg;
         if (level == "debug") spindle::log::setThreshold(spindle::log::Level::kDebug);
@@ -120,6 +126,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  if (proxy_channel >= 0) return spindle::runProxy(proxy_channel);
   if (!check_path.empty()) {
     auto config = spindle::config::load(check_path);
     if (!config) {
@@ -145,5 +152,5 @@ int main(int argc, char** argv) {
     }
     return probe(config->admin.socket, probe_path);
   }
-  return spindle::runDaemon(config_path, *config);
+  return spindle::privileged::run(config_path, *config);
 }

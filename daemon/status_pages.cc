@@ -88,17 +88,17 @@ std::string renderLiveMetrics(const Daemon& d) {
   metrics::appendHeader(out, "spindle_redirects_total",
                         "Connects seen by the BPF programs, by what was done with them.",
                         "counter");
-  const redirect::Counters counters = d.redirector().counters();
+  const privileged::RedirectState state = d.redirectState();
   for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
     appendSeries(out, "spindle_redirects_total", {{"reason", redirect::reasonName(reason)}},
-                 static_cast<double>(counters[static_cast<size_t>(reason)]));
+                 static_cast<double>(state.counters[reason]));
   }
   metrics::appendHeader(out, "spindle_redirect_records",
                         "Records of redirected connections that spindle has not accepted yet, or "
                         "that a sidecar in the Pod holds; at 65536, connects go direct (map_full).",
                         "gauge");
   appendSeries(out, "spindle_redirect_records", {},
-               static_cast<double>(d.redirector().peerRecords()));
+               static_cast<double>(state.records));
 
   const auto table = d.services().table();
   const auto now = lb::Clock::now();
@@ -261,7 +261,7 @@ HttpResponse configPage(const Daemon& d) {
         service.endpoints.dns.empty() ? "null" : jsonString(service.endpoints.dns),
         addressList(service.endpoints.statics), service.port,
         jsonString(lb::balanceName(service.balance)),
-        d.redirector().servicePort(config::serviceId(service.name)));
+        d.servicePort(config::serviceId(service.name)));
   }
   out += "]}\n";
   return {200, "application/json", out};
@@ -301,10 +301,10 @@ HttpResponse indexPage(const Daemon& d) {
     out += "</table>";
   }
   out += "<h2>Redirects</h2><table><tr><th>reason</th><th>connects</th></tr>";
-  const redirect::Counters counters = d.redirector().counters();
+  const privileged::RedirectState state = d.redirectState();
   for (int reason = 0; reason < SPINDLE_REASON_COUNT; ++reason) {
     out += fmt::format("<tr><td>{}</td><td>{}</td></tr>", redirect::reasonName(reason),
-                       counters[static_cast<size_t>(reason)]);
+                       state.counters[reason]);
   }
   out += "</table></body></html>\n";
   return {200, "text/html; charset=utf-8", out};

@@ -244,13 +244,22 @@ Result<std::unique_ptr<AdminServer>> AdminServer::create(loop::Loop& loop,
   // SO_REUSEPORT: during a rollout the new spindle binds the port beside the old one.
   auto fd = net::listenTcp(listen, /*reuse_port=*/true, kBacklog);
   if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
+  return serve(loop, std::move(*fd), options);
+}
+
+Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd listener,
+                                                        AdminOptions options) {
   sockaddr_storage storage{};
   socklen_t len = sizeof(storage);
-  if (::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+  if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
     return makeError(fmt::format("admin: getsockname: {}", std::strerror(errno)));
   }
-  const auto bound = net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
-  return serve(loop, std::move(*fd), bound, options);
+  // A Unix socket has no address to report.
+  const auto bound = storage.ss_family == AF_UNIX
+                         ? net::SocketAddress()
+                         : net::SocketAddress::fromSockaddr(
+                               reinterpret_cast<sockaddr*>(&storage), len);
+  return serve(loop, std::move(listener), bound, options);
 }
 
 Result<std::unique_ptr<AdminServer>> AdminServer::createUnix(loop::Loop& loop,

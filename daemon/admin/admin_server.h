@@ -57,6 +57,9 @@ class AdminServer {
   // this process even while another spindle shares the TCP port (a rollout).
   static Result<std::unique_ptr<AdminServer>> createUnix(loop::Loop& loop, const std::string& path,
                                                          AdminOptions options = {});
+  // Serves on a listener bound elsewhere (the privileged part binds the proxy's).
+  static Result<std::unique_ptr<AdminServer>> serve(loop::Loop& loop, Fd listener,
+                                                    AdminOptions options = {});
   // Safe at any time: what is still in flight finishes on the loop and frees itself (or is
   // dropped with the loop).
   ~AdminServer();

@@ -332,7 +332,7 @@ class Parser {
   }
 
   Proxy parseProxy(const Item& item) const {
-    auto fields = readMap(item, {"listen", "workers", "service_ports"});
+    auto fields = readMap(item, {"listen", "workers", "service_ports", "uid", "gid"});
     Proxy proxy;
     auto listen = fields.find("listen");
     if (listen == fields.end()) fail(item, "missing required key 'listen'");
@@ -354,6 +354,13 @@ class Parser {
     }
     if (auto it = fields.find("service_ports"); it != fields.end()) {
       proxy.service_ports = static_cast<uint16_t>(integer(it->second, 1, kMaxServicePorts));
+    }
+    // The proxy parses every Pod's bytes: it never runs as root.
+    if (auto it = fields.find("uid"); it != fields.end()) {
+      proxy.uid = static_cast<uint32_t>(integer(it->second, 1, 0xfffffffe));
+    }
+    if (auto it = fields.find("gid"); it != fields.end()) {
+      proxy.gid = static_cast<uint32_t>(integer(it->second, 1, 0xfffffffe));
     }
     const uint16_t port = proxy.listen.front().port();
     if (port + proxy.service_ports > 65535) {

@@ -69,6 +69,9 @@ struct Proxy {
   // connection that a sidecar in the Pod re-originates to where it was going still names
   // its service. At most this many services.
   uint16_t service_ports = 64;  // 1..1024
+  // Who the proxy process runs as, without any capability (never root): nobody by default.
+  uint32_t uid = 65534;
+  uint32_t gid = 65534;
 };
 
 // The admin pages beyond /metrics, /ready and /healthz: they name services, endpoints and

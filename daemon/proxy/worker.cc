@@ -23,18 +23,18 @@ constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
 }  // namespace
 
-Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
+Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginLookup& origins,
                std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-               const config::Upstream& upstream, std::unique_ptr<UpstreamSockets> sockets,
+               const config::Upstream& upstream, UpstreamSockets& sockets,
                const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
                std::string cgroup_mount)
     : index_(index),
       listeners_(std::move(listeners)),
-      original_dsts_(original_dsts),
+      origins_(origins),
       services_(std::move(services)),
       limits_(limits),
       upstream_(upstream),
-      sockets_(std::move(sockets)),
+      sockets_(sockets),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
       metrics_(families, *shard_, /*by_source=*/!cgroup_mount_.empty()) {
@@ -73,7 +73,7 @@ Status Worker::start() {
       log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
     }
     parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, upstream_,
-                                           *sockets_, std::move(services_),
+                                           sockets_, std::move(services_),
                                            /*seed=*/(uint64_t{index_} << 32) ^ 0x5eed5eedu);
     loop_->setAfterBatch([this] { parts_->connections.flushDirty(); });
     waker_ = std::make_unique<loop::Waker>(*loop_, [this] { onWake(); });
@@ -199,7 +199,7 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
   auto peer = net::peerAddress(downstream.get());  // fails once the client reset it
   std::optional<redirect::OriginalDst> original;
   if (peer) {
-    original = original_dsts_.take(*peer, proxy_port, net::savedSynSequence(downstream.get()));
+    original = origins_.take(*peer, proxy_port, net::savedSynSequence(downstream.get()));
   }
   if (!original) {
     // Only connections that spindle's BPF program redirected are served: the proxy port is

@@ -30,9 +30,10 @@ namespace spindle::proxy {
 
 class Worker {
  public:
-  Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginalDstMap original_dsts,
+  // origins and sockets: the worker's channel to the privileged part, used by its thread only.
+  Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginLookup& origins,
          std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-         const config::Upstream& upstream, std::unique_ptr<UpstreamSockets> sockets,
+         const config::Upstream& upstream, UpstreamSockets& sockets,
          const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
          std::string cgroup_mount);  // Pods are named from there; "": calls not counted by Pod
   ~Worker();
@@ -75,11 +76,11 @@ class Worker {
 
   unsigned index_;
   std::vector<Fd> listeners_;
-  redirect::OriginalDstMap original_dsts_;
+  redirect::OriginLookup& origins_;
   std::shared_ptr<const lb::ServiceTable> services_;
   config::Limits limits_;
   config::Upstream upstream_;
-  std::unique_ptr<UpstreamSockets> sockets_;
+  UpstreamSockets& sockets_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<loop::Waker> waker_;
   std::unique_ptr<loop::BufferPool> buffers_;

@@ -38,15 +38,23 @@ Status checkPrivileges() {
   if (::syscall(SYS_capget, &header, data) != 0) {
     return makeError(fmt::format("cannot read capabilities: {}", std::strerror(errno)));
   }
-  const bool bpf = hasCapability(data, kCapBpf) || hasCapability(data, CAP_SYS_ADMIN);
-  const bool net_admin = hasCapability(data, CAP_NET_ADMIN);
-  if (bpf && net_admin) return {};
-  std::string missing = !bpf && !net_admin ? "CAP_BPF and CAP_NET_ADMIN"
-                        : !bpf             ? "CAP_BPF"
-                                           : "CAP_NET_ADMIN";
+  std::string missing;
+  auto need = [&](bool held, const char* name) {
+    if (!held) missing += (missing.empty() ? "" : ", ") + std::string(name);
+  };
+  need(hasCapability(data, kCapBpf) || hasCapability(data, CAP_SYS_ADMIN), "CAP_BPF");
+  need(hasCapability(data, CAP_NET_ADMIN), "CAP_NET_ADMIN");
+  // The proxy process starts as this user and becomes proxy.uid with nothing left, its
+  // bounding set included; signals tell it to reload and stop.
+  need(hasCapability(data, CAP_SETUID), "CAP_SETUID");
+  need(hasCapability(data, CAP_SETGID), "CAP_SETGID");
+  need(hasCapability(data, CAP_SETPCAP), "CAP_SETPCAP");
+  need(hasCapability(data, CAP_KILL), "CAP_KILL");
+  if (missing.empty()) return {};
   return makeError(fmt::format(
-      "missing privilege: spindle needs {} to load and attach its BPF programs (run it as "
-      "root, or grant the capabilities)",
+      "missing privilege: spindle needs {} (CAP_BPF and CAP_NET_ADMIN to load and attach its "
+      "BPF programs, the others to run its proxy as an unprivileged user; run it as root, or "
+      "grant the capabilities)",
       missing));
 }
 

@@ -8,7 +8,8 @@
 namespace spindle::redirect {
 
 // spindle loads and attaches cgroup BPF programs and marks its sockets: it needs CAP_BPF (or
-// CAP_SYS_ADMIN on kernels before 5.8) and CAP_NET_ADMIN.
+// CAP_SYS_ADMIN on kernels before 5.8) and CAP_NET_ADMIN; and it runs its proxy as another
+// user without capabilities: CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_KILL.
 Status checkPrivileges();
 
 // The cgroup2 mount point, from /proc/self/mountinfo (/sys/fs/cgroup on most nodes,

@@ -31,7 +31,17 @@ struct OriginalDst {
   uint32_t pid = 0;           // the connecting process, in the host PID namespace
 };
 
-// A worker's view of the orig_by_peer map: a thread-safe handle on a kernel map and on the
+// Where a worker finds the original destination of a connection it accepted: the privileged
+// part, which reads the map (privileged/client.h).
+class OriginLookup {
+ public:
+  virtual ~OriginLookup() = default;
+  // See OriginalDstMap::take.
+  virtual std::optional<OriginalDst> take(const net::SocketAddress& peer, uint16_t proxy_port,
+                                          std::optional<uint32_t> isn) = 0;
+};
+
+// The privileged part's view of the orig_by_peer map: a thread-safe handle on a kernel map and on the
 // count of its records, which the kernel side keeps too.
 class OriginalDstMap {
  public:

@@ -351,7 +351,7 @@ class AttacksTest(SimTestCase):
                    for reason in ((reasons,) if isinstance(reasons, str) else reasons))
 
     def proc_status(self):
-        pid = self.spindle.proc.pid
+        pid = self.spindle.proxy_pid()  # the process that parses the attacker's bytes
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
         with open(f"/proc/{pid}/stat") as f:

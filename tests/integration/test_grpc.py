@@ -351,7 +351,8 @@ table inet spindle_test_ingress {{
         sp = self.start_spindle(cfg)
 
         def open_fds():
-            return len(os.listdir(f"/proc/{sp.proc.pid}/fd"))
+            # The proxy's sockets and the privileged part's namespace handles.
+            return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in (sp.proc.pid, sp.proxy_pid()))
 
         before = open_fds()
         pod = self.node.add_pod("short-lived", n=7)

@@ -213,14 +213,15 @@ class ManifestTest(SimTestCase):
         self.assertIn("emptyDir", volumes[mounts[socket_dir]],
                       "admin.socket must be in the Pod's own volume, not shared with the host")
         self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
-        # Not privileged; all capabilities dropped but the four the sim test below proves,
+        # Not privileged; all capabilities dropped but those the sim test below proves,
         # in the host's PID namespace (upstream.source pod finds Pods through /proc).
         sc = c["securityContext"]
         self.assertFalse(sc.get("privileged", False))
         self.assertFalse(sc["allowPrivilegeEscalation"])
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
         self.assertEqual(sorted(sc["capabilities"]["add"]),
-                         ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"])
+                         ["BPF", "KILL", "NET_ADMIN", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
+                          "SYS_PTRACE"])
         self.assertIs(pod["hostPID"], True)
         # The Localhost seccomp profile is the file the init container installs from the
         # ConfigMap, into the directory kubelet reads Localhost profiles from.
@@ -259,7 +260,8 @@ class ManifestTest(SimTestCase):
         (c,) = pod["containers"]
         self.assertIs(pod["hostPID"], False)
         caps = c["securityContext"]["capabilities"]["add"]
-        self.assertEqual(sorted(caps), ["BPF", "NET_ADMIN"])
+        self.assertEqual(sorted(caps),
+                         ["BPF", "KILL", "NET_ADMIN", "SETGID", "SETPCAP", "SETUID"])
         # Everything else is the base's, in the DaemonSet and in every other object.
         expected = json.loads(json.dumps(self.ds))
         expected["spec"]["template"]["spec"]["hostPID"] = False
@@ -484,7 +486,8 @@ class PrivilegeTest(SimTestCase):
         # docs/deploy-kubernetes.md's patch takes out SYS_ADMIN, SYS_PTRACE and hostPID; with
         # source: node spindle serves all the same, and the backend sees the node instead of
         # the Pod: the trade-off the docs state.
-        self.assertEqual(sorted(self.node_caps), ["bpf", "net_admin"])
+        self.assertEqual(sorted(self.node_caps),
+                         ["bpf", "kill", "net_admin", "setgid", "setpcap", "setuid"])
         self.assertIs(self.node_host_pid, False)
         sp = self.start(self.node_caps, self.profile, upstream={**self.upstream, "source": "node"},
                         host_pid=self.node_host_pid)

@@ -8,6 +8,7 @@ import re
 import signal as _signal
 
 from . import paths
+from .wait import wait_until
 
 READY = r"spindle: info: ready"
 COUNTERS = re.compile(r"spindle: info: redirect counters: (.*)$")
@@ -178,6 +179,18 @@ class Spindle:
             if c is not None:
                 return c
         return None
+
+    def proxy_pid(self, timeout=5.0):
+        """The pid of the proxy process (the child that the privileged part, proc.pid, runs:
+        it parses the Pods' HTTP/2 and holds the workers' threads)."""
+        def child():
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                    pids = [int(p) for p in f.read().split()]
+            except FileNotFoundError:
+                return None
+            return pids[0] if pids else None
+        return wait_until(child, timeout, what=f"the proxy process of {self.name}")
 
     def signal(self, sig):
         self.proc.signal(sig)
