@@ -9,7 +9,7 @@ BPFTOOL    ?= bpftool
 # Packages the build, the tests and the demo need (Debian 12).
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev libjemalloc-dev \
-              clang-format-14
+              libseccomp-dev clang-format-14
 DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
               dnsmasq-base prometheus libgrpc++-dev
 # Node.js for the grpc-js client: the machine's own when it has one (it may not be Debian's).
@@ -27,7 +27,7 @@ WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
 CXXFLAGS   ?= -O2 -g
 CXXFLAGS   += -std=c++20 $(WARNINGS) -Iinclude -Idaemon -isystem $(BUILD)/gen -MMD -MP
-LDLIBS     := -lbpf -luring -lnghttp2 -lcares -lyaml-cpp -lfmt -lelf -lz -lpthread
+LDLIBS     := -lbpf -luring -lnghttp2 -lcares -lyaml-cpp -lfmt -lseccomp -lelf -lz -lpthread
 # The daemon's allocator: glibc's malloc and free were 18% of its CPU per call (nghttp2
 # allocates per frame and stream). jemalloc cuts CPU per unary call by about 10% and keeps
 # 64 KiB messages and streams as fast as glibc; tcmalloc was as fast on unary calls but 40%
