@@ -16,8 +16,8 @@
 #include "net/socket.h"
 #include "redirect/platform.h"
 #include "status_pages.h"
-#include "util/sandbox.h"
 #include "util/log.h"
+#include "util/sandbox.h"
 
 namespace spindle {
 namespace {
@@ -454,8 +454,7 @@ void Daemon::drain() {
 }
 
 int runProxy(int channel_fd) {
-  auto privileged =
-      std::make_unique<privileged::Client>(privileged::Channel(Fd(channel_fd)));
+  auto privileged = std::make_unique<privileged::Client>(privileged::Channel(Fd(channel_fd)));
   auto start = privileged->start();
   if (!start) {
     log::error("proxy: {}", start.error());
@@ -481,8 +480,8 @@ int runProxy(int channel_fd) {
     log::error("proxy: {}", s.error());
     return 1;
   }
-  log::info("proxy: running as uid {} gid {} with no capability, under seccomp",
-            config->proxy.uid, config->proxy.gid);
+  log::info("proxy: running as uid {} gid {} with no capability, under seccomp", config->proxy.uid,
+            config->proxy.gid);
   auto daemon = Daemon::start(std::move(privileged), std::move(*start), *config);
   if (!daemon) {
     log::error("{}", daemon.error());

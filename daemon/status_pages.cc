@@ -97,8 +97,7 @@ std::string renderLiveMetrics(const Daemon& d) {
                         "Records of redirected connections that spindle has not accepted yet, or "
                         "that a sidecar in the Pod holds; at 65536, connects go direct (map_full).",
                         "gauge");
-  appendSeries(out, "spindle_redirect_records", {},
-               static_cast<double>(state.records));
+  appendSeries(out, "spindle_redirect_records", {}, static_cast<double>(state.records));
 
   const auto table = d.services().table();
   const auto now = lb::Clock::now();

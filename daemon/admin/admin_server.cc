@@ -255,10 +255,10 @@ Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd lis
     return makeError(fmt::format("admin: getsockname: {}", std::strerror(errno)));
   }
   // A Unix socket has no address to report.
-  const auto bound = storage.ss_family == AF_UNIX
-                         ? net::SocketAddress()
-                         : net::SocketAddress::fromSockaddr(
-                               reinterpret_cast<sockaddr*>(&storage), len);
+  const auto bound =
+      storage.ss_family == AF_UNIX
+          ? net::SocketAddress()
+          : net::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
   return serve(loop, std::move(listener), bound, options);
 }
 

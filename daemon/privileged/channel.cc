@@ -104,7 +104,8 @@ Status Channel::receive(Message& out, std::chrono::milliseconds timeout) {
         out.fds.emplace_back(fd);
       }
     }
-    if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || static_cast<size_t>(n) < sizeof(header) ||
+    if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
+        static_cast<size_t>(n) < sizeof(header) ||
         header.size != static_cast<size_t>(n) - sizeof(header)) {
       return makeError("a malformed message");
     }

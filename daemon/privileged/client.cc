@@ -7,7 +7,6 @@
 
 #include "util/log.h"
 
-
 namespace spindle::privileged {
 namespace {
 
@@ -44,8 +43,8 @@ Result<Start> Client::start() {
   const size_t expected = start.info.admin_tcp + start.info.admin_unix + start.info.workers +
                           size_t{start.info.workers} * start.info.listeners_per_worker;
   if (start.fds.size() != expected) {
-    return makeError(fmt::format("the privileged part sent {} fds, not {}", start.fds.size(),
-                                 expected));
+    return makeError(
+        fmt::format("the privileged part sent {} fds, not {}", start.fds.size(), expected));
   }
   return start;
 }
@@ -125,8 +124,9 @@ std::optional<redirect::OriginalDst> Client::takeOrigin(const net::SocketAddress
   if (!reply || (*reply)->status != kOk || !readPayload(**reply, &origin)) return std::nullopt;
   net::MappedBytes dst;
   std::memcpy(dst.data(), origin.addr, dst.size());
-  return redirect::OriginalDst{net::SocketAddress::fromMapped(dst, htons(origin.port)), origin.service_id,
-                               origin.cgroup_id, origin.netns_cookie, origin.pid};
+  return redirect::OriginalDst{net::SocketAddress::fromMapped(dst, htons(origin.port)),
+                               origin.service_id, origin.cgroup_id, origin.netns_cookie,
+                               origin.pid};
 }
 
 Result<Fd> Client::socket(const proxy::Caller& caller, int family, proxy::SocketFailure* why) {

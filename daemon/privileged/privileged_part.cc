@@ -180,7 +180,7 @@ class PrivilegedPart {
   // would keep taking connections that nobody serves once the proxy is gone.
   std::vector<Fd> handover_;
   StartReply start_{};
-  bool started_ = false;  // the proxy took what kStart gives
+  bool started_ = false;                      // the proxy took what kStart gives
   std::vector<std::unique_ptr<Peer>> peers_;  // the main channel first
   std::unique_ptr<loop::SignalReader> signals_;
   std::unique_ptr<loop::FileWatcher> watcher_;
@@ -342,14 +342,14 @@ Status PrivilegedPart::start() {
   // other namespaces (CAP_SYS_ADMIN), found through other users' /proc/<pid>/ns/net
   // (CAP_SYS_PTRACE). The proxy, started already, changes its user itself.
   const bool from_pods = config_.upstream.source == config::Upstream::Source::kPod;
-  auto kept = from_pods ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
-                                                {CAP_KILL, "CAP_KILL"},
-                                                {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
-                                                {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
-                                               {{CAP_BPF, "CAP_BPF"}})
-                        : keepOnlyCapabilities(
-                              {{CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {CAP_KILL, "CAP_KILL"}},
-                              {{CAP_BPF, "CAP_BPF"}, {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}});
+  auto kept = from_pods
+                  ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
+                                          {CAP_KILL, "CAP_KILL"},
+                                          {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
+                                          {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
+                                         {{CAP_BPF, "CAP_BPF"}})
+                  : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {CAP_KILL, "CAP_KILL"}},
+                                         {{CAP_BPF, "CAP_BPF"}, {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}});
   if (!kept) {
     ::kill(proxy_, SIGKILL);
     ::waitpid(proxy_, nullptr, 0);
@@ -450,7 +450,8 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       started_ = true;
       return;
     }
-    case Op::kConfigText: return reply(peer, kOk, bytesOf(std::string_view(config_text_ = readFile(config_path_))));
+    case Op::kConfigText:
+      return reply(peer, kOk, bytesOf(std::string_view(config_text_ = readFile(config_path_))));
     case Op::kServices: {
       std::vector<ServiceAddress> entries;
       if (!readPayload(request, &entries)) break;
@@ -459,7 +460,8 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       for (const ServiceAddress& entry : entries) {
         net::MappedBytes bytes;
         std::memcpy(bytes.data(), entry.addr, bytes.size());
-        addresses.emplace_back(net::SocketAddress::fromMapped(bytes, htons(entry.port)), entry.service_id);
+        addresses.emplace_back(net::SocketAddress::fromMapped(bytes, htons(entry.port)),
+                               entry.service_id);
       }
       if (Status s = redirector_->setServiceAddresses(addresses); !s) return replyStatus(peer, s);
       for (const auto& [address, id] : addresses) {

@@ -33,8 +33,8 @@ class Worker {
   // origins and sockets: the worker's channel to the privileged part, used by its thread only.
   Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginLookup& origins,
          std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-         const config::Upstream& upstream, UpstreamSockets& sockets,
-         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
+         const config::Upstream& upstream, UpstreamSockets& sockets, const ProxyFamilies& families,
+         std::unique_ptr<metrics::Shard> shard,
          std::string cgroup_mount);  // Pods are named from there; "": calls not counted by Pod
   ~Worker();
 

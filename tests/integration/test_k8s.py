@@ -413,7 +413,8 @@ class PrivilegeTest(SimTestCase):
         self.assertRegex(errors[0], pattern)
 
     def test_the_daemonsets_grants_serve_calls_from_the_calling_pod_counted_by_pod(self):
-        self.assertEqual(sorted(self.caps), ["bpf", "net_admin", "sys_admin", "sys_ptrace"])
+        self.assertEqual(sorted(self.caps), ["bpf", "kill", "net_admin", "setgid", "setpcap",
+                                             "setuid", "sys_admin", "sys_ptrace"])
         # Neither CAP_DAC_READ_SEARCH nor file handles: open_by_handle_at with it reaches any
         # file of a host-backed mount (a known container escape).
         allowed = {n for rule in self.profile["syscalls"] for n in rule["names"]}
@@ -430,6 +431,14 @@ class PrivilegeTest(SimTestCase):
         # Counted under the calling Pod: named by walking the cgroup tree, which needs no
         # capability and no file handle.
         self.assertEqual(counts, {self.source: 40.0}, sp.tail())
+        # Under these grants the proxy, which parsed those calls, holds none of them.
+        with open(f"/proc/{sp.proxy_pid()}/status") as f:
+            status = dict(line.split(":", 1) for line in f.read().splitlines())
+        self.assertEqual({k: status[k].split() for k in ("Uid", "CapEff", "CapPrm", "CapBnd",
+                                                          "NoNewPrivs", "Seccomp")},
+                         {"Uid": ["65534"] * 4, "CapEff": ["0000000000000000"],
+                          "CapPrm": ["0000000000000000"], "CapBnd": ["0000000000000000"],
+                          "NoNewPrivs": ["1"], "Seccomp": ["2"]})
         self.assertEqual(sp.proc.stop(10), 0, sp.tail())
 
     def test_without_cap_bpf_or_cap_net_admin_spindle_refuses_to_start(self):

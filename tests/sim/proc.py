@@ -31,6 +31,30 @@ def _safe_name(name):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] or "proc"
 
 
+def _descendants(pid):
+    """The PIDs of pid's children, grandchildren... (spindle's proxy is its child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+def _gone_or_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
 class ProcessExited(AssertionError):
     """The process ended while something was still waited for."""
 
@@ -155,8 +179,19 @@ class Proc:
             self._popen.send_signal(sig)
 
     def kill(self, timeout=5.0):
-        """SIGKILL and reap. Works on a stopped process too. Idempotent."""
+        """SIGKILL and reap, its descendants first (so that its own children are reaped by
+        it, not orphaned while they die). Works on a stopped process too. Idempotent."""
         if self.returncode is None:
+            kids = _descendants(self.pid)
+            for kid in kids:
+                try:
+                    os.kill(kid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                wait_until(lambda: all(map(_gone_or_zombie, kids)), 2.0, interval=0.005)
+            except WaitTimeout:
+                pass
             try:
                 self._popen.send_signal(_signal.SIGKILL)
             except ProcessLookupError:
