@@ -11,7 +11,8 @@ FROM ${BASE} AS build
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
-      libyaml-cpp-dev libnghttp2-dev libc-ares-dev libjemalloc-dev \
+      libyaml-cpp-dev libnghttp2-dev libc-ares-dev libjemalloc-dev libseccomp-dev \
+      nlohmann-json3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -28,7 +29,7 @@ FROM ${BASE}
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libbpf1 liburing2 libnghttp2-14 libc-ares2 libyaml-cpp0.7 libfmt9 libelf1 zlib1g \
-      libjemalloc2 \
+      libjemalloc2 libseccomp2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bin/spindle /usr/local/bin/spindle
 # The example config, for `docker run`; in Kubernetes the ConfigMap is mounted over it.

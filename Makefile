@@ -9,7 +9,7 @@ BPFTOOL    ?= bpftool
 # Packages the build, the tests and the demo need (Debian 12).
 DEPS_BUILD := make g++ pkg-config clang llvm bpftool libbpf-dev liburing-dev libfmt-dev \
               libyaml-cpp-dev libgtest-dev libnghttp2-dev libc-ares-dev libjemalloc-dev \
-              libseccomp-dev clang-format-14
+              libseccomp-dev nlohmann-json3-dev clang-format-14
 DEPS_TEST  := iproute2 nftables python3 util-linux python3-grpcio python3-h2 curl openssl \
               dnsmasq-base prometheus libgrpc++-dev
 # Node.js for the grpc-js client: the machine's own when it has one (it may not be Debian's).

@@ -15,6 +15,7 @@
 #include "privileged/privileged_part.h"
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/seccomp_profile.h"
 
 #ifndef SPINDLE_VERSION
 #define SPINDLE_VERSION "0.1.0-dev"
@@ -28,14 +29,17 @@ constexpr const char* kUsage = R"(usage: spindle --config FILE
        spindle --version | --help
 
 spindle redirects the Pods' connections to declared gRPC services into this node's proxy and
-balances every call over the service's Pods. It needs CAP_BPF and CAP_NET_ADMIN, cgroup v2
-and io_uring.
+balances every call over the service's Pods. It needs CAP_BPF, CAP_NET_ADMIN, CAP_SETUID,
+CAP_SETGID, CAP_SETPCAP and CAP_KILL, cgroup v2 and io_uring; the proxy process, which parses
+the Pods' traffic, runs as proxy.uid without any capability.
 
   --config FILE        run with the YAML configuration FILE
   --check-config FILE  validate FILE, print the first error with its line, exit 0 or 1
   --probe PATH         GET PATH (/ready, /healthz) from the spindle that runs with FILE,
                        over its admin.socket; print the answer, exit 0 on 200, else 1
   --log-level LEVEL    debug, info (default), warn or error
+  --seccomp-profile F  confine spindle to the seccomp profile F (the JSON that container
+                       runtimes read) before anything else; the proxy process adds its own
   --version            print the version
   --help               print this help
 )";
@@ -79,12 +83,22 @@ int probe(const std::string& socket_path, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum Option { kConfig = 1, kCheckConfig, kProbe, kLogLevel, kVersion, kHelp, kProxyChannel };
+  enum Option {
+    kConfig = 1,
+    kCheckConfig,
+    kProbe,
+    kLogLevel,
+    kSeccompProfile,
+    kVersion,
+    kHelp,
+    kProxyChannel
+  };
   static const option kOptions[] = {
       {"config", required_argument, nullptr, kConfig},
       {"check-config", required_argument, nullptr, kCheckConfig},
       {"probe", required_argument, nullptr, kProbe},
       {"log-level", required_argument, nullptr, kLogLevel},
+      {"seccomp-profile", required_argument, nullptr, kSeccompProfile},
       {"version", no_argument, nullptr, kVersion},
       {"help", no_argument, nullptr, kHelp},
       // Not for people: how the privileged part starts the proxy process.
@@ -94,6 +108,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::string check_path;
   std::string probe_path;
+  std::string seccomp_profile;
   int proxy_channel = -1;
   opterr = 0;
   for (int opt; (opt = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
@@ -102,6 +117,7 @@ int main(int argc, char** argv) {
       case kCheckConfig: check_path = optarg; break;
       case kProbe: probe_path = optarg; break;
       case kProxyChannel: proxy_channel = std::atoi(optarg); break;
+      case kSeccompProfile: seccomp_profile = optarg; break;
       case kLogLevel: {
         const std::string level = optarg;
         if (level == "debug") spindle::log::setThreshold(spindle::log::Level::kDebug);
@@ -151,6 +167,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     return probe(config->admin.socket, probe_path);
+  }
+  if (!seccomp_profile.empty()) {
+    if (auto installed = spindle::seccomp::installProfile(seccomp_profile); !installed) {
+      spindle::log::error("--seccomp-profile: {}", installed.error());
+      return 1;
+    }
   }
   return spindle::privileged::run(config_path, *config);
 }

@@ -7,9 +7,10 @@
   grace period above the configured drain, no hostPorts to block the surge Pod, ...);
 - the example config in the ConfigMap passes `spindle --check-config`;
 - the patch docs/deploy-kubernetes.md gives for upstream.source node renders, validates and
-  takes out only hostPID, SYS_ADMIN and SYS_PTRACE;
-- spindle runs on a simulated node with exactly the DaemonSet's capabilities, under its
-  seccomp profile (compiled with libseccomp, as a container runtime does), in the host's PID
+  takes out only hostPID, SYS_ADMIN and SYS_PTRACE; no Pod writes into kubelet's seccomp
+  directory;
+- spindle runs on a simulated node with exactly the DaemonSet's capabilities and arguments,
+  under its seccomp profile (which spindle installs on itself: --seccomp-profile), in the host's PID
   namespace, with the ConfigMap's upstream.source pod: calls are served through it from the
   calling Pod's own address and counted by calling Pod; without each capability, with
   io_uring or setns taken out of the profile, or in a PID namespace of its own, it does not
@@ -223,18 +224,18 @@ class ManifestTest(SimTestCase):
                          ["BPF", "KILL", "NET_ADMIN", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
                           "SYS_PTRACE"])
         self.assertIs(pod["hostPID"], True)
-        # The Localhost seccomp profile is the file the init container installs from the
-        # ConfigMap, into the directory kubelet reads Localhost profiles from.
-        self.assertEqual(sc["seccompProfile"]["type"], "Localhost")
-        profile = sc["seccompProfile"]["localhostProfile"]
-        (init,) = pod["initContainers"]
-        self.assertIn(f"/host-seccomp/{profile}", " ".join(init["command"]))
+        # No init container and no hostPath into kubelet's seccomp directory: spindle
+        # installs the profile on itself, from the spindle-seccomp ConfigMap.
+        self.assertNotIn("initContainers", pod)
         volumes = {v["name"]: v for v in pod["volumes"]}
-        self.assertEqual(volumes[self.volume_for(init, "/host-seccomp")]["hostPath"]["path"],
-                         "/var/lib/kubelet/seccomp")
-        self.assertIn(profile, find(self.objs, "ConfigMap",
-                                    volumes[self.volume_for(init, "/profile")]["configMap"]
-                                    ["name"])["data"])
+        self.assertFalse([v for v in volumes.values()
+                          if "seccomp" in v.get("hostPath", {}).get("path", "")])
+        self.assertEqual(sc["seccompProfile"]["type"], "Unconfined")
+        profile = c["args"][c["args"].index("--seccomp-profile") + 1]
+        profile_dir, profile_name = os.path.split(profile)
+        self.assertIn(profile_name, find(self.objs, "ConfigMap",
+                                         volumes[self.volume_for(c, profile_dir)]["configMap"]
+                                         ["name"])["data"])
         # cgroup2 and bpffs from the host.
         self.assertEqual(volumes[self.volume_for(c, "/sys/fs/cgroup")]["hostPath"]["path"],
                          "/sys/fs/cgroup")
@@ -244,7 +245,7 @@ class ManifestTest(SimTestCase):
         self.assertIn("pin_path: /sys/fs/bpf/spindle", self.config_text)
         self.assertEqual(volumes[self.volume_for(c, "/etc/spindle")]["configMap"]["name"],
                          "spindle")
-        self.assertEqual(c["args"], ["--config", "/etc/spindle/spindle.yaml"])
+        self.assertEqual(c["args"][:2], ["--config", "/etc/spindle/spindle.yaml"])
         # SIGKILL must not cut the drain short.
         drain = re.search(r"^shutdown:\n(?:[ ]+#.*\n)*[ ]+drain: (\S+)", self.config_text, re.M)
         self.assertIsNotNone(drain, "shutdown.drain not found in the config")
@@ -326,8 +327,9 @@ class PrivilegeTest(SimTestCase):
             cls._skip_reason = "python3-grpcio is not installed (make deps)"
             return
         objs = objects(kustomize(K8S))
-        cls.caps, cls.host_pid, c = cls.grants(objs)
-        profile_name = c["securityContext"]["seccompProfile"]["localhostProfile"]
+        cls.caps, cls.host_pid, cls.container = cls.grants(objs)
+        args = cls.container["args"]
+        profile_name = os.path.basename(args[args.index("--seccomp-profile") + 1])
         cls.profile = json.loads(find(objs, "ConfigMap", "spindle-seccomp")["data"][profile_name])
         (config,) = objects(find(objs, "ConfigMap", "spindle")["data"]["spindle.yaml"])
         cls.upstream = config["upstream"]
@@ -363,14 +365,15 @@ class PrivilegeTest(SimTestCase):
         wrapper = [] if host_pid else ["unshare", "--pid", "--fork", "--mount-proc",
                                        "--kill-child"]
         wrapper += ["setpriv", "--inh-caps=-all",
-                    "--bounding-set=-all" + "".join(f",+{cap}" for cap in caps),
-                    sim.PYTHON, os.path.join(VALIDATOR_DIR, "seccomp_exec.py"),
-                    self.write_profile(profile)]
+                    "--bounding-set=-all" + "".join(f",+{cap}" for cap in caps)]
         cfg = sim.spindle.config(self.node, [self.svc], extra={
             "admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"},
             "metrics": {"by_source": True},  # the counts by Pod show that naming Pods works
             "upstream": upstream if upstream is not None else self.upstream})
-        sp = sim.Spindle(self.node, cfg, wrapper=wrapper)
+        # The DaemonSet's arguments after --config: the profile spindle installs on itself.
+        args = self.container["args"][2:]
+        args[args.index("--seccomp-profile") + 1] = self.write_profile(profile)
+        sp = sim.Spindle(self.node, cfg, wrapper=wrapper, args=args)
         self.addCleanup(sp.close)
         sp.start(wait_ready=False)
         sim.wait_until(lambda: not sp.proc.alive() or any(

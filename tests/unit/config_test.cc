@@ -192,6 +192,8 @@ TEST(Config, MinimalConfigTakesDefaults) {
   EXPECT_EQ(c.proxy.listen[0], addr("198.18.0.1:15001"));
   EXPECT_EQ(c.proxy.workers, 0u);
   EXPECT_EQ(c.proxy.service_ports, 64u);
+  EXPECT_EQ(c.proxy.uid, 65534u);
+  EXPECT_EQ(c.proxy.gid, 65534u);
   EXPECT_FALSE(c.admin.listen.has_value());
   EXPECT_EQ(c.redirect.cgroup, "");
   EXPECT_FALSE(c.redirect.host_netns);
@@ -1031,6 +1033,23 @@ TEST(Config, ServicePortsAreReadAndBounded) {
   )"),
             "spindle.yaml:2: proxy.listen: port 65500 leaves no room for the 64 service ports "
             "after it (service_ports)");
+}
+
+TEST(Config, TheProxysUserIsReadAndNeverRoot) {
+  Config c = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+      uid: 2102
+      gid: 2103
+  )");
+  EXPECT_EQ(c.proxy.uid, 2102u);
+  EXPECT_EQ(c.proxy.gid, 2103u);
+  EXPECT_EQ(errorOf(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+      uid: 0
+  )"),
+            "spindle.yaml:3: proxy.uid: '0' is not an integer from 1 to 4294967294");
 }
 
 TEST(Config, AdminPagesAndMetricsBySourceAreOffByDefault) {
