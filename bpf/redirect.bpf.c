@@ -85,6 +85,21 @@ struct {
 	__type(value, struct spindle_control);
 } control SEC(".maps");
 
+/* The spindles of the node, and their listeners (see spindle_select_listener). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SPINDLE_MAX_INSTANCES);
+	__type(key, __u32);
+	__type(value, struct spindle_instance);
+} instances SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
+	__uint(max_entries, SPINDLE_MAX_LISTENERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} listeners SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SPINDLE_REASON_COUNT);
@@ -504,6 +519,58 @@ int spindle_getpeername6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[3] = ip6[3];
 	ctx->user_port = orig->port;
 	return ALLOW;
+}
+
+/* Which listener of a proxy port takes a new connection. Two spindles share each port during a
+ * rollout (SO_REUSEPORT); left to the kernel, a connection goes to either one's listeners by
+ * its hash, also to a spindle that hangs while the other keeps the shared heartbeat fresh, and
+ * waits there unserved. Here it goes to a worker of a spindle whose own heartbeat is fresh,
+ * by the same hash. With no such spindle, or no listener in that slot, the kernel picks. */
+SEC("sk_reuseport")
+int spindle_select_listener(struct sk_reuseport_md *ctx)
+{
+	__u32 zero = 0;
+	struct spindle_control *ctrl = bpf_map_lookup_elem(&control, &zero);
+	struct bpf_sock *sk = ctx->sk; /* a listener of the group: its port and family */
+
+	if (!ctrl || !sk)
+		return SK_PASS;
+	__u32 base = bpf_ntohs(ctrl->proxy_port);
+	__u32 port = sk->src_port;
+	if (port < base || port > base + SPINDLE_MAX_SERVICE_PORTS)
+		return SK_PASS;
+
+	__u64 now = bpf_ktime_get_ns();
+	__u32 live = 0;
+	for (__u32 i = 0; i < SPINDLE_MAX_INSTANCES; i++) {
+		__u32 key = i;
+		struct spindle_instance *inst = bpf_map_lookup_elem(&instances, &key);
+
+		if (inst && inst->heartbeat_ns && inst->workers &&
+		    now - inst->heartbeat_ns <= ctrl->heartbeat_timeout_ns)
+			live |= 1u << i;
+	}
+	__u32 count = __builtin_popcount(live);
+	if (count == 0)
+		return SK_PASS;
+	__u32 nth = ctx->hash % count;
+	for (__u32 i = 0; i < SPINDLE_MAX_INSTANCES; i++) {
+		if (!(live & (1u << i)))
+			continue;
+		if (nth--)
+			continue;
+		__u32 key = i;
+		struct spindle_instance *inst = bpf_map_lookup_elem(&instances, &key);
+
+		if (!inst || !inst->workers)
+			return SK_PASS;
+		__u32 worker = (ctx->hash / count) % inst->workers;
+		__u32 slot = spindle_listener_key(i, worker, port - base, sk->family == AF_INET6);
+		/* An empty slot (a listener closed while draining): the kernel picks. */
+		bpf_sk_select_reuseport(ctx, &listeners, &slot, 0);
+		return SK_PASS;
+	}
+	return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -281,6 +281,13 @@ Status PrivilegedPart::start() {
     peers_.push_back(std::make_unique<Peer>(*this, std::move(worker_pair->first)));
   }
   // The listen port (but see other_version), and each service's own port after it.
+  struct Listener {
+    uint32_t worker;
+    uint32_t port_offset;
+    bool ipv6;
+    size_t handover;  // its index in handover_
+  };
+  std::vector<Listener> listeners;
   for (unsigned w = 0; w < start_.workers; ++w) {
     size_t count = 0;
     for (net::SocketAddress address : config_.proxy.listen) {
@@ -296,6 +303,7 @@ Status PrivilegedPart::start() {
         // the same address and ports (OriginalDstMap::take).
         if (Status s = net::saveSyns(fd->get()); !s)
           return makeError(fmt::format("proxy.listen: {}", s.error()));
+        listeners.push_back({w, port - proxy->port, !address.isV4(), handover_.size()});
         handover_.push_back(std::move(*fd));
         ++count;
       }
@@ -331,6 +339,15 @@ Status PrivilegedPart::start() {
   control.host_netns = config_.redirect.host_netns;
   control.heartbeat_timeout = config_.redirect.heartbeat_timeout;
   if (Status s = redirector_->setControl(control); !s) return s;
+  redirector_->claimInstance(start_.workers);
+  for (const Listener& listener : listeners) {
+    if (Status s =
+            redirector_->addListener(listener.worker, listener.port_offset, listener.ipv6,
+                                     handover_[listener.handover].get(), listener.worker == 0);
+        !s) {
+      return s;
+    }
+  }
 
   config_text_ = readFile(config_path_);
   auto spawned = spawnProxy(std::move(proxy_end));

@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <random>
 
 #include "redirect.skel.h"
 #include "util/fd.h"
@@ -205,6 +207,13 @@ std::map<uint16_t, uint32_t> Redirector::sharedServicePorts() const {
 
 Redirector::~Redirector() {
   detach();
+  spindle_instance entry{};
+  const int instances = skel_ != nullptr ? bpf_map__fd(skel_->maps.instances) : -1;
+  if (instance_ && bpf_map_lookup_elem(instances, &*instance_, &entry) == 0 &&
+      entry.owner == self_.owner) {
+    const spindle_instance free{};  // the slot is free again
+    bpf_map_update_elem(instances, &*instance_, &free, BPF_ANY);
+  }
   if (peer_count_ != nullptr) ::munmap(peer_count_, static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
   if (skel_ != nullptr) redirect_bpf__destroy(skel_);
 }
@@ -235,6 +244,81 @@ Status Redirector::heartbeat() {
   uint32_t zero = 0;
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.control), &zero, &control_, BPF_ANY) != 0) {
     return makeError(fmt::format("updating the control map: {}", std::strerror(errno)));
+  }
+  if (instance_ && !links_.empty()) {
+    self_.heartbeat_ns = control_.heartbeat_ns;
+    writeInstance();
+  }
+  return {};
+}
+
+void Redirector::claimInstance(uint32_t workers) {
+  if (workers > SPINDLE_MAX_WORKERS) {
+    log::warn("{} workers: over {}, the kernel picks among the spindles of the node", workers,
+              SPINDLE_MAX_WORKERS);
+    return;
+  }
+  // Silent this long, a spindle is gone (killed: its slot was never freed) or stopped for
+  // good; its slot is taken over. Far above any heartbeat timeout.
+  constexpr uint64_t kAbandonedNs = 30'000'000'000ull;
+  const int fd = bpf_map__fd(skel_->maps.instances);
+  const uint64_t now = monotonicNanos();
+  std::optional<uint32_t> abandoned;
+  for (uint32_t i = 0; i < SPINDLE_MAX_INSTANCES; ++i) {
+    spindle_instance entry{};
+    if (bpf_map_lookup_elem(fd, &i, &entry) != 0) continue;
+    if (entry.owner == 0) {
+      instance_ = i;
+      break;
+    }
+    if (!abandoned && now - entry.heartbeat_ns > kAbandonedNs) abandoned = i;
+  }
+  if (!instance_) instance_ = abandoned;
+  if (!instance_) {
+    log::warn(
+        "two other spindles hold this node's instance slots: the kernel picks among the "
+        "spindles' listeners, a hung one's too");
+    return;
+  }
+  self_ = spindle_instance{};
+  self_.workers = workers;
+  std::random_device random;
+  do {
+    self_.owner = random();
+  } while (self_.owner == 0);
+  writeInstance();
+}
+
+void Redirector::writeInstance() {
+  const int fd = bpf_map__fd(skel_->maps.instances);
+  spindle_instance entry{};
+  // A slot taken over while this spindle was stopped: it is the other's now.
+  if (bpf_map_lookup_elem(fd, &*instance_, &entry) == 0 && entry.owner != 0 &&
+      entry.owner != self_.owner) {
+    log::warn("another spindle took this one's instance slot: the kernel picks its listeners");
+    instance_.reset();
+    return;
+  }
+  if (bpf_map_update_elem(fd, &*instance_, &self_, BPF_ANY) != 0) {
+    log::warn("updating the instances map: {}", std::strerror(errno));
+  }
+}
+
+Status Redirector::addListener(uint32_t worker, uint32_t port_offset, bool ipv6, int fd,
+                               bool first_of_group) {
+  if (!instance_) return {};
+  const uint32_t key = spindle_listener_key(*instance_, worker, port_offset, ipv6);
+  const uint64_t value = static_cast<uint64_t>(fd);
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.listeners), &key, &value, BPF_ANY) != 0) {
+    return makeError(
+        fmt::format("adding a listener to the listeners map: {}", std::strerror(errno)));
+  }
+  if (first_of_group) {
+    const int program = bpf_program__fd(skel_->progs.spindle_select_listener);
+    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &program, sizeof(program)) != 0) {
+      return makeError(fmt::format("attaching the listener program (SO_ATTACH_REUSEPORT_EBPF): {}",
+                                   std::strerror(errno)));
+    }
   }
   return {};
 }
@@ -390,6 +474,10 @@ std::vector<std::string> Redirector::connectProgramsBefore(const std::string& cg
 void Redirector::detach() {
   for (bpf_link* link : links_) bpf_link__destroy(link);
   links_.clear();
+  if (instance_) {
+    self_.heartbeat_ns = 0;  // not serving: new connections go to the other spindle's
+    writeInstance();
+  }
 }
 
 Counters Redirector::counters() const {

@@ -119,8 +119,19 @@ class Redirector {
   // CNI's socket load balancer there turns a Service address into a Pod's before spindle
   // sees it, and then spindle balances nothing. Empty when spindle's run first.
   std::vector<std::string> connectProgramsBefore(const std::string& cgroup_path) const;
-  // Destroys the links: from here on every connect goes direct. The maps stay readable.
+  // Destroys the links: from here on every connect goes direct. The maps stay readable. This
+  // spindle's listeners get no new connection while another spindle's are live.
   void detach();
+
+  // The node's spindles (the old and the new one of a rollout) share their listening ports.
+  // Each takes a slot in the instances map, and a new connection goes to a listener of one
+  // whose own heartbeat is fresh (spindle_select_listener), never to one that hangs. A free
+  // slot, or one whose spindle has been silent for a long time; none when the others hold
+  // both: then the kernel picks listeners as usual (a warning says so).
+  void claimInstance(uint32_t workers);
+  // Registers a listener of this spindle's worker on proxy_port + port_offset; the first
+  // of each port and family also gets the program that picks among them.
+  Status addListener(uint32_t worker, uint32_t port_offset, bool ipv6, int fd, bool first_of_group);
 
   Counters counters() const;
   // Records in orig_by_peer, as counted by both sides.
@@ -140,6 +151,9 @@ class Redirector {
   uint16_t service_ports_ = 0;
   std::vector<spindle_sockaddr_key> service_keys_;
   std::map<uint32_t, uint16_t> ports_;  // service id -> proxy port (host order)
+  std::optional<uint32_t> instance_;    // this spindle's slot in the instances map
+  spindle_instance self_{};
+  void writeInstance();
 };
 
 }  // namespace spindle::redirect

@@ -15,7 +15,8 @@
 
 /* The maps are pinned under <redirect.pin_path>/v<this>, so that two spindle versions on one
  * node share maps only when they agree on every struct and map here. Bump it with any change
- * to this file or to a map's definition. */
+ * to a struct or a map's definition. A new map alone keeps it: a spindle that does not know
+ * the map shares the others as before (instances and listeners came that way). */
 #define SPINDLE_ABI_VERSION 4
 
 #define SPINDLE_MAX_SERVICE_ADDRS 4096
@@ -32,6 +33,32 @@
 /* How long a record outlives a client that closed in order (FIN) before spindle accepted: its
  * data is in spindle's queue and still to be served. Longer than any accept of a live spindle. */
 #define SPINDLE_CLOSED_RECORD_NS 1000000000ull
+
+/* The spindles of a node that share the maps (the old and the new one of a rollout), each an
+ * instance in the instances map; and what the listeners map holds for each: the proxy's
+ * listeners, one per worker, listening port (proxy_port and the service ports after it) and
+ * family. */
+#define SPINDLE_MAX_INSTANCES 2
+#define SPINDLE_MAX_WORKERS 64
+#define SPINDLE_LISTENER_GROUPS (2 * (SPINDLE_MAX_SERVICE_PORTS + 1))
+#define SPINDLE_MAX_LISTENERS (SPINDLE_MAX_INSTANCES * SPINDLE_MAX_WORKERS * SPINDLE_LISTENER_GROUPS)
+
+/* The listeners key of an instance's worker's listener on proxy_port + port_offset. */
+static inline __u32 spindle_listener_key(__u32 instance, __u32 worker, __u32 port_offset,
+					 int ipv6)
+{
+	return (instance * SPINDLE_MAX_WORKERS + worker) * SPINDLE_LISTENER_GROUPS +
+	       port_offset * 2 + (ipv6 ? 1 : 0);
+}
+
+/* An instances entry: a spindle is chosen for a new connection only while its own heartbeat is
+ * fresh, so that one that hangs (stopped, a worker stuck) gets none while another serves. */
+struct spindle_instance {
+	__u64 heartbeat_ns; /* CLOCK_MONOTONIC; 0: not serving (stopping, or the slot is free) */
+	__u32 workers;
+	__u32 owner; /* a random number of the spindle that holds the slot */
+};
+SPINDLE_STATIC_ASSERT(sizeof(struct spindle_instance) == 16, "spindle_instance size");
 
 /* services key: an (address, port) pair. */
 struct spindle_sockaddr_key {

@@ -83,24 +83,6 @@ for _ in range(int(seconds / every) + 1):
 """
 
 
-# Dials HOST PORT COUNT times, one connection after another, and asks the backend who it
-# sees; prints {"answered", "ips", "own_port"} (own_port: answers that saw the app's port).
-DIALER = r"""
-import json, socket, sys
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-answered, ips, own_port = 0, set(), 0
-for _ in range(count):
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(b"PEER\n")
-        reply = s.makefile().readline().split()
-        if len(reply) == 2:
-            answered += 1
-            ips.add(reply[0])
-            own_port += int(reply[1]) == s.getsockname()[1]
-print(json.dumps({"answered": answered, "ips": sorted(ips), "own_port": own_port}))
-"""
-
-
 def worker_thread(pid, index):
     """The tid of spindle's worker `index` (its threads are named spindle-w<index>)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -437,8 +419,8 @@ class FailOpenTest(SimTestCase):
         self.addCleanup(sp.close)
         sp.start()
         count = 1000
-        res = self.client.run([sim.PYTHON, "-c", DIALER, PEER_VIP4, str(PEER_PORT), str(count)],
-                              timeout=120)
+        res = self.client.run([sim.PYTHON, os.path.join(sim.REPO, "tests", "sim", "peer_dials.py"),
+                               PEER_VIP4, str(PEER_PORT), str(count)], timeout=120)
         seen = json.loads(res.stdout)
         self.assertEqual(seen["answered"], count, res.stdout)
         # From the Pod's own address, on a socket spindle made (not the app's own port).

@@ -9,6 +9,7 @@ while one of the old spindle's listeners was still open, its new connection coul
 be refused again, and fail (4 of 10 runs before the old spindle closed every listener first).
 """
 
+import json
 import os
 import re
 import signal
@@ -25,6 +26,9 @@ import peers  # noqa: E402  (tests/grpc)
 
 PORT = 50051
 VIP4 = "198.19.0.10"
+PEER_VIP4 = "198.19.0.11"  # tcp_backend: says who it sees
+PEER_PORT = 7000
+PEER_DIALS = os.path.join(sim.REPO, "tests", "sim", "peer_dials.py")
 TARGET = peers.target(VIP4, PORT)
 ADMIN_PORT = 9901
 E2E_CLIENT = os.path.join(sim.REPO, "build", "bin", "e2e_client")
@@ -59,6 +63,7 @@ while True:
 RATE = 100          # calls per second, per client
 SECONDS = 12        # of load per client
 CONCURRENCY = 4
+HEARTBEAT_TIMEOUT = 1.0  # sim.spindle.config's
 
 
 class RolloutTest(SimTestCase):
@@ -74,9 +79,12 @@ class RolloutTest(SimTestCase):
         cls.node_client = cls.node.add_pod("client-node", n=4)
         cls.pods = [cls.node.add_pod(f"b{i}", n=10 + i) for i in range(3)]
         cls.echo = cls.node.add_service("echo", vip4=VIP4, ports=[PORT], backends=cls.pods)
+        cls.peer = cls.node.add_service("peer", vip4=PEER_VIP4, ports=[PEER_PORT],
+                                        backends=[cls.pods[0]])
         cls.logs = {}
         for pod in cls.pods:
             _proc, cls.logs[pod.name] = peers.start_server(pod)
+        sim.start_backend(cls.pods[0], [PEER_PORT])
         cls.bpffs = Bpffs()
         stack.callback(cls.bpffs.close)
 
@@ -87,6 +95,8 @@ class RolloutTest(SimTestCase):
         cfg = sim.spindle.config(self.node, [self.echo], pin_path=f"{self.bpffs.path}/spindle",
                                  drain="10s", extra={"admin": admin})
         cfg["services"][0]["endpoints"] = {"static": [f"{p.ip4}:{PORT}" for p in self.pods]}
+        cfg["services"].append({"name": "peer", "intercept": [f"{PEER_VIP4}:{PEER_PORT}"],
+                                "endpoints": {"static": [f"{self.pods[0].ip4}:{PEER_PORT}"]}})
         # upstream.source node: the backends seeing the node's address is how these tests tell
         # spindle's path from a direct one (in pod mode both show the Pod's address).
         cfg["upstream"] = {"source": "node"}
@@ -185,6 +195,56 @@ class RolloutTest(SimTestCase):
         self.assertTrue(self.bpffs.pins(), "no map was pinned while two spindles ran")
         self.assertEqual(new.stop(), 0, new.tail())
         self.assertEqual(self.bpffs.pins(), [], "the last spindle left its pins behind")
+
+    def test_beside_a_stopped_spindle_fresh_connects_go_to_the_live_one(self):
+        # Both share every proxy port (SO_REUSEPORT), and the live one keeps the shared
+        # heartbeat fresh: left to the kernel's hash, half of the fresh connects would land on
+        # the stopped one's listeners and wait there. Each spindle's own heartbeat decides
+        # instead (spindle_select_listener).
+        old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
+        self.addCleanup(old.close)
+        old.start()
+        new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
+        self.addCleanup(new.close)
+        new.start()
+        count = 40
+
+        def dials(timeout):
+            p = self.py_client.run([sim.PYTHON, PEER_DIALS, PEER_VIP4, str(PEER_PORT), str(count),
+                                    "--timeout", str(timeout)], timeout=count * timeout + 30)
+            return json.loads(p.stdout)
+
+        def accepted(sp):
+            code, out = self.probe(sp, "/metrics")
+            self.assertEqual(code, 0, out)
+            return sum(float(m.group(1)) for m in re.finditer(
+                r'^spindle_downstream_connections_total\{[^}]*protocol="passthrough"[^}]*\} (\S+)',
+                out, re.M))
+
+        # Both live: the fresh connects are shared, none waits.
+        res = dials(2)
+        self.assertEqual((res["answered"], res["ips"]), (count, [self.node.addr4]), res)
+        shares = accepted(old), accepted(new)
+        self.assertEqual(sum(shares), count, shares)
+        self.assertTrue(all(shares), f"one spindle got every connect: {shares}")
+
+        pids = [old.proc.pid, old.proxy_pid()]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: [os.kill(pid, signal.SIGCONT) for pid in pids
+                                 if os.path.exists(f"/proc/{pid}")])
+        time.sleep(HEARTBEAT_TIMEOUT + 0.5)
+        before = accepted(new)
+        res = dials(1)
+        self.assertEqual(res["unanswered"], 0, f"fresh connects waited on the stopped spindle: {res}")
+        self.assertEqual(res["ips"], [self.node.addr4], res)
+        self.assertEqual(accepted(new) - before, count, "not all served by the live spindle")
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        self.assertEqual(new.stop(), 0, new.tail())
+        self.assertEqual(old.stop(), 0, old.tail())
+        measure(f"rollout, old spindle SIGSTOPped: {count} of {count} fresh connects served by "
+                f"the new one; before the stop {shares[0]:.0f} / {shares[1]:.0f}")
 
     def test_a_draining_spindle_has_no_listener_left(self):
         # The GOAWAY sends clients to reconnect at once; the draining spindle must hold no

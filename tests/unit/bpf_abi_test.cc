@@ -117,6 +117,22 @@ TEST_F(BpfAbi, EveryFieldHasTheSameOffsetOnBothSides) {
   expectLayout(types, "spindle_service_port", sizeof(spindle_service_port),
                {FIELD(spindle_service_port, addr), FIELD(spindle_service_port, port),
                 FIELD(spindle_service_port, pad), FIELD(spindle_service_port, service_id)});
+  expectLayout(types, "spindle_instance", sizeof(spindle_instance),
+               {FIELD(spindle_instance, heartbeat_ns), FIELD(spindle_instance, workers),
+                FIELD(spindle_instance, owner)});
+}
+
+TEST(BpfAbiListeners, KeysAreDistinctAndFitTheMap) {
+  // Every (instance, worker, port, family) a spindle may listen on has a slot of its own.
+  EXPECT_EQ(spindle_listener_key(SPINDLE_MAX_INSTANCES - 1, SPINDLE_MAX_WORKERS - 1,
+                                 SPINDLE_MAX_SERVICE_PORTS, 1),
+            SPINDLE_MAX_LISTENERS - 1);
+  EXPECT_EQ(spindle_listener_key(0, 0, 0, 0), 0u);
+  EXPECT_EQ(spindle_listener_key(0, 0, 0, 1), 1u);
+  EXPECT_EQ(spindle_listener_key(0, 0, 1, 0), 2u);
+  EXPECT_EQ(spindle_listener_key(0, 1, 0, 0), static_cast<uint32_t>(SPINDLE_LISTENER_GROUPS));
+  EXPECT_EQ(spindle_listener_key(1, 0, 0, 0),
+            static_cast<uint32_t>(SPINDLE_MAX_WORKERS * SPINDLE_LISTENER_GROUPS));
 }
 
 }  // namespace
