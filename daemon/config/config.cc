@@ -73,6 +73,21 @@ uint32_t serviceId(std::string_view name) {
   return hash == 0 ? 1 : hash;  // 0 is "no service"
 }
 
+bool mayIntercept(const std::vector<Service>& services, const net::SocketAddress& address,
+                  uint32_t service_id) {
+  for (const Service& service : services) {
+    if (serviceId(service.name) != service_id) continue;
+    bool any_name = false;
+    for (const Intercept& intercept : service.intercept) {
+      if (intercept.port != address.port()) continue;
+      if (!intercept.literal) any_name = true;
+      if (intercept.literal && *intercept.literal == address) return true;
+    }
+    return any_name;
+  }
+  return false;
+}
+
 std::string_view adminPageName(AdminPage page) {
   switch (page) {
     case AdminPage::kEndpoints: return "endpoints";

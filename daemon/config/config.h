@@ -176,6 +176,14 @@ struct Config {
 // processes on one node (during a rollout) agree on it whatever their reload history.
 uint32_t serviceId(std::string_view name);
 
+// Whether connects to `address` may be redirected for the service `service_id`: a declared
+// service, at one of its intercept ports, and one of its literal addresses unless it also
+// intercepts a name (names resolve in the proxy: their addresses cannot be checked). The
+// privileged part checks what the proxy asks it to put in the services map with this, so that
+// a compromised proxy cannot draw connects to any address into itself.
+bool mayIntercept(const std::vector<Service>& services, const net::SocketAddress& address,
+                  uint32_t service_id);
+
 // "endpoints", "config", "status": the name of an admin page in admin.pages.
 std::string_view adminPageName(AdminPage page);
 

@@ -3,10 +3,12 @@
 #include <fmt/core.h>
 
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "util/event_clock.h"
 
@@ -27,6 +29,47 @@ std::string refusedMessage(int err) {
   return fmt::format("io_uring_setup: {}", std::strerror(err));
 }
 
+// The only operations a ring may carry. io_uring's operations are not system calls: the proxy's
+// seccomp filter never sees them, so without this a ring could open files for writing or make
+// sockets of any family. Each ring starts disabled and is enabled with these restrictions.
+Status restrict(io_uring* ring) {
+  static constexpr uint8_t kOperations[] = {
+      IORING_OP_NOP,     IORING_OP_ACCEPT,         IORING_OP_CONNECT,      IORING_OP_RECV,
+      IORING_OP_SEND,    IORING_OP_READ,           IORING_OP_POLL_ADD,     IORING_OP_POLL_REMOVE,
+      IORING_OP_TIMEOUT, IORING_OP_TIMEOUT_REMOVE, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
+  };
+  static constexpr uint8_t kRegistrations[] = {IORING_REGISTER_PROBE, IORING_REGISTER_PBUF_RING,
+                                               IORING_UNREGISTER_PBUF_RING};
+  std::vector<io_uring_restriction> restrictions;
+  for (const uint8_t op : kOperations) {
+    io_uring_restriction r{};
+    r.opcode = IORING_RESTRICTION_SQE_OP;
+    r.sqe_op = op;
+    restrictions.push_back(r);
+  }
+  for (const uint8_t op : kRegistrations) {
+    io_uring_restriction r{};
+    r.opcode = IORING_RESTRICTION_REGISTER_OP;
+    r.register_op = op;
+    restrictions.push_back(r);
+  }
+  io_uring_restriction flags{};
+  flags.opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+  flags.sqe_flags = IOSQE_IO_LINK | IOSQE_BUFFER_SELECT;
+  restrictions.push_back(flags);
+  // liburing 2.3 declares io_uring_register_restrictions and io_uring_enable_rings but does
+  // not export them: the system call itself.
+  if (::syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_RESTRICTIONS,
+                restrictions.data(), restrictions.size()) < 0) {
+    return makeError(fmt::format("restricting the ring's operations: {}", std::strerror(errno)));
+  }
+  if (::syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) <
+      0) {
+    return makeError(fmt::format("enabling the ring: {}", std::strerror(errno)));
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Loop>> Loop::create(unsigned entries) {
@@ -34,13 +77,15 @@ Result<std::unique_ptr<Loop>> Loop::create(unsigned entries) {
   io_uring_params params{};
   // SINGLE_ISSUER and DEFER_TASKRUN (Linux 6.1): completions run only when this thread asks
   // for them, which batches them and avoids interrupting the thread.
-  params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
   int rc = io_uring_queue_init_params(entries, &loop->ring_, &params);
   if (rc == -EINVAL) {
     params = io_uring_params{};
+    params.flags = IORING_SETUP_R_DISABLED;
     rc = io_uring_queue_init_params(entries, &loop->ring_, &params);
   }
   if (rc < 0) return makeError(refusedMessage(-rc));
+  if (Status s = restrict(&loop->ring_); !s) return Error{s.error()};
   return loop;
 }
 

@@ -170,6 +170,7 @@ class PrivilegedPart {
 
   const std::string config_path_;
   const config::Config config_;
+  std::vector<config::Service> declared_ = config_.services;  // as the file says now
   std::string cgroup_;
   std::string pin_dir_;
   std::string config_text_;  // the file as last read: a change event alone is no change
@@ -340,6 +341,7 @@ Status PrivilegedPart::start() {
   control.heartbeat_timeout = config_.redirect.heartbeat_timeout;
   if (Status s = redirector_->setControl(control); !s) return s;
   redirector_->claimInstance(start_.workers);
+  redirector_->learnProgramNames(cgroup_);
   for (const Listener& listener : listeners) {
     if (Status s =
             redirector_->addListener(listener.worker, listener.port_offset, listener.ipv6,
@@ -359,14 +361,16 @@ Status PrivilegedPart::start() {
   // other namespaces (CAP_SYS_ADMIN), found through other users' /proc/<pid>/ns/net
   // (CAP_SYS_PTRACE). The proxy, started already, changes its user itself.
   const bool from_pods = config_.upstream.source == config::Upstream::Source::kPod;
-  auto kept = from_pods
-                  ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
-                                          {CAP_KILL, "CAP_KILL"},
-                                          {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
-                                          {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
-                                         {{CAP_BPF, "CAP_BPF"}})
-                  : keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {CAP_KILL, "CAP_KILL"}},
-                                         {{CAP_BPF, "CAP_BPF"}, {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}});
+  // CAP_SYS_ADMIN stands in for CAP_BPF where that is not granted (checkPrivileges).
+  const Capability bpf = isPermitted(CAP_BPF) ? Capability{CAP_BPF, "CAP_BPF"}
+                                              : Capability{CAP_SYS_ADMIN, "CAP_SYS_ADMIN"};
+  auto kept = from_pods ? keepOnlyCapabilities({{CAP_NET_ADMIN, "CAP_NET_ADMIN"},
+                                                {CAP_KILL, "CAP_KILL"},
+                                                {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"},
+                                                {CAP_SYS_PTRACE, "CAP_SYS_PTRACE"}},
+                                               {{CAP_BPF, "CAP_BPF"}})
+                        : keepOnlyCapabilities(
+                              {{CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {CAP_KILL, "CAP_KILL"}, bpf}, {});
   if (!kept) {
     ::kill(proxy_, SIGKILL);
     ::waitpid(proxy_, nullptr, 0);
@@ -467,19 +471,36 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       started_ = true;
       return;
     }
-    case Op::kConfigText:
-      return reply(peer, kOk, bytesOf(std::string_view(config_text_ = readFile(config_path_))));
+    case Op::kConfigText: {
+      config_text_ = readFile(config_path_);
+      // What the proxy may ask to redirect follows the file (a bad one changes nothing).
+      if (auto next = config::parse(config_text_, config_path_, config::processEnv())) {
+        declared_ = std::move(next->services);
+      }
+      return reply(peer, kOk, bytesOf(std::string_view(config_text_)));
+    }
     case Op::kServices: {
       std::vector<ServiceAddress> entries;
       if (!readPayload(request, &entries)) break;
       std::vector<std::pair<net::SocketAddress, uint32_t>> addresses;
       std::vector<ServicePort> ports;
+      size_t refused = 0;
       for (const ServiceAddress& entry : entries) {
         net::MappedBytes bytes;
         std::memcpy(bytes.data(), entry.addr, bytes.size());
-        addresses.emplace_back(net::SocketAddress::fromMapped(bytes, htons(entry.port)),
-                               entry.service_id);
+        const auto address = net::SocketAddress::fromMapped(bytes, htons(entry.port));
+        // Only what the config declares: a compromised proxy cannot draw the connects to
+        // any address of the node's Pods into itself.
+        if (!config::mayIntercept(declared_, address, entry.service_id)) {
+          if (refused++ == 0) {
+            log::warn("the proxy asked to redirect {} for a service that does not intercept it",
+                      address.toString());
+          }
+          continue;
+        }
+        addresses.emplace_back(address, entry.service_id);
       }
+      if (refused > 1) log::warn("{} such addresses in all: left out", refused);
       if (Status s = redirector_->setServiceAddresses(addresses); !s) return replyStatus(peer, s);
       for (const auto& [address, id] : addresses) {
         if (std::none_of(ports.begin(), ports.end(),

@@ -455,20 +455,42 @@ std::vector<std::string> Redirector::connectProgramsBefore(const std::string& cg
       continue;
     }
     for (uint32_t i = 0; i < count && ids[i] != info.id; ++i) {
-      std::string name = fmt::format("id {}", ids[i]);
-      const Fd program(bpf_prog_get_fd_by_id(ids[i]));
-      bpf_prog_info other{};
-      uint32_t other_len = sizeof(other);
-      if (program.valid() && bpf_obj_get_info_by_fd(program.get(), &other, &other_len) == 0) {
-        // Another spindle's (the old one of a rollout): it redirects as this one does.
-        if (std::string_view(other.name).starts_with("spindle_connect")) continue;
-        name = fmt::format("{} ({}, id {})", other.name,
-                           type == BPF_CGROUP_INET4_CONNECT ? "connect4" : "connect6", ids[i]);
-      }
-      before.push_back(std::move(name));
+      const std::string name = programName(ids[i]);
+      // Another spindle's (the old one of a rollout): it redirects as this one does.
+      if (name.starts_with("spindle_connect")) continue;
+      before.push_back(name.empty()
+                           ? fmt::format("id {}", ids[i])
+                           : fmt::format("{} ({}, id {})", name,
+                                         type == BPF_CGROUP_INET4_CONNECT ? "connect4" : "connect6",
+                                         ids[i]));
     }
   }
   return before;
+}
+
+void Redirector::learnProgramNames(const std::string& cgroup_path) {
+  const Fd cgroup(::open(cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cgroup.valid()) return;
+  for (const bpf_attach_type type : {BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT}) {
+    std::array<uint32_t, 64> ids{};
+    uint32_t count = ids.size();
+    if (bpf_prog_query(cgroup.get(), type, BPF_F_QUERY_EFFECTIVE, nullptr, ids.data(), &count) !=
+        0) {
+      continue;
+    }
+    for (uint32_t i = 0; i < count; ++i) program_names_[ids[i]] = programName(ids[i]);
+  }
+}
+
+std::string Redirector::programName(uint32_t id) const {
+  if (auto known = program_names_.find(id); known != program_names_.end()) return known->second;
+  // Needs CAP_SYS_ADMIN, which the privileged part may have dropped: learnProgramNames asked
+  // before.
+  const Fd program(bpf_prog_get_fd_by_id(id));
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (!program.valid() || bpf_obj_get_info_by_fd(program.get(), &info, &len) != 0) return "";
+  return info.name;
 }
 
 void Redirector::detach() {

@@ -119,6 +119,9 @@ class Redirector {
   // CNI's socket load balancer there turns a Service address into a Pod's before spindle
   // sees it, and then spindle balances nothing. Empty when spindle's run first.
   std::vector<std::string> connectProgramsBefore(const std::string& cgroup_path) const;
+  // Names the connect programs attached to the cgroup now, while this process may still read
+  // other programs' names (CAP_SYS_ADMIN), for connectProgramsBefore after the drop.
+  void learnProgramNames(const std::string& cgroup_path);
   // Destroys the links: from here on every connect goes direct. The maps stay readable. This
   // spindle's listeners get no new connection while another spindle's are live.
   void detach();
@@ -150,8 +153,10 @@ class Redirector {
   spindle_control control_{};
   uint16_t service_ports_ = 0;
   std::vector<spindle_sockaddr_key> service_keys_;
-  std::map<uint32_t, uint16_t> ports_;  // service id -> proxy port (host order)
-  std::optional<uint32_t> instance_;    // this spindle's slot in the instances map
+  std::map<uint32_t, uint16_t> ports_;             // service id -> proxy port (host order)
+  std::string programName(uint32_t id) const;      // "" when it cannot be read
+  std::map<uint32_t, std::string> program_names_;  // by program id
+  std::optional<uint32_t> instance_;               // this spindle's slot in the instances map
   spindle_instance self_{};
   void writeInstance();
 };

@@ -72,6 +72,11 @@ int otherThreads() {
 
 }  // namespace
 
+bool isPermitted(int cap) {
+  auto sets = currentSets();
+  return sets && (sets->permitted & bit(cap)) != 0;
+}
+
 Result<KeptCapabilities> keepOnlyCapabilities(std::initializer_list<Capability> required,
                                               std::initializer_list<Capability> optional) {
   auto sets = currentSets();

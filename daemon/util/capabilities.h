@@ -19,6 +19,9 @@ struct KeptCapabilities {
   bool bounding = false;  // the bounding set was cut too (it takes CAP_SETPCAP)
 };
 
+// Whether the calling thread's permitted set holds `cap`.
+bool isPermitted(int cap);
+
 // Leaves the process with `required`, plus those of `optional` that are in its permitted set
 // now, in its permitted and effective sets, and with nothing else: the inheritable and
 // ambient sets are cleared, the bounding set too when CAP_SETPCAP allows it, and

@@ -1035,6 +1035,30 @@ TEST(Config, ServicePortsAreReadAndBounded) {
             "after it (service_ports)");
 }
 
+TEST(Config, OnlyDeclaredInterceptsMayBeRedirected) {
+  Config c = mustParse(R"(
+    proxy:
+      listen: "198.18.0.1:15001"
+    services:
+      - name: literal
+        intercept: ["198.19.0.10:7000", "[2001:db8::10]:7000"]
+        endpoints: {static: ["198.18.1.3:7000"]}
+      - name: named
+        intercept: ["echo.demo.svc.cluster.local:50051"]
+        endpoints: {static: ["198.18.1.3:50051"]}
+  )");
+  const uint32_t literal = serviceId("literal");
+  const uint32_t named = serviceId("named");
+  EXPECT_TRUE(mayIntercept(c.services, addr("198.19.0.10:7000"), literal));
+  EXPECT_TRUE(mayIntercept(c.services, addr("[2001:db8::10]:7000"), literal));
+  EXPECT_FALSE(mayIntercept(c.services, addr("198.19.0.11:7000"), literal));  // another address
+  EXPECT_FALSE(mayIntercept(c.services, addr("198.19.0.10:7001"), literal));  // another port
+  // A name resolves in the proxy: any address, but only at the name's port.
+  EXPECT_TRUE(mayIntercept(c.services, addr("10.96.0.10:50051"), named));
+  EXPECT_FALSE(mayIntercept(c.services, addr("10.96.0.10:443"), named));
+  EXPECT_FALSE(mayIntercept(c.services, addr("198.19.0.10:7000"), serviceId("undeclared")));
+}
+
 TEST(Config, TheProxysUserIsReadAndNeverRoot) {
   Config c = mustParse(R"(
     proxy:
