@@ -21,6 +21,7 @@
 #include "loop/loop.h"
 #include "loop/signal_reader.h"
 #include "net/socket.h"
+#include "privileged/callers.h"
 #include "privileged/channel.h"
 #include "proxy/upstream_sockets.h"
 #include "redirect/platform.h"
@@ -177,6 +178,7 @@ class PrivilegedPart {
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<redirect::Redirector> redirector_;
   std::unique_ptr<proxy::UpstreamSockets> sockets_;
+  Callers callers_;  // whose namespaces kSocket may enter
   // Handed to the proxy at its start, then closed here: a listener open in this process
   // would keep taking connections that nobody serves once the proxy is gone.
   std::vector<Fd> handover_;
@@ -551,13 +553,26 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       origin.cgroup_id = found->cgroup_id;
       origin.netns_cookie = found->netns_cookie;
       origin.pid = found->pid;
+      callers_.seen(found->netns_cookie);
       return reply(peer, kOk, bytesOf(origin));
     }
     case Op::kSocket: {
       SocketRequest want;
       if (!readPayload(request, &want)) break;
       proxy::SocketFailure why = proxy::SocketFailure::kLocal;
-      auto socket = sockets_->open({want.caller.netns_cookie, want.caller.pid}, want.family, &why);
+      Result<Fd> socket = makeError("not the namespace of a redirected connection");
+      const uint64_t cookie = want.caller.netns_cookie;
+      // Only where a redirected connection came from (the node's own namespace aside).
+      if (!sockets_->perCaller() || cookie == 0 || cookie == start_.netns_cookie ||
+          callers_.known(cookie)) {
+        socket = sockets_->open({cookie, want.caller.pid}, want.family, &why);
+      } else {
+        why = proxy::SocketFailure::kCallerNamespace;
+        log::warn(
+            "the proxy asked for a socket in a network namespace no redirected "
+            "connection came from (cookie {}): refused",
+            cookie);
+      }
       if (socket) {
         const int fd = socket->get();
         return reply(peer, kOk, {}, std::span<const int>(&fd, 1));
@@ -574,7 +589,13 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       CallerKey caller;
       if (!readPayload(request, &caller)) break;
       const proxy::Caller key{caller.netns_cookie, caller.pid};
-      request.op == Op::kHold ? sockets_->hold(key) : sockets_->release(key);
+      if (request.op == Op::kHold) {
+        sockets_->hold(key);
+        callers_.hold(caller.netns_cookie);
+      } else {
+        sockets_->release(key);
+        callers_.release(caller.netns_cookie);
+      }
       return reply(peer, kOk);
     }
   }
