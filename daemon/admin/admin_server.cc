@@ -262,14 +262,6 @@ Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd lis
   return serve(loop, std::move(listener), bound, options);
 }
 
-Result<std::unique_ptr<AdminServer>> AdminServer::createUnix(loop::Loop& loop,
-                                                             const std::string& path,
-                                                             AdminOptions options) {
-  auto fd = net::listenUnix(path);
-  if (!fd) return makeError(fmt::format("admin: {}", fd.error()));
-  return serve(loop, std::move(*fd), net::SocketAddress(), options);
-}
-
 Result<std::unique_ptr<AdminServer>> AdminServer::serve(loop::Loop& loop, Fd listener,
                                                         net::SocketAddress address,
                                                         AdminOptions options) {

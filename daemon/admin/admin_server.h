@@ -53,10 +53,6 @@ class AdminServer {
   static Result<std::unique_ptr<AdminServer>> create(loop::Loop& loop,
                                                      const net::SocketAddress& listen,
                                                      AdminOptions options = {});
-  // The same on a Unix socket: what `spindle --probe` asks, so that kubelet's probes reach
-  // this process even while another spindle shares the TCP port (a rollout).
-  static Result<std::unique_ptr<AdminServer>> createUnix(loop::Loop& loop, const std::string& path,
-                                                         AdminOptions options = {});
   // Serves on a listener bound elsewhere (the privileged part binds the proxy's).
   static Result<std::unique_ptr<AdminServer>> serve(loop::Loop& loop, Fd listener,
                                                     AdminOptions options = {});

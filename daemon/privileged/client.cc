@@ -28,6 +28,7 @@ Result<const Message*> Client::call(Op op, std::span<const uint8_t> payload) {
       return makeError(fmt::format("the privileged part: {}", s.error()));
     }
   } while (reply_.seq != seq);
+  // A failed kSocket says whose failure it is before its text: socket() reads both.
   if (reply_.status == kFailed && op != Op::kSocket) return makeError(std::string(reply_.text()));
   return &reply_;
 }
@@ -156,9 +157,10 @@ Result<Fd> Client::socket(const proxy::Caller& caller, int family, proxy::Socket
   return makeError(std::string(message.text().substr(sizeof(error))));
 }
 
-void Client::hold(Op op, const proxy::Caller& caller) {
+void Client::setHeld(bool held, const proxy::Caller& caller) {
   const CallerKey key{caller.netns_cookie, caller.pid, 0};
-  (void)call(op, bytesOf(key));  // no answer: the namespace is found anew per socket
+  (void)call(held ? Op::kHold : Op::kRelease,
+             bytesOf(key));  // no answer: the namespace is found anew per socket
 }
 
 }  // namespace spindle::privileged

@@ -42,7 +42,8 @@ class Client {
   std::optional<redirect::OriginalDst> takeOrigin(const net::SocketAddress& peer,
                                                   uint16_t proxy_port, std::optional<uint32_t> isn);
   Result<Fd> socket(const proxy::Caller& caller, int family, proxy::SocketFailure* why);
-  void hold(Op op, const proxy::Caller& caller);
+  // kHold or kRelease of the caller's namespace.
+  void setHeld(bool held, const proxy::Caller& caller);
 
  private:
   // The answer to one request; an error when there was none in time, or it said kFailed.
@@ -69,10 +70,10 @@ class WorkerClient final : public redirect::OriginLookup, public proxy::Upstream
   }
   bool perCaller() const override { return per_caller_; }
   void hold(const proxy::Caller& caller) override {
-    if (per_caller_) client_.hold(Op::kHold, caller);
+    if (per_caller_) client_.setHeld(true, caller);
   }
   void release(const proxy::Caller& caller) override {
-    if (per_caller_) client_.hold(Op::kRelease, caller);
+    if (per_caller_) client_.setHeld(false, caller);
   }
 
  private:

@@ -132,16 +132,6 @@ void logCounters(const redirect::Counters& counters) {
   log::info("redirect counters: {}", line);
 }
 
-const char* levelName(log::Level level) {
-  switch (level) {
-    case log::Level::kDebug: return "debug";
-    case log::Level::kInfo: return "info";
-    case log::Level::kWarn: return "warn";
-    case log::Level::kError: return "error";
-  }
-  return "info";
-}
-
 class PrivilegedPart {
  public:
   PrivilegedPart(std::string config_path, const config::Config& config)
@@ -410,7 +400,7 @@ Result<pid_t> PrivilegedPart::spawnProxy(Fd channel) {
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
   std::string channel_arg = std::to_string(kProxyChannelFd);
-  std::string level = levelName(log::threshold());
+  std::string level = log::levelName(log::threshold());
   char arg0[] = "spindle";
   char arg1[] = "--proxy-channel";
   char arg3[] = "--log-level";

@@ -56,6 +56,8 @@ Result<Sets> currentSets() {
               uint64_t{data[0].effective} | (uint64_t{data[1].effective} << 32)};
 }
 
+}  // namespace
+
 // Threads of this process other than the calling one (the kernel's io_uring workers, which
 // copy the creds of the task they serve, excepted).
 int otherThreads() {
@@ -69,8 +71,6 @@ int otherThreads() {
   }
   return count;
 }
-
-}  // namespace
 
 bool isPermitted(int cap) {
   auto sets = currentSets();

@@ -19,6 +19,10 @@ struct KeptCapabilities {
   bool bounding = false;  // the bounding set was cut too (it takes CAP_SETPCAP)
 };
 
+// Threads of this process other than the calling one (the kernel's io_uring workers, which
+// copy the creds of the task they serve, excepted); -1 when /proc/self/task cannot be read.
+int otherThreads();
+
 // Whether the calling thread's permitted set holds `cap`.
 bool isPermitted(int cap);
 

@@ -8,6 +8,7 @@
 namespace spindle::log {
 namespace {
 std::atomic<Level> gThreshold{Level::kInfo};
+}  // namespace
 
 const char* levelName(Level level) {
   switch (level) {
@@ -18,7 +19,6 @@ const char* levelName(Level level) {
   }
   return "?";
 }
-}  // namespace
 
 Level threshold() { return gThreshold.load(std::memory_order_relaxed); }
 void setThreshold(Level level) { gThreshold.store(level, std::memory_order_relaxed); }

@@ -11,6 +11,7 @@ namespace spindle::log {
 enum class Level { kDebug, kInfo, kWarn, kError };
 
 Level threshold();
+const char* levelName(Level level);  // "debug", "info", "warn", "error": what --log-level takes
 void setThreshold(Level level);
 void write(Level level, fmt::string_view format, fmt::format_args args);
 

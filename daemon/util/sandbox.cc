@@ -16,10 +16,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "util/capabilities.h"
 
 namespace spindle::sandbox {
 namespace {
@@ -28,15 +29,6 @@ constexpr int kMaxCapability = 63;  // capability bits span two 32-bit words
 
 Status failed(const char* step, int err) {
   return makeError(fmt::format("{}: {}", step, std::strerror(err)));
-}
-
-// The "Threads:" line of /proc/self/status, or -1.
-int threadCount() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
-  }
-  return -1;
 }
 
 // Returns 0 or an errno. Clears the three sets of the calling thread.
@@ -76,11 +68,11 @@ Status dropPrivileges(const Identity& identity) {
   }
   // Capabilities, the bounding set and no_new_privs are per thread: one started earlier would
   // keep root's.
-  if (const int threads = threadCount(); threads != 1) {
-    return makeError(threads < 0 ? std::string("cannot count threads in /proc/self/status")
-                                 : fmt::format("privileges must be dropped before threads start "
-                                               "({} run)",
-                                               threads));
+  if (const int others = otherThreads(); others != 0) {
+    return makeError(others < 0 ? std::string("cannot count threads in /proc/self/task")
+                                : fmt::format("privileges must be dropped before threads start "
+                                              "({} more run)",
+                                              others));
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1L, 0L, 0L, 0L) != 0) {
     return failed("setting no_new_privs", errno);

@@ -129,17 +129,13 @@ def _op_source(sock, args, out):
     out["received_after_fin"] = extra
 
 
-def _op_raw(sock, args, out):
-    """Reports what the other end does with the connection: data, EOF, reset, silence."""
-    if args.send:
-        try:
-            sock.sendall(args.send.encode())
-        except OSError as e:
-            out["send_error"] = f"{type(e).__name__}: {e}"
+def read_until_end(sock, out, limit):
+    """Reads up to `limit` bytes, until EOF, a reset or the socket's timeout; says which in
+    out (eof, reset, timeout) and returns the bytes."""
     data = b""
     out.update(eof=False, reset=False, timeout=False)
     try:
-        while len(data) < 65536:
+        while len(data) < limit:
             chunk = sock.recv(4096)
             if not chunk:
                 out["eof"] = True
@@ -149,6 +145,17 @@ def _op_raw(sock, args, out):
         out["reset"] = True
     except socket.timeout:
         out["timeout"] = True
+    return data
+
+
+def _op_raw(sock, args, out):
+    """Reports what the other end does with the connection: data, EOF, reset, silence."""
+    if args.send:
+        try:
+            sock.sendall(args.send.encode())
+        except OSError as e:
+            out["send_error"] = f"{type(e).__name__}: {e}"
+    data = read_until_end(sock, out, 65536)
     out["data_len"] = len(data)
     out["data"] = data[:256].decode("latin-1")
 

@@ -27,6 +27,11 @@ import struct
 import sys
 import time
 
+if __package__:
+    from .tcp_client import read_until_end
+else:  # run as a script: the sim folder is sys.path[0]
+    from tcp_client import read_until_end
+
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -92,23 +97,6 @@ def hold(args):
         signal.pause()
 
 
-def _read_all(s, out):
-    data = b""
-    out.update(eof=False, reset=False, timeout=False)
-    try:
-        while len(data) < 4096:
-            chunk = s.recv(4096)
-            if not chunk:
-                out["eof"] = True
-                break
-            data += chunk
-    except ConnectionResetError:
-        out["reset"] = True
-    except socket.timeout:
-        out["timeout"] = True
-    out["data"] = data.decode("latin-1")
-
-
 def dial(args):
     family = _family(args.host)
     ports = [int(p) for p in args.ports.split(",")] if args.ports else [0] * args.count
@@ -130,7 +118,7 @@ def dial(args):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                 socks.append(s)
             else:
-                _read_all(s, out)
+                out["data"] = read_until_end(s, out, 4096).decode("latin-1")
         except OSError as e:
             out["error"] = f"{type(e).__name__}: {e}"
         if not args.hold:
