@@ -49,6 +49,7 @@ void warnAboutRestartOnly(const config::Config& running, const config::Config& n
   if (running.proxy.uid != next.proxy.uid || running.proxy.gid != next.proxy.gid) {
     warn("proxy.uid, proxy.gid");
   }
+  if (running.proxy.io_engine != next.proxy.io_engine) warn("proxy.io_engine");
   if (running.admin.listen != next.admin.listen) warn("admin.listen");
   if (running.admin.socket != next.admin.socket) warn("admin.socket");
   if (running.admin.pages != next.admin.pages) warn("admin.pages");
@@ -106,10 +107,17 @@ Status Daemon::init(privileged::Start start) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto main_loop = loop::Loop::create(kMainRingEntries);
+  auto engine = loop::chooseEngine(config.proxy.io_engine);
+  if (!engine) return Error{engine.error()};
+  engine_ = *engine;
+  if (engine_.engine == loop::Engine::kEpoll && !engine_.fallback_reason.empty()) {
+    log::info("I/O engine: epoll, as io_uring cannot run here: {}", engine_.fallback_reason);
+  } else {
+    log::info("I/O engine: {}", loop::engineName(engine_.engine));
+  }
+  auto main_loop = loop::Loop::create(engine_.engine, kMainRingEntries);
   if (!main_loop) return Error{main_loop.error()};
   loop_ = std::move(main_loop).value();
-  if (Status s = loop::probeOpcodes(*loop_); !s) return s;
   if (config.metrics.by_source) {
     auto mount = redirect::findCgroup2Mount();
     if (!mount) return Error{mount.error()};
@@ -212,8 +220,8 @@ Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<
         privileged::Channel(std::move(channels[w])), from_pods));
     privileged::WorkerClient& client = *worker_clients_.back();
     workers_.push_back(std::make_unique<proxy::Worker>(
-        w, std::move(listeners[w]), client, services, effective_->limits, effective_->upstream,
-        client, *families_, metric_registry_.makeShard(),
+        w, engine_.engine, std::move(listeners[w]), client, services, effective_->limits,
+        effective_->upstream, client, *families_, metric_registry_.makeShard(),
         effective_->metrics.by_source ? cgroup_mount_ : std::string()));
     if (Status s = workers_.back()->start(); !s) return s;
   }

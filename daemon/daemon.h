@@ -42,6 +42,7 @@ class Daemon {
 
   // What the status pages read, on the main thread.
   const config::Config& config() const { return *effective_; }
+  const loop::EngineChoice& ioEngine() const { return engine_; }
   const metrics::Registry& metricRegistry() const { return metric_registry_; }
   const metrics::Shard& mainShard() const { return *main_shard_; }
   const std::vector<std::unique_ptr<proxy::Worker>>& workers() const { return workers_; }
@@ -84,6 +85,7 @@ class Daemon {
   bool cut_drain_ = false;  // a second signal ends the drain
 
   std::unique_ptr<privileged::Client> privileged_;
+  loop::EngineChoice engine_{loop::Engine::kIoUring, ""};
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<admin::AdminServer> admin_server_;
   std::unique_ptr<admin::AdminServer> probe_server_;

@@ -142,6 +142,8 @@ std::string renderLiveMetrics(const Daemon& d) {
       }
     }
   }
+  metrics::appendHeader(out, "spindle_io_engine", "The I/O engine the proxy runs on.", "gauge");
+  appendSeries(out, "spindle_io_engine", {{"engine", loop::engineName(d.ioEngine().engine)}}, 1);
   metrics::appendHeader(out, "spindle_build_info", "The running spindle's version.", "gauge");
   appendSeries(out, "spindle_build_info", {{"version", SPINDLE_VERSION}}, 1);
   out += admin::renderProcessMetrics();
@@ -222,10 +224,19 @@ std::string adminPages(const std::vector<config::AdminPage>& pages) {
   return out + "]";
 }
 
+const char* ioEngineSetting(loop::EngineSetting setting) {
+  switch (setting) {
+    case loop::EngineSetting::kAuto: return "auto";
+    case loop::EngineSetting::kIoUring: return "io_uring";
+    case loop::EngineSetting::kEpoll: return "epoll";
+  }
+  return "auto";
+}
+
 HttpResponse configPage(const Daemon& d) {
   const config::Config& c = d.config();
   std::string out = fmt::format(
-      "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{}}},"
+      "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{},\"io_engine\":\"{}\"}},"
       "\"admin\":{{\"listen\":{},\"pages\":{}}},\"metrics\":{{\"by_source\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
       "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
@@ -236,6 +247,7 @@ HttpResponse configPage(const Daemon& d) {
       "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
       "\"empty_confirmations\":{}}},\"services\":[",
       addressList(c.proxy.listen), c.proxy.workers, c.proxy.service_ports,
+      ioEngineSetting(c.proxy.io_engine),
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null", adminPages(c.admin.pages),
       c.metrics.by_source ? "true" : "false", jsonString(c.redirect.cgroup),
       c.redirect.host_netns ? "true" : "false", c.redirect.heartbeat_timeout.count(),
@@ -278,6 +290,12 @@ HttpResponse indexPage(const Daemon& d) {
   out +=
       "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
       " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";
+  const loop::EngineChoice& engine = d.ioEngine();
+  out +=
+      fmt::format("<p>I/O engine: {}{}</p>", loop::engineName(engine.engine),
+                  engine.fallback_reason.empty()
+                      ? ""
+                      : " (io_uring cannot run here: " + htmlEscape(engine.fallback_reason) + ")");
   for (const lb::ServiceEntry& service : *d.services().table()) {
     uint64_t total = 0;
     for (const lb::Endpoint& e : service.endpoints->endpoints()) {

@@ -116,10 +116,12 @@ echo
 echo "== unit tests (build/bin/unit_tests)"
 gtest_suite unit build/bin/unit_tests
 
-# --- component: the proxy's classes on a real io_uring loop, peers on loopback, no root ----
+# --- component: the proxy's classes on a real loop, peers on loopback, no root; once on ----
+# --- each engine ---------------------------------------------------------------------------
 echo
 echo "== component tests (build/bin/component_tests)"
 gtest_suite component build/bin/component_tests
+SPINDLE_TEST_IO_ENGINE=epoll gtest_suite component-epoll build/bin/component_tests
 
 # --- unit and component under ASan+UBSan: the same tests, built by clang ------------------
 echo
@@ -129,6 +131,7 @@ if sanitizer_make build/asan/bin/unit_tests build/asan/bin/component_tests; then
 	echo "asan: built in $(($(date +%s) - started)) s"
 	gtest_suite asan build/asan/bin/unit_tests sanitized
 	gtest_suite asan-component build/asan/bin/component_tests sanitized
+	SPINDLE_TEST_IO_ENGINE=epoll gtest_suite asan-component-epoll build/asan/bin/component_tests sanitized
 	echo "asan: $(($(date +%s) - started)) s with the build"
 else
 	echo "asan: build failed: counted as 2 failures (unit and component)"

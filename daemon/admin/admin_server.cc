@@ -45,7 +45,7 @@ class AdminConnection final : public loop::Deferred, public ListNode<AdminConnec
     state_ = State::kClosing;
     if (server_ != nullptr) server_->open_--;
     if (pending_ > 0) {
-      io_uring_prep_cancel_fd(loop_.prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
+      loop_.cancelFd(fd_.get());
     }
     maybeFree();
   }
@@ -62,14 +62,13 @@ class AdminConnection final : public loop::Deferred, public ListNode<AdminConnec
   enum class State { kReading, kWriting, kDraining, kClosing };
 
   void readMore() {
-    io_uring_prep_recv(loop_.prepare(&recv_op_), fd_.get(), buffer_.data() + filled_,
-                       buffer_.size() - filled_, 0);
+    loop_.recv(&recv_op_, fd_.get(), buffer_.data() + filled_, buffer_.size() - filled_);
     pending_++;
   }
 
   void sendMore() {
-    io_uring_prep_send(loop_.prepare(&send_op_), fd_.get(), response_.data() + sent_,
-                       response_.size() - sent_, MSG_NOSIGNAL);
+    loop_.send(&send_op_, fd_.get(), response_.data() + sent_, response_.size() - sent_,
+               MSG_NOSIGNAL);
     pending_++;
   }
 
@@ -208,15 +207,13 @@ class AdminServer::Sweeper final : public loop::Completion, public loop::Deferre
 
   void arm() {
     if (armed_) return;
-    io_uring_prep_timeout(loop_.prepare(this), &ts_, 0, 0);
+    loop_.timeout(this, &ts_);
     armed_ = true;
   }
 
   void cancel() {
     if (!armed_) return;
-    io_uring_prep_timeout_remove(loop_.prepareIgnored(),
-                                 reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(this)),
-                                 0);
+    loop_.cancelTimeout(this);
   }
 
   void complete(int32_t res, uint32_t /*flags*/) override {

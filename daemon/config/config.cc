@@ -347,7 +347,7 @@ class Parser {
   }
 
   Proxy parseProxy(const Item& item) const {
-    auto fields = readMap(item, {"listen", "workers", "service_ports", "uid", "gid"});
+    auto fields = readMap(item, {"listen", "workers", "service_ports", "uid", "gid", "io_engine"});
     Proxy proxy;
     auto listen = fields.find("listen");
     if (listen == fields.end()) fail(item, "missing required key 'listen'");
@@ -376,6 +376,18 @@ class Parser {
     }
     if (auto it = fields.find("gid"); it != fields.end()) {
       proxy.gid = static_cast<uint32_t>(integer(it->second, 1, 0xfffffffe));
+    }
+    if (auto it = fields.find("io_engine"); it != fields.end()) {
+      const std::string text = string(it->second);
+      if (text == "auto") {
+        proxy.io_engine = loop::EngineSetting::kAuto;
+      } else if (text == "io_uring") {
+        proxy.io_engine = loop::EngineSetting::kIoUring;
+      } else if (text == "epoll") {
+        proxy.io_engine = loop::EngineSetting::kEpoll;
+      } else {
+        fail(it->second, fmt::format("'{}' is not one of auto, io_uring, epoll", text));
+      }
     }
     const uint16_t port = proxy.listen.front().port();
     if (port + proxy.service_ports > 65535) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lb/policy.h"
+#include "loop/engine.h"
 #include "net/address.h"
 #include "util/result.h"
 
@@ -72,6 +73,8 @@ struct Proxy {
   // Who the proxy process runs as, without any capability (never root): nobody by default.
   uint32_t uid = 65534;
   uint32_t gid = 65534;
+  // The I/O engine: io_uring where it runs with everything spindle uses, epoll otherwise (auto).
+  loop::EngineSetting io_engine = loop::EngineSetting::kAuto;
 };
 
 // The admin pages beyond /metrics, /ready and /healthz: they name services, endpoints and

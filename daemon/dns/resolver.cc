@@ -92,11 +92,11 @@ class CaresResolver::SocketPoll final : public loop::Completion {
     readable_ = readable;
     writable_ = writable;
     unsigned mask = (readable ? POLLIN : 0u) | (writable ? POLLOUT : 0u);
-    io_uring_prep_poll_add(resolver_.loop_.prepare(this), fd_, mask);
+    resolver_.loop_.poll(this, fd_, mask);
   }
   void retire() {
     stale_ = true;
-    io_uring_prep_poll_remove(resolver_.loop_.prepareIgnored(), reinterpret_cast<uint64_t>(this));
+    resolver_.loop_.cancelPoll(this);
   }
   void complete(int32_t res, uint32_t /*flags*/) override {
     if (stale_) {

@@ -28,8 +28,6 @@ void FileWatcher::complete(int32_t res, uint32_t /*flags*/) {
   arm();
 }
 
-void FileWatcher::arm() {
-  io_uring_prep_read(loop_.prepare(this), fd_.get(), events_, sizeof(events_), 0);
-}
+void FileWatcher::arm() { loop_.read(this, fd_.get(), events_, sizeof(events_)); }
 
 }  // namespace spindle::loop

@@ -14,9 +14,7 @@ Result<std::unique_ptr<SignalReader>> SignalReader::create(Loop& loop, const sig
   return std::unique_ptr<SignalReader>(new SignalReader(loop, std::move(fd), std::move(on_signal)));
 }
 
-void SignalReader::arm() {
-  io_uring_prep_read(loop_.prepare(this), fd_.get(), &info_, sizeof(info_), 0);
-}
+void SignalReader::arm() { loop_.read(this, fd_.get(), &info_, sizeof(info_)); }
 
 void SignalReader::complete(int32_t res, uint32_t /*flags*/) {
   if (res == -ECANCELED) return;

@@ -34,8 +34,7 @@ void Acceptor::start() {
 }
 
 void Acceptor::arm() {
-  io_uring_prep_multishot_accept(loop_.prepare(&accept_op_), listener_.get(), nullptr, nullptr,
-                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+  loop_.accept(&accept_op_, listener_.get());
   accept_armed_ = true;
 }
 
@@ -43,12 +42,8 @@ void Acceptor::close() {
   if (closing_) return;
   closing_ = true;
   // Cancelled by completion, not by fd: the fd stays open until the accept is over.
-  if (accept_armed_) io_uring_prep_cancel(loop_.prepareIgnored(), &accept_op_, 0);
-  if (retry_armed_) {
-    io_uring_prep_timeout_remove(
-        loop_.prepareIgnored(),
-        reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&retry_op_)), 0);
-  }
+  if (accept_armed_) loop_.cancel(&accept_op_);
+  if (retry_armed_) loop_.cancelTimeout(&retry_op_);
   finishIfIdle();
 }
 
@@ -64,7 +59,7 @@ void Acceptor::release(Acceptor* acceptor) {
 }
 
 void Acceptor::onAccept(int32_t res, uint32_t flags) {
-  if (!(flags & IORING_CQE_F_MORE)) accept_armed_ = false;
+  if (!(flags & loop::kFlagMore)) accept_armed_ = false;
   if (closing_) {
     Fd late(res >= 0 ? res : -1);  // accepted while closing: closed at once
     finishIfIdle();
@@ -81,7 +76,7 @@ void Acceptor::onAccept(int32_t res, uint32_t flags) {
   }
   if (accept_armed_ || closing_) return;  // on_accepted_ may have closed us
   if (res < 0 && isResourceError(-res)) {
-    io_uring_prep_timeout(loop_.prepare(&retry_op_), &retry_after_, 0, 0);
+    loop_.timeout(&retry_op_, &retry_after_);
     retry_armed_ = true;
   } else {
     arm();

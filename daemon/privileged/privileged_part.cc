@@ -143,7 +143,7 @@ class PrivilegedPart {
   // Reads one channel: its requests come in turn, each answered before the next is read.
   struct Peer final : loop::Completion {
     Peer(PrivilegedPart& o, Channel c) : owner(o), channel(std::move(c)) {}
-    void arm() { io_uring_prep_poll_add(owner.loop_->prepare(this), channel.fd(), POLLIN); }
+    void arm() { owner.loop_->poll(this, channel.fd(), POLLIN); }
     void complete(int32_t res, uint32_t flags) override;
     PrivilegedPart& owner;
     Channel channel;
@@ -199,7 +199,10 @@ Status PrivilegedPart::start() {
   cgroup_ = config_.redirect.cgroup.empty() ? *mount : config_.redirect.cgroup;
   if (Status s = redirect::checkCgroup2(cgroup_); !s) return s;
   if (Status s = redirect::probeProgramTypes(); !s) return s;
-  auto created = loop::Loop::create(kRingEntries);
+  // Its own choice: the proxy, another user, may be refused io_uring where this process is not.
+  auto engine = loop::chooseEngine(config_.proxy.io_engine);
+  if (!engine) return Error{engine.error()};
+  auto created = loop::Loop::create(engine->engine, kRingEntries);
   if (!created) return Error{created.error()};
   loop_ = std::move(created).value();
 

@@ -54,12 +54,10 @@ void H2Connection::lingerRead() {
   }
   // What is read is dropped: every lingering connection of the worker shares the buffer.
   static thread_local char scratch[16 * 1024];
-  io_uring_sqe* sqe = worker_.loop.prepare(&linger_op_);
-  io_uring_prep_recv(sqe, fd_.get(), scratch, sizeof(scratch), 0);
-  sqe->flags |= IOSQE_IO_LINK;
   linger_ts_.tv_sec = left.count() / 1'000'000'000;
   linger_ts_.tv_nsec = left.count() % 1'000'000'000;
-  io_uring_prep_link_timeout(worker_.loop.prepare(&linger_timeout_op_), &linger_ts_, 0);
+  const loop::Deadline deadline{&linger_timeout_op_, &linger_ts_};
+  worker_.loop.recv(&linger_op_, fd_.get(), scratch, sizeof(scratch), &deadline);
   pending_ops_ += 2;
 }
 
@@ -85,7 +83,7 @@ void H2Connection::startReading() {
 }
 
 void H2Connection::armTick() {
-  io_uring_prep_timeout(worker_.loop.prepare(&tick_op_), &worker_.tick, 0, 0);
+  worker_.loop.timeout(&tick_op_, &worker_.tick);
   ticking_ = true;
   ++pending_ops_;
 }
@@ -130,7 +128,7 @@ void H2Connection::checkDeadlines() {
 
 void H2Connection::receive() {
   if (closing_ || receiving_ || waiting_for_buffer_) return;
-  worker_.buffers.prepareRecv(worker_.loop.prepare(&recv_op_), fd_.get());
+  worker_.loop.recv(&recv_op_, fd_.get(), worker_.buffers);
   receiving_ = true;
   ++pending_ops_;
 }
@@ -220,8 +218,7 @@ void H2Connection::flush() {
   outbound_.clear();
   in_flight_sent_ = 0;
   send_progress_ = EventClock::now();
-  io_uring_prep_send(worker_.loop.prepare(&send_op_), fd_.get(), in_flight_.data(),
-                     in_flight_.size(), MSG_NOSIGNAL);
+  worker_.loop.send(&send_op_, fd_.get(), in_flight_.data(), in_flight_.size(), MSG_NOSIGNAL);
   sending_ = true;
   ++pending_ops_;
 }
@@ -242,9 +239,8 @@ void H2Connection::onSent(int32_t res, uint32_t /*flags*/) {
     send_progress_ = EventClock::now();
   }
   if (in_flight_sent_ < in_flight_.size()) {
-    io_uring_prep_send(worker_.loop.prepare(&send_op_), fd_.get(),
-                       in_flight_.data() + in_flight_sent_, in_flight_.size() - in_flight_sent_,
-                       MSG_NOSIGNAL);
+    worker_.loop.send(&send_op_, fd_.get(), in_flight_.data() + in_flight_sent_,
+                      in_flight_.size() - in_flight_sent_, MSG_NOSIGNAL);
     sending_ = true;
     ++pending_ops_;
     return;
@@ -284,19 +280,13 @@ void H2Connection::close(const char* why, bool abandon_send) {
                 h2::violationName(session_->violation()), suppressed);
     }
   }
-  if (ticking_) {
-    io_uring_prep_timeout_remove(
-        worker_.loop.prepareIgnored(),
-        reinterpret_cast<uint64_t>(static_cast<loop::Completion*>(&tick_op_)), 0);
-  }
+  if (ticking_) worker_.loop.cancelTimeout(&tick_op_);
   if (waiting_for_buffer_) worker_.buffers.cancelWait(this);
   waiting_for_buffer_ = false;
   onClosing();
   // Let a send in flight finish (it may carry the GOAWAY); cancel the receive.
-  if (receiving_) {
-    io_uring_prep_cancel(worker_.loop.prepareIgnored(), &recv_op_, 0);
-  }
-  if (sending_ && abandon_send) io_uring_prep_cancel(worker_.loop.prepareIgnored(), &send_op_, 0);
+  if (receiving_) worker_.loop.cancel(&recv_op_);
+  if (sending_ && abandon_send) worker_.loop.cancel(&send_op_);
   if (abandon_send && fd_.valid()) {
     shutdownSocket();
   } else if (!sending_ && fd_.valid()) {

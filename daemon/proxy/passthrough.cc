@@ -42,12 +42,11 @@ void Passthrough::start() {
   upstream_ = std::move(*socket);
   net::setNoDelay(downstream_.get());
 
-  io_uring_sqe* sqe = loop_.prepare(&connect_);
-  io_uring_prep_connect(sqe, upstream_.get(), destination_.asSockaddr(), destination_.length());
-  sqe->flags |= IOSQE_IO_LINK;
   connect_deadline_.tv_sec = kConnectTimeoutNanos / 1'000'000'000;
   connect_deadline_.tv_nsec = kConnectTimeoutNanos % 1'000'000'000;
-  io_uring_prep_link_timeout(loop_.prepare(&connect_timeout_), &connect_deadline_, 0);
+  const loop::Deadline deadline{&connect_timeout_, &connect_deadline_};
+  loop_.connect(&connect_, upstream_.get(), destination_.asSockaddr(), destination_.length(),
+                &deadline);
   pending_ops_ += 2;
 }
 
@@ -78,9 +77,8 @@ void Passthrough::onConnected(int32_t res, uint32_t /*flags*/) {
 }
 
 void Passthrough::sendInitial() {
-  io_uring_prep_send(loop_.prepare(&initial_send_), upstream_.get(),
-                     initial_.data() + initial_sent_, initial_.size() - initial_sent_,
-                     MSG_NOSIGNAL);
+  loop_.send(&initial_send_, upstream_.get(), initial_.data() + initial_sent_,
+             initial_.size() - initial_sent_, MSG_NOSIGNAL);
   pending_ops_++;
 }
 
@@ -115,14 +113,13 @@ void Passthrough::Direction::pump() {
   if (conn_.closing_ || done_) return;
   if (!sending_ && count_ > 0) {
     const Chunk& chunk = held_[head_];
-    io_uring_prep_send(conn_.loop_.prepare(&send_op_), to_,
-                       conn_.pool_.data(chunk.buffer_id) + sent_, chunk.length - sent_,
-                       MSG_NOSIGNAL);
+    conn_.loop_.send(&send_op_, to_, conn_.pool_.data(chunk.buffer_id) + sent_,
+                     chunk.length - sent_, MSG_NOSIGNAL);
     sending_ = true;
     conn_.pending_ops_++;
   }
   if (!receiving_ && !waiting_ && !eof_ && count_ < kMaxHeldBuffers) {
-    conn_.pool_.prepareRecv(conn_.loop_.prepare(&recv_op_), from_);
+    conn_.loop_.recv(&recv_op_, from_, conn_.pool_);
     receiving_ = true;
     conn_.pending_ops_++;
   }
@@ -220,12 +217,8 @@ void Passthrough::close(const char* why) {
   to_downstream_.stopWaiting();
   // Cancel whatever is in flight; the completions arrive as -ECANCELED and count down.
   if (pending_ops_ > 0) {
-    if (downstream_.valid()) {
-      io_uring_prep_cancel_fd(loop_.prepareIgnored(), downstream_.get(), IORING_ASYNC_CANCEL_ALL);
-    }
-    if (upstream_.valid()) {
-      io_uring_prep_cancel_fd(loop_.prepareIgnored(), upstream_.get(), IORING_ASYNC_CANCEL_ALL);
-    }
+    if (downstream_.valid()) loop_.cancelFd(downstream_.get());
+    if (upstream_.valid()) loop_.cancelFd(upstream_.get());
   }
   opDone();
 }

@@ -42,10 +42,8 @@ void ProtocolDetector::start() {
 }
 
 void ProtocolDetector::receive() {
-  io_uring_sqe* sqe = worker_.loop.prepare(&recv_);
-  io_uring_prep_recv(sqe, fd_.get(), buffer_ + received_, sizeof(buffer_) - received_, 0);
-  sqe->flags |= IOSQE_IO_LINK;
-  io_uring_prep_link_timeout(worker_.loop.prepare(&wait_), &wait_ts_, 0);
+  const loop::Deadline deadline{&wait_, &wait_ts_};
+  worker_.loop.recv(&recv_, fd_.get(), buffer_ + received_, sizeof(buffer_) - received_, &deadline);
   pending_ops_ += 2;
 }
 
@@ -105,7 +103,7 @@ void ProtocolDetector::handOver(bool http2) {
 void ProtocolDetector::abort() {
   done_ = true;
   if (pending_ops_ > 0 && fd_.valid()) {
-    io_uring_prep_cancel_fd(worker_.loop.prepareIgnored(), fd_.get(), IORING_ASYNC_CANCEL_ALL);
+    worker_.loop.cancelFd(fd_.get());
   }
   opDone();
 }

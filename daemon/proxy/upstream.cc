@@ -34,12 +34,11 @@ void Upstream::connect() {
   }
   session_ = std::move(*session);
   fd_ = std::move(*socket);
-  io_uring_sqe* sqe = worker_.loop.prepare(&connect_op_);
-  io_uring_prep_connect(sqe, fd_.get(), endpoint_.address.asSockaddr(), endpoint_.address.length());
-  sqe->flags |= IOSQE_IO_LINK;
   connect_deadline_.tv_sec = kConnectTimeoutNanos / 1'000'000'000;
   connect_deadline_.tv_nsec = kConnectTimeoutNanos % 1'000'000'000;
-  io_uring_prep_link_timeout(worker_.loop.prepare(&connect_timeout_op_), &connect_deadline_, 0);
+  const loop::Deadline deadline{&connect_timeout_op_, &connect_deadline_};
+  worker_.loop.connect(&connect_op_, fd_.get(), endpoint_.address.asSockaddr(),
+                       endpoint_.address.length(), &deadline);
   opStarted();
   opStarted();
 }

@@ -23,12 +23,13 @@ constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
 }  // namespace
 
-Worker::Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginLookup& origins,
-               std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-               const config::Upstream& upstream, UpstreamSockets& sockets,
-               const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
-               std::string cgroup_mount)
+Worker::Worker(unsigned index, loop::Engine engine, std::vector<Fd> listeners,
+               redirect::OriginLookup& origins, std::shared_ptr<const lb::ServiceTable> services,
+               const config::Limits& limits, const config::Upstream& upstream,
+               UpstreamSockets& sockets, const ProxyFamilies& families,
+               std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount)
     : index_(index),
+      engine_(engine),
       listeners_(std::move(listeners)),
       origins_(origins),
       services_(std::move(services)),
@@ -53,7 +54,7 @@ Status Worker::start() {
   thread_ = std::thread([this, &ready] {
     // Named, so that an operator (or a test) can tell the workers apart in /proc.
     pthread_setname_np(pthread_self(), fmt::format("spindle-w{}", index_).c_str());
-    auto loop = loop::Loop::create(kRingEntries);
+    auto loop = loop::Loop::create(engine_, kRingEntries);
     if (!loop) {
       ready.set_value(Error{loop.error()});
       return;

@@ -31,10 +31,10 @@ namespace spindle::proxy {
 class Worker {
  public:
   // origins and sockets: the worker's channel to the privileged part, used by its thread only.
-  Worker(unsigned index, std::vector<Fd> listeners, redirect::OriginLookup& origins,
-         std::shared_ptr<const lb::ServiceTable> services, const config::Limits& limits,
-         const config::Upstream& upstream, UpstreamSockets& sockets, const ProxyFamilies& families,
-         std::unique_ptr<metrics::Shard> shard,
+  Worker(unsigned index, loop::Engine engine, std::vector<Fd> listeners,
+         redirect::OriginLookup& origins, std::shared_ptr<const lb::ServiceTable> services,
+         const config::Limits& limits, const config::Upstream& upstream, UpstreamSockets& sockets,
+         const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
          std::string cgroup_mount);  // Pods are named from there; "": calls not counted by Pod
   ~Worker();
 
@@ -75,6 +75,7 @@ class Worker {
   void shutdownConnections();
 
   unsigned index_;
+  const loop::Engine engine_;
   std::vector<Fd> listeners_;
   redirect::OriginLookup& origins_;
   std::shared_ptr<const lb::ServiceTable> services_;

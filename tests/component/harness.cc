@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "net/socket.h"
 #include "proxy/protocol_detector.h"
@@ -18,6 +19,14 @@ namespace {
 
 // Sized for a test, not a node: a few connections, bodies of a few MiB.
 constexpr unsigned kRingEntries = 256;
+
+// The engine the suite runs on: io_uring, or epoll with SPINDLE_TEST_IO_ENGINE=epoll (make test
+// runs the suite once on each).
+loop::Engine testEngine() {
+  const char* engine = std::getenv("SPINDLE_TEST_IO_ENGINE");
+  return engine != nullptr && std::string_view(engine) == "epoll" ? loop::Engine::kEpoll
+                                                                  : loop::Engine::kIoUring;
+}
 constexpr uint32_t kBufferCount = 64;
 constexpr uint32_t kBufferSize = 64 * 1024;
 // How long one turn of the loop waits for a completion before the peers are polled again.
@@ -63,7 +72,7 @@ Fd listenLoopback(net::SocketAddress* address) {
 
 ProxyHarness::ProxyHarness(const config::Service& service, const config::Limits& limits,
                            const config::Upstream& upstream)
-    : loop_(orAbort(loop::Loop::create(kRingEntries), "io_uring")),
+    : loop_(orAbort(loop::Loop::create(testEngine(), kRingEntries), "loop")),
       buffers_(orAbort(loop::BufferPool::create(*loop_, /*group=*/0, kBufferCount, kBufferSize),
                        "buffer pool")),
       families_(orAbort(proxy::ProxyFamilies::registerIn(metrics_registry_), "metrics")),

@@ -102,6 +102,9 @@ def config(node, services=(), *, listen=None, workers=2, heartbeat_timeout="1s",
         "shutdown": {"drain": drain},
         "services": [service_config(s) for s in services],
     }
+    # The suites run once more on the epoll engine with SPINDLE_IO_ENGINE=epoll.
+    if os.environ.get("SPINDLE_IO_ENGINE"):
+        cfg["proxy"]["io_engine"] = os.environ["SPINDLE_IO_ENGINE"]
     for section, values in (extra or {}).items():
         if isinstance(values, dict):
             cfg.setdefault(section, {}).update(values)

@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "engines.h"
 #include "loop/loop.h"
 #include "net/address.h"
 #include "net/socket.h"
@@ -20,10 +21,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class AcceptorTest : public ::testing::Test {
+class AcceptorTest : public ::testing::TestWithParam<loop::Engine> {
  protected:
   void SetUp() override {
-    auto loop = loop::Loop::create(64);
+    auto loop = loop::Loop::create(GetParam(), 64);
     ASSERT_TRUE(loop) << loop.error();
     loop_ = std::move(*loop);
     auto address = SocketAddress::parseIp("127.0.0.1", 0);
@@ -61,7 +62,7 @@ class AcceptorTest : public ::testing::Test {
   uint16_t port_ = 0;  // network order
 };
 
-TEST_F(AcceptorTest, Acceptor_HandsOverEveryConnectionUntilClosed) {
+TEST_P(AcceptorTest, Acceptor_HandsOverEveryConnectionUntilClosed) {
   std::vector<Fd> accepted;
   int closed = 0;
   auto* acceptor = new Acceptor(
@@ -86,7 +87,7 @@ TEST_F(AcceptorTest, Acceptor_HandsOverEveryConnectionUntilClosed) {
   loop_->runOnce(0ms);  // frees it (ASan would report a leak or a use after free)
 }
 
-TEST_F(AcceptorTest, Acceptor_ReleasedWhileArmedFreesItselfAtItsLastCompletion) {
+TEST_P(AcceptorTest, Acceptor_ReleasedWhileArmedFreesItselfAtItsLastCompletion) {
   int accepted = 0;
   auto* acceptor = new Acceptor(*loop_, std::move(listener_), "test", [&](Fd) { ++accepted; });
   acceptor->start();
@@ -97,7 +98,7 @@ TEST_F(AcceptorTest, Acceptor_ReleasedWhileArmedFreesItselfAtItsLastCompletion) 
   EXPECT_EQ(accepted, 0);
 }
 
-TEST_F(AcceptorTest, Acceptor_ClosedFromItsOwnCallbackStopsAtOnce) {
+TEST_P(AcceptorTest, Acceptor_ClosedFromItsOwnCallbackStopsAtOnce) {
   std::vector<Fd> accepted;
   int closed = 0;
   Acceptor* acceptor = nullptr;
@@ -117,6 +118,8 @@ TEST_F(AcceptorTest, Acceptor_ClosedFromItsOwnCallbackStopsAtOnce) {
   Acceptor::release(acceptor);
   loop_->runOnce(0ms);
 }
+
+INSTANTIATE_ON_BOTH_ENGINES(AcceptorTest);
 
 }  // namespace
 }  // namespace spindle::net

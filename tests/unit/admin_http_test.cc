@@ -20,6 +20,7 @@
 #include "admin/admin_server.h"
 #include "admin/http.h"
 #include "admin/process_metrics.h"
+#include "engines.h"
 #include "loop/loop.h"
 #include "metrics/registry.h"
 #include "metrics/text_format.h"
@@ -371,12 +372,12 @@ bool closedWithin(int fd, std::chrono::milliseconds limit) {
   return false;
 }
 
-class AdminServerTest : public ::testing::Test {
+class AdminServerTest : public ::testing::TestWithParam<loop::Engine> {
  protected:
   void SetUp() override { start(AdminOptions{}); }
 
   void start(AdminOptions options) {
-    auto loop = loop::Loop::create(256);
+    auto loop = loop::Loop::create(GetParam(), 256);
     ASSERT_TRUE(loop.ok()) << loop.error();
     loop_ = std::move(*loop);
     auto address = net::SocketAddress::parseIp("127.0.0.1", 0);  // an ephemeral port
@@ -452,7 +453,7 @@ class AdminServerTest : public ::testing::Test {
   std::atomic<size_t> open_{0};  // the server's open connections, as the client thread sees
 };
 
-TEST_F(AdminServerTest, AnswersARegisteredPath) {
+TEST_P(AdminServerTest, AnswersARegisteredPath) {
   const std::string response =
       exchange("GET /hello?who=me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(response,
@@ -466,14 +467,14 @@ TEST_F(AdminServerTest, AnswersARegisteredPath) {
   EXPECT_EQ(server_->stats().responses, 1u);
 }
 
-TEST_F(AdminServerTest, HeadSendsTheHeadersOnly) {
+TEST_P(AdminServerTest, HeadSendsTheHeadersOnly) {
   const std::string response = exchange("HEAD /hello HTTP/1.0\r\n\r\n");
   EXPECT_EQ(statusCode(response), 200);
   EXPECT_NE(response.find("Content-Length: 7\r\n"), std::string::npos) << response;
   EXPECT_EQ(bodyOf(response), "");
 }
 
-TEST_F(AdminServerTest, UnknownPathIs404) {
+TEST_P(AdminServerTest, UnknownPathIs404) {
   const std::string response =
       exchange("GET /nothing/here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(statusCode(response), 404) << response;
@@ -483,7 +484,7 @@ TEST_F(AdminServerTest, UnknownPathIs404) {
   expectServing();
 }
 
-TEST_F(AdminServerTest, BadRequestsGetTheirStatusAndTheServerGoesOn) {
+TEST_P(AdminServerTest, BadRequestsGetTheirStatusAndTheServerGoesOn) {
   using namespace std::string_literals;
   struct Case {
     std::string request;
@@ -515,7 +516,7 @@ TEST_F(AdminServerTest, BadRequestsGetTheirStatusAndTheServerGoesOn) {
 
 // The server answers after 8 KiB, while the client still sends megabytes: closing at once
 // would reset the connection under the client's send, and it would never see the 431.
-TEST_F(AdminServerTest, AnOversizedRequestIsAnsweredWhileTheClientStillSends) {
+TEST_P(AdminServerTest, AnOversizedRequestIsAnsweredWhileTheClientStillSends) {
   bool sent = false;
   std::string response;
   withClient([&] {
@@ -530,7 +531,7 @@ TEST_F(AdminServerTest, AnOversizedRequestIsAnsweredWhileTheClientStillSends) {
   expectServing();
 }
 
-TEST_F(AdminServerTest, RandomBytesNeverStopTheServer) {
+TEST_P(AdminServerTest, RandomBytesNeverStopTheServer) {
   std::mt19937 random(11);
   for (int round = 0; round < 20; ++round) {
     std::string junk(1 + random() % 3000, '\0');
@@ -544,12 +545,12 @@ TEST_F(AdminServerTest, RandomBytesNeverStopTheServer) {
   expectServing();
 }
 
-TEST_F(AdminServerTest, AThrowingHandlerGives500) {
+TEST_P(AdminServerTest, AThrowingHandlerGives500) {
   EXPECT_EQ(statusCode(exchange("GET /throw HTTP/1.0\r\n\r\n")), 500);
   expectServing();
 }
 
-TEST_F(AdminServerTest, KeepAliveAnswersPipelinedRequestsInOrder) {
+TEST_P(AdminServerTest, KeepAliveAnswersPipelinedRequestsInOrder) {
   const std::string response = exchange(
       "GET /hello?1 HTTP/1.1\r\nHost: x\r\n\r\n"
       "HEAD /hello?2 HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -570,7 +571,7 @@ TEST_F(AdminServerTest, KeepAliveAnswersPipelinedRequestsInOrder) {
   EXPECT_EQ(response, ok1 + head2 + missing3 + ok4);
 }
 
-TEST_F(AdminServerTest, KeepAliveServesSequentialRequestsOnOneConnection) {
+TEST_P(AdminServerTest, KeepAliveServesSequentialRequestsOnOneConnection) {
   std::vector<std::string> responses;
   withClient([&] {
     const int fd = connectTo(port());
@@ -589,13 +590,13 @@ TEST_F(AdminServerTest, KeepAliveServesSequentialRequestsOnOneConnection) {
   EXPECT_EQ(server_->stats().accepted, 1u);
 }
 
-TEST_F(AdminServerTest, ALargeBodyArrivesWhole) {
+TEST_P(AdminServerTest, ALargeBodyArrivesWhole) {
   const std::string response = exchange("GET /big HTTP/1.0\r\n\r\n");
   EXPECT_EQ(statusCode(response), 200);
   EXPECT_EQ(bodyOf(response).size(), size_t{3} << 20);
 }
 
-TEST_F(AdminServerTest, ManyConnectionsAtOnceAreAllAnswered) {
+TEST_P(AdminServerTest, ManyConnectionsAtOnceAreAllAnswered) {
   constexpr int kClients = 60;
   int answered = 0;
   withClient([&] {
@@ -622,7 +623,7 @@ TEST_F(AdminServerTest, ManyConnectionsAtOnceAreAllAnswered) {
 
 // Idle connections must not lock a health probe out: at the limit, the oldest connection
 // still waiting for a request makes room for the new one.
-TEST_F(AdminServerTest, AtTheConnectionLimitTheOldestIdleConnectionMakesRoom) {
+TEST_P(AdminServerTest, AtTheConnectionLimitTheOldestIdleConnectionMakesRoom) {
   const size_t limit = AdminOptions{}.max_connections;
   bool reached = false;
   std::string probe_response;
@@ -666,7 +667,7 @@ class AdminServerDeadlineTest : public AdminServerTest {
   }
 };
 
-TEST_F(AdminServerDeadlineTest, ASlowlorisIsClosedAtTheDeadline) {
+TEST_P(AdminServerDeadlineTest, ASlowlorisIsClosedAtTheDeadline) {
   const std::string request = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'z');
   bool closed = false;
   std::string received;
@@ -695,7 +696,7 @@ TEST_F(AdminServerDeadlineTest, ASlowlorisIsClosedAtTheDeadline) {
   expectServing();
 }
 
-TEST_F(AdminServerDeadlineTest, AnIdleKeptAliveConnectionIsClosedAtTheDeadline) {
+TEST_P(AdminServerDeadlineTest, AnIdleKeptAliveConnectionIsClosedAtTheDeadline) {
   std::string first;
   bool closed = false;
   withClient([&] {
@@ -710,7 +711,7 @@ TEST_F(AdminServerDeadlineTest, AnIdleKeptAliveConnectionIsClosedAtTheDeadline) 
   EXPECT_TRUE(closed);
 }
 
-TEST_F(AdminServerTest, AClientThatLeavesMidRequestDoesNotHurt) {
+TEST_P(AdminServerTest, AClientThatLeavesMidRequestDoesNotHurt) {
   withClient([&] {
     for (int i = 0; i < 10; ++i) {
       const int fd = connectTo(port());
@@ -732,7 +733,7 @@ TEST_F(AdminServerTest, AClientThatLeavesMidRequestDoesNotHurt) {
   expectServing();
 }
 
-TEST_F(AdminServerTest, StopClosesOpenConnectionsAndGoesIdle) {
+TEST_P(AdminServerTest, StopClosesOpenConnectionsAndGoesIdle) {
   bool closed = false;
   std::atomic<bool> connected{false};
   std::atomic<bool> stopped{false};
@@ -769,7 +770,7 @@ TEST_F(AdminServerTest, StopClosesOpenConnectionsAndGoesIdle) {
   if (fd >= 0) ::close(fd);
 }
 
-TEST_F(AdminServerTest, DestroyedWithWorkInFlightWhileTheLoopRunsOn) {
+TEST_P(AdminServerTest, DestroyedWithWorkInFlightWhileTheLoopRunsOn) {
   std::atomic<bool> connected{false};
   std::atomic<bool> destroyed{false};
   std::thread client([&] {
@@ -796,7 +797,7 @@ TEST_F(AdminServerTest, DestroyedWithWorkInFlightWhileTheLoopRunsOn) {
   client.join();
 }
 
-TEST_F(AdminServerTest, ServesMetricsFromShardsAndTheProcess) {
+TEST_P(AdminServerTest, ServesMetricsFromShardsAndTheProcess) {
   metrics::Registry registry;
   auto calls =
       registry.add({"spindle_calls_total", "Calls.", metrics::Type::kCounter, {"service"}, {}, 16});
@@ -846,6 +847,9 @@ TEST(ProcessMetricsReader, ReadsPlausibleValuesForThisProcess) {
   ASSERT_TRUE(more.open_fds.has_value());
   EXPECT_EQ(*more.open_fds, *process.open_fds + 1);
 }
+
+INSTANTIATE_ON_BOTH_ENGINES(AdminServerTest);
+INSTANTIATE_ON_BOTH_ENGINES(AdminServerDeadlineTest);
 
 }  // namespace
 }  // namespace spindle::admin

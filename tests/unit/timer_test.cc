@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 
+#include "engines.h"
 #include "loop/loop.h"
 
 namespace spindle::loop {
@@ -12,13 +13,16 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unique_ptr<Loop> makeLoop() {
-  auto loop = Loop::create(16);
-  EXPECT_TRUE(loop) << loop.error();
-  return std::move(*loop);
-}
+class TimerTest : public ::testing::TestWithParam<Engine> {
+ protected:
+  std::unique_ptr<Loop> makeLoop() {
+    auto loop = Loop::create(GetParam(), 16);
+    EXPECT_TRUE(loop) << loop.error();
+    return std::move(*loop);
+  }
+};
 
-TEST(TimerTest, Timer_FiresOnceAndCanBeArmedAgainFromItsCallback) {
+TEST_P(TimerTest, Timer_FiresOnceAndCanBeArmedAgainFromItsCallback) {
   auto loop = makeLoop();
   int fired = 0;
   std::unique_ptr<Timer> timer;
@@ -33,7 +37,7 @@ TEST(TimerTest, Timer_FiresOnceAndCanBeArmedAgainFromItsCallback) {
   EXPECT_FALSE(timer->armed());
 }
 
-TEST(TimerTest, Timer_DestroyedWhileArmedNeverFires) {
+TEST_P(TimerTest, Timer_DestroyedWhileArmedNeverFires) {
   auto loop = makeLoop();
   int fired = 0;
   auto timer = std::make_unique<Timer>(*loop, [&] { ++fired; });
@@ -44,7 +48,7 @@ TEST(TimerTest, Timer_DestroyedWhileArmedNeverFires) {
   EXPECT_EQ(fired, 0);
 }
 
-TEST(TimerTest, Timer_DestroyedBeforeItsTimeoutWasEvenSubmitted) {
+TEST_P(TimerTest, Timer_DestroyedBeforeItsTimeoutWasEvenSubmitted) {
   auto loop = makeLoop();
   int fired = 0;
   auto timer = std::make_unique<Timer>(*loop, [&] { ++fired; });
@@ -53,6 +57,8 @@ TEST(TimerTest, Timer_DestroyedBeforeItsTimeoutWasEvenSubmitted) {
   for (int i = 0; i < 5; ++i) loop->runOnce(10ms);
   EXPECT_EQ(fired, 0);
 }
+
+INSTANTIATE_ON_BOTH_ENGINES(TimerTest);
 
 }  // namespace
 }  // namespace spindle::loop

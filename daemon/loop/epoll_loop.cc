@@ -1,0 +1,426 @@
+#include "loop/epoll_loop.h"
+
+#include <fmt/core.h>
+
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "loop/buffer_pool.h"
+#include "util/event_clock.h"
+
+namespace spindle::loop {
+namespace {
+
+// A multishot accept takes at most this many connections per readiness, so one busy listener
+// does not hold up the loop.
+constexpr int kAcceptsPerEvent = 32;
+
+int64_t monotonicNanos() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+int64_t nanos(const __kernel_timespec& ts) { return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec; }
+
+void setNonBlocking(int fd) {
+  int on = 1;
+  ::ioctl(fd, FIONBIO, &on);  // on a socket this cannot fail; if it did, accept would say so
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EpollLoop>> EpollLoop::create() {
+  std::unique_ptr<EpollLoop> loop(new EpollLoop());
+  loop->epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!loop->epoll_.valid()) {
+    return makeError(fmt::format("epoll_create1: {}", std::strerror(errno)));
+  }
+  return loop;
+}
+
+uint32_t EpollLoop::start(Kind kind, Completion* completion, int fd, uint32_t events) {
+  uint32_t index = free_;
+  if (index != kNone) {
+    free_ = ops_[index].next;
+  } else {
+    index = static_cast<uint32_t>(ops_.size());
+    ops_.emplace_back();
+  }
+  Op& op = ops_[index];
+  op = Op{};
+  op.kind = kind;
+  op.completion = completion;
+  op.fd = fd;
+  op.events = events;
+  // A completion has one operation in flight at a time (cancel finds the latest).
+  if (completion != nullptr) completion->epoll_op = index;
+  if (fd >= 0) {
+    FdState& state = stateOf(fd);
+    op.next = state.first;
+    state.first = index;
+  }
+  return index;
+}
+
+EpollLoop::FdState& EpollLoop::stateOf(int fd) {
+  const auto slot = static_cast<size_t>(fd);
+  if (slot >= fds_.size()) fds_.resize(std::max(slot + 1, fds_.size() * 2));
+  return fds_[slot];
+}
+
+void EpollLoop::addDeadline(uint32_t index, const Deadline* deadline) {
+  if (deadline == nullptr) return;
+  ops_[index].deadline_op = deadline->op;
+  ops_[index].due_ns = monotonicNanos() + nanos(*deadline->after);
+  heapPush(index);
+}
+
+void EpollLoop::proceed(uint32_t index, bool try_now) {
+  if (try_now && attempt(index)) return;
+  markDirty(ops_[index].fd);
+}
+
+void EpollLoop::accept(Completion* op, int listener) {
+  setNonBlocking(listener);
+  proceed(start(Kind::kAccept, op, listener, EPOLLIN), false);
+}
+
+void EpollLoop::connect(Completion* op, int fd, const sockaddr* address, socklen_t length,
+                        const Deadline* deadline) {
+  const uint32_t index = start(Kind::kConnect, op, fd, EPOLLOUT);
+  addDeadline(index, deadline);
+  setNonBlocking(fd);
+  if (::connect(fd, address, length) == 0) {
+    finish(index, 0);
+  } else if (errno == EINPROGRESS) {
+    markDirty(fd);  // done when writable: SO_ERROR says how
+  } else {
+    finish(index, -errno);
+  }
+}
+
+void EpollLoop::recv(Completion* op, int fd, void* buffer, size_t length,
+                     const Deadline* deadline) {
+  const uint32_t index = start(Kind::kRecv, op, fd, EPOLLIN);
+  ops_[index].buffer = buffer;
+  ops_[index].length = length;
+  addDeadline(index, deadline);
+  proceed(index, stateOf(fd).maybe_readable);
+}
+
+void EpollLoop::recv(Completion* op, int fd, BufferPool& pool) {
+  const uint32_t index = start(Kind::kRecvPooled, op, fd, EPOLLIN);
+  ops_[index].pool = &pool;
+  ops_[index].length = pool.bufferSize();
+  proceed(index, stateOf(fd).maybe_readable);
+}
+
+void EpollLoop::send(Completion* op, int fd, const void* data, size_t length, int flags) {
+  const uint32_t index = start(Kind::kSend, op, fd, EPOLLOUT);
+  ops_[index].buffer = const_cast<void*>(data);
+  ops_[index].length = length;
+  ops_[index].flags = flags;
+  proceed(index, true);
+}
+
+void EpollLoop::read(Completion* op, int fd, void* buffer, size_t length) {
+  // Not tried at once: the descriptor may block (an eventfd, a signalfd).
+  const uint32_t index = start(Kind::kRead, op, fd, EPOLLIN);
+  ops_[index].buffer = buffer;
+  ops_[index].length = length;
+  proceed(index, false);
+}
+
+void EpollLoop::poll(Completion* op, int fd, uint32_t events) {
+  proceed(start(Kind::kPoll, op, fd, events), false);
+}
+
+void EpollLoop::timeout(Completion* op, const __kernel_timespec* after) {
+  const uint32_t index = start(Kind::kTimeout, op, -1, 0);
+  ops_[index].due_ns = monotonicNanos() + nanos(*after);
+  heapPush(index);
+}
+
+void EpollLoop::cancel(Completion* op) {
+  const uint32_t index = op->epoll_op;
+  if (index == kNone || ops_[index].completion != op) return;
+  finish(index, -ECANCELED);
+}
+
+void EpollLoop::cancelFd(int fd) {
+  if (fd < 0 || static_cast<size_t>(fd) >= fds_.size()) return;
+  while (fds_[static_cast<size_t>(fd)].first != kNone) {
+    finish(fds_[static_cast<size_t>(fd)].first, -ECANCELED);
+  }
+}
+
+bool EpollLoop::attempt(uint32_t index) {
+  Op& op = ops_[index];
+  switch (op.kind) {
+    case Kind::kAccept:
+      for (int accepted = 0; accepted < kAcceptsPerEvent; ++accepted) {
+        const int fd = ::accept4(op.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+          ready_.push_back({op.completion, fd, kFlagMore});
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          return false;
+        } else if (errno != EINTR) {
+          // As io_uring's multishot accept: an error ends it (the owner arms it again).
+          finish(index, -errno);
+          return true;
+        }
+      }
+      return false;  // more may wait: the registration is re-armed
+    case Kind::kConnect: {
+      int error = 0;
+      socklen_t length = sizeof(error);
+      if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
+      finish(index, -error);
+      return true;
+    }
+    case Kind::kRecv: {
+      ssize_t n;
+      do n = ::recv(op.fd, op.buffer, op.length, MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        stateOf(op.fd).maybe_readable = false;
+        return false;
+      }
+      stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
+      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      return true;
+    }
+    case Kind::kRecvPooled: {
+      uint16_t id = 0;
+      if (!op.pool->take(&id)) {
+        finish(index, -ENOBUFS);
+        return true;
+      }
+      ssize_t n;
+      do n = ::recv(op.fd, op.pool->data(id), op.length, MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        op.pool->putBack(id);
+        stateOf(op.fd).maybe_readable = false;
+        return false;
+      }
+      stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
+      // The buffer goes with every result, as io_uring's does with data and end of file: the
+      // owner gives it back.
+      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno,
+             kFlagBuffer | (static_cast<uint32_t>(id) << kBufferIdShift));
+      return true;
+    }
+    case Kind::kSend: {
+      ssize_t n;
+      do n = ::send(op.fd, op.buffer, op.length, op.flags | MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      return true;
+    }
+    case Kind::kRead: {
+      ssize_t n;
+      do n = ::read(op.fd, op.buffer, op.length);
+      while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      return true;
+    }
+    case Kind::kPoll:
+    case Kind::kTimeout: break;  // completed by onEvent and expireTimers
+  }
+  return false;
+}
+
+void EpollLoop::finish(uint32_t index, int32_t res, uint32_t flags) {
+  Op& op = ops_[index];
+  ready_.push_back({op.completion, res, flags});
+  if (op.deadline_op != nullptr) ready_.push_back({op.deadline_op, -ECANCELED, 0});
+  if (op.heap_index != UINT32_MAX) heapRemove(index);
+  unlink(index);
+  release(index);
+}
+
+void EpollLoop::release(uint32_t index) {
+  Op& op = ops_[index];
+  if (op.completion != nullptr && op.completion->epoll_op == index) op.completion->epoll_op = 0;
+  op.completion = nullptr;
+  op.next = free_;
+  free_ = index;
+}
+
+void EpollLoop::unlink(uint32_t index) {
+  const int fd = ops_[index].fd;
+  if (fd < 0) return;
+  FdState& state = stateOf(fd);
+  uint32_t* link = &state.first;
+  while (*link != kNone && *link != index) link = &ops_[*link].next;
+  if (*link == index) *link = ops_[index].next;
+  // With nothing left on it the descriptor may be closed and its number reused: whatever it
+  // was registered for is forgotten, and the next operation registers it again.
+  if (state.first == kNone) state.registered = 0;
+}
+
+void EpollLoop::markDirty(int fd) {
+  FdState& state = stateOf(fd);
+  if (state.dirty) return;
+  state.dirty = true;
+  dirty_fds_.push_back(fd);
+}
+
+void EpollLoop::registerFd(int fd) {
+  FdState& state = stateOf(fd);
+  state.dirty = false;
+  uint32_t wanted = 0;
+  for (uint32_t i = state.first; i != kNone; i = ops_[i].next) wanted |= ops_[i].events;
+  if (wanted == 0 || (state.registered & wanted) == wanted) return;
+  epoll_event event{};
+  event.events = wanted | EPOLLONESHOT;
+  event.data.fd = fd;
+  int rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &event);
+  if (rc < 0 && errno == ENOENT) rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event);
+  if (rc < 0) {
+    // Not pollable, or not open: each operation on it ends with the reason.
+    const int error = errno;
+    while (state.first != kNone) finish(state.first, -error);
+    return;
+  }
+  state.registered = wanted;
+}
+
+void EpollLoop::onEvent(int fd, uint32_t events) {
+  FdState& state = stateOf(fd);
+  state.registered = 0;  // one-shot: it fired
+  const bool failed = (events & (EPOLLERR | EPOLLHUP)) != 0;
+  uint32_t index = state.first;
+  while (index != kNone) {
+    const uint32_t next = ops_[index].next;  // finishing unlinks index, never next
+    const Op& op = ops_[index];
+    if (op.kind == Kind::kPoll) {
+      const uint32_t ready = events & (op.events | EPOLLERR | EPOLLHUP);
+      if (ready != 0) finish(index, static_cast<int32_t>(ready));
+    } else if (failed || (events & op.events) != 0) {
+      attempt(index);
+    }
+    index = next;
+  }
+  if (stateOf(fd).first != kNone) markDirty(fd);
+}
+
+void EpollLoop::expireTimers(int64_t now_ns) {
+  while (!heap_.empty() && ops_[heap_.front()].due_ns <= now_ns) {
+    const uint32_t index = heap_.front();
+    heapRemove(index);
+    Op& op = ops_[index];
+    if (op.kind == Kind::kTimeout) {
+      finish(index, -ETIME);
+      continue;
+    }
+    // A deadline: the operation it bounds ends.
+    ready_.push_back({op.completion, -ECANCELED, 0});
+    ready_.push_back({op.deadline_op, -ETIME, 0});
+    op.deadline_op = nullptr;
+    unlink(index);
+    release(index);
+  }
+}
+
+int EpollLoop::waitMillis(std::chrono::milliseconds timeout, int64_t now_ns) const {
+  if (!ready_.empty()) return 0;
+  int64_t wait = timeout.count();
+  if (!heap_.empty()) {
+    const int64_t until = ops_[heap_.front()].due_ns - now_ns;
+    // Rounded up: waking early would only spin until the deadline.
+    wait = std::min(wait, until <= 0 ? 0 : (until + 999'999) / 1'000'000);
+  }
+  return static_cast<int>(wait);
+}
+
+void EpollLoop::runOnce(std::chrono::milliseconds timeout) {
+  for (size_t i = 0; i < dirty_fds_.size(); ++i) {
+    const int fd = dirty_fds_[i];
+    if (stateOf(fd).dirty) registerFd(fd);
+  }
+  dirty_fds_.clear();
+  const int n = ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()),
+                             waitMillis(timeout, monotonicNanos()));
+  if (n < 0 && errno != EINTR) {
+    // Cannot happen with a valid epoll descriptor; nothing sensible can go on.
+    fmt::print(stderr, "spindle: error: epoll_wait: {}\n", std::strerror(errno));
+    std::abort();
+  }
+  for (int i = 0; i < n; ++i) {
+    const epoll_event& event = events_[static_cast<size_t>(i)];
+    onEvent(event.data.fd, event.events);
+  }
+  expireTimers(monotonicNanos());
+
+  batch_.swap(ready_);
+  EventClock::Scope event_time;
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (i > 0) event_time.advance();
+    batch_[i].op->complete(batch_[i].res, batch_[i].flags);
+  }
+  batch_.clear();
+  endBatch();
+}
+
+void EpollLoop::heapPush(uint32_t index) {
+  ops_[index].heap_index = static_cast<uint32_t>(heap_.size());
+  heap_.push_back(index);
+  heapUp(ops_[index].heap_index);
+}
+
+void EpollLoop::heapRemove(uint32_t index) {
+  const uint32_t pos = ops_[index].heap_index;
+  const auto last = static_cast<uint32_t>(heap_.size() - 1);
+  if (pos != last) {
+    heapSwap(pos, last);
+    heap_.pop_back();
+    heapUp(pos);
+    heapDown(pos);
+  } else {
+    heap_.pop_back();
+  }
+  ops_[index].heap_index = UINT32_MAX;
+}
+
+void EpollLoop::heapSwap(uint32_t a, uint32_t b) {
+  std::swap(heap_[a], heap_[b]);
+  ops_[heap_[a]].heap_index = a;
+  ops_[heap_[b]].heap_index = b;
+}
+
+void EpollLoop::heapUp(uint32_t pos) {
+  while (pos > 0) {
+    const uint32_t parent = (pos - 1) / 2;
+    if (ops_[heap_[parent]].due_ns <= ops_[heap_[pos]].due_ns) return;
+    heapSwap(pos, parent);
+    pos = parent;
+  }
+}
+
+void EpollLoop::heapDown(uint32_t pos) {
+  const auto size = static_cast<uint32_t>(heap_.size());
+  for (;;) {
+    const uint32_t left = 2 * pos + 1;
+    if (left >= size) return;
+    uint32_t child = left;
+    if (left + 1 < size && ops_[heap_[left + 1]].due_ns < ops_[heap_[left]].due_ns) {
+      child = left + 1;
+    }
+    if (ops_[heap_[pos]].due_ns <= ops_[heap_[child]].due_ns) return;
+    heapSwap(pos, child);
+    pos = child;
+  }
+}
+
+}  // namespace spindle::loop

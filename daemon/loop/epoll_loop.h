@@ -1,0 +1,123 @@
+// The epoll engine: where io_uring is refused (a container runtime's default seccomp profile,
+// kernel.io_uring_disabled) or lacks what spindle uses (kernels before 5.19). It keeps
+// io_uring's contract, so nothing above the loop changes: an operation is started, and later
+// completes once on its Completion with the system call's result, -ECANCELED when cancelled.
+//
+// How: a send or a connect is made at once (it usually succeeds); a receive is tried at once
+// only when the last one filled its buffer (more is likely waiting); everything else waits
+// for readiness. What must wait registers its fd with EPOLLONESHOT for the union of what its
+// operations wait for, re-armed after each event. One-shot and re-registered on demand, so a
+// descriptor closed and its number reused is simply registered anew (EPOLL_CTL_MOD fails with
+// ENOENT, then EPOLL_CTL_ADD). Timeouts and deadlines are a binary heap; epoll_wait sleeps
+// until the nearest. Operations live in a slab indexed from their Completion: no allocation
+// per operation once the slab has grown.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "loop/loop.h"
+#include "util/fd.h"
+
+namespace spindle::loop {
+
+class EpollLoop final : public Loop {
+ public:
+  static Result<std::unique_ptr<EpollLoop>> create();
+
+  Engine engine() const override { return Engine::kEpoll; }
+  void accept(Completion* op, int listener) override;
+  void connect(Completion* op, int fd, const sockaddr* address, socklen_t length,
+               const Deadline* deadline) override;
+  void recv(Completion* op, int fd, void* buffer, size_t length, const Deadline* deadline) override;
+  void recv(Completion* op, int fd, BufferPool& pool) override;
+  void send(Completion* op, int fd, const void* data, size_t length, int flags) override;
+  void read(Completion* op, int fd, void* buffer, size_t length) override;
+  void poll(Completion* op, int fd, uint32_t events) override;
+  void timeout(Completion* op, const __kernel_timespec* after) override;
+  void cancel(Completion* op) override;
+  void cancelFd(int fd) override;
+  void cancelTimeout(Completion* op) override { cancel(op); }
+  void cancelPoll(Completion* op) override { cancel(op); }
+  void runOnce(std::chrono::milliseconds timeout) override;
+
+ private:
+  enum class Kind : uint8_t {
+    kAccept,
+    kConnect,
+    kRecv,
+    kRecvPooled,
+    kSend,
+    kRead,
+    kPoll,
+    kTimeout
+  };
+  static constexpr uint32_t kNone = 0;  // slab index 0 is never used
+
+  struct Op {
+    Kind kind = Kind::kTimeout;
+    Completion* completion = nullptr;
+    int fd = -1;
+    uint32_t events = 0;  // what it waits for (EPOLLIN, EPOLLOUT, a poll mask)
+    void* buffer = nullptr;
+    size_t length = 0;
+    int flags = 0;
+    BufferPool* pool = nullptr;
+    Completion* deadline_op = nullptr;  // a Deadline's, or nothing
+    int64_t due_ns = 0;                 // a timeout's or a deadline's expiry
+    uint32_t heap_index = UINT32_MAX;
+    uint32_t next = kNone;  // the next operation on the same fd, or the next free record
+  };
+
+  struct FdState {
+    uint32_t first = kNone;       // its operations
+    uint32_t registered = 0;      // the events its one-shot registration waits for (0: none)
+    bool maybe_readable = false;  // the last receive filled its buffer
+    bool dirty = false;           // queued for (re-)registration
+  };
+
+  struct Ready {
+    Completion* op;
+    int32_t res;
+    uint32_t flags;
+  };
+
+  EpollLoop() = default;
+
+  uint32_t start(Kind kind, Completion* completion, int fd, uint32_t events);
+  void addDeadline(uint32_t index, const Deadline* deadline);
+  // Tries the operation now if `try_now`, and waits for readiness if it would block.
+  void proceed(uint32_t index, bool try_now);
+  FdState& stateOf(int fd);
+  // Performs the operation: false when it would block.
+  bool attempt(uint32_t index);
+  // Ends an operation with a result (its deadline, if any, with -ECANCELED).
+  void finish(uint32_t index, int32_t res, uint32_t flags = 0);
+  void release(uint32_t index);
+  void unlink(uint32_t index);
+  void markDirty(int fd);
+  void registerFd(int fd);
+  void onEvent(int fd, uint32_t events);
+  void expireTimers(int64_t now_ns);
+  int waitMillis(std::chrono::milliseconds timeout, int64_t now_ns) const;
+
+  void heapPush(uint32_t index);
+  void heapRemove(uint32_t index);
+  void heapSwap(uint32_t a, uint32_t b);
+  void heapUp(uint32_t pos);
+  void heapDown(uint32_t pos);
+
+  Fd epoll_;
+  std::vector<Op> ops_{1};
+  uint32_t free_ = kNone;
+  std::vector<FdState> fds_;
+  std::vector<int> dirty_fds_;  // to (re-)register before the next wait
+  std::vector<uint32_t> heap_;
+  std::vector<Ready> ready_;
+  std::vector<Ready> batch_;
+  std::vector<epoll_event> events_ = std::vector<epoll_event>(256);
+};
+
+}  // namespace spindle::loop
