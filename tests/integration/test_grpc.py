@@ -95,10 +95,10 @@ class GrpcNodeTestCase(SimTestCase):
                 self.fail(f"{sim.SPINDLE_BIN} is missing (make build/bin/spindle)")
             self.skipTest(f"{sim.SPINDLE_BIN} not built")
 
-    def start_spindle(self, cfg):
+    def start_spindle(self, cfg, **kw):
         """spindle for this test only (killed at its end, which detaches its programs)."""
         self.require_spindle()
-        sp = sim.Spindle(self.node, cfg)
+        sp = sim.Spindle(self.node, cfg, **kw)
         self.addCleanup(sp.close)
         self._test_spindle = sp
         sp.start()
@@ -204,6 +204,24 @@ class GrpcBalanceTest(GrpcNodeTestCase):
     def test_with_spindle_round_robin_gives_each_backend_a_third(self):
         self.start_spindle(self.spindle_config(balance="round_robin"))
         res, served = self.balance_run(concurrency=1)
+        self.assertPath(res["run"], via_spindle=True)
+        self.assertEvenShares(served)
+
+    def test_where_io_uring_is_refused_spindle_balances_on_epoll(self):
+        # What containerd 2.0's and Docker's default seccomp profiles do: io_uring_setup,
+        # io_uring_enter and io_uring_register fail with EPERM. proxy.io_engine auto (the
+        # default) falls back to epoll, says why, and balances as on io_uring.
+        cfg = self.spindle_config(balance="round_robin")
+        cfg["proxy"].pop("io_engine", None)  # auto, also when the suite runs on epoll
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        sp = self.start_spindle(cfg, wrapper=[sim.PYTHON, sim.NO_IO_URING])
+        self.assertIn("spindle: info: I/O engine: epoll, as io_uring cannot run here: "
+                      "io_uring_setup: Operation not permitted (seccomp or "
+                      "kernel.io_uring_disabled)", sp.stderr_lines(), sp.tail())
+        text = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        self.assertEqual(metric(text, "spindle_io_engine", engine="epoll"), 1, text[-2000:])
+        self.assertEqual(metric(text, "spindle_io_engine", engine="io_uring"), 0)
+        res, served = self.balance_run(concurrency=4)
         self.assertPath(res["run"], via_spindle=True)
         self.assertEvenShares(served)
 

@@ -464,13 +464,22 @@ class PrivilegeTest(SimTestCase):
                 sp = self.start([c for c in self.caps if c != missing], self.profile)
                 self.assertRefused(sp, name)
 
-    def test_the_profile_without_io_uring_is_refused(self):
-        # What the runtimes' default profile does: the reason for shipping this profile.
+    def test_the_profile_without_io_uring_serves_on_epoll(self):
+        # What the runtimes' default profiles do: spindle runs on its epoll engine instead,
+        # both of its processes, and says so.
         profile = json.loads(json.dumps(self.profile))
         for rule in profile["syscalls"]:
             rule["names"] = [n for n in rule["names"] if not n.startswith("io_uring_")]
         sp = self.start(self.caps, profile)
-        self.assertRefused(sp, r"io_uring")
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        self.assertIn("spindle: info: I/O engine: epoll, as io_uring cannot run here: "
+                      "io_uring_setup: Operation not permitted (seccomp or "
+                      "kernel.io_uring_disabled)", sp.stderr_lines(), sp.tail())
+        seen, counts = self.serve_calls(sp)
+        self.assertEqual(seen, {self.client.ip4}, sp.tail())
+        self.assertEqual(counts, {self.source: 40.0}, sp.tail())
+        self.assertIn('spindle_io_engine{engine="epoll"} 1', self.metrics())
+        self.assertEqual(sp.proc.stop(10), 0, sp.tail())
 
     def test_in_pod_mode_the_profile_without_setns_is_refused(self):
         profile = json.loads(json.dumps(self.profile))
