@@ -198,7 +198,7 @@ Status PrivilegedPart::start() {
   if (!mount) return Error{mount.error()};
   cgroup_ = config_.redirect.cgroup.empty() ? *mount : config_.redirect.cgroup;
   if (Status s = redirect::checkCgroup2(cgroup_); !s) return s;
-  if (Status s = redirect::probeProgramTypes(); !s) return s;
+  if (Status s = redirect::checkKernel(); !s) return s;
   auto created = loop::Loop::create(kRingEntries);
   if (!created) return Error{created.error()};
   loop_ = std::move(created).value();
