@@ -198,7 +198,7 @@ Status PrivilegedPart::start() {
   if (!mount) return Error{mount.error()};
   cgroup_ = config_.redirect.cgroup.empty() ? *mount : config_.redirect.cgroup;
   if (Status s = redirect::checkCgroup2(cgroup_); !s) return s;
-  if (Status s = redirect::probeProgramTypes(); !s) return s;
+  if (Status s = redirect::checkKernel(); !s) return s;
   // Its own choice: the proxy, another user, may be refused io_uring where this process is not.
   auto engine = loop::chooseEngine(config_.proxy.io_engine);
   if (!engine) return Error{engine.error()};
