@@ -9,6 +9,9 @@ Systems, each with one worker thread, in front of the same two backend Pods:
   - spindle: the client dials the VIP; spindle's BPF redirects the connect to spindle
              (proxy.workers 1, upstream.source node), which sends every call to one of the
              two Pods over connections made from the node;
+  - spindle-epoll: spindle on its epoll engine (proxy.io_engine epoll), as where io_uring is
+             refused; spindle itself runs io_uring (proxy.io_engine io_uring, so that it
+             cannot fall back unnoticed). The pods workload runs on io_uring only;
   - spindle-pod: the same with upstream.source pod: every upstream connection is made in the
              calling Pod's network namespace, pooled per (Pod, endpoint). It runs the pods
              workload only: with one client Pod its pools are the node mode's (one connection
@@ -113,11 +116,13 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 PORT = 50051  # the Service port and the Pods' port
 PROXY_PORTS = {"haproxy": 10001, "nginx": 10002, "nghttpx": 10003}
 PATH = "/spindle.bench.Bench/Call"
-SYSTEMS = ("direct", "spindle", "spindle-pod", "haproxy", "nginx", "nghttpx")
-LABELS = {"direct": "direct", "spindle": "spindle", "spindle-pod": "spindle (pod)",
+SYSTEMS = ("direct", "spindle", "spindle-epoll", "spindle-pod", "haproxy", "nginx", "nghttpx")
+LABELS = {"direct": "direct", "spindle": "spindle", "spindle-epoll": "spindle (epoll)",
+          "spindle-pod": "spindle (pod)",
           "haproxy": "HAProxy", "nginx": "nginx", "nghttpx": "nghttpx"}
 PROXIES = ("haproxy", "nginx", "nghttpx")  # the ones spindle's targets compare against
 SOURCES = {"spindle": "node", "spindle-pod": "pod"}  # spindle's upstream.source per system
+ENGINES = {"spindle": "io_uring", "spindle-epoll": "epoll", "spindle-pod": "io_uring"}
 ADMIN_PORT = 9901  # spindle's admin.listen port on the node address: /metrics
 
 # name: h2load clients, streams per client, request message bytes, answer message bytes,
@@ -368,7 +373,7 @@ class System:
         self.proc = None
         self.daemon = None
         self.pids = []
-        host, port = ((svc.vip4, PORT) if name == "direct" or name in SOURCES
+        host, port = ((svc.vip4, PORT) if name == "direct" or name in ENGINES
                       else (node.addr4, PROXY_PORTS[name]))
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}{PATH}"
@@ -377,10 +382,11 @@ class System:
 
     def start(self):
         endpoints = [(p.ip4, PORT) for p in self.pods]
-        if self.name in SOURCES:
+        if self.name in ENGINES:
             cfg = spindle_mod.config(self.node, [self.svc], workers=1, extra={
                 "admin": {"listen": f"{self.node.addr4}:{ADMIN_PORT}"},
-                "upstream": {"source": SOURCES[self.name]}})
+                "upstream": {"source": SOURCES.get(self.name, "node")}})
+            cfg["proxy"]["io_engine"] = ENGINES[self.name]
             cfg["services"] = [spindle_mod.service_config(
                 self.svc, endpoints=[f"{a}:{p}" for a, p in endpoints])]
             self.daemon = sim.Spindle(self.node, cfg, name=f"spindle-{self.r}").start()
@@ -934,6 +940,24 @@ def targets(results, systems):
         rows.append(("backends within ±5% of an even share (-c 2)",
                      "calls per backend " + " / ".join(map(str, totals)), f"±{dev * 100:.1f}%",
                      dev <= 0.05))
+    for w, spec in LOADS.items():
+        unit = "message" if spec["messages"] > 1 else "call"
+        cpu = f"cpu_us_per_{unit}"
+        u, e = med(results, "spindle", w, cpu), med(results, "spindle-epoll", w, cpu)
+        if u and e:
+            rows.append((f"epoll: CPU per {unit} ≤ 1.1× io_uring ({w})",
+                         f"{e:.2f} µs vs {u:.2f} µs", f"{e / u:.2f}×", e / u <= 1.1))
+        rate = f"{unit}s_per_s"
+        u, e = med(results, "spindle", w, rate), med(results, "spindle-epoll", w, rate)
+        if u and e:
+            rows.append((f"epoll: {unit}s/s ≥ 0.9× io_uring ({w})", f"{e:.0f}/s vs {u:.0f}/s",
+                         f"{e / u:.2f}×", e / u >= 0.9))
+        n = med(results, "nghttpx", w, cpu)
+        for name in ("spindle", "spindle-epoll"):
+            s = med(results, name, w, cpu)
+            if s and n:
+                rows.append((f"{LABELS[name]}: CPU per {unit} < nghttpx ({w})",
+                             f"{s:.2f} µs vs {n:.2f} µs", f"{s / n:.2f}×", s < n))
     goal = pod_cpu_goal(results)
     if goal:
         node, pod, ratio, met = goal

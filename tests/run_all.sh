@@ -157,6 +157,17 @@ echo "== integration tests (tests/integration/run.py)"
 SPINDLE_REQUIRED=1 "$PY" tests/integration/run.py 2>&1 | tee "$work/integration.log"
 add_summary integration "$work/integration.log" "${PIPESTATUS[0]}"
 
+# --- the data path's suites once more, on the epoll engine ----------------------------------
+# gRPC calls of every kind, policies and retries, attacks and limits, fail-open, rollout. The
+# rest (DNS, admin, redirect, records, k8s, e2e clients...) does not depend on the engine
+# beyond what these run, and would take the run past its time budget.
+echo
+echo "== integration tests on the epoll engine (SPINDLE_IO_ENGINE=epoll)"
+SPINDLE_IO_ENGINE=epoll SPINDLE_REQUIRED=1 "$PY" tests/integration/run.py test_grpc \
+	test_policies test_h2_retry test_attacks test_failopen test_rollout 2>&1 |
+	tee "$work/integration-epoll.log"
+add_summary integration-epoll "$work/integration-epoll.log" "${PIPESTATUS[0]}"
+
 echo
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -74,6 +74,11 @@ class ServerLog:
     def starts(self, *, run=None, method=None):
         return self.events("start", run=run, method=method)
 
+    def in_handler(self, run):
+        """Ids of the run's calls the server has started and not ended."""
+        return ({e["id"] for e in self.starts(run=run)}
+                - {e["id"] for e in self.events("end", run=run)})
+
     def by_id(self, call_id):
         """{"start": entry, "end": entry, "cancel": entry} for one call id (what exists)."""
         return {e["ev"]: e for e in self.entries() if e.get("id") == call_id}
@@ -170,8 +175,6 @@ def kill_mid_run(server, log, client, run, *, result_timeout=30):
     t_dead = now()
     res = result(client, result_timeout)
     calls = res["calls"]
-    started = {e["id"] for e in log.starts(run=run)}
-    ended = {e["id"] for e in log.events("end", run=run)}
     return types.SimpleNamespace(
-        t_kill=t_kill, t_dead=t_dead, res=res, calls=calls, in_handler=started - ended,
+        t_kill=t_kill, t_dead=t_dead, res=res, calls=calls, in_handler=log.in_handler(run),
         failed=[c for c in calls if c[3] != "OK"], after=[c for c in calls if c[1] > t_dead])

@@ -432,12 +432,14 @@ class AdminTest(SimTestCase):
         self.assertEqual(sorted(cfg["services"][0]["endpoints"]["static"]),
                          sorted(self.endpoint_of), cfg)
         self.assertEqual(cfg["admin"]["listen"], f"{self.node.addr4}:{ADMIN_PORT}", cfg)
+        self.assertEqual(cfg["proxy"]["io_engine"], "auto", cfg)
 
         r = self.admin("/")
         self.assertEqual(r.status, 200, r)
         self.assertTrue(r.headers.get("content-type", "").startswith("text/html"), r)
         self.assertIn("<html", r.text.lower())
         self.assertIn(f"<h2>{SERVICE}</h2>", r.text)
+        self.assertIn("<p>I/O engine: io_uring</p>", r.text)  # auto, on this kernel
         for endpoint in self.endpoint_of:
             self.assertIn(endpoint, r.text)
 
