@@ -29,6 +29,8 @@ int64_t monotonicNanos() {
 
 int64_t nanos(const __kernel_timespec& ts) { return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec; }
 
+bool wouldBlock(int32_t res) { return res == -EAGAIN || res == -EWOULDBLOCK; }
+
 void setNonBlocking(int fd) {
   int on = 1;
   ::ioctl(fd, FIONBIO, &on);  // on a socket this cannot fail; if it did, accept would say so
@@ -97,12 +99,11 @@ void EpollLoop::connect(Completion* op, int fd, const sockaddr* address, socklen
   const uint32_t index = start(Kind::kConnect, op, fd, EPOLLOUT);
   addDeadline(index, deadline);
   setNonBlocking(fd);
-  if (::connect(fd, address, length) == 0) {
-    finish(index, 0);
-  } else if (errno == EINPROGRESS) {
+  const int error = ::connect(fd, address, length) == 0 ? 0 : errno;
+  if (error == EINPROGRESS) {
     markDirty(fd);  // done when writable: SO_ERROR says how
   } else {
-    finish(index, -errno);
+    finish(index, -error);
   }
 }
 
@@ -169,11 +170,12 @@ bool EpollLoop::attempt(uint32_t index) {
         const int fd = ::accept4(op.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
           ready_.push_back({op.completion, fd, kFlagMore});
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        } else if (wouldBlock(-errno)) {
           return false;
         } else if (errno != EINTR) {
           // As io_uring's multishot accept: an error ends it (the owner arms it again).
-          finish(index, -errno);
+          const int error = errno;
+          finish(index, -error);
           return true;
         }
       }
@@ -189,12 +191,13 @@ bool EpollLoop::attempt(uint32_t index) {
       ssize_t n;
       do n = ::recv(op.fd, op.buffer, op.length, MSG_DONTWAIT);
       while (n < 0 && errno == EINTR);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
+      if (wouldBlock(res)) {
         stateOf(op.fd).maybe_readable = false;
         return false;
       }
       stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
-      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      finish(index, res);
       return true;
     }
     case Kind::kRecvPooled: {
@@ -206,7 +209,8 @@ bool EpollLoop::attempt(uint32_t index) {
       ssize_t n;
       do n = ::recv(op.fd, op.pool->data(id), op.length, MSG_DONTWAIT);
       while (n < 0 && errno == EINTR);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
+      if (wouldBlock(res)) {
         op.pool->putBack(id);
         stateOf(op.fd).maybe_readable = false;
         return false;
@@ -214,24 +218,25 @@ bool EpollLoop::attempt(uint32_t index) {
       stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
       // The buffer goes with every result, as io_uring's does with data and end of file: the
       // owner gives it back.
-      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno,
-             kFlagBuffer | (static_cast<uint32_t>(id) << kBufferIdShift));
+      finish(index, res, kFlagBuffer | (static_cast<uint32_t>(id) << kBufferIdShift));
       return true;
     }
     case Kind::kSend: {
       ssize_t n;
       do n = ::send(op.fd, op.buffer, op.length, op.flags | MSG_DONTWAIT);
       while (n < 0 && errno == EINTR);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
-      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
+      if (wouldBlock(res)) return false;
+      finish(index, res);
       return true;
     }
     case Kind::kRead: {
       ssize_t n;
       do n = ::read(op.fd, op.buffer, op.length);
       while (n < 0 && errno == EINTR);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
-      finish(index, n >= 0 ? static_cast<int32_t>(n) : -errno);
+      const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
+      if (wouldBlock(res)) return false;
+      finish(index, res);
       return true;
     }
     case Kind::kPoll:
@@ -264,9 +269,6 @@ void EpollLoop::unlink(uint32_t index) {
   uint32_t* link = &state.first;
   while (*link != kNone && *link != index) link = &ops_[*link].next;
   if (*link == index) *link = ops_[index].next;
-  // With nothing left on it the descriptor may be closed and its number reused: whatever it
-  // was registered for is forgotten, and the next operation registers it again.
-  if (state.first == kNone) state.registered = 0;
 }
 
 void EpollLoop::markDirty(int fd) {
@@ -281,7 +283,7 @@ void EpollLoop::registerFd(int fd) {
   state.dirty = false;
   uint32_t wanted = 0;
   for (uint32_t i = state.first; i != kNone; i = ops_[i].next) wanted |= ops_[i].events;
-  if (wanted == 0 || (state.registered & wanted) == wanted) return;
+  if (wanted == 0) return;
   epoll_event event{};
   event.events = wanted | EPOLLONESHOT;
   event.data.fd = fd;
@@ -291,14 +293,11 @@ void EpollLoop::registerFd(int fd) {
     // Not pollable, or not open: each operation on it ends with the reason.
     const int error = errno;
     while (state.first != kNone) finish(state.first, -error);
-    return;
   }
-  state.registered = wanted;
 }
 
 void EpollLoop::onEvent(int fd, uint32_t events) {
   FdState& state = stateOf(fd);
-  state.registered = 0;  // one-shot: it fired
   const bool failed = (events & (EPOLLERR | EPOLLHUP)) != 0;
   uint32_t index = state.first;
   while (index != kNone) {

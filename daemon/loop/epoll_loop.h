@@ -6,9 +6,10 @@
 // How: a send or a connect is made at once (it usually succeeds); a receive is tried at once
 // only when the last one filled its buffer (more is likely waiting); everything else waits
 // for readiness. What must wait registers its fd with EPOLLONESHOT for the union of what its
-// operations wait for, re-armed after each event. One-shot and re-registered on demand, so a
-// descriptor closed and its number reused is simply registered anew (EPOLL_CTL_MOD fails with
-// ENOENT, then EPOLL_CTL_ADD). Timeouts and deadlines are a binary heap; epoll_wait sleeps
+// operations wait for, re-armed after each event. One-shot and registered again whenever an
+// operation waits, so a descriptor closed and its number reused is simply registered anew
+// (EPOLL_CTL_MOD fails with ENOENT, then EPOLL_CTL_ADD); nothing is remembered of what the
+// kernel holds. Timeouts and deadlines are a binary heap; epoll_wait sleeps
 // until the nearest. Operations live in a slab indexed from their Completion: no allocation
 // per operation once the slab has grown.
 #pragma once
@@ -73,7 +74,6 @@ class EpollLoop final : public Loop {
 
   struct FdState {
     uint32_t first = kNone;       // its operations
-    uint32_t registered = 0;      // the events its one-shot registration waits for (0: none)
     bool maybe_readable = false;  // the last receive filled its buffer
     bool dirty = false;           // queued for (re-)registration
   };
