@@ -82,7 +82,7 @@ void logEndpoints(const std::string& service, const lb::EndpointSet& set) {
     list += " " + set[i].address.toString();
   }
   if (set.size() > kListed) list += fmt::format(" and {} more", set.size() - kListed);
-  log::info("service {}: {} endpoints:{}", service, set.size(), list);
+  log::info({.service = service}, "service {}: {} endpoints:{}", service, set.size(), list);
 }
 
 }  // namespace
@@ -321,14 +321,16 @@ void Daemon::onHeartbeat() {
 void Daemon::reload(const char* why) {
   auto text = privileged_->configText();
   if (!text) {
-    log::error("config reload ({}): {}; the running config stays", why, text.error());
+    log::error({.reason = why}, "config reload ({}): {}; the running config stays", why,
+               text.error());
     main_shard_->counter(reload_family_, {"failed"}).inc();
     return;
   }
   if (std::string_view(why) == "file changed" && *text == applied_text_) return;
   auto reloaded = config::parse(*text, "config", config::processEnv());
   if (!reloaded) {
-    log::error("config reload ({}): {}; the running config stays", why, reloaded.error());
+    log::error({.reason = why}, "config reload ({}): {}; the running config stays", why,
+               reloaded.error());
     main_shard_->counter(reload_family_, {"failed"}).inc();
     return;
   }
@@ -343,6 +345,7 @@ void Daemon::reload(const char* why) {
     return;
   }
   warnAboutRestartOnly(*effective_, next);
+  log::configure(next.log.level, next.log.format);
   next.proxy = effective_->proxy;
   next.admin = effective_->admin;
   next.metrics = effective_->metrics;
@@ -471,6 +474,7 @@ int runProxy(int channel_fd) {
     log::error("proxy: {}", config.error());
     return 1;
   }
+  log::configure(config->log.level, config->log.format);
   // Before anything reads a byte from the network, and before any other thread starts
   // (they inherit all of it).
   if (Status s = sandbox::dropPrivileges({config->proxy.uid, config->proxy.gid}); !s) {

@@ -37,7 +37,7 @@ the Pods' traffic, runs as proxy.uid without any capability.
   --check-config FILE  validate FILE, print the first error with its line, exit 0 or 1
   --probe PATH         GET PATH (/ready, /healthz) from the spindle that runs with FILE,
                        over its admin.socket; print the answer, exit 0 on 200, else 1
-  --log-level LEVEL    debug, info (default), warn or error
+  --log-level LEVEL    debug, info (default), warn or error; over the config's log.level
   --seccomp-profile F  confine spindle to the seccomp profile F (the JSON that container
                        runtimes read) before anything else; the proxy process adds its own
   --version            print the version
@@ -119,15 +119,12 @@ int main(int argc, char** argv) {
       case kProxyChannel: proxy_channel = std::atoi(optarg); break;
       case kSeccompProfile: seccomp_profile = optarg; break;
       case kLogLevel: {
-        const std::string level = optarg;
-        if (level == "debug") spindle::log::setThreshold(spindle::log::Level::kDebug);
-        else if (level == "info") spindle::log::setThreshold(spindle::log::Level::kInfo);
-        else if (level == "warn") spindle::log::setThreshold(spindle::log::Level::kWarn);
-        else if (level == "error") spindle::log::setThreshold(spindle::log::Level::kError);
-        else {
+        auto level = spindle::log::parseLevel(optarg);
+        if (!level) {
           std::fprintf(stderr, "spindle: error: --log-level: unknown level '%s'\n", optarg);
           return 1;
         }
+        spindle::log::pinThreshold(*level);
         break;
       }
       case kVersion: std::printf("spindle %s\n", SPINDLE_VERSION); return 0;
@@ -161,6 +158,7 @@ int main(int argc, char** argv) {
     spindle::log::error("{}", config.error());
     return 1;
   }
+  spindle::log::configure(config->log.level, config->log.format);
   if (!probe_path.empty()) {
     if (config->admin.socket.empty()) {
       spindle::log::error("--probe: {} sets no admin.socket", config_path);

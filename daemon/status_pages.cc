@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "admin/process_metrics.h"
+#include "config/config_json.h"
 #include "lb/health.h"
 #include "metrics/text_format.h"
 
@@ -208,74 +209,20 @@ HttpResponse endpointsPage(const Daemon& d) {
   return {200, "application/json", out};
 }
 
-std::string addressList(const std::vector<net::SocketAddress>& addresses) {
-  std::string out = "[";
-  for (size_t i = 0; i < addresses.size(); ++i) {
-    out += (i == 0 ? "" : ",") + jsonString(addresses[i].toString());
-  }
-  return out + "]";
-}
-
-std::string adminPages(const std::vector<config::AdminPage>& pages) {
-  std::string out = "[";
-  for (size_t i = 0; i < pages.size(); ++i) {
-    out += (i == 0 ? "" : ",") + jsonString(config::adminPageName(pages[i]));
-  }
-  return out + "]";
-}
-
-const char* ioEngineSetting(loop::EngineSetting setting) {
-  switch (setting) {
-    case loop::EngineSetting::kAuto: return "auto";
-    case loop::EngineSetting::kIoUring: return "io_uring";
-    case loop::EngineSetting::kEpoll: return "epoll";
-  }
-  return "auto";
-}
-
+// The running config (as the YAML would write it), and what it came to at start.
 HttpResponse configPage(const Daemon& d) {
   const config::Config& c = d.config();
-  std::string out = fmt::format(
-      "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{},\"io_engine\":\"{}\"}},"
-      "\"admin\":{{\"listen\":{},\"pages\":{}}},\"metrics\":{{\"by_source\":{}}},"
-      "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
-      "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
-      "\"max_connections\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
-      "\"limits\":{{\"max_connections\":{},\"idle_timeout_ms\":{},\"header_timeout_ms\":{},"
-      "\"send_timeout_ms\":{},\"max_premature_resets\":{},\"max_glitches\":{},"
-      "\"max_control_frames\":{}}},"
-      "\"dns\":{{\"servers\":{},\"refresh_min_ms\":{},\"refresh_max_ms\":{},"
-      "\"empty_confirmations\":{}}},\"services\":[",
-      addressList(c.proxy.listen), c.proxy.workers, c.proxy.service_ports,
-      ioEngineSetting(c.proxy.io_engine),
-      c.admin.listen ? jsonString(c.admin.listen->toString()) : "null", adminPages(c.admin.pages),
-      c.metrics.by_source ? "true" : "false", jsonString(c.redirect.cgroup),
-      c.redirect.host_netns ? "true" : "false", c.redirect.heartbeat_timeout.count(),
-      jsonString(c.redirect.pin_path),
-      c.upstream.source == config::Upstream::Source::kPod ? "pod" : "node",
-      c.upstream.idle_timeout.count(), c.upstream.max_connections, c.shutdown.drain.count(),
-      c.limits.max_connections, c.limits.idle_timeout.count(), c.limits.header_timeout.count(),
-      c.limits.send_timeout.count(), c.limits.max_premature_resets, c.limits.max_glitches,
-      c.limits.max_control_frames, addressList(c.dns.servers), c.dns.refresh_min.count(),
-      c.dns.refresh_max.count(), c.dns.empty_confirmations);
-  for (size_t i = 0; i < c.services.size(); ++i) {
-    const config::Service& service = c.services[i];
-    std::string intercepts = "[";
-    for (size_t j = 0; j < service.intercept.size(); ++j) {
-      intercepts += (j == 0 ? "" : ",") + jsonString(service.intercept[j].text);
-    }
-    intercepts += "]";
-    out += fmt::format(
-        "{}{{\"name\":{},\"intercept\":{},\"endpoints\":{{\"dns\":{},\"static\":{}}},"
-        "\"port\":{},\"balance\":{},\"proxy_port\":{}}}",
-        i == 0 ? "" : ",", jsonString(service.name), intercepts,
-        service.endpoints.dns.empty() ? "null" : jsonString(service.endpoints.dns),
-        addressList(service.endpoints.statics), service.port,
-        jsonString(lb::balanceName(service.balance)),
-        d.servicePort(config::serviceId(service.name)));
+  nlohmann::json page = config::toJson(c);
+  nlohmann::json ports = nlohmann::json::object();
+  for (const config::Service& service : c.services) {
+    ports[service.name] = d.servicePort(config::serviceId(service.name));
   }
-  out += "]}\n";
-  return {200, "application/json", out};
+  page["running"] = {{"io_engine", loop::engineName(d.ioEngine().engine)},
+                     {"io_uring_missing", d.ioEngine().fallback_reason},
+                     {"service_proxy_ports", ports}};
+  // Strings a config holds may be anything the file said: replaced, not thrown on.
+  return {200, "application/json",
+          page.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"};
 }
 
 // For a person with a browser: services, endpoints with their state and share of calls,

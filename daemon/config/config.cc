@@ -142,6 +142,46 @@ std::string interceptKey(const Intercept& intercept) {
   return fmt::format("{}:{}", host, intercept.port);
 }
 
+}  // namespace
+
+const std::vector<KeySection>& knownKeys() {
+  static const std::vector<KeySection> kKeys = {
+      {"",
+       {"proxy", "admin", "metrics", "redirect", "upstream", "dns", "services", "shutdown",
+        "limits", "log"}},
+      {"proxy", {"listen", "workers", "service_ports", "uid", "gid", "io_engine"}},
+      {"admin", {"listen", "pages", "socket"}},
+      {"metrics", {"by_source"}},
+      {"redirect", {"cgroup", "host_netns", "heartbeat_timeout", "pin_path"}},
+      {"upstream", {"source", "idle_timeout", "max_connections"}},
+      {"dns", {"servers", "refresh", "empty_confirmations"}},
+      {"dns.refresh", {"min", "max"}},
+      {"shutdown", {"drain"}},
+      {"limits",
+       {"max_connections", "idle_timeout", "header_timeout", "send_timeout", "max_premature_resets",
+        "max_glitches", "max_control_frames"}},
+      {"log", {"level", "format"}},
+      {"services[]",
+       {"name", "intercept", "endpoints", "port", "balance", "outlier", "retries", "peak_ewma",
+        "slow_start"}},
+      {"services[].endpoints", {"dns", "static"}},
+      {"services[].outlier",
+       {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent"}},
+      {"services[].retries", {"max", "budget_percent"}},
+      {"services[].peak_ewma", {"decay"}},
+  };
+  return kKeys;
+}
+
+namespace {
+
+const std::vector<std::string_view>& keysOf(std::string_view section) {
+  for (const KeySection& entry : knownKeys()) {
+    if (entry.section == section) return entry.keys;
+  }
+  std::abort();  // a section the table lacks: a programming error
+}
+
 class Parser {
  public:
   Parser(std::string_view source, const EnvLookup& env) : source_(source), env_(env) {}
@@ -149,8 +189,7 @@ class Parser {
   Config parseDocument(const YAML::Node& root) {
     if (!root.IsMap()) fail(lineOf(root, 1), "expected a map at the top level");
     Item top{root, lineOf(root, 1), ""};
-    auto fields = readMap(top, {"proxy", "admin", "metrics", "redirect", "upstream", "dns",
-                                "services", "shutdown", "limits"});
+    auto fields = readMap(top, "");
 
     Config config;
     auto proxy = fields.find("proxy");
@@ -179,6 +218,7 @@ class Parser {
     }
     if (auto it = fields.find("limits"); it != fields.end())
       config.limits = parseLimits(it->second);
+    if (auto it = fields.find("log"); it != fields.end()) config.log = parseLog(it->second);
     return config;
   }
 
@@ -195,7 +235,9 @@ class Parser {
 
   // The entries of a map section, refusing unknown and repeated keys. A section written with
   // no value ("admin:") reads as an empty map.
-  Fields readMap(const Item& item, std::initializer_list<std::string_view> known) const {
+  // `section` names the map in knownKeys().
+  Fields readMap(const Item& item, std::string_view section) const {
+    const std::vector<std::string_view>& known = keysOf(section);
     Fields fields;
     if (item.node.IsNull()) return fields;
     if (!item.node.IsMap()) fail(item, fmt::format("expected a map, got {}", describe(item.node)));
@@ -347,7 +389,7 @@ class Parser {
   }
 
   Proxy parseProxy(const Item& item) const {
-    auto fields = readMap(item, {"listen", "workers", "service_ports", "uid", "gid", "io_engine"});
+    auto fields = readMap(item, "proxy");
     Proxy proxy;
     auto listen = fields.find("listen");
     if (listen == fields.end()) fail(item, "missing required key 'listen'");
@@ -399,7 +441,7 @@ class Parser {
   }
 
   Admin parseAdmin(const Item& item) const {
-    auto fields = readMap(item, {"listen", "pages", "socket"});
+    auto fields = readMap(item, "admin");
     Admin admin;
     if (auto it = fields.find("listen"); it != fields.end()) admin.listen = address(it->second);
     if (auto it = fields.find("pages"); it != fields.end()) {
@@ -429,8 +471,31 @@ class Parser {
     return admin;
   }
 
+  Log parseLog(const Item& item) const {
+    auto fields = readMap(item, "log");
+    Log out;
+    if (auto it = fields.find("level"); it != fields.end()) {
+      const std::string text = string(it->second);
+      auto level = log::parseLevel(text);
+      if (!level)
+        fail(it->second, fmt::format("'{}' is not one of debug, info, warn, error", text));
+      out.level = *level;
+    }
+    if (auto it = fields.find("format"); it != fields.end()) {
+      const std::string text = string(it->second);
+      if (text == "text") {
+        out.format = log::Format::kText;
+      } else if (text == "json") {
+        out.format = log::Format::kJson;
+      } else {
+        fail(it->second, fmt::format("'{}' is not one of text, json", text));
+      }
+    }
+    return out;
+  }
+
   Metrics parseMetrics(const Item& item) const {
-    auto fields = readMap(item, {"by_source"});
+    auto fields = readMap(item, "metrics");
     Metrics metrics;
     if (auto it = fields.find("by_source"); it != fields.end()) {
       metrics.by_source = boolean(it->second);
@@ -439,7 +504,7 @@ class Parser {
   }
 
   Redirect parseRedirect(const Item& item) const {
-    auto fields = readMap(item, {"cgroup", "host_netns", "heartbeat_timeout", "pin_path"});
+    auto fields = readMap(item, "redirect");
     Redirect redirect;
     if (auto it = fields.find("cgroup"); it != fields.end()) redirect.cgroup = string(it->second);
     if (auto it = fields.find("host_netns"); it != fields.end()) {
@@ -458,7 +523,7 @@ class Parser {
   }
 
   Dns parseDns(const Item& item) const {
-    auto fields = readMap(item, {"servers", "refresh", "empty_confirmations"});
+    auto fields = readMap(item, "dns");
     Dns dns;
     if (auto it = fields.find("servers"); it != fields.end()) {
       for (const Item& entry : readList(it->second, false)) {
@@ -473,7 +538,7 @@ class Parser {
       }
     }
     if (auto it = fields.find("refresh"); it != fields.end()) {
-      auto refresh = readMap(it->second, {"min", "max"});
+      auto refresh = readMap(it->second, "dns.refresh");
       if (auto min = refresh.find("min"); min != refresh.end()) {
         dns.refresh_min = duration(min->second);
       }
@@ -489,7 +554,7 @@ class Parser {
   }
 
   Upstream parseUpstream(const Item& item) const {
-    auto fields = readMap(item, {"source", "idle_timeout", "max_connections"});
+    auto fields = readMap(item, "upstream");
     Upstream upstream;
     if (auto it = fields.find("idle_timeout"); it != fields.end()) {
       upstream.idle_timeout = duration(it->second, true);
@@ -511,7 +576,7 @@ class Parser {
   }
 
   Shutdown parseShutdown(const Item& item) const {
-    auto fields = readMap(item, {"drain"});
+    auto fields = readMap(item, "shutdown");
     Shutdown shutdown;
     if (auto it = fields.find("drain"); it != fields.end())
       shutdown.drain = duration(it->second, true);
@@ -519,9 +584,7 @@ class Parser {
   }
 
   Limits parseLimits(const Item& item) const {
-    auto fields =
-        readMap(item, {"max_connections", "idle_timeout", "header_timeout", "send_timeout",
-                       "max_premature_resets", "max_glitches", "max_control_frames"});
+    auto fields = readMap(item, "limits");
     Limits limits;
     if (auto it = fields.find("max_connections"); it != fields.end()) {
       limits.max_connections = static_cast<uint32_t>(integer(it->second, 1, 1000000));
@@ -570,7 +633,7 @@ class Parser {
   }
 
   Endpoints endpoints(const Item& item) const {
-    auto fields = readMap(item, {"dns", "static"});
+    auto fields = readMap(item, "services[].endpoints");
     auto dns = fields.find("dns");
     auto statics = fields.find("static");
     if ((dns == fields.end()) == (statics == fields.end())) {
@@ -612,8 +675,7 @@ class Parser {
       if (!entry.node.IsMap()) {
         fail(entry, fmt::format("expected a map, got {}", describe(entry.node)));
       }
-      auto fields = readMap(entry, {"name", "intercept", "endpoints", "port", "balance", "outlier",
-                                    "retries", "peak_ewma", "slow_start"});
+      auto fields = readMap(entry, "services[]");
       for (std::string_view key : {"name", "intercept", "endpoints"}) {
         if (fields.find(key) == fields.end()) {
           fail(entry, fmt::format("missing required key '{}'", key));
@@ -674,8 +736,7 @@ class Parser {
   }
 
   Outlier outlier(const Item& item) const {
-    auto fields = readMap(item, {"consecutive_failures", "base_ejection", "max_ejection",
-                                 "max_ejected_percent"});
+    auto fields = readMap(item, "services[].outlier");
     Outlier out;
     if (auto it = fields.find("consecutive_failures"); it != fields.end()) {
       out.consecutive_failures = static_cast<uint32_t>(integer(it->second, 1, 1000));
@@ -697,7 +758,7 @@ class Parser {
   }
 
   Retries retries(const Item& item) const {
-    auto fields = readMap(item, {"max", "budget_percent"});
+    auto fields = readMap(item, "services[].retries");
     Retries out;
     if (auto it = fields.find("max"); it != fields.end()) {
       out.max = static_cast<uint32_t>(integer(it->second, 1, 10));
@@ -709,7 +770,7 @@ class Parser {
   }
 
   PeakEwma peakEwma(const Item& item) const {
-    auto fields = readMap(item, {"decay"});
+    auto fields = readMap(item, "services[].peak_ewma");
     PeakEwma out;
     if (auto it = fields.find("decay"); it != fields.end()) out.decay = duration(it->second);
     return out;

@@ -13,6 +13,7 @@
 #include "lb/policy.h"
 #include "loop/engine.h"
 #include "net/address.h"
+#include "util/log.h"
 #include "util/result.h"
 
 namespace spindle::config {
@@ -163,6 +164,13 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
+// spindle's own log: stderr, one line per event. Reloadable; --log-level on the command line
+// takes precedence over `level`.
+struct Log {
+  log::Level level = log::Level::kInfo;
+  log::Format format = log::Format::kText;  // json: one object per line, for log pipelines
+};
+
 struct Config {
   Proxy proxy;
   Limits limits;
@@ -172,8 +180,18 @@ struct Config {
   Upstream upstream;
   Dns dns;
   Shutdown shutdown;
+  Log log;
   std::vector<Service> services;
 };
+
+// Every key the config takes, by the map it is in: "" is the top level, "dns.refresh" a map in
+// a map, "services[]" each element of a list. The parser reads this table; /config and the
+// reference's test (docs/configuration.md) check against it.
+struct KeySection {
+  std::string_view section;
+  std::vector<std::string_view> keys;
+};
+const std::vector<KeySection>& knownKeys();
 
 // The id that the BPF services map carries for a service, derived from its name: two spindle
 // processes on one node (during a rollout) agree on it whatever their reload history.

@@ -75,10 +75,12 @@ void Discovery::onAnswer(Watched& watched) {
   auto changed = watched.state.onAnswer(answer, now);
   if (watched.on_result) watched.on_result(answer.outcome);
   if (answer.outcome == Outcome::kFailure) {
-    log::warn("dns: {}: {} (keeping {} endpoints; {} failures in a row)", watched.name,
-              answer.error, watched.state.addresses().size(), watched.state.consecutiveFailures());
+    log::warn({.reason = answer.error}, "dns: {}: {} (keeping {} endpoints; {} failures in a row)",
+              watched.name, answer.error, watched.state.addresses().size(),
+              watched.state.consecutiveFailures());
   } else if (answer.outcome == Outcome::kEmpty && !changed) {
-    log::warn("dns: {}: {} ({} of {} answers in a row before endpoints are dropped)", watched.name,
+    log::warn({.reason = answer.error},
+              "dns: {}: {} ({} of {} answers in a row before endpoints are dropped)", watched.name,
               answer.error, watched.state.consecutiveEmpty(), settings_.empty_confirmations);
   }
   if (changed) watched.on_change(*changed);

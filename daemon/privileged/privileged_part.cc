@@ -407,9 +407,13 @@ Result<pid_t> PrivilegedPart::spawnProxy(Fd channel) {
   char arg0[] = "spindle";
   char arg1[] = "--proxy-channel";
   char arg3[] = "--log-level";
-  char* argv[] = {arg0, arg1, channel_arg.data(), arg3, level.data(), nullptr};
+  std::vector<char*> argv = {arg0, arg1, channel_arg.data()};
+  // The command line's level goes on to the proxy; otherwise it takes the config's.
+  if (log::thresholdPinned()) argv.insert(argv.end(), {arg3, level.data()});
+  argv.push_back(nullptr);
   pid_t pid = -1;
-  const int err = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv, environ);
+  const int err =
+      ::posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   if (err != 0) return makeError(fmt::format("starting the proxy process: {}", std::strerror(err)));
@@ -470,6 +474,7 @@ void PrivilegedPart::answer(Peer& peer, const Message& request) {
       config_text_ = readFile(config_path_);
       // What the proxy may ask to redirect follows the file (a bad one changes nothing).
       if (auto next = config::parse(config_text_, config_path_, config::processEnv())) {
+        log::configure(next->log.level, next->log.format);
         declared_ = std::move(next->services);
       }
       return reply(peer, kOk, bytesOf(std::string_view(config_text_)));

@@ -275,9 +275,12 @@ void H2Connection::close(const char* why, bool abandon_send) {
     static thread_local RateLimit violation_log{std::chrono::seconds(1)};  // one per worker
     uint64_t suppressed = 0;
     if (violation_log.allow(&suppressed)) {
-      log::warn("{} {}: closing HTTP/2 connection: {} ({} more not logged)",
-                upstream_side_ ? "endpoint" : "client", peer_.toString(),
-                h2::violationName(session_->violation()), suppressed);
+      const std::string peer = peer_.toString();
+      const std::string_view violation = h2::violationName(session_->violation());
+      log::warn({.endpoint = upstream_side_ ? std::string_view(peer) : std::string_view(),
+                 .reason = violation},
+                "{} {}: closing HTTP/2 connection: {} ({} more not logged)",
+                upstream_side_ ? "endpoint" : "client", peer, violation, suppressed);
     }
   }
   if (ticking_) worker_.loop.cancelTimeout(&tick_op_);

@@ -34,6 +34,7 @@ void Passthrough::start() {
   if (!socket) {
     worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure(
+        destination_,
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); },
         socket.error().c_str());
     close("no upstream socket");
@@ -64,6 +65,7 @@ void Passthrough::onConnected(int32_t res, uint32_t /*flags*/) {
   if (res < 0) {
     const char* why = res == -ECANCELED ? "connect timed out" : std::strerror(-res);
     worker_.logUpstreamFailure(
+        destination_,
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); }, why);
     close("upstream connect failed");
     return;

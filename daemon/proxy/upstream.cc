@@ -25,8 +25,9 @@ void Upstream::connect() {
                         : Result<Fd>(makeError(session.error()));
   if (!socket) {
     worker_.metrics.socketFailed(why);
-    worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
-                               socket.error().c_str());
+    worker_.logUpstreamFailure(
+        endpoint_.address, [&] { return "endpoint " + endpoint_.address.toString(); },
+        socket.error().c_str());
     worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
     close("no socket");
@@ -53,8 +54,9 @@ void Upstream::onConnectTimeout(int32_t /*res*/, uint32_t /*flags*/) { opFinishe
 void Upstream::onConnected(int32_t res) {
   if (closing()) return;
   if (res < 0) {
-    worker_.logUpstreamFailure([&] { return "endpoint " + endpoint_.address.toString(); },
-                               res == -ECANCELED ? "connect timed out" : std::strerror(-res));
+    worker_.logUpstreamFailure(
+        endpoint_.address, [&] { return "endpoint " + endpoint_.address.toString(); },
+        res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
     worker_.upstreams.noteConnectFailed(*this, EventClock::now());
     worker_.upstreams.forget(this);

@@ -208,7 +208,8 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
     metrics_.connectionOpened(WorkerMetrics::Protocol::kRejected);
     uint64_t suppressed = 0;
     if (reject_log_.allow(&suppressed)) {
-      log::warn("rejected connection from {}: not redirected ({} more not logged)",
+      log::warn({.reason = "not redirected"},
+                "rejected connection from {}: not redirected ({} more not logged)",
                 peer ? peer->toString() : std::string("unknown peer"), suppressed);
     }
     return;
@@ -220,10 +221,10 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
     metrics_.overConnectionLimit();
     uint64_t suppressed = 0;
     if (limit_log_.allow(&suppressed)) {
-      log::warn(
-          "closing connection from {}: {} connections open, limits.max_connections "
-          "({} more not logged)",
-          peer->toString(), limits_.max_connections, suppressed);
+      log::warn({.reason = "limits.max_connections"},
+                "closing connection from {}: {} connections open, limits.max_connections "
+                "({} more not logged)",
+                peer->toString(), limits_.max_connections, suppressed);
     }
     return;
   }

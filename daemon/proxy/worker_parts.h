@@ -37,12 +37,15 @@ struct WorkerParts {
   void setServices(std::shared_ptr<const lb::ServiceTable> table);
 
   // Rate-limited: a failing endpoint must not flood the log. `describe` is called only when
-  // the line is written.
+  // the line is written; `destination` is the endpoint (or a passthrough's destination).
   template <typename Describe>
-  void logUpstreamFailure(Describe&& describe, const char* why) {
+  void logUpstreamFailure(const net::SocketAddress& destination, Describe&& describe,
+                          const char* why) {
     uint64_t suppressed = 0;
     if (upstream_log.allow(&suppressed)) {
-      log::warn("{}: {} ({} more upstream failures not logged)", describe(), why, suppressed);
+      const std::string endpoint = destination.toString();
+      log::warn({.endpoint = endpoint, .reason = why},
+                "{}: {} ({} more upstream failures not logged)", describe(), why, suppressed);
     }
   }
 

@@ -547,6 +547,6 @@ class AttacksTest(SimTestCase):
         self.assertEqual(r.status, 200, r)
         limits = json.loads(r.text)["limits"]
         self.assertEqual(limits, {
-            "max_connections": 20, "idle_timeout_ms": 3000, "header_timeout_ms": 2000,
-            "send_timeout_ms": 2000, "max_premature_resets": 100, "max_glitches": 100,
+            "max_connections": 20, "idle_timeout": "3s", "header_timeout": "2s",
+            "send_timeout": "2s", "max_premature_resets": 100, "max_glitches": 100,
             "max_control_frames": 1000})

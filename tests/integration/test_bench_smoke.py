@@ -1,6 +1,6 @@
 """A short run of `make bench`'s gRPC harness (bench/grpc_bench.py), so that it cannot rot:
-one round, one second per run, against every system (direct, spindle, HAProxy, nginx,
-nghttpx), and the pods workload of spindle in both upstream.source modes (node, pod) with
+one round, one second per run, against every system (direct, spindle on io_uring and on
+epoll, HAProxy, nginx, nghttpx), and the pods workload of spindle in both upstream.source modes (node, pod) with
 two new Pods. The figures mean nothing at this length; what is checked is that every system
 was set up, answered real gRPC calls, and made it into the table, that spindle's balance was
 counted at the backends, and that the pod-against-node rows are there, with the upstream
@@ -19,8 +19,8 @@ from support import SimTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARNESS = os.path.join(REPO, "bench", "grpc_bench.py")
-SYSTEMS = ("direct", "spindle", "haproxy", "nginx", "nghttpx")
-LABELS = ("direct", "spindle", "HAProxy", "nginx", "nghttpx")
+SYSTEMS = ("direct", "spindle", "spindle-epoll", "haproxy", "nginx", "nghttpx")
+LABELS = ("direct", "spindle", "spindle (epoll)", "HAProxy", "nginx", "nghttpx")
 TOOLS = {"h2load": "nghttp2-client", "nghttp": "nghttp2-client", "haproxy": "haproxy",
          "nginx": "nginx", "nghttpx": "nghttp2-proxy"}
 RUN_TIMEOUT = 150  # s; the run takes about 60

@@ -54,6 +54,43 @@ class ReloadTest(NodeTestCase):
         self.wait_reloaded(sp, 1)  # no signal: the file watch did it
         self.assertDirect(self.dial("peer", VIP4))
 
+    def test_json_logs_from_both_processes_then_text_again_on_reload(self):
+        # log.format json: every line either process writes is one JSON object a log pipeline
+        # indexes (time, level, msg, and fields where the event has them); a reload to text
+        # takes effect at once.
+        cfg = self.with_echo()
+        cfg["log"] = {"format": "json"}
+        sp = sim.Spindle(self.node, cfg)
+        self.addCleanup(sp.close)
+        sp.start(wait_ready=False)
+
+        def records():
+            return [json.loads(line) for line in sp.stderr_lines()]
+        sim.wait_until(lambda: any(r["msg"].startswith("ready:") for r in records()), 10,
+                       what="a JSON 'ready' line", details=sp.tail)
+        for r in records():
+            self.assertEqual(set(r) & {"time", "level", "msg"}, {"time", "level", "msg"}, r)
+            self.assertRegex(r["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        msgs = [r["msg"] for r in records()]
+        self.assertTrue(any(m.startswith("proxy process started") for m in msgs), msgs)  # privileged
+        self.assertTrue(any(m.startswith("proxy: running as uid") for m in msgs), msgs)  # proxy
+        # An event with a field: a connect straight to the proxy port is rejected.
+
+        def rejected():
+            self.dial("raw", self.node.addr4, sim.spindle.PROXY_PORT, send="x\n", timeout=5)
+            return next((r for r in records() if r["msg"].startswith("rejected connection")),
+                        None)
+        record = sim.wait_until(rejected, 5, interval=0.25, what="a JSON rejection line",
+                                details=sp.tail)
+        self.assertEqual((record["level"], record["reason"]), ("warn", "not redirected"), record)
+        print(f"MEASURE json_log {json.dumps(record)}")
+
+        lines = len(sp.stderr_lines())
+        self.write(sp.config_path, self.with_echo())
+        sim.wait_until(lambda: any(line.startswith("spindle: info: config reloaded")
+                                   for line in sp.stderr_lines()[lines:]), 5,
+                       what="a text 'config reloaded' line", details=sp.tail)
+
     def test_broken_file_keeps_everything_serving(self):
         sp = self.start_spindle(self.with_echo())
         self.write(sp.config_path, "proxy:\n  listen: [\n")  # not YAML
