@@ -17,9 +17,8 @@
 namespace spindle::loop {
 namespace {
 
-// A multishot accept takes at most this many connections per readiness, so one busy listener
-// does not hold up the loop.
-constexpr int kAcceptsPerEvent = 32;
+// What a socket's edge-triggered registration reports.
+constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 int64_t monotonicNanos() {
   timespec ts{};
@@ -85,13 +84,44 @@ void EpollLoop::addDeadline(uint32_t index, const Deadline* deadline) {
 }
 
 void EpollLoop::proceed(uint32_t index, bool try_now) {
-  if (try_now && attempt(index)) return;
-  markDirty(ops_[index].fd);
+  const int fd = ops_[index].fd;
+  if (!edgeTriggered(ops_[index].kind)) {
+    markDirty(fd);  // one-shot registration before the next wait
+    return;
+  }
+  if (!watchSocket(fd)) return;
+  FdState& state = stateOf(fd);
+  const bool ready = (ops_[index].events & EPOLLIN) != 0 ? state.readable : state.writable;
+  if (try_now || ready) attempt(index);
+}
+
+bool EpollLoop::edgeTriggered(Kind kind) { return kind != Kind::kRead && kind != Kind::kPoll; }
+
+bool EpollLoop::watchSocket(int fd) {
+  FdState& state = stateOf(fd);
+  const uint32_t closes = fd_closes::of(fd);
+  if (state.watched && fd_closes::tracked(fd) && state.closes == closes) return true;
+  epoll_event event{};
+  event.events = kSocketEvents;
+  event.data.fd = fd;
+  // EEXIST: still the socket watched before (a number past fd_closes' table, or one that
+  // had no operation for a while): the kernel's registration stands.
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) < 0 && errno != EEXIST) {
+    const int error = errno;
+    while (state.first != kNone) finish(state.first, -error);
+    return false;
+  }
+  state.watched = true;
+  state.closes = closes;
+  // Not known yet: the first attempt (or the event the registration reports) tells.
+  state.readable = true;
+  state.writable = true;
+  return true;
 }
 
 void EpollLoop::accept(Completion* op, int listener) {
   setNonBlocking(listener);
-  proceed(start(Kind::kAccept, op, listener, EPOLLIN), false);
+  proceed(start(Kind::kAccept, op, listener, EPOLLIN), true);
 }
 
 void EpollLoop::connect(Completion* op, int fd, const sockaddr* address, socklen_t length,
@@ -100,11 +130,13 @@ void EpollLoop::connect(Completion* op, int fd, const sockaddr* address, socklen
   addDeadline(index, deadline);
   setNonBlocking(fd);
   const int error = ::connect(fd, address, length) == 0 ? 0 : errno;
-  if (error == EINPROGRESS) {
-    markDirty(fd);  // done when writable: SO_ERROR says how
-  } else {
+  if (error != EINPROGRESS) {
     finish(index, -error);
+    return;
   }
+  // Watched only now: an unconnected socket reports itself writable and hung up. Done when
+  // writable; SO_ERROR says how.
+  if (watchSocket(fd)) stateOf(fd).writable = false;
 }
 
 void EpollLoop::recv(Completion* op, int fd, void* buffer, size_t length,
@@ -113,14 +145,14 @@ void EpollLoop::recv(Completion* op, int fd, void* buffer, size_t length,
   ops_[index].buffer = buffer;
   ops_[index].length = length;
   addDeadline(index, deadline);
-  proceed(index, stateOf(fd).maybe_readable);
+  proceed(index, false);
 }
 
 void EpollLoop::recv(Completion* op, int fd, BufferPool& pool) {
   const uint32_t index = start(Kind::kRecvPooled, op, fd, EPOLLIN);
   ops_[index].pool = &pool;
   ops_[index].length = pool.bufferSize();
-  proceed(index, stateOf(fd).maybe_readable);
+  proceed(index, false);
 }
 
 void EpollLoop::send(Completion* op, int fd, const void* data, size_t length, int flags) {
@@ -162,15 +194,24 @@ void EpollLoop::cancelFd(int fd) {
   }
 }
 
+void EpollLoop::noteReceived(int fd, int32_t res, size_t length) {
+  // A short read emptied the socket: the next receive waits for the edge new data brings.
+  // A full one may have left more, which no edge would announce; an end of file stays
+  // readable.
+  if (res > 0 && static_cast<size_t>(res) < length) stateOf(fd).readable = false;
+}
+
 bool EpollLoop::attempt(uint32_t index) {
   Op& op = ops_[index];
   switch (op.kind) {
     case Kind::kAccept:
-      for (int accepted = 0; accepted < kAcceptsPerEvent; ++accepted) {
+      // Until the backlog is empty (it bounds the loop): an edge comes only with a new one.
+      for (;;) {
         const int fd = ::accept4(op.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
           ready_.push_back({op.completion, fd, kFlagMore});
         } else if (wouldBlock(-errno)) {
+          stateOf(op.fd).readable = false;
           return false;
         } else if (errno != EINTR) {
           // As io_uring's multishot accept: an error ends it (the owner arms it again).
@@ -179,7 +220,6 @@ bool EpollLoop::attempt(uint32_t index) {
           return true;
         }
       }
-      return false;  // more may wait: the registration is re-armed
     case Kind::kConnect: {
       int error = 0;
       socklen_t length = sizeof(error);
@@ -193,10 +233,10 @@ bool EpollLoop::attempt(uint32_t index) {
       while (n < 0 && errno == EINTR);
       const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
       if (wouldBlock(res)) {
-        stateOf(op.fd).maybe_readable = false;
+        stateOf(op.fd).readable = false;
         return false;
       }
-      stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
+      noteReceived(op.fd, res, op.length);
       finish(index, res);
       return true;
     }
@@ -212,10 +252,10 @@ bool EpollLoop::attempt(uint32_t index) {
       const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
       if (wouldBlock(res)) {
         op.pool->putBack(id);
-        stateOf(op.fd).maybe_readable = false;
+        stateOf(op.fd).readable = false;
         return false;
       }
-      stateOf(op.fd).maybe_readable = n > 0 && static_cast<size_t>(n) == op.length;
+      noteReceived(op.fd, res, op.length);
       // The buffer goes with every result, as io_uring's does with data and end of file: the
       // owner gives it back.
       finish(index, res, kFlagBuffer | (static_cast<uint32_t>(id) << kBufferIdShift));
@@ -226,6 +266,10 @@ bool EpollLoop::attempt(uint32_t index) {
       do n = ::send(op.fd, op.buffer, op.length, op.flags | MSG_DONTWAIT);
       while (n < 0 && errno == EINTR);
       const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
+      // Short: the socket's buffer is full, and the next send would block until an edge.
+      if (wouldBlock(res) || (res >= 0 && static_cast<size_t>(res) < op.length)) {
+        stateOf(op.fd).writable = false;
+      }
       if (wouldBlock(res)) return false;
       finish(index, res);
       return true;
@@ -281,6 +325,7 @@ void EpollLoop::markDirty(int fd) {
 void EpollLoop::registerFd(int fd) {
   FdState& state = stateOf(fd);
   state.dirty = false;
+  state.watched = false;  // one-shot now: a socket use registers it anew
   uint32_t wanted = 0;
   for (uint32_t i = state.first; i != kNone; i = ops_[i].next) wanted |= ops_[i].events;
   if (wanted == 0) return;
@@ -299,19 +344,30 @@ void EpollLoop::registerFd(int fd) {
 void EpollLoop::onEvent(int fd, uint32_t events) {
   FdState& state = stateOf(fd);
   const bool failed = (events & (EPOLLERR | EPOLLHUP)) != 0;
+  if (state.watched) {
+    // A socket's edge: what it says stays true until an attempt would block.
+    if (failed || (events & (EPOLLIN | EPOLLRDHUP)) != 0) state.readable = true;
+    if (failed || (events & EPOLLOUT) != 0) state.writable = true;
+  }
+  bool level = false;
   uint32_t index = state.first;
   while (index != kNone) {
     const uint32_t next = ops_[index].next;  // finishing unlinks index, never next
     const Op& op = ops_[index];
     if (op.kind == Kind::kPoll) {
+      level = true;
       const uint32_t ready = events & (op.events | EPOLLERR | EPOLLHUP);
       if (ready != 0) finish(index, static_cast<int32_t>(ready));
-    } else if (failed || (events & op.events) != 0) {
+    } else if (op.kind == Kind::kRead) {
+      level = true;
+      if (failed || (events & op.events) != 0) attempt(index);
+    } else if ((op.events & EPOLLIN) != 0 ? stateOf(fd).readable : stateOf(fd).writable) {
       attempt(index);
     }
     index = next;
   }
-  if (stateOf(fd).first != kNone) markDirty(fd);
+  // One-shot registrations are armed again for what still waits.
+  if (level && stateOf(fd).first != kNone) markDirty(fd);
 }
 
 void EpollLoop::expireTimers(int64_t now_ns) {

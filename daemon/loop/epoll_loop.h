@@ -3,15 +3,15 @@
 // io_uring's contract, so nothing above the loop changes: an operation is started, and later
 // completes once on its Completion with the system call's result, -ECANCELED when cancelled.
 //
-// How: a send or a connect is made at once (it usually succeeds); a receive is tried at once
-// only when the last one filled its buffer (more is likely waiting); everything else waits
-// for readiness. What must wait registers its fd with EPOLLONESHOT for the union of what its
-// operations wait for, re-armed after each event. One-shot and registered again whenever an
-// operation waits, so a descriptor closed and its number reused is simply registered anew
-// (EPOLL_CTL_MOD fails with ENOENT, then EPOLL_CTL_ADD); nothing is remembered of what the
-// kernel holds. Timeouts and deadlines are a binary heap; epoll_wait sleeps
-// until the nearest. Operations live in a slab indexed from their Completion: no allocation
-// per operation once the slab has grown.
+// How: a socket is registered edge-triggered (EPOLLIN | EPOLLOUT | EPOLLET) at its first
+// operation and stays so; the engine keeps what the last edge or attempt said (readable,
+// writable), so an operation on a ready socket is made at once and one that would block waits
+// for the next edge: no epoll_ctl per operation. A socket number closed (fd_closes counts the
+// closes through Fd) is registered anew at its next use, so a reused number is never taken for
+// the socket it was. Reads (eventfd, signalfd, inotify, which may block) and polls wait on a
+// one-shot level registration armed each time. Timeouts and deadlines are a binary heap;
+// epoll_wait sleeps until the nearest. Operations live in a slab indexed from their
+// Completion: no allocation per operation once the slab has grown.
 #pragma once
 
 #include <sys/epoll.h>
@@ -73,9 +73,14 @@ class EpollLoop final : public Loop {
   };
 
   struct FdState {
-    uint32_t first = kNone;       // its operations
-    bool maybe_readable = false;  // the last receive filled its buffer
-    bool dirty = false;           // queued for (re-)registration
+    uint32_t first = kNone;  // its operations
+    // Sockets: registered edge-triggered once (while fd_closes says it is the same socket),
+    // with what the last edge or attempt said of it.
+    bool watched = false;
+    uint32_t closes = 0;
+    bool readable = false;
+    bool writable = false;
+    bool dirty = false;  // one-shot registration (reads, polls) due before the next wait
   };
 
   struct Ready {
@@ -88,8 +93,16 @@ class EpollLoop final : public Loop {
 
   uint32_t start(Kind kind, Completion* completion, int fd, uint32_t events);
   void addDeadline(uint32_t index, const Deadline* deadline);
-  // Tries the operation now if `try_now`, and waits for readiness if it would block.
+  // Tries the operation now if `try_now` or its socket is known ready, and waits for readiness
+  // if it would block.
   void proceed(uint32_t index, bool try_now);
+  // Socket operations wait on an edge-triggered registration kept across operations; reads
+  // (eventfd, signalfd, inotify, which may block) and polls on a one-shot one armed each time.
+  static bool edgeTriggered(Kind kind);
+  // Registers a socket (edge-triggered) unless it already is; false (its operations ended
+  // with the error) when it cannot be.
+  bool watchSocket(int fd);
+  void noteReceived(int fd, int32_t res, size_t length);
   FdState& stateOf(int fd);
   // Performs the operation: false when it would block.
   bool attempt(uint32_t index);
