@@ -186,7 +186,7 @@ class ManifestTest(SimTestCase):
     def test_each_component_adds_only_its_own_objects(self):
         # Each renders on its own; their objects are validated all together below (one
         # validator run: it takes seconds).
-        self.assertEqual(components(), ["dashboard", "podmonitor", "servicemonitor"])
+        self.assertEqual(components(), ["alerts", "dashboard", "podmonitor", "servicemonitor"])
         added = {}
         for name, text in self.with_component.items():
             with self.subTest(component=name):
@@ -200,7 +200,7 @@ class ManifestTest(SimTestCase):
                     self.assertEqual(o["metadata"]["labels"]["app.kubernetes.io/part-of"],
                                      "spindle")
         self.assertEqual(added, {
-            "dashboard": ["ConfigMap/spindle-dashboard"],
+            "alerts": ["PrometheusRule/spindle"], "dashboard": ["ConfigMap/spindle-dashboard"],
             "podmonitor": ["PodMonitor/spindle"], "servicemonitor": ["ServiceMonitor/spindle"]})
 
     def test_every_component_validates_and_renders_in_the_base_as_in_an_overlay(self):
