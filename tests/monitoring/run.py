@@ -1,12 +1,15 @@
 #!/usr/bin/python3
-"""spindle's alerts, checked offline with promtool:
+"""spindle's alerts and Grafana dashboard, checked offline with promtool:
 
 - the rules file (k8s/components/alerts/spindle-rules.yaml) passes `promtool check rules`, and
   the PrometheusRule of the alerts component is made from it (tools/gen-prometheusrule.py);
 - each alert has its own `promtool test rules` file (rules/ALERT.test.yaml) in which it fires,
   and does not fire for the healthy series beside it and before the fault;
-- every metric the rules name is one spindle exports (named in daemon/), or one of the few
-  from elsewhere listed below.
+- the dashboard (k8s/components/dashboard/grafana-dashboard.json) is valid JSON, every
+  panel's query parses (promtool check rules over a rules file with one recording rule per
+  query, Grafana's variables filled in), and it plots every spindle metric an alert watches;
+- every metric the rules and the dashboard name is one spindle exports (named in daemon/), or
+  one of the few from elsewhere listed below.
 
     /usr/bin/python3 tests/monitoring/run.py
 
@@ -20,12 +23,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 RULES = os.path.join(ROOT, "k8s", "components", "alerts", "spindle-rules.yaml")
 PROMETHEUSRULE = os.path.join(ROOT, "k8s", "components", "alerts", "prometheusrule.yaml")
+DASHBOARD = os.path.join(ROOT, "k8s", "components", "dashboard", "grafana-dashboard.json")
 RULE_TESTS = os.path.join(HERE, "rules")
 TO_JSON = os.path.join(ROOT, "tests", "k8s", "to-json.mjs")
 PROMTOOL = "promtool"
@@ -87,6 +92,29 @@ def exported_metrics():
 def rules():
     (doc,) = yaml_documents(RULES)
     return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def dashboard_queries(dash):
+    """(panel title, refId, expr) of every panel's queries."""
+    return [(p["title"], t["refId"], t["expr"])
+            for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def grafana_to_promql(expr):
+    """A dashboard query with Grafana's variables given values, as Prometheus would get it."""
+    expr = expr.replace("$__rate_interval", "5m")
+    return re.sub(r"\$\{?\w+\}?", ".*", expr)
+
+
+def check_queries(queries):
+    """promtool check rules over one recording rule per query: (exit code, output)."""
+    lines = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, expr in enumerate(queries):
+        lines += [f"      - record: dashboard:query_{i}", f"        expr: {json.dumps(expr)}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="spindle-dashboard-") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        return promtool("check", "rules", f.name)
 
 
 class RulesTest(unittest.TestCase):
@@ -161,6 +189,67 @@ for _name in sorted(os.listdir(RULE_TESTS)):
     if _name.endswith(".test.yaml"):
         _alert = _name[: -len(".test.yaml")]
         setattr(RulesTest, f"test_alert_{_alert}", make_alert_test(_alert))
+
+
+class DashboardTest(unittest.TestCase):
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        with open(DASHBOARD) as f:
+            cls.dash = json.load(f)  # the JSON test: a parse error fails every test here
+
+    def test_panels_have_unique_ids_and_queries(self):
+        ids = [p["id"] for p in self.dash["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
+        for p in self.dash["panels"]:
+            if p["type"] == "row":
+                continue
+            with self.subTest(panel=p["title"]):
+                refs = [t["refId"] for t in p["targets"]]
+                self.assertTrue(refs)
+                self.assertEqual(len(refs), len(set(refs)))
+                self.assertTrue(all(t["expr"].strip() for t in p["targets"]))
+
+    def test_every_query_parses(self):
+        queries = dashboard_queries(self.dash)
+        rc, out = check_queries([grafana_to_promql(e) for _, _, e in queries])
+        self.assertEqual(rc, 0, out)
+        self.assertIn(f"SUCCESS: {len(queries)} rules found", out)
+
+    def test_the_query_check_rejects_a_query_that_does_not_parse(self):
+        rc, out = check_queries(['sum by (service) (rate(spindle_requests_total[5m])'])
+        self.assertNotEqual(rc, 0, out)
+        rc, out = check_queries([grafana_to_promql('rate(spindle_requests_total[$node])')])
+        self.assertNotEqual(rc, 0, out)
+
+    def test_queries_name_only_metrics_spindle_exports(self):
+        exported = exported_metrics()
+        variables = [v["query"]["query"] for v in self.dash["templating"]["list"]
+                     if isinstance(v.get("query"), dict)]
+        exprs = [e for _, _, e in dashboard_queries(self.dash)]
+        exprs += [re.fullmatch(r"label_values\((\w+), *\w+\)", q).group(1) for q in variables]
+        for expr in exprs:
+            for name in sorted(metric_names(grafana_to_promql(expr))):
+                with self.subTest(metric=name):
+                    self.assertTrue(name in exported, f"{name} is not a metric spindle exports")
+
+    def test_it_plots_every_spindle_metric_an_alert_watches(self):
+        plotted = set()
+        for _, _, expr in dashboard_queries(self.dash):
+            plotted |= metric_names(grafana_to_promql(expr))
+        watched = set()
+        for rule in rules():
+            watched |= metric_names(rule["expr"]) - set(FOREIGN_METRICS)
+        self.assertEqual(sorted(watched - plotted), [])
+        # And what the issue asked it to show: connections both ways, pools, process CPU
+        # and memory, DNS freshness, violations, limit closes, fail-open counters.
+        for name in ("spindle_downstream_connections_active", "spindle_upstream_connections_active",
+                     "spindle_active_streams", "process_cpu_seconds_total",
+                     "process_resident_memory_bytes", "spindle_dns_staleness_seconds",
+                     "spindle_h2_violations_total", "spindle_limit_closes_total",
+                     "spindle_redirects_total"):
+            self.assertIn(name, plotted)
 
 
 class Result(unittest.TextTestResult):
