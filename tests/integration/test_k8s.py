@@ -7,7 +7,8 @@
 - the base has only built-in kinds (it installs without the Prometheus Operator's CRDs); a
   component adds its own objects and changes none of the base's, listed in an overlay or in
   the base's own kustomization (as Argo CD's kustomize.components does) alike; the scrape
-  annotations, the PodMonitor and the ServiceMonitor all reach spindle's admin port;
+  annotations, the PodMonitor and the ServiceMonitor all reach spindle's admin port, and the
+  patch docs/deploy-kubernetes.md gives against double scrapes takes out only the annotations;
 - the DaemonSet meets what a rollout and the node need (host network, NODE_IP, probes, the
   grace period above the configured drain, no hostPorts to block the surge Pod, ...);
 - the example config in the ConfigMap passes `spindle --check-config`;
@@ -98,22 +99,29 @@ def replace_once(text, old, new):
     return text.replace(old, new)
 
 
-def node_source_patch():
-    """The kustomize patch docs/deploy-kubernetes.md gives for running with upstream.source
-    node without the grants pod mode needs: its yaml block that sets hostPID: false."""
+def documented_patch(marker):
+    """The yaml block of docs/deploy-kubernetes.md that holds marker: a kustomize patch."""
     with open(DEPLOY_DOC) as f:
         blocks = re.findall(r"^```yaml\n(.*?)^```$", f.read(), re.M | re.S)
-    (patch,) = [b for b in blocks if "hostPID: false" in b]
+    (patch,) = [b for b in blocks if marker in b]
     return patch
 
 
-def kustomize_node_source():
-    """The base rendered with that patch, as k8s/kustomization.yaml with it would be."""
-    directory = sim.paths.subdir("k8s-node-source")
+def kustomize_patched(marker, name):
+    """The base rendered with the documented patch that holds marker, as
+    k8s/kustomization.yaml with it would be."""
+    directory = sim.paths.subdir(name)
     with open(os.path.join(directory, "kustomization.yaml"), "w") as f:
         f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-                f"resources:\n  - {os.path.relpath(K8S, directory)}\n{node_source_patch()}")
+                f"resources:\n  - {os.path.relpath(K8S, directory)}\n{documented_patch(marker)}")
     return kustomize(directory)
+
+
+def kustomize_node_source():
+    """The base with the patch docs/deploy-kubernetes.md gives for running with
+    upstream.source node without the grants pod mode needs (the block that sets hostPID:
+    false)."""
+    return kustomize_patched("hostPID: false", "k8s-node-source")
 
 
 def components():
@@ -385,6 +393,13 @@ class ManifestTest(SimTestCase):
         def others(objs):
             return sorted(json.dumps(o, sort_keys=True) for o in objs if o["kind"] != "DaemonSet")
         self.assertEqual(others(objs), others(self.objs))
+
+    def test_the_documented_patch_against_double_scrapes_takes_out_only_the_annotations(self):
+        objs = objects(kustomize_patched("path: /spec/template/metadata/annotations",
+                                         "k8s-no-annotations"))
+        expected = json.loads(json.dumps(self.objs))
+        del find(expected, "DaemonSet", "spindle")["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual(objs, expected)
 
     def volume_for(self, container, path):
         (name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == path]
