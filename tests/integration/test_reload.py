@@ -83,7 +83,14 @@ class ReloadTest(NodeTestCase):
         record = sim.wait_until(rejected, 5, interval=0.25, what="a JSON rejection line",
                                 details=sp.tail)
         self.assertEqual((record["level"], record["reason"]), ("warn", "not redirected"), record)
-        print(f"MEASURE json_log {json.dumps(record)}")
+        # An error with its reason: a file that does not parse.
+        self.write(sp.config_path, "proxy:\n  listen: [\n")
+        failed = sim.wait_until(lambda: next((r for r in records() if r["level"] == "error"), None),
+                                5, what="a JSON reload error", details=sp.tail)
+        self.assertEqual(failed["reason"], "file changed", failed)
+        for level in ("info", "warn", "error"):
+            first = next(r for r in records() if r["level"] == level)
+            print(f"MEASURE json_log {json.dumps(first)}")
 
         lines = len(sp.stderr_lines())
         self.write(sp.config_path, self.with_echo())
