@@ -13,7 +13,8 @@ namespace spindle {
 // socket registered with the kernel across operations while its number's count is unchanged:
 // a changed count means the number may now be another file, which must be registered anew.
 // Numbers past the table are never trusted (registered again each time). 4 MiB of zero pages,
-// touched only where descriptors are.
+// touched only where descriptors are. So a socket the loop uses must be closed through its Fd,
+// never with a bare close().
 namespace fd_closes {
 inline constexpr int kTracked = 1 << 20;
 inline std::atomic<uint32_t> counts[kTracked];
