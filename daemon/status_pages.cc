@@ -237,7 +237,8 @@ HttpResponse configPage(const Daemon& d) {
   const config::Config& c = d.config();
   std::string out = fmt::format(
       "{{\"proxy\":{{\"listen\":{},\"workers\":{},\"service_ports\":{},\"io_engine\":\"{}\"}},"
-      "\"admin\":{{\"listen\":{},\"pages\":{}}},\"metrics\":{{\"by_source\":{}}},"
+      "\"admin\":{{\"listen\":{},\"pages\":{}}},\"metrics\":{{\"by_source\":{},"
+      "\"series_grace_ms\":{}}},"
       "\"redirect\":{{\"cgroup\":{},\"host_netns\":{},\"heartbeat_timeout_ms\":{},"
       "\"pin_path\":{}}},\"upstream\":{{\"source\":\"{}\",\"idle_timeout_ms\":{},"
       "\"max_connections\":{}}},\"shutdown\":{{\"drain_ms\":{}}},"
@@ -249,9 +250,9 @@ HttpResponse configPage(const Daemon& d) {
       addressList(c.proxy.listen), c.proxy.workers, c.proxy.service_ports,
       ioEngineSetting(c.proxy.io_engine),
       c.admin.listen ? jsonString(c.admin.listen->toString()) : "null", adminPages(c.admin.pages),
-      c.metrics.by_source ? "true" : "false", jsonString(c.redirect.cgroup),
-      c.redirect.host_netns ? "true" : "false", c.redirect.heartbeat_timeout.count(),
-      jsonString(c.redirect.pin_path),
+      c.metrics.by_source ? "true" : "false", c.metrics.series_grace.count(),
+      jsonString(c.redirect.cgroup), c.redirect.host_netns ? "true" : "false",
+      c.redirect.heartbeat_timeout.count(), jsonString(c.redirect.pin_path),
       c.upstream.source == config::Upstream::Source::kPod ? "pod" : "node",
       c.upstream.idle_timeout.count(), c.upstream.max_connections, c.shutdown.drain.count(),
       c.limits.max_connections, c.limits.idle_timeout.count(), c.limits.header_timeout.count(),

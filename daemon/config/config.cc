@@ -430,10 +430,19 @@ class Parser {
   }
 
   Metrics parseMetrics(const Item& item) const {
-    auto fields = readMap(item, {"by_source"});
+    auto fields = readMap(item, {"by_source", "series_grace"});
     Metrics metrics;
     if (auto it = fields.find("by_source"); it != fields.end()) {
       metrics.by_source = boolean(it->second);
+    }
+    if (auto it = fields.find("series_grace"); it != fields.end()) {
+      metrics.series_grace = duration(it->second);
+      // Shorter, and a series could leave between two scrapes with counts never seen.
+      if (metrics.series_grace < Duration(10000)) {
+        fail(it->second, fmt::format("'{}' is shorter than 10s; give at least two scrape "
+                                     "intervals",
+                                     string(it->second)));
+      }
     }
     return metrics;
   }
