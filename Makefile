@@ -153,6 +153,15 @@ $(E2E_CLIENT): tests/e2e/cpp/e2e_client.cc
 	$(CXX) -std=c++20 -O2 -g $(WARNINGS) $$(pkg-config --cflags grpc++) $< -o $@ \
 		$$(pkg-config --libs grpc++) -lcrypto
 
+# CPU per call end of the data path's metrics, and of a worker's expiry pass (no root).
+$(BUILD)/bin/metrics_bench: bench/metrics_bench.cc $(BUILD)/lib/libspindle.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< $(BUILD)/lib/libspindle.a -o $@ $(LDLIBS)
+
+.PHONY: metrics-bench
+metrics-bench: $(BUILD)/bin/metrics_bench
+	@$(BUILD)/bin/metrics_bench
+
 bench: deps $(SPINDLE) $(BUILD)/bin/grpc_backend
 	@/usr/bin/python3 bench/redirect_bench.py
 	@/usr/bin/python3 bench/grpc_bench.py --perf

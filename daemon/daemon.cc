@@ -151,6 +151,7 @@ Status Daemon::init(privileged::Start start) {
   if (Status s = privileged_->setServiceAddresses(registry_->redirectAddresses()); !s) return s;
   if (Status s = registerMetrics(); !s) return s;
   if (Status s = startWorkers(std::move(listeners), std::move(channels)); !s) return s;
+  setSeriesGrace();
   // The workers run: from here on connects are redirected to them.
   if (Status s = privileged_->attach(); !s) return s;
   attached_ = true;
@@ -210,6 +211,12 @@ Status Daemon::registerMetrics() {
   reload_family_ = *reload_family;
   main_shard_ = metric_registry_.makeShard();
   return {};
+}
+
+void Daemon::setSeriesGrace() {
+  const std::chrono::nanoseconds grace = effective_->metrics.series_grace;
+  main_shard_->setSeriesGrace(grace);
+  for (auto& worker : workers_) worker->setSeriesGrace(grace);
 }
 
 Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<Fd> channels) {
@@ -348,11 +355,12 @@ void Daemon::reload(const char* why) {
   log::configure(next.log.level, next.log.format);
   next.proxy = effective_->proxy;
   next.admin = effective_->admin;
-  next.metrics = effective_->metrics;
+  next.metrics.by_source = effective_->metrics.by_source;
   next.redirect = effective_->redirect;
   next.limits = effective_->limits;
   next.upstream = effective_->upstream;
   effective_ = std::make_shared<const config::Config>(std::move(next));
+  setSeriesGrace();
   auto table = registry_->reload(effective_->services);
   if (Status s = privileged_->setServiceAddresses(registry_->redirectAddresses()); !s) {
     log::error("config reload ({}): {}", why, s.error());

@@ -58,6 +58,8 @@ class Daemon {
   Daemon(std::unique_ptr<privileged::Client> privileged, const config::Config& config);
   Status init(privileged::Start start);
   Status registerMetrics();
+  // metrics.series_grace to every shard (at start and on each reload).
+  void setSeriesGrace();
   Status startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<Fd> channels);
   // DNS for the services that name a headless Service, and intercepts given as names. Made
   // anew on each reload: the names and the servers may have changed.

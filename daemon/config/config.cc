@@ -151,7 +151,7 @@ const std::vector<KeySection>& knownKeys() {
         "limits", "log"}},
       {"proxy", {"listen", "workers", "service_ports", "uid", "gid", "io_engine"}},
       {"admin", {"listen", "pages", "socket"}},
-      {"metrics", {"by_source"}},
+      {"metrics", {"by_source", "series_grace"}},
       {"redirect", {"cgroup", "host_netns", "heartbeat_timeout", "pin_path"}},
       {"upstream", {"source", "idle_timeout", "max_connections"}},
       {"dns", {"servers", "refresh", "empty_confirmations"}},
@@ -499,6 +499,15 @@ class Parser {
     Metrics metrics;
     if (auto it = fields.find("by_source"); it != fields.end()) {
       metrics.by_source = boolean(it->second);
+    }
+    if (auto it = fields.find("series_grace"); it != fields.end()) {
+      metrics.series_grace = duration(it->second);
+      // Shorter, and a series could leave between two scrapes with counts never seen.
+      if (metrics.series_grace < Duration(10000)) {
+        fail(it->second, fmt::format("'{}' is shorter than 10s; give at least two scrape "
+                                     "intervals",
+                                     string(it->second)));
+      }
     }
     return metrics;
   }

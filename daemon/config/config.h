@@ -97,6 +97,11 @@ struct Metrics {
   // the label names which Pods call which services, on a port every Pod can read, and its
   // series grow with the node's Pods.
   bool by_source = false;
+  // How long the series of an endpoint that left its service, or of a calling Pod that is
+  // gone, are still scraped before they are removed: at least two scrape intervals, so that
+  // their last counts are seen. 5 minutes covers scrape intervals up to 2 minutes and is
+  // Prometheus' own lookback. Reloadable.
+  Duration series_grace{300000};
 };
 
 struct Redirect {

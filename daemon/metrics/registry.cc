@@ -18,10 +18,26 @@ namespace detail {
 // cells and a scrape can read a chunk while the owner adds series to the next one.
 constexpr uint32_t kChunkSeries = 32;
 
+// A series' label values, immutable once published; `key` is what index_ finds it by.
+struct Labels {
+  std::vector<std::string> values;
+  std::string key;
+};
+
+struct Slot {
+  std::atomic<const Labels*> labels{nullptr};  // null: free, or waiting to be freed
+  // Nanoseconds of the steady clock after which a scrape leaves the series out; 0: live.
+  std::atomic<int64_t> shown_until{0};
+};
+
 struct Chunk {
-  std::array<std::vector<std::string>, kChunkSeries> labels;
+  std::array<Slot, kChunkSeries> slots;
   std::unique_ptr<Cell[]> cells;
 };
+
+int64_t toNanos(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
 
 class FamilyStore {
  public:
@@ -29,15 +45,30 @@ class FamilyStore {
       : spec_(spec),
         cells_per_series_(
             spec.type == Type::kHistogram ? static_cast<uint32_t>(spec.buckets.size()) + 2 : 1),
-        // A family without labels has exactly one series; others get one more for overflow.
-        capacity_(spec.label_names.empty() ? 1 : spec.max_series + 1),
+        // A family without labels has exactly one series. Others get one more for overflow,
+        // and a chunk more for slots that wait to be freed (see the top of registry.h).
+        capacity_(spec.label_names.empty() ? 1 : spec.max_series + 1 + kChunkSeries),
         chunk_count_((capacity_ + kChunkSeries - 1) / kChunkSeries),
         chunks_(new std::atomic<Chunk*>[chunk_count_]()) {
-    if (spec.label_names.empty()) publish({});
+    // Sweeps and reuse never allocate beyond these.
+    if (!spec.label_names.empty()) {
+      free_.reserve(capacity_);
+      limbo_.reserve(capacity_);
+      index_.reserve(spec.max_series + 1);
+    }
+    // Slot 0 holds the family's only series, or its overflow series once something
+    // overflows: kept for it, so that overflowing never needs a free slot.
+    if (spec.label_names.empty()) publish(0, {}, {});
   }
 
   ~FamilyStore() {
-    for (uint32_t i = 0; i < chunk_count_; ++i) delete chunks_[i].load(std::memory_order_relaxed);
+    for (uint32_t i = 0; i < chunk_count_; ++i) {
+      Chunk* chunk = chunks_[i].load(std::memory_order_relaxed);
+      if (chunk == nullptr) continue;
+      for (Slot& slot : chunk->slots) delete slot.labels.load(std::memory_order_relaxed);
+      delete chunk;
+    }
+    for (const Waiting& waiting : limbo_) delete waiting.labels;
   }
 
   FamilyStore(const FamilyStore&) = delete;
@@ -60,58 +91,187 @@ class FamilyStore {
       key += ':';
       key += value;
     }
-    if (auto it = index_.find(key); it != index_.end()) {
+    if (auto it = index_.find(std::string_view(key)); it != index_.end()) {
       memo = Memo{tag, it->second};
       return cellsAt(it->second);
     }
-    const uint32_t used = published_.load(std::memory_order_relaxed);
-    const bool has_overflow = overflow_index_ != kNone;
-    if (used - (has_overflow ? 1 : 0) < spec_.max_series) {
-      const uint32_t index = publish(std::vector<std::string>(values.begin(), values.end()));
-      index_.emplace(key, index);
-      memo = Memo{tag, index};
-      return cellsAt(index);
+    if (named_ < spec_.max_series) {
+      // No slot only while a scrape holds what waits to be freed (a chunk's worth).
+      if (const uint32_t index = takeSlot(); index != kNone) {
+        publish(index, std::vector<std::string>(values.begin(), values.end()), key);
+        ++named_;
+        memo = Memo{tag, index};
+        return cellsAt(index);
+      }
     }
     overflowed_.store(overflowed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    if (!has_overflow) {
-      overflow_index_ = publish(
-          std::vector<std::string>(spec_.label_names.size(), std::string(kOverflowLabelValue)));
+    if (!overflow_published_) {
+      publish(kOverflowSlot,
+              std::vector<std::string>(spec_.label_names.size(), std::string(kOverflowLabelValue)),
+              {});
+      overflow_published_ = true;
     }
-    return cellsAt(overflow_index_);
+    return cellsAt(kOverflowSlot);
+  }
+
+  // Owner thread.
+  void reconcile(TimePoint now, std::chrono::nanoseconds grace, const Shard::Present& present) {
+    const uint32_t count = published_.load(std::memory_order_relaxed);
+    const int64_t until = std::max<int64_t>(toNanos(now + grace), 1);
+    for (uint32_t i = kOverflowSlot + 1; i < count; ++i) {
+      Slot& slot = slotAt(i);
+      const Labels* labels = slot.labels.load(std::memory_order_relaxed);
+      if (labels == nullptr) continue;
+      const bool exists = present(labels->values);
+      const bool retired = slot.shown_until.load(std::memory_order_relaxed) != 0;
+      if (exists && retired) {
+        slot.shown_until.store(0, std::memory_order_relaxed);
+        --retired_;
+      } else if (!exists && !retired) {
+        slot.shown_until.store(until, std::memory_order_relaxed);
+        ++retired_;
+      }
+    }
+  }
+
+  // Owner thread.
+  void sweep(TimePoint now) {
+    if (retired_ > 0) {
+      const int64_t now_ns = toNanos(now);
+      const int64_t slack = kUnlinkSlack.count();
+      const uint32_t count = published_.load(std::memory_order_relaxed);
+      for (uint32_t i = kOverflowSlot + 1; i < count && retired_ > 0; ++i) {
+        Slot& slot = slotAt(i);
+        const int64_t until = slot.shown_until.load(std::memory_order_relaxed);
+        if (until != 0 && until <= now_ns - slack) unlink(i);
+      }
+    }
+    reclaim();
+  }
+
+  uint64_t created() const { return created_; }
+
+  SeriesStats stats() const {
+    SeriesStats out;
+    out.series = named_ + (overflow_published_ || spec_.label_names.empty() ? 1u : 0u);
+    out.retired = retired_;
+    out.slots = published_.load(std::memory_order_relaxed);
+    out.waiting = static_cast<uint32_t>(limbo_.size());
+    return out;
   }
 
   // Any thread.
-  std::vector<SeriesView> series() const {
+  void forEachSeries(const std::function<void(const SeriesView&)>& visit) const {
+    const ReadSection section(*this);
     const uint32_t count = published_.load(std::memory_order_acquire);
-    std::vector<SeriesView> out;
-    out.reserve(count);
     for (uint32_t i = 0; i < count; ++i) {
       const Chunk* chunk = chunks_[i / kChunkSeries].load(std::memory_order_acquire);
-      const uint32_t slot = i % kChunkSeries;
-      out.push_back(SeriesView{&chunk->labels[slot], &chunk->cells[slot * cells_per_series_]});
+      const Slot& slot = chunk->slots[i % kChunkSeries];
+      const Labels* labels = slot.labels.load(std::memory_order_acquire);
+      if (labels == nullptr) continue;
+      const int64_t until = slot.shown_until.load(std::memory_order_relaxed);
+      visit(SeriesView{labels->values, &chunk->cells[(i % kChunkSeries) * cells_per_series_],
+                       until == 0 ? TimePoint::max()
+                                  : TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+                                        std::chrono::nanoseconds(until)))});
     }
-    return out;
   }
 
   uint64_t overflowed() const { return overflowed_.load(std::memory_order_relaxed); }
 
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
+  static constexpr uint32_t kOverflowSlot = 0;
 
-  // Owner thread. The label values are written before the count is released, so a reader
-  // that sees the count sees them too.
-  uint32_t publish(std::vector<std::string> values) {
-    const uint32_t index = published_.load(std::memory_order_relaxed);
-    std::atomic<Chunk*>& slot = chunks_[index / kChunkSeries];
-    Chunk* chunk = slot.load(std::memory_order_relaxed);
+  // A scrape inside forEachSeries: counted under the epoch it entered in (see registry.h).
+  // It enters again if the epoch moved on between its reading the epoch and being counted,
+  // so that the owner, which reads the counter after moving the epoch, cannot miss it.
+  class ReadSection {
+   public:
+    explicit ReadSection(const FamilyStore& store) : store_(store) {
+      for (;;) {
+        entered_ = store_.epoch_.load(std::memory_order_seq_cst);
+        store_.readers_[entered_ & 1].fetch_add(1, std::memory_order_seq_cst);
+        if (store_.epoch_.load(std::memory_order_seq_cst) == entered_) return;
+        store_.readers_[entered_ & 1].fetch_sub(1, std::memory_order_release);
+      }
+    }
+    ~ReadSection() { store_.readers_[entered_ & 1].fetch_sub(1, std::memory_order_release); }
+    ReadSection(const ReadSection&) = delete;
+    ReadSection& operator=(const ReadSection&) = delete;
+
+   private:
+    const FamilyStore& store_;
+    uint64_t entered_ = 0;
+  };
+
+  // Owner thread: a free slot, a never used one, or kNone.
+  uint32_t takeSlot() {
+    if (free_.empty()) {
+      if (fresh_ < capacity_) return fresh_++;
+      reclaim();
+      if (free_.empty()) return kNone;
+    }
+    const uint32_t index = free_.back();
+    free_.pop_back();
+    return index;
+  }
+
+  // Owner thread. Cells and retirement are written before the labels are released, so a
+  // reader that sees the labels sees them too; the count of slots is raised after, for
+  // readers that look only that far.
+  void publish(uint32_t index, std::vector<std::string> values, std::string_view key) {
+    std::atomic<Chunk*>& slot_chunk = chunks_[index / kChunkSeries];
+    Chunk* chunk = slot_chunk.load(std::memory_order_relaxed);
     if (chunk == nullptr) {
       chunk = new Chunk();
       chunk->cells.reset(new Cell[size_t{kChunkSeries} * cells_per_series_]());
-      slot.store(chunk, std::memory_order_release);
+      slot_chunk.store(chunk, std::memory_order_release);
     }
-    chunk->labels[index % kChunkSeries] = std::move(values);
-    published_.store(index + 1, std::memory_order_release);
-    return index;
+    Cell* cells = cellsAt(index);
+    for (uint32_t c = 0; c < cells_per_series_; ++c) cells[c].store(0, std::memory_order_relaxed);
+    Slot& slot = chunk->slots[index % kChunkSeries];
+    slot.shown_until.store(0, std::memory_order_relaxed);
+    auto* labels = new Labels{std::move(values), std::string(key)};
+    slot.labels.store(labels, std::memory_order_release);
+    if (index >= published_.load(std::memory_order_relaxed)) {
+      published_.store(index + 1, std::memory_order_release);
+    }
+    if (!labels->key.empty()) index_.emplace(labels->key, index);
+    ++created_;
+  }
+
+  // Owner thread: the series leaves the index and the scrapes; its labels and slot wait.
+  void unlink(uint32_t index) {
+    Slot& slot = slotAt(index);
+    const Labels* labels = slot.labels.load(std::memory_order_relaxed);
+    index_.erase(std::string_view(labels->key));
+    for (Memo& memo : memo_) {
+      if (memo.series == index) memo = Memo{};
+    }
+    slot.labels.store(nullptr, std::memory_order_release);
+    slot.shown_until.store(0, std::memory_order_relaxed);  // no longer retired: not there
+    limbo_.push_back(Waiting{index, labels, epoch_.load(std::memory_order_relaxed)});
+    --retired_;
+    --named_;
+  }
+
+  // Owner thread: moves the epoch on while no scrape is left in the one before, and frees
+  // what was unlinked two epochs ago or earlier. Never waits.
+  void reclaim() {
+    if (limbo_.empty()) return;
+    uint64_t epoch = epoch_.load(std::memory_order_relaxed);
+    // Unlinked in epoch e: free at e + 2, so at most two moves are of any use.
+    for (int step = 0; step < 2 && limbo_.back().epoch + 2 > epoch; ++step) {
+      if (readers_[(epoch + 1) & 1].load(std::memory_order_seq_cst) != 0) break;
+      epoch_.store(++epoch, std::memory_order_seq_cst);
+    }
+    size_t done = 0;
+    for (; done < limbo_.size() && limbo_[done].epoch + 2 <= epoch; ++done) {
+      delete limbo_[done].labels;
+      free_.push_back(limbo_[done].slot);
+    }
+    limbo_.erase(limbo_.begin(), limbo_.begin() + static_cast<std::ptrdiff_t>(done));
   }
 
   // A direct-mapped memo in front of index_, keyed by where the label values live: the call
@@ -134,13 +294,17 @@ class FamilyStore {
   }
 
   bool labelsAre(uint32_t index, std::span<const std::string_view> values) const {
-    const Chunk* chunk = chunks_[index / kChunkSeries].load(std::memory_order_relaxed);
-    const std::vector<std::string>& labels = chunk->labels[index % kChunkSeries];
-    if (labels.size() != values.size()) return false;
+    const Labels* labels = slotAt(index).labels.load(std::memory_order_relaxed);
+    if (labels == nullptr || labels->values.size() != values.size()) return false;
     for (size_t i = 0; i < values.size(); ++i) {
-      if (labels[i] != values[i]) return false;
+      if (labels->values[i] != values[i]) return false;
     }
     return true;
+  }
+
+  Slot& slotAt(uint32_t index) const {
+    Chunk* chunk = chunks_[index / kChunkSeries].load(std::memory_order_relaxed);
+    return chunk->slots[index % kChunkSeries];
   }
 
   Cell* cellsAt(uint32_t index) {
@@ -148,16 +312,32 @@ class FamilyStore {
     return &chunk->cells[(index % kChunkSeries) * cells_per_series_];
   }
 
+  struct Waiting {
+    uint32_t slot;
+    const Labels* labels;
+    uint64_t epoch;  // when it was unlinked
+  };
+
   const FamilySpec& spec_;
   const uint32_t cells_per_series_;
   const uint32_t capacity_;
   const uint32_t chunk_count_;
   std::unique_ptr<std::atomic<Chunk*>[]> chunks_;
-  std::atomic<uint32_t> published_{0};
+  std::atomic<uint32_t> published_{0};  // slots ever used; a scrape looks no further
   std::atomic<uint64_t> overflowed_{0};
-  std::unordered_map<std::string, uint32_t> index_;  // owner thread only
-  std::array<Memo, 64> memo_{};                      // owner thread only
-  uint32_t overflow_index_ = kNone;
+  // Read sections (see registry.h): the epoch, and the scrapes inside by epoch parity.
+  mutable std::atomic<uint64_t> epoch_{0};
+  mutable std::array<std::atomic<uint32_t>, 2> readers_{};
+  // Owner thread only. The index keys are the Labels' own keys.
+  std::unordered_map<std::string_view, uint32_t> index_;
+  std::array<Memo, 64> memo_{};
+  bool overflow_published_ = false;
+  uint32_t fresh_ = kOverflowSlot + 1;  // the first slot never used
+  uint32_t named_ = 0;    // series other than the overflow series, retired ones included
+  uint32_t retired_ = 0;  // of those, retired
+  uint64_t created_ = 0;
+  std::vector<uint32_t> free_;  // slots to reuse
+  std::vector<Waiting> limbo_;  // unlinked, in epoch order
 };
 
 }  // namespace detail
@@ -289,9 +469,22 @@ Histogram Shard::histogram(FamilyId family, std::span<const std::string_view> la
   return Histogram(cells, bounds.data(), static_cast<uint32_t>(bounds.size()));
 }
 
-std::vector<SeriesView> Shard::series(FamilyId family) const {
-  return families_.at(family)->series();
+void Shard::forEachSeries(FamilyId family,
+                          const std::function<void(const SeriesView&)>& visit) const {
+  families_.at(family)->forEachSeries(visit);
 }
+
+void Shard::reconcile(FamilyId family, TimePoint now, const Present& present) {
+  families_.at(family)->reconcile(now, seriesGrace(), present);
+}
+
+void Shard::sweep(TimePoint now) {
+  for (const auto& family : families_) family->sweep(now);
+}
+
+uint64_t Shard::created(FamilyId family) const { return families_.at(family)->created(); }
+
+SeriesStats Shard::stats(FamilyId family) const { return families_.at(family)->stats(); }
 
 uint64_t Shard::overflowed(FamilyId family) const { return families_.at(family)->overflowed(); }
 

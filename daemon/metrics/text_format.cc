@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -99,24 +100,52 @@ void appendHeader(std::string& out, std::string_view name, std::string_view help
   out += '\n';
 }
 
-std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard* const> shards) {
+namespace {
+
+// Orders label sets, and finds one by a shard's view of it without copying it first.
+struct LabelsLess {
+  using is_transparent = void;
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  }
+};
+
+struct Merging {
+  MergedSeries series;
+  TimePoint shown_until = TimePoint::max();  // the earliest of its shards' copies
+};
+
+}  // namespace
+
+std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard* const> shards,
+                                std::optional<TimePoint> as_of) {
   for (const Shard* shard : shards) {
     if (&shard->registry() != &registry) {
       fmt::print(stderr, "spindle: error: metrics: a shard of another registry was merged\n");
       std::abort();
     }
   }
-  std::vector<MergedFamily> out;
-  out.reserve(registry.size());
+  std::vector<std::map<std::vector<std::string>, Merging, LabelsLess>> families(registry.size());
+  std::vector<uint64_t> overflowed(registry.size(), 0);
   for (FamilyId id = 0; id < registry.size(); ++id) {
     const FamilySpec& spec = registry.family(id);
     const size_t bucket_count = spec.buckets.size() + 1;
-    std::map<std::vector<std::string>, MergedSeries> merged;
-    uint64_t overflowed = 0;
+    auto& merged = families[id];
     for (const Shard* shard : shards) {
-      overflowed += shard->overflowed(id);
-      for (const SeriesView& view : shard->series(id)) {
-        MergedSeries& series = merged[*view.label_values];
+      overflowed[id] += shard->overflowed(id);
+      shard->forEachSeries(id, [&](const SeriesView& view) {
+        auto it = merged.find(view.label_values);
+        if (it == merged.end()) {
+          it = merged
+                   .emplace(std::vector<std::string>(view.label_values.begin(),
+                                                     view.label_values.end()),
+                            Merging{})
+                   .first;
+        }
+        Merging& entry = it->second;
+        entry.shown_until = std::min(entry.shown_until, view.shown_until);
+        MergedSeries& series = entry.series;
         switch (spec.type) {
           case Type::kCounter:
             series.counter += view.cells[0].load(std::memory_order_relaxed);
@@ -130,13 +159,22 @@ std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard*
             series.sum += detail::loadDouble(view.cells[bucket_count]);
             break;
         }
-      }
+      });
     }
-    MergedFamily family{&spec, {}, overflowed};
-    family.series.reserve(merged.size());
-    for (auto& [labels, series] : merged) {
-      series.label_values = labels;
-      family.series.push_back(std::move(series));
+  }
+  // Read after every shard was: a shard that already unlinked its copy of a series did so
+  // past that copy's grace and kUnlinkSlack, so by now every other shard's copy is past its
+  // grace too, and the series is left out whole (see kUnlinkSlack).
+  const TimePoint now = as_of ? *as_of : Clock::now();
+  std::vector<MergedFamily> out;
+  out.reserve(registry.size());
+  for (FamilyId id = 0; id < registry.size(); ++id) {
+    MergedFamily family{&registry.family(id), {}, overflowed[id]};
+    family.series.reserve(families[id].size());
+    for (auto& [labels, entry] : families[id]) {
+      if (entry.shown_until <= now) continue;
+      entry.series.label_values = labels;
+      family.series.push_back(std::move(entry.series));
     }
     out.push_back(std::move(family));
   }
@@ -182,8 +220,9 @@ std::string renderText(std::span<const MergedFamily> families) {
   return out;
 }
 
-std::string render(const Registry& registry, std::span<const Shard* const> shards) {
-  return renderText(merge(registry, shards));
+std::string render(const Registry& registry, std::span<const Shard* const> shards,
+                   std::optional<TimePoint> as_of) {
+  return renderText(merge(registry, shards, as_of));
 }
 
 }  // namespace spindle::metrics

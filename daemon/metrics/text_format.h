@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,10 +40,14 @@ struct MergedFamily {
 };
 
 // Every shard must come from `registry` (aborts otherwise). Safe while the shards' threads
-// keep writing: each value is read whole, though a scrape is not one atomic snapshot.
-std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard* const> shards);
+// keep writing, adding and removing series: each value is read whole, though a scrape is not
+// one atomic snapshot. A series is left out when one shard's copy of it is past its grace
+// (see registry.h) as of `as_of`; by default the clock read once every shard was.
+std::vector<MergedFamily> merge(const Registry& registry, std::span<const Shard* const> shards,
+                                std::optional<TimePoint> as_of = std::nullopt);
 std::string renderText(std::span<const MergedFamily> families);
-std::string render(const Registry& registry, std::span<const Shard* const> shards);
+std::string render(const Registry& registry, std::span<const Shard* const> shards,
+                   std::optional<TimePoint> as_of = std::nullopt);
 
 // Building blocks, also used by the process metrics.
 void appendEscapedLabelValue(std::string& out, std::string_view value);  // \\ \" \n

@@ -1,10 +1,15 @@
 #include "proxy/proxy_metrics.h"
 
+#include <algorithm>
 #include <array>
+#include <utility>
+#include <vector>
 
 namespace spindle::proxy {
 namespace {
 constexpr std::string_view kProtocols[] = {"h2", "passthrough", "rejected"};
+// The endpoint label of calls that never reached one: it never goes away.
+constexpr std::string_view kNoEndpoint = "none";
 // Seconds: gRPC calls from well under a millisecond to long streams.
 const std::vector<double> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                               0.25,   0.5,   1,      2.5,   5,    10,    60};
@@ -160,6 +165,35 @@ void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoin
   shard_.counter(families_.requests_total, {service, endpoint, grpc_status}).inc();
   if (by_source_) shard_.counter(families_.source_requests_total, {source, service}).inc();
   shard_.histogram(families_.request_duration_seconds, {service}).observe(seconds);
+}
+
+void WorkerMetrics::expire(const std::shared_ptr<const lb::ServiceTable>& table,
+                           const SourcePresent& source_present, metrics::TimePoint now) {
+  const metrics::FamilyId requests = families_.requests_total;
+  if (table != reconciled_table_ || shard_.created(requests) != reconciled_created_) {
+    // Endpoints belong to a service: one that moved to another leaves the first.
+    using Pair = std::pair<std::string_view, std::string_view>;
+    std::vector<Pair> present;
+    for (const lb::ServiceEntry& service : *table) {
+      for (const lb::Endpoint& endpoint : service.endpoints->endpoints()) {
+        present.emplace_back(service.name, endpoint.load->label);
+      }
+    }
+    std::sort(present.begin(), present.end());
+    shard_.reconcile(requests, now, [&present](std::span<const std::string> labels) {
+      return labels[1] == kNoEndpoint ||
+             std::binary_search(present.begin(), present.end(), Pair(labels[0], labels[1]));
+    });
+    reconciled_table_ = table;
+    reconciled_created_ = shard_.created(requests);
+  }
+  if (by_source_) {
+    shard_.reconcile(families_.source_requests_total, now,
+                     [&source_present](std::span<const std::string> labels) {
+                       return source_present(labels[0]);
+                     });
+  }
+  shard_.sweep(now);
 }
 
 void WorkerMetrics::socketFailed(SocketFailure failure) {

@@ -21,6 +21,8 @@ constexpr unsigned kRingEntries = 1024;
 // Receive buffers of one worker: 256 x 64 KiB = 16 MiB at most, touched only when used.
 constexpr uint32_t kBufferCount = 256;
 constexpr uint32_t kBufferSize = 64 * 1024;
+// How often the worker retires metric series of what is gone (see WorkerMetrics::expire).
+constexpr auto kMetricsSweep = std::chrono::seconds(1);
 }  // namespace
 
 Worker::Worker(unsigned index, loop::Engine engine, std::vector<Fd> listeners,
@@ -149,8 +151,9 @@ void Worker::run() {
     // While draining, look often whether the last connection has gone.
     const bool draining = drain_applied_ != DrainStep::kNone;
     loop_->runOnce(std::chrono::milliseconds(draining ? 50 : 1000));
-    last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                     std::memory_order_relaxed);
+    const auto now = std::chrono::steady_clock::now();
+    last_beat_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    if (now - metrics_swept_ >= kMetricsSweep) sweepMetrics(now);
     if (draining) {
       drained_.store(parts_->connections.drained(), std::memory_order_relaxed);
     }
@@ -163,6 +166,15 @@ void Worker::run() {
   loop_.reset();
   waker_.reset();
   buffers_.reset();
+}
+
+void Worker::sweepMetrics(std::chrono::steady_clock::time_point now) {
+  metrics_swept_ = now;
+  if (cgroup_names_) cgroup_names_->refresh();
+  metrics_.expire(
+      parts_->services.snapshot(),
+      [this](std::string_view source) { return !cgroup_names_ || cgroup_names_->present(source); },
+      now);
 }
 
 void Worker::closeListeners() {

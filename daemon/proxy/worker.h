@@ -58,6 +58,9 @@ class Worker {
 
   // Written by the worker only; a scrape reads it from the main thread (see metrics/).
   const metrics::Shard& shard() const { return *shard_; }
+  // Thread-safe: how long the series of endpoints that left and Pods that are gone are still
+  // scraped (metrics.series_grace).
+  void setSeriesGrace(std::chrono::nanoseconds grace) { shard_->setSeriesGrace(grace); }
   // When the worker's loop last went round: a stuck worker shows in /healthz.
   std::chrono::steady_clock::time_point lastBeat() const {
     return std::chrono::steady_clock::time_point(
@@ -73,6 +76,8 @@ class Worker {
   void onListenerClosed();
   void closeListeners();
   void shutdownConnections();
+  // Once a second or so: the series of what is gone retire, and Pods' presence is checked.
+  void sweepMetrics(std::chrono::steady_clock::time_point now);
 
   unsigned index_;
   const loop::Engine engine_;
@@ -97,7 +102,8 @@ class Worker {
   DrainStep drain_applied_ = DrainStep::kNone;  // worker thread only
   std::atomic<bool> drained_{false};
   std::atomic<bool> accepting_{true};
-  size_t listeners_open_ = 0;  // worker thread only
+  size_t listeners_open_ = 0;                              // worker thread only
+  std::chrono::steady_clock::time_point metrics_swept_{};  // worker thread only
   std::mutex published_lock_;  // main thread -> worker; never taken on the data path
   std::shared_ptr<const lb::ServiceTable> published_;
   std::thread thread_;

@@ -25,6 +25,7 @@ class WorkerServices {
   const lb::ServiceEntry& at(size_t index) const { return (*table_)[index]; }
   const std::string& name(size_t index) const { return at(index).name; }
   const lb::ServiceTable& table() const { return *table_; }
+  const std::shared_ptr<const lb::ServiceTable>& snapshot() const { return table_; }
   lb::Picker& picker(size_t index) { return *pickers_[index]; }
   lb::RetryBudget& retryBudget(size_t index) { return budgets_[index]; }
 

@@ -10,31 +10,54 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 namespace spindle::redirect {
 
-std::string sourceLabel(std::string_view path) {
+namespace {
+
+// Where a kubelet path names its Pod: the UID, and where the path component holding it ends.
+struct PodInPath {
+  std::string uid;
+  size_t component_end = 0;
+};
+
+std::optional<PodInPath> podInPath(std::string_view path) {
   // Kubelet names a Pod's cgroup "pod<uid>" (cgroupfs driver) or "kubepods-<qos>-pod<uid>.slice"
   // with dashes in the UID turned into underscores (systemd driver).
-  if (path.find("kubepods") != std::string_view::npos) {
-    for (size_t at = path.find("pod"); at != std::string_view::npos;
-         at = path.find("pod", at + 3)) {
-      std::string_view rest = path.substr(at + 3);
-      std::string uid;
-      for (char c : rest) {
-        if (std::isxdigit(static_cast<unsigned char>(c))) {
-          uid += c;
-        } else if (c == '-' || c == '_') {
-          uid += '-';
-        } else {
-          break;
-        }
+  if (path.find("kubepods") == std::string_view::npos) return std::nullopt;
+  for (size_t at = path.find("pod"); at != std::string_view::npos; at = path.find("pod", at + 3)) {
+    std::string_view rest = path.substr(at + 3);
+    std::string uid;
+    for (char c : rest) {
+      if (std::isxdigit(static_cast<unsigned char>(c))) {
+        uid += c;
+      } else if (c == '-' || c == '_') {
+        uid += '-';
+      } else {
+        break;
       }
-      if (uid.size() == 36) return uid;
+    }
+    if (uid.size() == 36) {
+      const size_t end = path.find('/', at);
+      return PodInPath{std::move(uid), end == std::string_view::npos ? path.size() : end};
     }
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string sourceLabel(std::string_view path) {
+  if (auto pod = podInPath(path)) return std::move(pod->uid);
   while (!path.empty() && path.front() == '/') path.remove_prefix(1);
   return path.empty() ? std::string("/") : std::string(path);
+}
+
+std::string_view sourceDirectory(std::string_view path) {
+  if (auto pod = podInPath(path)) return path.substr(0, pod->component_end);
+  return path;
 }
 
 Result<CgroupNames> CgroupNames::open(const std::string& mount) {
@@ -59,8 +82,32 @@ CgroupNames::Label CgroupNames::labelOf(uint64_t cgroup_id) {
   // Not cached: a Pod made after the walk is found by a later one.
   if (path == paths_.end()) return unknown_;
   if (cache_.size() >= kMaxCached) cache_.clear();
-  return cache_.emplace(cgroup_id, std::make_shared<const std::string>(sourceLabel(path->second)))
-      .first->second;
+  auto label = std::make_shared<const std::string>(sourceLabel(path->second));
+  // Kept relative to the mount, as fstatat takes it ("." for the mount itself).
+  std::string_view directory = sourceDirectory(path->second);
+  while (!directory.empty() && directory.front() == '/') directory.remove_prefix(1);
+  directories_.try_emplace(*label, directory.empty() ? std::string_view(".") : directory);
+  return cache_.emplace(cgroup_id, std::move(label)).first->second;
+}
+
+bool CgroupNames::present(std::string_view label) const {
+  return label == *unknown_ || directories_.find(label) != directories_.end();
+}
+
+void CgroupNames::refresh() {
+  for (auto it = directories_.begin(); it != directories_.end();) {
+    struct stat st {};
+    const bool gone = ::fstatat(mount_fd_.get(), it->second.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0
+                          ? errno == ENOENT || errno == ENOTDIR
+                          : !S_ISDIR(st.st_mode);
+    if (!gone) {
+      ++it;
+      continue;
+    }
+    // Its cgroup ids leave the cache too: one seen again is named afresh.
+    std::erase_if(cache_, [&](const auto& entry) { return *entry.second == it->first; });
+    it = directories_.erase(it);
+  }
 }
 
 void CgroupNames::walk() {

@@ -148,13 +148,14 @@ void ProxyHarness::publish(std::shared_ptr<const lb::ServiceTable> table) {
 uint64_t ProxyHarness::counter(metrics::FamilyId family,
                                std::initializer_list<std::string_view> labels) const {
   const std::vector<std::string_view> wanted(labels);
-  for (const metrics::SeriesView& series : shard_->series(family)) {
-    if (std::equal(series.label_values->begin(), series.label_values->end(), wanted.begin(),
+  uint64_t value = 0;
+  shard_->forEachSeries(family, [&](const metrics::SeriesView& series) {
+    if (std::equal(series.label_values.begin(), series.label_values.end(), wanted.begin(),
                    wanted.end())) {
-      return series.cells[0].load(std::memory_order_relaxed);
+      value = series.cells[0].load(std::memory_order_relaxed);
     }
-  }
-  return 0;
+  });
+  return value;
 }
 
 uint64_t ProxyHarness::requests(const std::string& endpoint, std::string_view grpc_status) const {

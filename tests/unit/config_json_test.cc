@@ -28,6 +28,7 @@ admin:
   socket: /run/spindle/admin.sock
 metrics:
   by_source: true
+  series_grace: 90s
 redirect:
   cgroup: /sys/fs/cgroup/kubepods
   host_netns: true

@@ -1098,6 +1098,21 @@ TEST(Config, AdminPagesAndMetricsBySourceAreOffByDefault) {
             "(/metrics, /ready and /healthz are always served)");
 }
 
+TEST(Config, MetricsSeriesGraceIsFiveMinutesUnlessGivenAndAtLeastTenSeconds) {
+  EXPECT_EQ(mustParse(withProxy("")).metrics.series_grace, std::chrono::minutes(5));
+  EXPECT_EQ(mustParse(withProxy("metrics:\n  series_grace: 90s\n")).metrics.series_grace,
+            std::chrono::seconds(90));
+  EXPECT_EQ(mustParse(withProxy("metrics:\n  series_grace: 1h\n")).metrics.series_grace,
+            std::chrono::hours(1));
+  EXPECT_EQ(errorOf(withProxy("metrics:\n  series_grace: 5s\n")),
+            "spindle.yaml:4: metrics.series_grace: '5s' is shorter than 10s; give at least two "
+            "scrape intervals");
+  EXPECT_EQ(errorOf(withProxy("metrics:\n  series_grace: 0s\n")),
+            "spindle.yaml:4: metrics.series_grace: '0s': a duration must be greater than zero");
+  EXPECT_EQ(errorOf(withProxy("metrics:\n  series_grace: 300\n")),
+            "spindle.yaml:4: metrics.series_grace: '300' needs a unit: ms, s, m or h");
+}
+
 TEST(Config, MoreServicesThanServicePortsIsAnError) {
   EXPECT_EQ(errorOf(R"(
     proxy:

@@ -2,7 +2,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -238,7 +240,7 @@ TEST(MetricsSeries, SameLabelValuesGiveTheSameSeries) {
   // Length-prefixed keys: these must not collide with ("x", "y").
   shard->counter(id, {"xy", ""}).inc(10);
   shard->counter(id, {"", "xy"}).inc(100);
-  EXPECT_EQ(shard->series(id).size(), 3u);
+  EXPECT_EQ(shard->stats(id).series, 3u);
   EXPECT_EQ(renderShards(registry, {shard.get()}),
             "# HELP spindle_calls_total Calls.\n"
             "# TYPE spindle_calls_total counter\n"
@@ -283,7 +285,7 @@ TEST(MetricsSeries, BeyondMaxSeriesEventsGoToTheOverflowSeriesAndAreCounted) {
   b->counter(calls, {"s", "e9"}).inc();   // the limit is per shard
   b->counter(other, {"fine"}).inc();
   EXPECT_EQ(a->overflowed(calls), 2u);
-  EXPECT_EQ(a->series(calls).size(), 3u);  // two series and the overflow series
+  EXPECT_EQ(a->stats(calls).series, 3u);  // two series and the overflow series
   EXPECT_EQ(renderShards(registry, {a.get(), b.get()}),
             "# HELP spindle_calls_total Calls.\n"
             "# TYPE spindle_calls_total counter\n"
@@ -364,6 +366,214 @@ TEST(MetricsSeries, ScrapeWhileAWorkerWritesSeesWholeIncreasingValues) {
   for (const MergedSeries& series : merged[0].series) {
     EXPECT_EQ(series.counter, series.label_values[0] == "first" ? kEvents : 1u);
   }
+}
+
+// ---- series that stop existing ----
+
+using std::chrono::seconds;
+
+std::string callsText(const std::string& series) {
+  return "# HELP spindle_calls_total Calls.\n"
+         "# TYPE spindle_calls_total counter\n" +
+         series;
+}
+
+FamilyId callsByEndpoint(Registry& registry, uint32_t max_series = 256) {
+  return addFamily(
+      registry,
+      {"spindle_calls_total", "Calls.", Type::kCounter, {"service", "endpoint"}, {}, max_series});
+}
+
+// What is there: every series but those whose endpoint is listed as gone.
+Shard::Present allBut(std::vector<std::string> gone) {
+  return [gone = std::move(gone)](std::span<const std::string> labels) {
+    return std::find(gone.begin(), gone.end(), labels[1]) == gone.end();
+  };
+}
+
+TEST(MetricsExpiry, ARetiredSeriesStillCountsAndIsScrapedForItsGraceThenLeavesForGood) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry);
+  auto shard = registry.makeShard();
+  shard->setSeriesGrace(seconds(60));
+  const TimePoint t0 = Clock::now();
+  const std::vector<const Shard*> shards{shard.get()};
+  shard->counter(calls, {"s", "a"}).inc(3);
+  shard->counter(calls, {"s", "b"}).inc(5);
+  shard->reconcile(calls, t0, allBut({"b"}));
+  EXPECT_EQ(shard->stats(calls).retired, 1u);
+  shard->counter(calls, {"s", "b"}).inc();  // a call in flight on b ends
+  // Retired again later: the grace still runs from the first time.
+  shard->reconcile(calls, t0 + seconds(30), allBut({"b"}));
+  EXPECT_EQ(render(registry, shards, t0 + seconds(59)),
+            callsText("spindle_calls_total{service=\"s\",endpoint=\"a\"} 3\n"
+                      "spindle_calls_total{service=\"s\",endpoint=\"b\"} 6\n"));
+  EXPECT_EQ(render(registry, shards, t0 + seconds(60)),
+            callsText("spindle_calls_total{service=\"s\",endpoint=\"a\"} 3\n"));
+  // Held until kUnlinkSlack after the grace, then unlinked and freed (no scrape is reading).
+  shard->sweep(t0 + seconds(60) + kUnlinkSlack - std::chrono::nanoseconds(1));
+  EXPECT_EQ(shard->stats(calls).series, 2u);
+  shard->sweep(t0 + seconds(60) + kUnlinkSlack);
+  const SeriesStats stats = shard->stats(calls);
+  EXPECT_EQ(stats.series, 1u);
+  EXPECT_EQ(stats.retired, 0u);
+  EXPECT_EQ(stats.waiting, 0u);
+  // Counted again later, b is a new series: nothing of the old one is left.
+  shard->counter(calls, {"s", "b"}).inc();
+  EXPECT_EQ(render(registry, shards, t0 + seconds(100)),
+            callsText("spindle_calls_total{service=\"s\",endpoint=\"a\"} 3\n"
+                      "spindle_calls_total{service=\"s\",endpoint=\"b\"} 1\n"));
+  EXPECT_EQ(shard->overflowed(calls), 0u);
+}
+
+TEST(MetricsExpiry, ASeriesThatExistsAgainWithinItsGraceKeepsItsCount) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry);
+  auto shard = registry.makeShard();
+  shard->setSeriesGrace(seconds(60));
+  const TimePoint t0 = Clock::now();
+  shard->counter(calls, {"s", "a"}).inc(7);
+  shard->reconcile(calls, t0, allBut({"a"}));
+  shard->reconcile(calls, t0 + seconds(59), allBut({}));  // a is back (DNS flapped)
+  EXPECT_EQ(shard->stats(calls).retired, 0u);
+  shard->sweep(t0 + seconds(3600));
+  shard->counter(calls, {"s", "a"}).inc();
+  EXPECT_EQ(render(registry, std::vector<const Shard*>{shard.get()}, t0 + seconds(3600)),
+            callsText("spindle_calls_total{service=\"s\",endpoint=\"a\"} 8\n"));
+}
+
+// Each worker retires a series on its own thread, a little apart: a scrape must show the sum
+// of every shard's part or nothing, never a smaller sum (a counter reset to Prometheus).
+TEST(MetricsExpiry, AScrapeShowsEveryShardsPartOfASeriesOrNone) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry);
+  auto a = registry.makeShard();
+  auto b = registry.makeShard();
+  a->setSeriesGrace(seconds(60));
+  b->setSeriesGrace(seconds(60));
+  const TimePoint t0 = Clock::now();
+  a->counter(calls, {"s", "x"}).inc(3);
+  b->counter(calls, {"s", "x"}).inc(4);
+  a->reconcile(calls, t0, allBut({"x"}));
+  b->reconcile(calls, t0 + seconds(1), allBut({"x"}));  // a sweep later
+  const std::vector<const Shard*> shards{a.get(), b.get()};
+  EXPECT_EQ(render(registry, shards, t0 + seconds(59)),
+            callsText("spindle_calls_total{service=\"s\",endpoint=\"x\"} 7\n"));
+  // a's copy is past its grace, b's not quite: neither shows.
+  EXPECT_EQ(render(registry, shards, t0 + seconds(60)), callsText(""));
+  // a unlinks its copy; by then b's is past its grace too.
+  a->sweep(t0 + seconds(60) + kUnlinkSlack);
+  EXPECT_EQ(a->stats(calls).series, 0u);
+  EXPECT_EQ(b->stats(calls).series, 1u);
+  EXPECT_EQ(render(registry, shards, t0 + seconds(60) + kUnlinkSlack), callsText(""));
+}
+
+// The labels a scrape is reading are freed only after it: here the scrape is a visit during
+// which the owner sweeps (one thread plays both, in the order a race could take).
+TEST(MetricsExpiry, LabelsAScrapeIsReadingAreFreedOnlyOnceItIsDone) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry, 1);
+  auto shard = registry.makeShard();
+  shard->setSeriesGrace(seconds(60));
+  const TimePoint t0 = Clock::now();
+  shard->counter(calls, {"s", "old"}).inc(2);
+  shard->reconcile(calls, t0, allBut({"old"}));
+  const TimePoint later = t0 + seconds(60) + kUnlinkSlack;
+  size_t visits = 0;
+  shard->forEachSeries(calls, [&](const SeriesView& view) {
+    ++visits;
+    shard->sweep(later);  // unlinks "old": it waits, since this scrape may read it
+    EXPECT_EQ(shard->stats(calls).waiting, 1u);
+    EXPECT_EQ(shard->stats(calls).series, 0u);
+    shard->counter(calls, {"s", "new"}).inc();  // takes another slot, not the waiting one
+    shard->sweep(later);                        // still waits
+    EXPECT_EQ(shard->stats(calls).waiting, 1u);
+    ASSERT_EQ(view.label_values.size(), 2u);
+    EXPECT_EQ(view.label_values[1], "old");  // still readable (ASan would say otherwise)
+    EXPECT_EQ(view.cells[0].load(), 2u);
+  });
+  EXPECT_EQ(visits, 1u);
+  shard->sweep(later);
+  const SeriesStats stats = shard->stats(calls);
+  EXPECT_EQ(stats.waiting, 0u);
+  EXPECT_EQ(stats.series, 1u);
+  EXPECT_EQ(stats.slots, 3u);  // the overflow slot (unused), "old" and "new"
+  // The freed slot is the next one used: storage does not grow.
+  shard->reconcile(calls, later, allBut({"new"}));
+  shard->sweep(later + seconds(60) + kUnlinkSlack);
+  shard->counter(calls, {"s", "newer"}).inc();
+  EXPECT_EQ(shard->stats(calls).slots, 3u);
+  EXPECT_EQ(shard->overflowed(calls), 0u);
+}
+
+TEST(MetricsExpiry, ChurnReusesSlotsAndNeverOverflows) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry, 32);
+  auto shard = registry.makeShard();
+  shard->setSeriesGrace(seconds(10));
+  TimePoint now = Clock::now();
+  shard->counter(calls, {"s", "stable"}).inc();
+  for (int i = 0; i < 1000; ++i) {
+    const std::string endpoint = "e" + std::to_string(i);
+    shard->counter(calls, {"s", endpoint}).inc();
+    now += seconds(1);
+    shard->reconcile(calls, now,
+                     [](std::span<const std::string> labels) { return labels[1] == "stable"; });
+    shard->sweep(now);
+    // stable, and those retired within the last grace and slack (10 s + 10 s).
+    EXPECT_LE(shard->stats(calls).series, 22u) << i;
+  }
+  EXPECT_EQ(shard->overflowed(calls), 0u);
+  EXPECT_LE(shard->stats(calls).slots, 24u);
+  const auto merged = merge(registry, std::vector<const Shard*>{shard.get()}, now);
+  EXPECT_EQ(merged[0].series.front().label_values[1], "e990");  // 991..999 and stable follow
+}
+
+// Owner and scrape on two threads, the owner churning as fast as it can through a family
+// small enough that slots are reused all the time (about 14 series held: the grace and
+// kUnlinkSlack are 12 s). Series "e<i>" counts exactly i at once, so a scrape that mixed one
+// series' labels with another's cells would show another number. The owner outruns the
+// scrape by far here, so some lookups may overflow while slots wait for a scrape to end.
+TEST(MetricsExpiry, ScrapesWhileTheOwnerChurnsSeeOnlyWholeSeries) {
+  Registry registry;
+  const FamilyId calls = callsByEndpoint(registry, 16);
+  auto shard = registry.makeShard();
+  shard->setSeriesGrace(seconds(2));
+  constexpr int kCycles = 20000;
+  std::atomic<bool> done{false};
+  std::atomic<size_t> bad{0};
+  std::thread scraper([&] {
+    const std::vector<const Shard*> shards{shard.get()};
+    while (!done.load()) {
+      const auto merged = merge(registry, shards);
+      for (const MergedSeries& series : merged[0].series) {
+        const std::string& endpoint = series.label_values[1];
+        if (endpoint == "stable" || endpoint == kOverflowLabelValue) continue;
+        if (endpoint.size() < 2 || endpoint[0] != 'e') {
+          ++bad;
+          continue;
+        }
+        const uint64_t i = std::stoull(endpoint.substr(1));
+        if (series.counter != 0 && series.counter != i) ++bad;
+      }
+    }
+  });
+  TimePoint now = Clock::now();
+  shard->counter(calls, {"s", "stable"}).inc();
+  for (int i = 1; i <= kCycles; ++i) {
+    shard->counter(calls, {"s", "e" + std::to_string(i)}).inc(static_cast<uint64_t>(i));
+    now += seconds(1);
+    shard->reconcile(calls, now,
+                     [](std::span<const std::string> labels) { return labels[1] == "stable"; });
+    shard->sweep(now);
+  }
+  done.store(true);
+  scraper.join();
+  EXPECT_EQ(bad.load(), 0u);
+  // Once no scrape runs, everything waiting is freed.
+  shard->sweep(now + seconds(3600));
+  EXPECT_EQ(shard->stats(calls).waiting, 0u);
+  EXPECT_EQ(shard->stats(calls).series, 1u + (shard->overflowed(calls) > 0 ? 1u : 0u));
 }
 
 TEST(MetricsRegistry, RejectsInvalidFamilies) {
