@@ -39,7 +39,16 @@ MALLOC_LIB := -ljemalloc
 # host's system dirs and pass them with -idirafter.
 BPF_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \
 	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Iinclude $(BPF_SYS_INCLUDES)
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Iinclude $(BPF_SYS_INCLUDES)
+# The architecture the daemon is built for, in the kernel's words (x86, arm64), taken from the
+# C++ compiler's target so that a cross compiler brings its own. __TARGET_ARCH_* only selects
+# the register layout of libbpf's bpf_tracing.h (PT_REGS_*, BPF_KPROBE); the cgroup, sockops and
+# sk_reuseport programs read no registers and include no bpf_tracing.h, so their bytecode is
+# the same on every architecture: `make bpf-arches` builds and compares it.
+BPF_ARCH   ?= $(patsubst x86_64,x86,$(patsubst aarch64,arm64,$(firstword \
+              $(subst -, ,$(shell $(CXX) -dumpmachine)))))
+BPF_ARCH   := $(BPF_ARCH)
+BPF_ARCHES := x86 arm64
 
 # The version the binary reports (--version, spindle_build_info, the status page, the image):
 # VERSION=1.2.3 sets it; else `git describe` of this checkout; else, in a source tarball made
@@ -105,8 +114,35 @@ deps:
 # BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)
 	@mkdir -p $(@D)
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $(@:.o=.tmp.o)
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(BPF_ARCH) -c $< -o $(@:.o=.tmp.o)
 	$(BPFTOOL) gen object $@ $(@:.o=.tmp.o)
+
+# The same objects for each of BPF_ARCHES (build/bpf-ARCH/), compiled only: the daemon that
+# embeds them is built for one architecture by its own compiler (docs/deploy-kubernetes.md).
+# bpf-arches also says whether the architectures' programs are the same instructions.
+define bpf_arch_rule
+$(BUILD)/bpf-$(1)/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)
+	@mkdir -p $$(@D)
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(1) -c $$< -o $$(@:.o=.tmp.o)
+	$(BPFTOOL) gen object $$@ $$(@:.o=.tmp.o)
+endef
+$(foreach arch,$(BPF_ARCHES),$(eval $(call bpf_arch_rule,$(arch))))
+
+BPF_ARCH_OBJS := $(foreach arch,$(BPF_ARCHES),$(patsubst bpf/%.c,$(BUILD)/bpf-$(arch)/%.o,$(BPF_SRCS)))
+.PHONY: bpf-arches
+bpf-arches: $(BPF_ARCH_OBJS)
+	@for obj in $(notdir $(BPF_SRCS:.c=.o)); do \
+		for arch in $(BPF_ARCHES); do \
+			llvm-objdump -d -r --no-show-raw-insn $(BUILD)/bpf-$$arch/$$obj | tail -n +3 \
+				>$(BUILD)/bpf-$$arch/$$obj.dis || exit 1; \
+		done; \
+		same=yes; \
+		for arch in $(BPF_ARCHES); do \
+			cmp -s $(BUILD)/bpf-$(firstword $(BPF_ARCHES))/$$obj.dis $(BUILD)/bpf-$$arch/$$obj.dis || same=no; \
+		done; \
+		if [ $$same = yes ]; then echo "bpf-arches: $$obj builds for $(BPF_ARCHES): the same instructions for each"; \
+		else echo "bpf-arches: $$obj builds for $(BPF_ARCHES), with different instructions (registers read through bpf_tracing.h?): diff $(BUILD)/bpf-*/$$obj.dis"; fi; \
+	done
 
 $(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	@mkdir -p $(@D)
