@@ -20,8 +20,9 @@ DEPS_BENCH := iperf3 nghttp2-client haproxy nginx nghttp2-proxy linux-perf
 BENCH_SERVICES := haproxy:haproxy nginx:nginx nghttp2-proxy:nghttpx
 DEPS_FUZZ  := clang libclang-rt-14-dev
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH) $(DEPS_FUZZ)
-# Only for `make image` (a daemonless image build), not part of DEPS.
-DEPS_IMAGE := buildah debootstrap
+# Only for `make image` (a daemonless image build), not part of DEPS. skopeo reads the OCI
+# archive back as a registry client would (its labels) and is what pushes it.
+DEPS_IMAGE := buildah debootstrap skopeo
 
 WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
@@ -292,9 +293,12 @@ fuzz-smoke: deps $(FUZZ_BINS)
 	@fuzz/run.sh 30 $(FUZZ_NAMES)
 
 # The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
-# chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh). Not part of
+# chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh), with the
+# version and OCI labels, written to build/spindle-oci.tar for skopeo to push. Not part of
 # `make test`: it takes minutes. IMAGE=name:tag to tag it otherwise.
 .PHONY: image
+image: export VERSION := $(SPINDLE_VERSION)
+image: export REVISION := $(SPINDLE_REVISION)
 image:
 	@$(MAKE) --no-print-directory deps DEPS="$(DEPS_IMAGE)"
 	@tools/build-image.sh
