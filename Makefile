@@ -20,8 +20,9 @@ DEPS_BENCH := iperf3 nghttp2-client haproxy nginx nghttp2-proxy linux-perf
 BENCH_SERVICES := haproxy:haproxy nginx:nginx nghttp2-proxy:nghttpx
 DEPS_FUZZ  := clang libclang-rt-14-dev
 DEPS       := $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_BENCH) $(DEPS_FUZZ)
-# Only for `make image` (a daemonless image build), not part of DEPS.
-DEPS_IMAGE := buildah debootstrap
+# Only for `make image` (a daemonless image build), not part of DEPS. skopeo reads the OCI
+# archive back as a registry client would (its labels) and is what pushes it.
+DEPS_IMAGE := buildah debootstrap skopeo
 
 WARNINGS   := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
               -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual -Werror
@@ -39,7 +40,29 @@ MALLOC_LIB := -ljemalloc
 # host's system dirs and pass them with -idirafter.
 BPF_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \
 	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Iinclude $(BPF_SYS_INCLUDES)
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Iinclude $(BPF_SYS_INCLUDES)
+# The architecture the daemon is built for, in the kernel's words (x86, arm64), taken from the
+# C++ compiler's target so that a cross compiler brings its own. __TARGET_ARCH_* only selects
+# the register layout of libbpf's bpf_tracing.h (PT_REGS_*, BPF_KPROBE); the cgroup, sockops and
+# sk_reuseport programs read no registers and include no bpf_tracing.h, so their bytecode is
+# the same on every architecture: `make bpf-arches` builds and compares it.
+BPF_ARCH   ?= $(patsubst x86_64,x86,$(patsubst aarch64,arm64,$(firstword \
+              $(subst -, ,$(shell $(CXX) -dumpmachine)))))
+BPF_ARCH   := $(BPF_ARCH)
+BPF_ARCHES := x86 arm64
+
+# The version the binary reports (--version, spindle_build_info, the status page, the image):
+# VERSION=1.2.3 sets it; else `git describe` of this checkout; else, in a source tarball made
+# by `git archive`, what git wrote into tools/archive-version (export-subst, .gitattributes);
+# else "unknown". REVISION, the commit's hash, likewise. Computed once per make, never inside
+# the build's container (it has no .git: tools/build-image.sh passes both in).
+ARCHIVE_INFO := $(if $(findstring $$Format,$(file <tools/archive-version)),,$(file <tools/archive-version))
+archive_field = $(patsubst $(1)=%,%,$(filter $(1)=%,$(ARCHIVE_INFO)))
+IN_GIT     := $(if $(wildcard .git),$(shell git rev-parse --git-dir >/dev/null 2>&1 && echo yes))
+SPINDLE_VERSION := $(or $(VERSION),$(if $(IN_GIT),$(shell git describe --tags --always --dirty 2>/dev/null)),\
+                   $(call archive_field,describe),$(call archive_field,short),unknown)
+SPINDLE_REVISION := $(or $(REVISION),$(if $(IN_GIT),$(shell git rev-parse HEAD 2>/dev/null)),\
+                    $(call archive_field,revision),unknown)
 
 BPF_SRCS   := $(wildcard bpf/*.bpf.c)
 BPF_SKELS  := $(patsubst bpf/%.bpf.c,$(BUILD)/gen/%.skel.h,$(BPF_SRCS))
@@ -92,8 +115,35 @@ deps:
 # BPF: clang to a temporary object, bpftool gen object (the linker pass), then the skeleton.
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)
 	@mkdir -p $(@D)
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $(@:.o=.tmp.o)
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(BPF_ARCH) -c $< -o $(@:.o=.tmp.o)
 	$(BPFTOOL) gen object $@ $(@:.o=.tmp.o)
+
+# The same objects for each of BPF_ARCHES (build/bpf-ARCH/), compiled only: the daemon that
+# embeds them is built for one architecture by its own compiler (docs/deploy-kubernetes.md).
+# bpf-arches also says whether the architectures' programs are the same instructions.
+define bpf_arch_rule
+$(BUILD)/bpf-$(1)/%.bpf.o: bpf/%.bpf.c include/spindle/bpf_abi.h $(wildcard bpf/*.h)
+	@mkdir -p $$(@D)
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(1) -c $$< -o $$(@:.o=.tmp.o)
+	$(BPFTOOL) gen object $$@ $$(@:.o=.tmp.o)
+endef
+$(foreach arch,$(BPF_ARCHES),$(eval $(call bpf_arch_rule,$(arch))))
+
+BPF_ARCH_OBJS := $(foreach arch,$(BPF_ARCHES),$(patsubst bpf/%.c,$(BUILD)/bpf-$(arch)/%.o,$(BPF_SRCS)))
+.PHONY: bpf-arches
+bpf-arches: $(BPF_ARCH_OBJS)
+	@for obj in $(notdir $(BPF_SRCS:.c=.o)); do \
+		for arch in $(BPF_ARCHES); do \
+			llvm-objdump -d -r --no-show-raw-insn $(BUILD)/bpf-$$arch/$$obj | tail -n +3 \
+				>$(BUILD)/bpf-$$arch/$$obj.dis || exit 1; \
+		done; \
+		same=yes; \
+		for arch in $(BPF_ARCHES); do \
+			cmp -s $(BUILD)/bpf-$(firstword $(BPF_ARCHES))/$$obj.dis $(BUILD)/bpf-$$arch/$$obj.dis || same=no; \
+		done; \
+		if [ $$same = yes ]; then echo "bpf-arches: $$obj builds for $(BPF_ARCHES): the same instructions for each"; \
+		else echo "bpf-arches: $$obj builds for $(BPF_ARCHES), with different instructions (registers read through bpf_tracing.h?): diff $(BUILD)/bpf-*/$$obj.dis"; fi; \
+	done
 
 $(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	@mkdir -p $(@D)
@@ -102,6 +152,35 @@ $(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
 $(BUILD)/obj/%.o: %.cc $(BPF_SKELS)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+# The version, as a header that only daemon/util/version.cc includes. Its recipe runs on every
+# make but rewrites the file only when the text changes, so a new commit (or a tree turning
+# dirty) recompiles that one object and relinks.
+VERSION_H := $(BUILD)/gen/spindle_version.h
+# In the environment, not in the recipe's text: a quote in VERSION cannot break the shell.
+$(VERSION_H): export BUILD_VERSION := $(SPINDLE_VERSION)
+$(VERSION_H): export BUILD_REVISION := $(SPINDLE_REVISION)
+$(VERSION_H): FORCE
+	@mkdir -p $(@D)
+	@case "$$BUILD_VERSION$$BUILD_REVISION" in *[!A-Za-z0-9._+~-]*) \
+		echo "VERSION '$$BUILD_VERSION', REVISION '$$BUILD_REVISION': only letters, digits and ._+~-"; \
+		exit 1;; esac
+	@printf '%s\n#define SPINDLE_VERSION "%s"\n#define SPINDLE_REVISION "%s"\n' \
+		'// Generated by the Makefile: the version and commit spindle was built from.' \
+		"$$BUILD_VERSION" "$$BUILD_REVISION" >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; \
+		echo "version $$BUILD_VERSION, revision $$BUILD_REVISION"; fi
+	@[ "$$BUILD_VERSION" != unknown ] || \
+		echo "note: no git checkout and no VERSION: spindle --version says 'unknown' (VERSION=1.2.3 make sets it)"
+$(BUILD)/obj/daemon/util/version.o $(BUILD)/asan/obj/daemon/util/version.o: $(VERSION_H)
+
+# What `make` would embed, for tools/build-image.sh: "VERSION REVISION".
+.PHONY: print-version FORCE
+print-version: export BUILD_VERSION := $(SPINDLE_VERSION)
+print-version: export BUILD_REVISION := $(SPINDLE_REVISION)
+print-version:
+	@echo "$$BUILD_VERSION $$BUILD_REVISION"
+FORCE:
 
 $(BUILD)/lib/libspindle.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -223,9 +302,12 @@ fuzz-smoke: deps $(FUZZ_BINS)
 	@fuzz/run.sh 30 $(FUZZ_NAMES)
 
 # The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
-# chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh). Not part of
+# chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh), with the
+# version and OCI labels, written to build/spindle-oci.tar for skopeo to push. Not part of
 # `make test`: it takes minutes. IMAGE=name:tag to tag it otherwise.
 .PHONY: image
+image: export VERSION := $(SPINDLE_VERSION)
+image: export REVISION := $(SPINDLE_REVISION)
 image:
 	@$(MAKE) --no-print-directory deps DEPS="$(DEPS_IMAGE)"
 	@tools/build-image.sh

@@ -973,13 +973,13 @@ def tool_versions():
         except (OSError, subprocess.TimeoutExpired):
             return "not found"
         return ((p.stdout or p.stderr).strip().splitlines() or ["?"])[0]
-    rev = first_line(["git", "-C", REPO, "describe", "--always", "--dirty"])
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
         cpu = m.group(1) if m else cpu
     return {
-        "spindle": f"{first_line([sim.SPINDLE_BIN, '--version'])} (git {rev})",
+        # the binary's own version and commit, not the checkout's: it may be older
+        "spindle": first_line([sim.SPINDLE_BIN, "--version"]),
         "HAProxy": first_line(["haproxy", "-v"]),
         "nginx": first_line(["nginx", "-v"]),
         "nghttpx": first_line(["nghttpx", "--version"]),

@@ -16,10 +16,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/seccomp_profile.h"
-
-#ifndef SPINDLE_VERSION
-#define SPINDLE_VERSION "0.1.0-dev"
-#endif
+#include "util/version.h"
 
 namespace {
 
@@ -40,9 +37,20 @@ the Pods' traffic, runs as proxy.uid without any capability.
   --log-level LEVEL    debug, info (default), warn or error; over the config's log.level
   --seccomp-profile F  confine spindle to the seccomp profile F (the JSON that container
                        runtimes read) before anything else; the proxy process adds its own
-  --version            print the version
+  --version            print the version and the commit spindle was built from
   --help               print this help
 )";
+
+// "spindle VERSION (revision HASH)": the version first, for scripts that take the second word.
+void printVersion() {
+  const std::string_view version = spindle::version();
+  const std::string_view revision = spindle::revision();
+  std::printf("spindle %.*s", static_cast<int>(version.size()), version.data());
+  if (revision != "unknown") {
+    std::printf(" (revision %.*s)", static_cast<int>(revision.size()), revision.data());
+  }
+  std::printf("\n");
+}
 
 // kubelet's exec probe: asks this Pod's own spindle over its Unix socket. An HTTP probe on
 // the node's address could be answered by the other spindle of a rollout.
@@ -127,7 +135,7 @@ int main(int argc, char** argv) {
         spindle::log::pinThreshold(*level);
         break;
       }
-      case kVersion: std::printf("spindle %s\n", SPINDLE_VERSION); return 0;
+      case kVersion: printVersion(); return 0;
       case kHelp: std::fputs(kUsage, stdout); return 0;
       default:
         std::fprintf(stderr, "spindle: error: unknown option '%s'\n%s", argv[optind - 1], kUsage);

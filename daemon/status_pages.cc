@@ -8,10 +8,7 @@
 #include "config/config_json.h"
 #include "lb/health.h"
 #include "metrics/text_format.h"
-
-#ifndef SPINDLE_VERSION
-#define SPINDLE_VERSION "0.1.0-dev"
-#endif
+#include "util/version.h"
 
 namespace spindle {
 namespace {
@@ -145,8 +142,9 @@ std::string renderLiveMetrics(const Daemon& d) {
   }
   metrics::appendHeader(out, "spindle_io_engine", "The I/O engine the proxy runs on.", "gauge");
   appendSeries(out, "spindle_io_engine", {{"engine", loop::engineName(d.ioEngine().engine)}}, 1);
-  metrics::appendHeader(out, "spindle_build_info", "The running spindle's version.", "gauge");
-  appendSeries(out, "spindle_build_info", {{"version", SPINDLE_VERSION}}, 1);
+  metrics::appendHeader(out, "spindle_build_info",
+                        "The running spindle's version and the commit it was built from.", "gauge");
+  appendSeries(out, "spindle_build_info", {{"version", version()}, {"revision", revision()}}, 1);
   out += admin::renderProcessMetrics();
   return out;
 }
@@ -233,7 +231,9 @@ HttpResponse indexPage(const Daemon& d) {
       "<!doctype html><html><head><meta charset=\"utf-8\"><title>spindle</title><style>"
       "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:"
       "1.5em}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}"
-      ".ejected{color:#b00}</style></head><body><h1>spindle " SPINDLE_VERSION "</h1>";
+      ".ejected{color:#b00}</style></head><body><h1>spindle ";
+  out += htmlEscape(version());
+  out += "</h1>";
   out +=
       "<p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/endpoints\">/endpoints</a>"
       " &middot; <a href=\"/config\">/config</a> &middot; <a href=\"/ready\">/ready</a></p>";

@@ -118,6 +118,21 @@ echo "== monitoring (tests/monitoring/run.py)"
 "$PY" tests/monitoring/run.py 2>&1 | tee "$work/monitoring.log"
 add_summary monitoring "$work/monitoring.log" "${PIPESTATUS[0]}" "monitoring: "
 
+# --- bpf-arches: the BPF programs compile for each architecture an image is built for, one --
+# --- test ----------------------------------------------------------------------------------
+echo
+echo "== BPF objects for x86 and arm64 (make bpf-arches)"
+if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory bpf-arches \
+	>"$work/bpf-arches.log" 2>&1; then
+	grep '^bpf-arches:' "$work/bpf-arches.log"
+	echo "bpf-arches: 1 passed, 0 failed, 0 skipped"
+	add 1 0 0
+else
+	tail -n 20 "$work/bpf-arches.log"
+	echo "bpf-arches: 0 passed, 1 failed, 0 skipped"
+	add 0 1 0
+fi
+
 # --- unit: GoogleTest, counted from its JSON report -------------------------------------
 echo
 echo "== unit tests (build/bin/unit_tests)"

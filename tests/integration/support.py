@@ -42,6 +42,28 @@ def grpcio_missing():
     return p.returncode != 0
 
 
+def expected_build():
+    """(version, revision) that build/bin/spindle must report, found the way the Makefile
+    finds them but on its own: VERSION and REVISION from the environment (`VERSION=1.2.3 make
+    test`), else `git describe --tags --always --dirty` and the commit of the checkout. None
+    outside a git checkout without VERSION and REVISION."""
+    def git(*args):
+        p = subprocess.run(["git", "-C", sim.REPO, *args], capture_output=True, text=True,
+                           timeout=30)
+        return p.stdout.strip() if p.returncode == 0 else ""
+    in_git = os.path.exists(os.path.join(sim.REPO, ".git"))
+    version = os.environ.get("VERSION") or \
+        (git("describe", "--tags", "--always", "--dirty") if in_git else "")
+    revision = os.environ.get("REVISION") or (git("rev-parse", "HEAD") if in_git else "")
+    return (version, revision) if version and revision else None
+
+
+def without_dirty(version):
+    """The version without git's "-dirty": a binary built before a file was edited, or after,
+    is still the build of that commit (a new commit changes the rest)."""
+    return version.removesuffix("-dirty")
+
+
 def measure(text, **figures):
     """A measurement line on stdout with the PASS/FAIL lines, greppable as MEASURE, never
     asserted: `MEASURE text`, then `key=value` for each of figures."""

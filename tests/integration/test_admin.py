@@ -23,6 +23,7 @@ Run alone: /usr/bin/python3 tests/integration/run.py test_admin
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sim  # noqa: E402
 from sim import dns as simdns  # noqa: E402
 from sim import prometheus as simprom  # noqa: E402
-from support import SimTestCase, grpcio_missing, measure, metric  # noqa: E402
+from support import (SimTestCase, expected_build, grpcio_missing, measure, metric,  # noqa: E402
+                     without_dirty)
 
 GRPC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grpc")
 sys.path.insert(0, GRPC_DIR)
@@ -232,6 +234,15 @@ class AdminTest(SimTestCase):
                        "spindle_active_streams", "spindle_upstream_connections_active",
                        "spindle_endpoints", "spindle_build_info"):
             self.assertIn(f"# TYPE {family} ", r.text, f"/metrics has no {family}")
+        # the version and commit --version prints (test_cli checks them against the checkout)
+        build = [line for line in r.text.splitlines() if line.startswith("spindle_build_info{")]
+        self.assertEqual(len(build), 1, build)
+        expected = expected_build()
+        if expected is not None:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', build[0]))
+            self.assertEqual((without_dirty(labels.get("version", "")), labels.get("revision")),
+                             (without_dirty(expected[0]), expected[1]), build[0])
+            self.assertTrue(build[0].endswith("} 1"), build[0])
 
     # === 2. readiness waits for DNS ===========================================================
 

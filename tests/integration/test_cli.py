@@ -1,10 +1,11 @@
 """spindle's command line: --check-config, --version, --help. No node needed."""
 
 import os
+import re
 import subprocess
 
 import sim
-from support import SimTestCase
+from support import SimTestCase, expected_build, without_dirty
 
 GOOD = """\
 proxy:
@@ -55,10 +56,18 @@ class CliTest(SimTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("/nonexistent/spindle.yaml", p.stderr)
 
-    def test_version(self):
+    def test_version_is_the_checkouts_git_describe_or_the_version_given(self):
         p = self.spindle("--version")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertRegex(p.stdout.strip(), r"^spindle \S*\d+\.\d+")
+        expected = expected_build()
+        if expected is None:
+            self.skipTest("not a git checkout, and no VERSION and REVISION given")
+        version, revision = expected
+        m = re.fullmatch(r"spindle (\S+) \(revision ([0-9a-zA-Z._+~-]+)\)", p.stdout.strip())
+        self.assertIsNotNone(m, f"--version printed {p.stdout!r}")
+        self.assertEqual((without_dirty(m[1]), m[2]), (without_dirty(version), revision),
+                         f"{sim.SPINDLE_BIN} is the build of another commit or VERSION than "
+                         f"this run's: rebuild it (make)")
 
     def test_help(self):
         p = self.spindle("--help")
