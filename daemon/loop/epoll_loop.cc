@@ -104,15 +104,18 @@ bool EpollLoop::watchSocket(int fd) {
   epoll_event event{};
   event.events = kSocketEvents;
   event.data.fd = fd;
-  // EEXIST: still the socket watched before (a number past fd_closes' table, or one that
-  // had no operation for a while): the kernel's registration stands.
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) < 0 && errno != EEXIST) {
+  // EEXIST: the same socket, registered before (a number past fd_closes' table, or one
+  // polled before): made edge-triggered for what sockets wait for.
+  int rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event);
+  if (rc < 0 && errno == EEXIST) rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &event);
+  if (rc < 0) {
     const int error = errno;
     while (state.first != kNone) finish(state.first, -error);
     return false;
   }
   state.watched = true;
   state.closes = closes;
+  state.peer_closed = false;
   // Not known yet: the first attempt (or the event the registration reports) tells.
   state.readable = true;
   state.writable = true;
@@ -196,9 +199,11 @@ void EpollLoop::cancelFd(int fd) {
 
 void EpollLoop::noteReceived(int fd, int32_t res, size_t length) {
   // A short read emptied the socket: the next receive waits for the edge new data brings.
-  // A full one may have left more, which no edge would announce; an end of file stays
-  // readable.
-  if (res > 0 && static_cast<size_t>(res) < length) stateOf(fd).readable = false;
+  // A full one may have left more, which no edge would announce. Once the peer closed (or
+  // the socket failed), its end of file or error is still to be read, and no edge will come
+  // for it: the socket stays readable.
+  FdState& state = stateOf(fd);
+  if (res > 0 && static_cast<size_t>(res) < length && !state.peer_closed) state.readable = false;
 }
 
 bool EpollLoop::attempt(uint32_t index) {
@@ -266,9 +271,12 @@ bool EpollLoop::attempt(uint32_t index) {
       do n = ::send(op.fd, op.buffer, op.length, op.flags | MSG_DONTWAIT);
       while (n < 0 && errno == EINTR);
       const int32_t res = n >= 0 ? static_cast<int32_t>(n) : -errno;
-      // Short: the socket's buffer is full, and the next send would block until an edge.
-      if (wouldBlock(res) || (res >= 0 && static_cast<size_t>(res) < op.length)) {
-        stateOf(op.fd).writable = false;
+      // Short: the socket's buffer is full, and the next send would block until an edge
+      // (unless the socket failed: the next send says so at once).
+      FdState& state = stateOf(op.fd);
+      if (wouldBlock(res) ||
+          (res >= 0 && static_cast<size_t>(res) < op.length && !state.peer_closed)) {
+        state.writable = false;
       }
       if (wouldBlock(res)) return false;
       finish(index, res);
@@ -348,6 +356,7 @@ void EpollLoop::onEvent(int fd, uint32_t events) {
     // A socket's edge: what it says stays true until an attempt would block.
     if (failed || (events & (EPOLLIN | EPOLLRDHUP)) != 0) state.readable = true;
     if (failed || (events & EPOLLOUT) != 0) state.writable = true;
+    if (failed || (events & EPOLLRDHUP) != 0) state.peer_closed = true;
   }
   bool level = false;
   uint32_t index = state.first;

@@ -80,7 +80,8 @@ class EpollLoop final : public Loop {
     uint32_t closes = 0;
     bool readable = false;
     bool writable = false;
-    bool dirty = false;  // one-shot registration (reads, polls) due before the next wait
+    bool peer_closed = false;  // an edge said EPOLLRDHUP, HUP or ERR: no edge will follow
+    bool dirty = false;        // one-shot registration (reads, polls) due before the next wait
   };
 
   struct Ready {

@@ -122,6 +122,25 @@ TEST_P(LoopTest, WhatArrivedWhileNoReceiveWaitedIsReadPieceByPiece) {
   EXPECT_EQ(got, "efghijkl");
 }
 
+TEST_P(LoopTest, DataAndEndOfFileTogetherAreBothRead) {
+  // The peer writes and closes at once: one edge on epoll. A short read must not be taken
+  // for "nothing more": the end of file is still to be read.
+  Fd a, b;
+  tcpPair(&a, &b);
+  char buffer[64];
+  Recorded first;
+  loop_->recv(&first, b.get(), buffer, sizeof(buffer));
+  loop_->runOnce(0ms);
+  ASSERT_EQ(::send(a.get(), "reply", 5, 0), 5);
+  a.reset();
+  runUntil(first);
+  ASSERT_EQ(first.result(), 5);
+  Recorded eof;
+  loop_->recv(&eof, b.get(), buffer, sizeof(buffer));
+  runUntil(eof);
+  EXPECT_EQ(eof.result(), 0);
+}
+
 TEST_P(LoopTest, ASendAndAReceiveOnOneSocketBothComplete) {
   Fd a, b;
   tcpPair(&a, &b);
