@@ -118,10 +118,14 @@ Status Daemon::init(privileged::Start start) {
   auto main_loop = loop::Loop::create(engine_.engine, kMainRingEntries);
   if (!main_loop) return Error{main_loop.error()};
   loop_ = std::move(main_loop).value();
-  if (config.metrics.by_source) {
-    auto mount = redirect::findCgroup2Mount();
-    if (!mount) return Error{mount.error()};
+  // Where the workers name calling Pods: for the log's source always, for the metrics with
+  // metrics.by_source.
+  if (auto mount = redirect::findCgroup2Mount()) {
     cgroup_mount_ = *mount;
+  } else if (config.metrics.by_source) {
+    return Error{mount.error()};
+  } else {
+    log::warn("the log will not name calling Pods: {}", mount.error());
   }
 
   // The fds, in the order StartReply gives.
@@ -228,8 +232,8 @@ Status Daemon::startWorkers(std::vector<std::vector<Fd>> listeners, std::vector<
     privileged::WorkerClient& client = *worker_clients_.back();
     workers_.push_back(std::make_unique<proxy::Worker>(
         w, engine_.engine, std::move(listeners[w]), client, services, effective_->limits,
-        effective_->upstream, client, *families_, metric_registry_.makeShard(),
-        effective_->metrics.by_source ? cgroup_mount_ : std::string()));
+        effective_->upstream, client, *families_, metric_registry_.makeShard(), cgroup_mount_,
+        effective_->metrics.by_source));
     if (Status s = workers_.back()->start(); !s) return s;
   }
   return {};

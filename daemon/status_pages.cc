@@ -79,6 +79,17 @@ const char* endpointState(const lb::EndpointLoad& load, lb::TimePoint now) {
   return lb::isEjected(load, now) ? "ejected" : "healthy";
 }
 
+// Why /ready answers 503, or nullopt when spindle is ready: the programs attached and every
+// service's DNS name answered once.
+std::optional<std::string> notReadyReason(const Daemon& d) {
+  if (!d.attached()) return "BPF not attached";
+  std::string pending;
+  if (d.discovery() != nullptr && !d.discovery()->allResolved(&pending)) {
+    return fmt::format("DNS has not answered for {}", pending);
+  }
+  return std::nullopt;
+}
+
 // The metrics whose values live elsewhere than in the shards: the kernel's redirect
 // counters, the endpoints' shared load, DNS state, the build.
 std::string renderLiveMetrics(const Daemon& d) {
@@ -133,13 +144,28 @@ std::string renderLiveMetrics(const Daemon& d) {
                           "gauge");
     for (const config::Service& service : d.config().services) {
       if (service.endpoints.dns.empty()) continue;
-      auto stale = d.discovery()->staleness(service.endpoints.dns);
-      if (stale) {
+      if (auto fresh = d.discovery()->freshness(service.endpoints.dns)) {
         appendSeries(out, "spindle_dns_staleness_seconds", {{"service", service.name}},
-                     static_cast<double>(stale->count()));
+                     static_cast<double>(fresh->age.count()));
+      }
+    }
+    metrics::appendHeader(out, "spindle_dns_ttl_seconds",
+                          "How long the last good answer holds: its TTL within dns.refresh's "
+                          "bounds, when spindle asks again.",
+                          "gauge");
+    for (const config::Service& service : d.config().services) {
+      if (service.endpoints.dns.empty()) continue;
+      if (auto fresh = d.discovery()->freshness(service.endpoints.dns)) {
+        appendSeries(out, "spindle_dns_ttl_seconds", {{"service", service.name}},
+                     std::chrono::duration<double>(fresh->ttl).count());
       }
     }
   }
+  metrics::appendHeader(out, "spindle_ready",
+                        "1 when /ready answers 200: the programs attached and every service's "
+                        "DNS name answered.",
+                        "gauge");
+  appendSeries(out, "spindle_ready", {}, notReadyReason(d) ? 0 : 1);
   metrics::appendHeader(out, "spindle_io_engine", "The I/O engine the proxy runs on.", "gauge");
   appendSeries(out, "spindle_io_engine", {{"engine", loop::engineName(d.ioEngine().engine)}}, 1);
   metrics::appendHeader(out, "spindle_build_info",
@@ -160,11 +186,8 @@ HttpResponse metricsPage(const Daemon& d) {
 
 // Ready once the programs are attached, the workers run and every DNS name has answered.
 HttpResponse readyPage(const Daemon& d) {
-  std::string pending;
-  if (!d.attached()) return {503, "text/plain; charset=utf-8", "not ready: BPF not attached\n"};
-  if (d.discovery() != nullptr && !d.discovery()->allResolved(&pending)) {
-    return {503, "text/plain; charset=utf-8",
-            fmt::format("not ready: DNS has not answered for {}\n", pending)};
+  if (auto why = notReadyReason(d)) {
+    return {503, "text/plain; charset=utf-8", fmt::format("not ready: {}\n", *why)};
   }
   return {200, "text/plain; charset=utf-8", "ready\n"};
 }

@@ -31,9 +31,12 @@ bool Discovery::allResolved(std::string* pending) const {
   return true;
 }
 
-std::optional<std::chrono::seconds> Discovery::staleness(const std::string& name) const {
+std::optional<Discovery::Freshness> Discovery::freshness(const std::string& name) const {
   for (const auto& watched : names_) {
-    if (watched->name == name) return watched->state.staleness(Clock::now());
+    if (watched->name != name) continue;
+    auto age = watched->state.staleness(Clock::now());
+    if (!age) return std::nullopt;
+    return Freshness{*age, watched->state.goodFor()};
   }
   return std::nullopt;
 }

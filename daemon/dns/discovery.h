@@ -26,8 +26,12 @@ class Discovery {
   void watch(const std::string& name, OnChange on_change, OnResult on_result = nullptr);
   // Whether every watched name has had a good answer; else the first that has not.
   bool allResolved(std::string* pending = nullptr) const;
-  // Seconds since `name` last had a good answer; nullopt before the first.
-  std::optional<std::chrono::seconds> staleness(const std::string& name) const;
+  struct Freshness {
+    std::chrono::seconds age;       // since the last good answer
+    std::chrono::milliseconds ttl;  // how long that answer holds (NameState::goodFor)
+  };
+  // Of `name`'s last good answer; nullopt before the first.
+  std::optional<Freshness> freshness(const std::string& name) const;
 
  private:
   struct Watched {

@@ -47,7 +47,8 @@ std::optional<std::vector<net::SocketAddress>> NameState::onAnswer(const Answer&
       failures_ = 0;
       empties_ = 0;
       last_good_ = now;
-      next_query_ = now + clampRefresh(answer.ttl);
+      good_for_ = clampRefresh(answer.ttl);
+      next_query_ = now + good_for_;
       std::vector<net::SocketAddress> addresses = answer.addresses;
       sortUnique(addresses);
       const bool changed = !resolved_ || addresses != addresses_;
@@ -63,6 +64,7 @@ std::optional<std::vector<net::SocketAddress>> NameState::onAnswer(const Answer&
       next_query_ = now + settings_.refresh_min;
       if (empties_ < settings_.empty_confirmations) return std::nullopt;
       last_good_ = now;
+      good_for_ = settings_.refresh_min;
       const bool changed = !resolved_ || !addresses_.empty();
       resolved_ = true;
       if (!changed) return std::nullopt;

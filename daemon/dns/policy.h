@@ -62,6 +62,9 @@ class NameState {
   uint32_t consecutiveEmpty() const { return empties_; }
   // Seconds since the last good answer; nullopt before the first.
   std::optional<std::chrono::seconds> staleness(Clock::time_point now) const;
+  // How long the last good answer holds: its TTL clamped to the refresh bounds, when spindle
+  // asks again (refresh_min for a confirmed empty answer); zero before the first.
+  std::chrono::milliseconds goodFor() const { return good_for_; }
 
  private:
   std::chrono::milliseconds clampRefresh(std::chrono::milliseconds wanted) const;
@@ -70,6 +73,7 @@ class NameState {
   std::vector<net::SocketAddress> addresses_;  // sorted, without duplicates
   Clock::time_point next_query_{};
   std::optional<Clock::time_point> last_good_;
+  std::chrono::milliseconds good_for_{0};
   uint32_t failures_ = 0;
   uint32_t empties_ = 0;
   bool resolved_ = false;

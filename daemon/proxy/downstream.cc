@@ -21,7 +21,7 @@ Status H2Downstream::start(const std::string& received) {
   auto session = h2::Session::create(h2::Role::kServer,
                                      withLimits(h2::downstreamSettings(), worker_.limits), *this);
   if (!session) {
-    log::warn("client {}: {}", peer_.toString(), session.error());
+    log::warn({.source = *source_}, "client {}: {}", peer_.toString(), session.error());
     return makeError(session.error());
   }
   session_ = std::move(*session);

@@ -35,6 +35,7 @@ class H2Downstream final : public H2Connection, private h2::Listener {
   void stopGracefully(DrainStep step) override;
 
  private:
+  std::string_view sourceLabel() const override { return *source_; }
   void onClosing() override;
   void onClosed() override;
   bool hasStreams() const override { return !calls_.empty(); }

@@ -278,6 +278,7 @@ void H2Connection::close(const char* why, bool abandon_send) {
       const std::string peer = peer_.toString();
       const std::string_view violation = h2::violationName(session_->violation());
       log::warn({.endpoint = upstream_side_ ? std::string_view(peer) : std::string_view(),
+                 .source = sourceLabel(),
                  .reason = violation},
                 "{} {}: closing HTTP/2 connection: {} ({} more not logged)",
                 upstream_side_ ? "endpoint" : "client", peer, violation, suppressed);

@@ -66,6 +66,8 @@ class H2Connection : public Connection, protected loop::BufferWaiter {
   // abandon_send: a send in flight is cut off too (the peer does not read it).
   void close(const char* why, bool abandon_send = false);
 
+  // The calling Pod's label, where the connection is one Pod's (for the log); else empty.
+  virtual std::string_view sourceLabel() const { return {}; }
   // The connection is closing: detach every stream (called once, before the last op ends).
   virtual void onClosing() = 0;
   // Nothing is in flight: the owner unlinks and frees the connection.

@@ -12,7 +12,8 @@
 namespace spindle::proxy {
 
 Passthrough::Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
-                         net::SocketAddress destination, const Caller& caller, std::string received)
+                         net::SocketAddress destination, const Caller& caller,
+                         std::shared_ptr<const std::string> source, std::string received)
     : worker_(worker),
       loop_(worker.loop),
       pool_(worker.buffers),
@@ -20,6 +21,7 @@ Passthrough::Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress 
       downstream_peer_(downstream_peer),
       destination_(destination),
       caller_(caller),
+      source_(std::move(source)),
       initial_(std::move(received)) {
   worker_.metrics.connectionOpened(WorkerMetrics::Protocol::kPassthrough);
 }
@@ -34,7 +36,7 @@ void Passthrough::start() {
   if (!socket) {
     worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure(
-        destination_,
+        destination_, *source_,
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); },
         socket.error().c_str());
     close("no upstream socket");
@@ -65,7 +67,7 @@ void Passthrough::onConnected(int32_t res, uint32_t /*flags*/) {
   if (res < 0) {
     const char* why = res == -ECANCELED ? "connect timed out" : std::strerror(-res);
     worker_.logUpstreamFailure(
-        destination_,
+        destination_, *source_,
         [&] { return downstream_peer_.toString() + " -> " + destination_.toString(); }, why);
     close("upstream connect failed");
     return;

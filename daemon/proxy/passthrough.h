@@ -30,9 +30,10 @@ class Passthrough final : public Connection {
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
   // `received`: bytes already read from downstream (while detecting the protocol); they go
-  // upstream first.
+  // upstream first. source: the calling Pod's label, for the log.
   Passthrough(WorkerParts& worker, Fd downstream, net::SocketAddress downstream_peer,
-              net::SocketAddress destination, const Caller& caller, std::string received = {});
+              net::SocketAddress destination, const Caller& caller,
+              std::shared_ptr<const std::string> source, std::string received = {});
 
   ~Passthrough() override;
 
@@ -97,6 +98,7 @@ class Passthrough final : public Connection {
   net::SocketAddress downstream_peer_;
   net::SocketAddress destination_;
   Caller caller_;
+  std::shared_ptr<const std::string> source_;
   std::string initial_;
   size_t initial_sent_ = 0;
   Direction to_upstream_{*this, "downstream->upstream"};

@@ -94,8 +94,8 @@ void ProtocolDetector::handOver(bool http2) {
     if (Status s = downstream->start(received); !s) downstream->abort();
     return;
   }
-  auto* passthrough =
-      new Passthrough(worker_, std::move(fd_), peer_, destination_, caller_, std::move(received));
+  auto* passthrough = new Passthrough(worker_, std::move(fd_), peer_, destination_, caller_,
+                                      std::move(source_), std::move(received));
   worker_.connections.add(passthrough);
   passthrough->start();
 }

@@ -26,7 +26,7 @@ void Upstream::connect() {
   if (!socket) {
     worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure(
-        endpoint_.address, [&] { return "endpoint " + endpoint_.address.toString(); },
+        endpoint_.address, {}, [&] { return "endpoint " + endpoint_.address.toString(); },
         socket.error().c_str());
     worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
@@ -55,7 +55,7 @@ void Upstream::onConnected(int32_t res) {
   if (closing()) return;
   if (res < 0) {
     worker_.logUpstreamFailure(
-        endpoint_.address, [&] { return "endpoint " + endpoint_.address.toString(); },
+        endpoint_.address, {}, [&] { return "endpoint " + endpoint_.address.toString(); },
         res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
     worker_.upstreams.noteConnectFailed(*this, EventClock::now());

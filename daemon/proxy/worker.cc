@@ -29,7 +29,7 @@ Worker::Worker(unsigned index, loop::Engine engine, std::vector<Fd> listeners,
                redirect::OriginLookup& origins, std::shared_ptr<const lb::ServiceTable> services,
                const config::Limits& limits, const config::Upstream& upstream,
                UpstreamSockets& sockets, const ProxyFamilies& families,
-               std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount)
+               std::unique_ptr<metrics::Shard> shard, std::string cgroup_mount, bool by_source)
     : index_(index),
       engine_(engine),
       listeners_(std::move(listeners)),
@@ -40,7 +40,7 @@ Worker::Worker(unsigned index, loop::Engine engine, std::vector<Fd> listeners,
       sockets_(sockets),
       shard_(std::move(shard)),
       cgroup_mount_(std::move(cgroup_mount)),
-      metrics_(families, *shard_, /*by_source=*/!cgroup_mount_.empty()) {
+      metrics_(families, *shard_, by_source && !cgroup_mount_.empty()) {
   last_beat_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                    std::memory_order_relaxed);
 }
@@ -69,11 +69,11 @@ Status Worker::start() {
     }
     buffers_ = std::move(*buffers);
     if (cgroup_mount_.empty()) {
-      // metrics.by_source is off: no Pod is named.
+      // No cgroup2 mount was found: no Pod is named (the daemon said so).
     } else if (auto names = redirect::CgroupNames::open(cgroup_mount_)) {
       cgroup_names_.emplace(std::move(names).value());
     } else {
-      log::warn("worker {}: calls will not be attributed to Pods: {}", index_, names.error());
+      log::warn("worker {}: calling Pods will not be named: {}", index_, names.error());
     }
     parts_ = std::make_unique<WorkerParts>(*loop_, *buffers_, metrics_, limits_, upstream_,
                                            sockets_, std::move(services_),
@@ -206,6 +206,11 @@ void Worker::shutdownConnections() {
   acceptors_.clear();
 }
 
+std::shared_ptr<const std::string> Worker::sourceOf(uint64_t cgroup_id) {
+  static const auto kUnknown = std::make_shared<const std::string>("unknown");
+  return cgroup_names_ ? cgroup_names_->labelOf(cgroup_id) : kUnknown;
+}
+
 void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
   // Also while draining: it was redirected here before the listeners closed.
   if (stopping_.load(std::memory_order_relaxed)) return;
@@ -233,7 +238,8 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
     metrics_.overConnectionLimit();
     uint64_t suppressed = 0;
     if (limit_log_.allow(&suppressed)) {
-      log::warn({.reason = "limits.max_connections"},
+      const auto source = sourceOf(original->cgroup_id);
+      log::warn({.source = *source, .reason = "limits.max_connections"},
                 "closing connection from {}: {} connections open, limits.max_connections "
                 "({} more not logged)",
                 peer->toString(), limits_.max_connections, suppressed);
@@ -242,10 +248,9 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
   }
   net::setNoDelay(downstream.get());
   const Caller caller{original->netns_cookie, original->pid};
+  auto source = sourceOf(original->cgroup_id);
   const auto service = parts_->services.indexOf(original->service_id);
   if (service && !parts_->services.at(*service).endpoints->empty()) {
-    static const auto kUnknown = std::make_shared<const std::string>("unknown");
-    auto source = cgroup_names_ ? cgroup_names_->labelOf(original->cgroup_id) : kUnknown;
     auto* detector =
         new ProtocolDetector(*parts_, std::move(downstream), *peer, original->destination, *service,
                              caller, std::move(source));
@@ -255,8 +260,8 @@ void Worker::onAccepted(Fd downstream, uint16_t proxy_port) {
   }
   // No endpoints known for the service (DNS has not answered yet, or confirmed there are
   // none): the ClusterIP still works, so pass through to it.
-  auto* passthrough =
-      new Passthrough(*parts_, std::move(downstream), *peer, original->destination, caller);
+  auto* passthrough = new Passthrough(*parts_, std::move(downstream), *peer, original->destination,
+                                      caller, std::move(source));
   parts_->connections.add(passthrough);
   passthrough->start();
 }

@@ -35,7 +35,8 @@ class Worker {
          redirect::OriginLookup& origins, std::shared_ptr<const lb::ServiceTable> services,
          const config::Limits& limits, const config::Upstream& upstream, UpstreamSockets& sockets,
          const ProxyFamilies& families, std::unique_ptr<metrics::Shard> shard,
-         std::string cgroup_mount);  // Pods are named from there; "": calls not counted by Pod
+         std::string cgroup_mount,  // Pods are named from there (the log's source); "": not
+         bool by_source);           // metrics.by_source: calls counted by Pod too
   ~Worker();
 
   // Starts the thread and creates its ring there; fails when the ring cannot be had.
@@ -73,6 +74,8 @@ class Worker {
   void takePublished();
   void applyDrain();
   void onAccepted(Fd downstream, uint16_t proxy_port);
+  // The calling Pod's label (the metrics' and the log's `source`), from its cgroup.
+  std::shared_ptr<const std::string> sourceOf(uint64_t cgroup_id);
   void onListenerClosed();
   void closeListeners();
   void shutdownConnections();

@@ -37,14 +37,15 @@ struct WorkerParts {
   void setServices(std::shared_ptr<const lb::ServiceTable> table);
 
   // Rate-limited: a failing endpoint must not flood the log. `describe` is called only when
-  // the line is written; `destination` is the endpoint (or a passthrough's destination).
+  // the line is written; `destination` is the endpoint (or a passthrough's destination);
+  // `source` the calling Pod's label where the connection has one caller.
   template <typename Describe>
-  void logUpstreamFailure(const net::SocketAddress& destination, Describe&& describe,
-                          const char* why) {
+  void logUpstreamFailure(const net::SocketAddress& destination, std::string_view source,
+                          Describe&& describe, const char* why) {
     uint64_t suppressed = 0;
     if (upstream_log.allow(&suppressed)) {
       const std::string endpoint = destination.toString();
-      log::warn({.endpoint = endpoint, .reason = why},
+      log::warn({.endpoint = endpoint, .source = source, .reason = why},
                 "{}: {} ({} more upstream failures not logged)", describe(), why, suppressed);
     }
   }

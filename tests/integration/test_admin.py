@@ -270,6 +270,10 @@ class AdminTest(SimTestCase):
         self.assertEqual((head.status, head.body), (503, b""), head)
         health = self.admin("/healthz", port=DNS_ADMIN_PORT)
         self.assertEqual(health.status, 200, f"not ready must not mean unhealthy: {health!r}")
+        m = parse_metrics(self.admin("/metrics", port=DNS_ADMIN_PORT).text)
+        self.assertEqual(m.get(("spindle_ready", frozenset())), 0.0, "spindle_ready before DNS")
+        self.assertNotIn(("spindle_dns_ttl_seconds", frozenset({("service", "dnsecho")})), m,
+                         "a TTL exported before any answer")
 
         t_start = time.monotonic()
         dnsmasq.start()
@@ -291,6 +295,10 @@ class AdminTest(SimTestCase):
         healthy = m.get(("spindle_endpoints", frozenset({("service", "dnsecho"),
                                                          ("state", "healthy")})))
         self.assertEqual(healthy, 3.0, "spindle_endpoints{state=healthy} after DNS answered")
+        self.assertEqual(m.get(("spindle_ready", frozenset())), 1.0, "spindle_ready after DNS")
+        # dnsmasq's TTL 1 s, raised to dns.refresh.min
+        self.assertEqual(m.get(("spindle_dns_ttl_seconds", frozenset({("service", "dnsecho")}))),
+                         1.0)
 
     # === 3. broken and hostile HTTP ===========================================================
 

@@ -35,7 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sim  # noqa: E402
 from sim import dns as simdns  # noqa: E402
-from support import SimTestCase, grpcio_missing, measure, norm_ip, spindle_missing  # noqa: E402
+from sim import prometheus as simprom  # noqa: E402
+from support import (SimTestCase, grpcio_missing, measure, metric, norm_ip,  # noqa: E402
+                     spindle_missing)
 
 GRPC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grpc")
 sys.path.insert(0, GRPC_DIR)
@@ -55,6 +57,7 @@ BIG_COUNT = 300
 TTL0_NAME = "ttl0-pods.demo.svc.cluster.local"
 HUGE_NAME = "ttlhuge-pods.demo.svc.cluster.local"
 RESPONDER_PORT = 5353
+ADMIN_PORT = 9901
 TTL = 1                                                 # dnsmasq --local-ttl
 SETTLE = TTL + 2.0         # a DNS change is in force for new calls this long after it
 SHARE_MIN = 0.15           # of calls, for each Pod that should take a share
@@ -725,7 +728,9 @@ class DnsTest(SimTestCase):
                     self.service("ttl0", dns=TTL0_NAME, intercept=["198.19.0.31:50051"]),
                     self.service("ttlhuge", dns=HUGE_NAME, intercept=["198.19.0.32:50051"])]
         t_start = time.time()
-        sp = self.start_spindle(self.config(r.server, services, refresh=("2s", "8s")))
+        cfg = self.config(r.server, services, refresh=("2s", "8s"))
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
+        sp = self.start_spindle(cfg)
         for name in ("echo", "ttl0", "ttlhuge"):
             self.wait_endpoints(sp, name, count=3 if name == "echo" else 1)
         sim.hold(self.REFRESH_WINDOW, sp.proc, interval=0.1)
@@ -756,6 +761,12 @@ class DnsTest(SimTestCase):
                                              "refresh.max not applied")
         self.assertLessEqual(max(ivh), 8 + slack, f"TTL 3600: refresh.max not applied: {ivh}")
         self.assertGreaterEqual(min(ivh), 2 - slack, f"TTL 3600: {ivh}")
+        # the metrics say how long each answer holds, and that none is older than that
+        text = simprom.http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
+        for name, holds in (("echo", 5), ("ttl0", 2), ("ttlhuge", 8)):
+            self.assertEqual(metric(text, "spindle_dns_ttl_seconds", service=name), holds, name)
+            self.assertLessEqual(metric(text, "spindle_dns_staleness_seconds", service=name),
+                                 holds + 1, f"{name}: refreshed answers are never past their TTL")
         # every name goes out as the FQDN: no search-list suffix was ever tried
         asked = {q["name"] for q in r.queries(since=t_start)}
         self.assertLessEqual(asked, {HEADLESS + ".", TTL0_NAME + ".", HUGE_NAME + "."},

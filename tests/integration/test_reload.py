@@ -12,6 +12,7 @@ import sim
 from sim.bpffs import Bpffs
 from support import PORT, VIP4, NodeTestCase
 
+H2_PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 RELOADED = r"spindle: info: config reloaded"
 RELOAD_FAILED = r"spindle: error: config reload .*the running config stays"
 
@@ -83,6 +84,18 @@ class ReloadTest(NodeTestCase):
         record = sim.wait_until(rejected, 5, interval=0.25, what="a JSON rejection line",
                                 details=sp.tail)
         self.assertEqual((record["level"], record["reason"]), ("warn", "not redirected"), record)
+        # An event about a calling Pod names it in `source`: the client Pod's connection to
+        # the service starts HTTP/2, then sends a frame over the size limit.
+        source = os.path.relpath(self.client.cgroup.path, sim.cgroup2_mount())
+
+        def violation():
+            self.dial("raw", VIP4, send=H2_PREFACE + "\x01\x01\x01\x01\x01\x01\x01\x01\x01",
+                      timeout=5)
+            return next((r for r in records() if "closing HTTP/2 connection" in r["msg"]), None)
+        record = sim.wait_until(violation, 5, interval=0.25, what="a JSON violation line",
+                                details=sp.tail)
+        self.assertEqual((record["level"], record.get("source")), ("warn", source), record)
+        self.assertNotIn("endpoint", record)  # the client's side: no endpoint involved
         # An error with its reason: a file that does not parse.
         self.write(sp.config_path, "proxy:\n  listen: [\n")
         failed = sim.wait_until(lambda: next((r for r in records() if r["level"] == "error"), None),

@@ -105,6 +105,26 @@ TEST(DnsPolicy, StalenessCountsFromTheLastGoodAnswer) {
   EXPECT_EQ(state.staleness(kT0 + seconds(12)), seconds(12));
 }
 
+// What the TTL metric exports: how long each good answer holds, which failures do not change.
+TEST(DnsPolicy, GoodForIsTheTtlWithinTheRefreshBoundsAndOutlivesFailures) {
+  NameState state(settings());
+  EXPECT_EQ(state.goodFor(), milliseconds(0));
+  state.onAnswer(records({ip("198.18.1.2")}, seconds(5)), kT0);
+  EXPECT_EQ(state.goodFor(), seconds(5));
+  state.onAnswer(failure(), kT0 + seconds(5));
+  EXPECT_EQ(state.goodFor(), seconds(5));
+  state.onAnswer(records({ip("198.18.1.2")}, seconds(0)), kT0 + seconds(6));
+  EXPECT_EQ(state.goodFor(), seconds(1));
+  state.onAnswer(records({ip("198.18.1.2")}, seconds(3600)), kT0 + seconds(7));
+  EXPECT_EQ(state.goodFor(), seconds(30));
+  // An empty answer holds from its confirmation, for refresh_min.
+  state.onAnswer(empty(), kT0 + seconds(40));
+  state.onAnswer(empty(), kT0 + seconds(41));
+  EXPECT_EQ(state.goodFor(), seconds(30));
+  state.onAnswer(empty(), kT0 + seconds(42));
+  EXPECT_EQ(state.goodFor(), seconds(1));
+}
+
 TEST(DnsPolicy, OneEmptyAnswerDoesNotDropEndpoints) {
   NameState state(settings());
   state.onAnswer(records({ip("198.18.1.2")}), kT0);
