@@ -299,7 +299,7 @@ fuzz: deps $(FUZZ_BINS)
 
 # The short run CI does (tests/run_all.sh runs the same).
 fuzz-smoke: deps $(FUZZ_BINS)
-	@fuzz/run.sh 30 $(FUZZ_NAMES)
+	@fuzz/run.sh 20 $(FUZZ_NAMES)
 
 # The container image (Dockerfile) built without a Docker daemon, then checked: buildah with
 # chroot isolation on a Debian 12 base made by debootstrap (tools/build-image.sh), with the

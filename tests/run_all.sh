@@ -160,13 +160,13 @@ else
 	add 0 2 0
 fi
 
-# --- fuzz smoke: each fuzz target for 30 s from its seeds, one test each ------------------
+# --- fuzz smoke: each fuzz target for 20 s from its seeds, one test each ------------------
 echo
-echo "== fuzz smoke (fuzz/run.sh, 30 s per target, two at a time)"
+echo "== fuzz smoke (fuzz/run.sh, 20 s per target, two at a time)"
 fuzz_names=$(for f in fuzz/*_fuzz.cc; do basename "$f" _fuzz.cc; done)
 if sanitizer_make fuzz-build; then
 	# shellcheck disable=SC2086  # one word per target
-	FUZZ_JOBS=2 fuzz/run.sh 30 $fuzz_names 2>&1 | tee "$work/fuzz.log"
+	FUZZ_JOBS=2 fuzz/run.sh 20 $fuzz_names 2>&1 | tee "$work/fuzz.log"
 	add_summary fuzz "$work/fuzz.log" "${PIPESTATUS[0]}" "fuzz: "
 else
 	echo "fuzz: build failed: counted as 1 failure"
