@@ -214,6 +214,10 @@ Status Daemon::registerMetrics() {
   if (!reload_family) return Error{reload_family.error()};
   reload_family_ = *reload_family;
   main_shard_ = metric_registry_.makeShard();
+  // Both results exist from the start: the first failure is an increase from 0, which rate()
+  // and increase() see, not a new series.
+  main_shard_->counter(reload_family_, {"ok"});
+  main_shard_->counter(reload_family_, {"failed"});
   return {};
 }
 

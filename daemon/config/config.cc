@@ -88,15 +88,6 @@ bool mayIntercept(const std::vector<Service>& services, const net::SocketAddress
   return false;
 }
 
-std::string_view adminPageName(AdminPage page) {
-  switch (page) {
-    case AdminPage::kEndpoints: return "endpoints";
-    case AdminPage::kConfig: return "config";
-    case AdminPage::kStatus: return "status";
-  }
-  return "unknown";
-}
-
 namespace {
 
 // A Kubernetes-style DNS label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters.
@@ -420,16 +411,7 @@ class Parser {
       proxy.gid = static_cast<uint32_t>(integer(it->second, 1, 0xfffffffe));
     }
     if (auto it = fields.find("io_engine"); it != fields.end()) {
-      const std::string text = string(it->second);
-      if (text == "auto") {
-        proxy.io_engine = loop::EngineSetting::kAuto;
-      } else if (text == "io_uring") {
-        proxy.io_engine = loop::EngineSetting::kIoUring;
-      } else if (text == "epoll") {
-        proxy.io_engine = loop::EngineSetting::kEpoll;
-      } else {
-        fail(it->second, fmt::format("'{}' is not one of auto, io_uring, epoll", text));
-      }
+      proxy.io_engine = choice(it->second, kIoEngines);
     }
     const uint16_t port = proxy.listen.front().port();
     if (port + proxy.service_ports > 65535) {
@@ -446,19 +428,10 @@ class Parser {
     if (auto it = fields.find("listen"); it != fields.end()) admin.listen = address(it->second);
     if (auto it = fields.find("pages"); it != fields.end()) {
       for (const Item& entry : readList(it->second, false)) {
-        const std::string name = string(entry);
-        bool known = false;
-        for (AdminPage page : {AdminPage::kEndpoints, AdminPage::kConfig, AdminPage::kStatus}) {
-          if (name != adminPageName(page)) continue;
-          known = true;
-          if (std::find(admin.pages.begin(), admin.pages.end(), page) == admin.pages.end()) {
-            admin.pages.push_back(page);
-          }
-        }
-        if (!known) {
-          fail(entry, fmt::format("'{}' is not one of endpoints, config, status (/metrics, "
-                                  "/ready and /healthz are always served)",
-                                  name));
+        const AdminPage page =
+            choice(entry, kAdminPages, " (/metrics, /ready and /healthz are always served)");
+        if (std::find(admin.pages.begin(), admin.pages.end(), page) == admin.pages.end()) {
+          admin.pages.push_back(page);
         }
       }
     }
@@ -482,14 +455,7 @@ class Parser {
       out.level = *level;
     }
     if (auto it = fields.find("format"); it != fields.end()) {
-      const std::string text = string(it->second);
-      if (text == "text") {
-        out.format = log::Format::kText;
-      } else if (text == "json") {
-        out.format = log::Format::kJson;
-      } else {
-        fail(it->second, fmt::format("'{}' is not one of text, json", text));
-      }
+      out.format = choice(it->second, kLogFormats);
     }
     return out;
   }
@@ -572,14 +538,7 @@ class Parser {
       upstream.max_connections = static_cast<uint32_t>(integer(it->second, 1, 1000000));
     }
     if (auto it = fields.find("source"); it != fields.end()) {
-      const std::string text = string(it->second);
-      if (text == "pod") {
-        upstream.source = Upstream::Source::kPod;
-      } else if (text == "node") {
-        upstream.source = Upstream::Source::kNode;
-      } else {
-        fail(it->second, fmt::format("'{}' is not one of pod, node", text));
-      }
+      upstream.source = choice(it->second, kUpstreamSources);
     }
     return upstream;
   }
@@ -659,6 +618,20 @@ class Parser {
       if (out.statics.empty()) fail(statics->second, "give at least one address");
     }
     return out;
+  }
+
+  // One of a setting's names (config.h); `note` follows the list in the error.
+  template <typename Enum, size_t N>
+  Enum choice(const Item& item, const Choice<Enum> (&choices)[N],
+              std::string_view note = {}) const {
+    const std::string text = string(item);
+    std::string names;
+    for (const Choice<Enum>& c : choices) {
+      if (text == c.name) return c.value;
+      names += names.empty() ? "" : ", ";
+      names += c.name;
+    }
+    fail(item, fmt::format("'{}' is not one of {}{}", text, names, note));
   }
 
   Balance balance(const Item& item) const {

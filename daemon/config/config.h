@@ -210,8 +210,39 @@ uint32_t serviceId(std::string_view name);
 bool mayIntercept(const std::vector<Service>& services, const net::SocketAddress& address,
                   uint32_t service_id);
 
-// "endpoints", "config", "status": the name of an admin page in admin.pages.
-std::string_view adminPageName(AdminPage page);
+// The names an enumerated setting takes, in the order the reference lists them: the parser
+// reads them (and lists them when a value is none of them), /config writes them.
+template <typename Enum>
+struct Choice {
+  std::string_view name;
+  Enum value;
+};
+inline constexpr Choice<loop::EngineSetting> kIoEngines[] = {
+    {"auto", loop::EngineSetting::kAuto},
+    {"io_uring", loop::EngineSetting::kIoUring},
+    {"epoll", loop::EngineSetting::kEpoll},
+};
+inline constexpr Choice<AdminPage> kAdminPages[] = {
+    {"endpoints", AdminPage::kEndpoints},
+    {"config", AdminPage::kConfig},
+    {"status", AdminPage::kStatus},
+};
+inline constexpr Choice<Upstream::Source> kUpstreamSources[] = {
+    {"pod", Upstream::Source::kPod},
+    {"node", Upstream::Source::kNode},
+};
+inline constexpr Choice<log::Format> kLogFormats[] = {
+    {"text", log::Format::kText},
+    {"json", log::Format::kJson},
+};
+
+template <typename Enum, size_t N>
+constexpr std::string_view choiceName(const Choice<Enum> (&choices)[N], Enum value) {
+  for (const Choice<Enum>& choice : choices) {
+    if (choice.value == value) return choice.name;
+  }
+  return "unknown";
+}
 
 // Looks up an environment variable for ${NAME} expansion; nullopt when it is not set.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

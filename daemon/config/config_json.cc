@@ -13,15 +13,6 @@ json addresses(const std::vector<net::SocketAddress>& list) {
   return out;
 }
 
-const char* engineSetting(loop::EngineSetting setting) {
-  switch (setting) {
-    case loop::EngineSetting::kAuto: return "auto";
-    case loop::EngineSetting::kIoUring: return "io_uring";
-    case loop::EngineSetting::kEpoll: return "epoll";
-  }
-  return "auto";
-}
-
 json service(const Service& s) {
   json intercept = json::array();
   for (const Intercept& i : s.intercept) intercept.push_back(i.text);
@@ -62,7 +53,8 @@ std::string durationText(Duration duration) {
 json toJson(const Config& c) {
   json admin = {{"pages", json::array()}, {"socket", c.admin.socket}};
   if (c.admin.listen) admin["listen"] = c.admin.listen->toString();
-  for (AdminPage page : c.admin.pages) admin["pages"].push_back(std::string(adminPageName(page)));
+  for (AdminPage page : c.admin.pages)
+    admin["pages"].push_back(std::string(choiceName(kAdminPages, page)));
   json services = json::array();
   for (const Service& s : c.services) services.push_back(service(s));
   return {
@@ -72,7 +64,7 @@ json toJson(const Config& c) {
         {"service_ports", c.proxy.service_ports},
         {"uid", c.proxy.uid},
         {"gid", c.proxy.gid},
-        {"io_engine", engineSetting(c.proxy.io_engine)}}},
+        {"io_engine", std::string(choiceName(kIoEngines, c.proxy.io_engine))}}},
       {"admin", admin},
       {"metrics",
        {{"by_source", c.metrics.by_source},
@@ -83,7 +75,7 @@ json toJson(const Config& c) {
         {"heartbeat_timeout", durationText(c.redirect.heartbeat_timeout)},
         {"pin_path", c.redirect.pin_path}}},
       {"upstream",
-       {{"source", c.upstream.source == Upstream::Source::kPod ? "pod" : "node"},
+       {{"source", std::string(choiceName(kUpstreamSources, c.upstream.source))},
         {"idle_timeout", durationText(c.upstream.idle_timeout)},
         {"max_connections", c.upstream.max_connections}}},
       {"dns",
@@ -102,7 +94,7 @@ json toJson(const Config& c) {
         {"max_control_frames", c.limits.max_control_frames}}},
       {"log",
        {{"level", log::levelName(c.log.level)},
-        {"format", c.log.format == log::Format::kJson ? "json" : "text"}}},
+        {"format", std::string(choiceName(kLogFormats, c.log.format))}}},
       {"services", services},
   };
 }

@@ -134,6 +134,10 @@ WorkerMetrics::WorkerMetrics(const ProxyFamilies& families, metrics::Shard& shar
                                             h2::violationName(static_cast<h2::Violation>(v))});
     }
   }
+  for (SocketFailure failure : {SocketFailure::kLocal, SocketFailure::kCallerNamespace}) {
+    shard.counter(families.socket_failures_total, {socketFailureName(failure)});
+  }
+  shard.counter(families.socket_failures_total, {"max_connections"});
   over_limit_ = shard.counter(families.limit_closes_total, {"max_connections"});
   idle_closed_ = shard.counter(families.limit_closes_total, {"idle"});
   send_timeout_resets_ = shard.counter(families.limit_resets_total, {"send_timeout"});

@@ -272,6 +272,15 @@ class AdminTest(SimTestCase):
         self.assertEqual(health.status, 200, f"not ready must not mean unhealthy: {health!r}")
         m = parse_metrics(self.admin("/metrics", port=DNS_ADMIN_PORT).text)
         self.assertEqual(m.get(("spindle_ready", frozenset())), 0.0, "spindle_ready before DNS")
+        # Counters of a fixed set of reasons exist at 0 from the start: their first increase
+        # is one that rate() and the alerts see.
+        for name, label, values in (
+                ("spindle_config_reloads_total", "result", ("ok", "failed")),
+                ("spindle_upstream_socket_failures_total", "reason",
+                 ("local", "caller_namespace", "max_connections"))):
+            for value in values:
+                self.assertEqual(m.get((name, frozenset({(label, value)}))), 0.0,
+                                 f'{name}{{{label}="{value}"}} at start')
         self.assertNotIn(("spindle_dns_ttl_seconds", frozenset({("service", "dnsecho")})), m,
                          "a TTL exported before any answer")
 

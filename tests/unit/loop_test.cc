@@ -56,18 +56,25 @@ class LoopTest : public ::testing::TestWithParam<Engine> {
     }
   }
 
+  // A TCP listener on a free loopback port, and its address.
+  static void tcpListener(Fd* listener, sockaddr_in* address) {
+    listener->reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    *address = {};
+    address->sin_family = AF_INET;
+    address->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(*address);
+    ASSERT_EQ(::bind(listener->get(), reinterpret_cast<sockaddr*>(address), length), 0);
+    ASSERT_EQ(::listen(listener->get(), 8), 0);
+    ASSERT_EQ(::getsockname(listener->get(), reinterpret_cast<sockaddr*>(address), &length), 0);
+  }
+
   // A connected pair of TCP sockets on loopback.
   static void tcpPair(Fd* a, Fd* b) {
-    Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
-    ASSERT_EQ(::listen(listener.get(), 4), 0);
-    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+    Fd listener;
+    sockaddr_in address;
+    ASSERT_NO_FATAL_FAILURE(tcpListener(&listener, &address));
     a->reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ASSERT_EQ(::connect(a->get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+    ASSERT_EQ(::connect(a->get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
     b->reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
     ASSERT_TRUE(b->valid());
   }
@@ -304,6 +311,44 @@ TEST_P(LoopTest, PollCompletesWithTheReadyEvents) {
   EXPECT_TRUE(*readable.result() & POLLIN);
 }
 
+// On epoll the poll registers the socket (one-shot, level) before the receive does (edge):
+// the second registration finds the first and changes it.
+TEST_P(LoopTest, ASocketPolledFirstIsReceivedFromAfter) {
+  Fd a, b;
+  tcpPair(&a, &b);
+  Recorded readable;
+  loop_->poll(&readable, b.get(), POLLIN);
+  ASSERT_EQ(::send(a.get(), "x", 1, 0), 1);
+  runUntil(readable);
+  char buffer[4];
+  Recorded received;
+  loop_->recv(&received, b.get(), buffer, sizeof(buffer));
+  runUntil(received);
+  EXPECT_EQ(received.result(), 1);
+  Recorded next;
+  loop_->recv(&next, b.get(), buffer, sizeof(buffer));
+  loop_->runOnce(0ms);
+  EXPECT_FALSE(next.result()) << "a receive waits for data";
+  ASSERT_EQ(::send(a.get(), "yz", 2, 0), 2);
+  runUntil(next);
+  EXPECT_EQ(next.result(), 2);
+}
+
+// A regular file: io_uring answers -ENOTSOCK, epoll cannot watch it (-EPERM). Either way the
+// receive ends once, with an error.
+TEST_P(LoopTest, AReceiveFromWhatIsNotASocketEndsWithAnError) {
+  Fd file(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(file.valid());
+  char buffer[16];
+  Recorded received;
+  loop_->recv(&received, file.get(), buffer, sizeof(buffer));
+  runUntil(received);
+  ASSERT_TRUE(received.result());
+  EXPECT_LT(*received.result(), 0);
+  loop_->runOnce(10ms);
+  EXPECT_EQ(received.results.size(), 1u);
+}
+
 TEST_P(LoopTest, ReadsAnEventfd) {
   Fd event(::eventfd(0, EFD_CLOEXEC));
   uint64_t value = 0;
@@ -319,20 +364,16 @@ TEST_P(LoopTest, ReadsAnEventfd) {
 }
 
 TEST_P(LoopTest, AMultishotAcceptHandsOverEachConnectionUntilCancelled) {
-  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
-  ASSERT_EQ(::listen(listener.get(), 8), 0);
-  ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length), 0);
+  Fd listener;
+  sockaddr_in address;
+  ASSERT_NO_FATAL_FAILURE(tcpListener(&listener, &address));
   Recorded accepted;
   loop_->accept(&accepted, listener.get());
   std::vector<Fd> clients;
   for (int i = 0; i < 3; ++i) {
     clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ASSERT_EQ(::connect(clients.back().get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+    ASSERT_EQ(
+        ::connect(clients.back().get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   }
   runUntil(accepted, 3);
   ASSERT_EQ(accepted.results.size(), 3u);
@@ -394,6 +435,22 @@ TEST_P(LoopTest, ADescriptorClosedAndItsNumberReusedIsWatchedAnew) {
 }
 
 INSTANTIATE_ON_BOTH_ENGINES(LoopTest);
+
+// What epoll cannot watch (a regular file) fails the poll with epoll_ctl's reason; io_uring
+// polls such a file as always ready.
+TEST(EpollEngine, APollOfWhatEpollCannotWatchEndsWithTheReason) {
+  auto loop = Loop::create(Engine::kEpoll, 8);
+  ASSERT_TRUE(loop) << loop.error();
+  Fd file(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(file.valid());
+  Recorded polled;
+  (*loop)->poll(&polled, file.get(), POLLIN);
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (!polled.result() && std::chrono::steady_clock::now() < deadline) {
+    (*loop)->runOnce(10ms);
+  }
+  EXPECT_EQ(polled.result(), -EPERM);
+}
 
 TEST(IoUringEngine, ProbesEveryFeatureSpindleUsesOnThisKernel) {
   // Linux 6.1 here: everything is there, so auto picks io_uring.
