@@ -3,6 +3,11 @@
 #include <fmt/core.h>
 
 #include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "admin/process_metrics.h"
 #include "config/config_json.h"
@@ -139,26 +144,28 @@ std::string renderLiveMetrics(const Daemon& d) {
                  static_cast<double>(ejected));
   }
   if (d.discovery() != nullptr) {
-    metrics::appendHeader(out, "spindle_dns_staleness_seconds",
-                          "Seconds since the service's endpoints name last had a good answer.",
-                          "gauge");
+    // Services whose DNS name has answered; each family's series go together.
+    std::vector<std::pair<std::string_view, dns::Discovery::Freshness>> answered;
     for (const config::Service& service : d.config().services) {
       if (service.endpoints.dns.empty()) continue;
       if (auto fresh = d.discovery()->freshness(service.endpoints.dns)) {
-        appendSeries(out, "spindle_dns_staleness_seconds", {{"service", service.name}},
-                     static_cast<double>(fresh->age.count()));
+        answered.emplace_back(service.name, *fresh);
       }
+    }
+    metrics::appendHeader(out, "spindle_dns_staleness_seconds",
+                          "Seconds since the service's endpoints name last had a good answer.",
+                          "gauge");
+    for (const auto& [service, fresh] : answered) {
+      appendSeries(out, "spindle_dns_staleness_seconds", {{"service", service}},
+                   static_cast<double>(fresh.age.count()));
     }
     metrics::appendHeader(out, "spindle_dns_ttl_seconds",
                           "How long the last good answer holds: its TTL within dns.refresh's "
                           "bounds, when spindle asks again.",
                           "gauge");
-    for (const config::Service& service : d.config().services) {
-      if (service.endpoints.dns.empty()) continue;
-      if (auto fresh = d.discovery()->freshness(service.endpoints.dns)) {
-        appendSeries(out, "spindle_dns_ttl_seconds", {{"service", service.name}},
-                     std::chrono::duration<double>(fresh->ttl).count());
-      }
+    for (const auto& [service, fresh] : answered) {
+      appendSeries(out, "spindle_dns_ttl_seconds", {{"service", service}},
+                   std::chrono::duration<double>(fresh.ttl).count());
     }
   }
   metrics::appendHeader(out, "spindle_ready",
