@@ -121,7 +121,9 @@ void Call::dispatch() {
   tried_.add(*index);
   attempt_started_ = now;
   health_reported_ = false;
-  Upstream* upstream = worker_.upstreams.upstreamFor((*endpoints_)[*index], caller_);
+  const std::string_view source =
+      downstream_ != nullptr ? std::string_view(downstream_->source()) : std::string_view();
+  Upstream* upstream = worker_.upstreams.upstreamFor((*endpoints_)[*index], caller_, source);
   if (upstream == nullptr) {
     worker_.metrics.upstreamLimitReached();
     failUnavailable("upstream.max_connections reached");

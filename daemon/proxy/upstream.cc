@@ -10,8 +10,12 @@
 
 namespace spindle::proxy {
 
-Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller)
-    : H2Connection(worker, Fd(), endpoint.address), endpoint_(endpoint), caller_(caller) {
+Upstream::Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller,
+                   std::string source)
+    : H2Connection(worker, Fd(), endpoint.address),
+      endpoint_(endpoint),
+      caller_(caller),
+      source_(std::move(source)) {
   connected_ = false;
   upstream_side_ = true;
 }
@@ -26,7 +30,7 @@ void Upstream::connect() {
   if (!socket) {
     worker_.metrics.socketFailed(why);
     worker_.logUpstreamFailure(
-        endpoint_.address, {}, [&] { return "endpoint " + endpoint_.address.toString(); },
+        endpoint_.address, source_, [&] { return "endpoint " + endpoint_.address.toString(); },
         socket.error().c_str());
     worker_.upstreams.forget(this);
     endAll(/*connect_failed=*/true);
@@ -55,7 +59,7 @@ void Upstream::onConnected(int32_t res) {
   if (closing()) return;
   if (res < 0) {
     worker_.logUpstreamFailure(
-        endpoint_.address, {}, [&] { return "endpoint " + endpoint_.address.toString(); },
+        endpoint_.address, source_, [&] { return "endpoint " + endpoint_.address.toString(); },
         res == -ECANCELED ? "connect timed out" : std::strerror(-res));
     // Nothing was sent: every call here can go to another endpoint (not this one).
     worker_.upstreams.noteConnectFailed(*this, EventClock::now());

@@ -22,8 +22,10 @@ class Upstream final : public H2Connection, private h2::Listener {
  public:
   static constexpr int64_t kConnectTimeoutNanos = 1'000'000'000;
 
-  // caller: the Pod whose calls it carries (with upstream.source: pod, it connects from there).
-  Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller);
+  // caller: the Pod whose calls it carries (with upstream.source: pod, it connects from there);
+  // source: its label when the connection is that Pod's alone, else empty (for the log).
+  Upstream(WorkerParts& worker, const lb::Endpoint& endpoint, const Caller& caller,
+           std::string source);
 
   void connect();
   // Takes a call: submits its request (sent once connected).
@@ -41,6 +43,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   const Caller& caller() const { return caller_; }
 
  private:
+  std::string_view sourceLabel() const override { return source_; }
   void onConnectDone(int32_t res, uint32_t flags);
   void onConnected(int32_t res);
   // The connect's linked timeout: its completion only settles the count of pending ops.
@@ -68,6 +71,7 @@ class Upstream final : public H2Connection, private h2::Listener {
 
   lb::Endpoint endpoint_;
   Caller caller_;
+  std::string source_;
   loop::MemberCompletion<Upstream, &Upstream::onConnectDone> connect_op_{*this};
   loop::MemberCompletion<Upstream, &Upstream::onConnectTimeout> connect_timeout_op_{*this};
   __kernel_timespec connect_deadline_{};

@@ -14,7 +14,8 @@ UpstreamPool::Key UpstreamPool::keyFor(const lb::EndpointLoad* load, const Calle
   return Key{load, per_caller_ ? caller.netns_cookie : uint64_t{0}};
 }
 
-Upstream* UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& caller) {
+Upstream* UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& caller,
+                                    std::string_view source) {
   auto& pool = upstreams_[keyFor(endpoint.load.get(), caller)];
   for (Upstream* upstream : pool) {
     if (upstream->hasRoom()) return upstream;
@@ -23,7 +24,8 @@ Upstream* UpstreamPool::upstreamFor(const lb::Endpoint& endpoint, const Caller& 
     if (pool.empty()) upstreams_.erase(keyFor(endpoint.load.get(), caller));
     return nullptr;
   }
-  auto* upstream = new Upstream(worker_, endpoint, caller);
+  auto* upstream =
+      new Upstream(worker_, endpoint, caller, per_caller_ ? std::string(source) : std::string());
   worker_.connections.add(upstream);
   pool.push_back(upstream);
   ++open_;

@@ -33,7 +33,9 @@ class UpstreamPool {
 
   // One with room for another stream, or a new one; null when a new one is needed and the
   // worker has upstream.max_connections open.
-  Upstream* upstreamFor(const lb::Endpoint& endpoint, const Caller& caller);
+  // source: the caller's label, which a connection of its own keeps for the log.
+  Upstream* upstreamFor(const lb::Endpoint& endpoint, const Caller& caller,
+                        std::string_view source);
   // The connection closes: no new call may be given to it.
   void forget(Upstream* upstream);
   // Connections to endpoints that are in no service of `services` any more are drained:

@@ -300,7 +300,8 @@ class GrpcBalanceTest(GrpcNodeTestCase):
         cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
         # One failure blamed on b1 would eject it: none may be.
         cfg["services"][0]["outlier"] = {"consecutive_failures": 1}
-        self.start_spindle(cfg)
+        cfg["log"] = {"format": "json"}
+        sp = self.start_spindle(cfg)
         denied = BACKENDS[0]
         self.node.run(["nft", "-f", "-"], input=f"""
 table inet spindle_test_egress {{
@@ -317,6 +318,12 @@ table inet spindle_test_egress {{
         served = self.served(res["run"])
         self.assertEqual(sum(served.values()), 300, f"backends logged {served}")
         self.assertEqual(served[denied], 0, f"the denied backend served the Pod: {served}")
+        # The log names the Pod whose connection the policy refused, and the endpoint.
+        refused = [r for r in map(json.loads, sp.stderr_lines())
+                   if r.get("endpoint") == f"{self.pods[denied].ip4}:{PORT}"]
+        self.assertTrue(refused, f"no log line names {denied}:\n{sp.tail()}")
+        self.assertEqual(refused[0].get("source"),
+                         os.path.relpath(self.client.cgroup.path, sim.cgroup2_mount()), refused[0])
 
         other = self.node.add_pod("other", n=8)
         self.addCleanup(other.close)

@@ -10,7 +10,7 @@ import signal as _signal
 from . import paths
 from .wait import wait_until
 
-READY = r"spindle: info: ready"
+READY = r'spindle: info: ready|"level":"info","msg":"ready'  # log.format text or json
 COUNTERS = re.compile(r"spindle: info: redirect counters: (.*)$")
 ERROR = re.compile(r"^spindle: error: (.*)$")
 REJECTED = r"spindle: warn: rejected connection from (\S+): not redirected"
