@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <span>
+#include <string_view>
 #include <vector>
 
 #include "net/socket.h"
@@ -300,6 +302,22 @@ void Daemon::publish(const std::shared_ptr<const lb::ServiceTable>& table) {
   for (auto& worker : workers_) worker->publish(table);
 }
 
+void Daemon::expireSeries() {
+  const metrics::TimePoint now = metrics::Clock::now();
+  if (effective_ != reconciled_config_ ||
+      main_shard_->created(dns_family_) != reconciled_dns_created_) {
+    std::vector<std::string_view> services;
+    for (const config::Service& service : effective_->services) services.push_back(service.name);
+    std::sort(services.begin(), services.end());
+    main_shard_->reconcile(dns_family_, now, [&services](std::span<const std::string> labels) {
+      return std::binary_search(services.begin(), services.end(), labels[0]);
+    });
+    reconciled_config_ = effective_;
+    reconciled_dns_created_ = main_shard_->created(dns_family_);
+  }
+  main_shard_->sweep(now);
+}
+
 void Daemon::onHeartbeat() {
   // The heartbeat says that connects redirected here will be served, so it must prove every
   // worker alive, not only this thread: each beat wakes the workers, and the next one is
@@ -328,6 +346,7 @@ void Daemon::onHeartbeat() {
   pinged_ = std::chrono::steady_clock::now();
   for (const auto& worker : workers_) worker->ping();
   heartbeat_->arm(beat_);
+  expireSeries();
 }
 
 // Reload: validate the whole file first; a bad one changes nothing. Services, endpoints,

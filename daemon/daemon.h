@@ -71,6 +71,9 @@ class Daemon {
   void reload(const char* why);
   void onSignal(int signo);
   void onHeartbeat();
+  // Retires the main shard's series of services no longer in the config and sweeps the
+  // shard (see metrics/registry.h); with each heartbeat.
+  void expireSeries();
   void drain();
   void stop();
 
@@ -98,6 +101,9 @@ class Daemon {
   metrics::FamilyId dns_family_ = 0;
   metrics::FamilyId reload_family_ = 0;
   std::unique_ptr<metrics::Shard> main_shard_;
+  // What expireSeries() last reconciled with, and the DNS series created by then.
+  std::shared_ptr<const config::Config> reconciled_config_;
+  uint64_t reconciled_dns_created_ = 0;
   std::unique_ptr<dns::CaresResolver> resolver_;
   std::unique_ptr<dns::Discovery> discovery_;
   std::unique_ptr<loop::Timer> heartbeat_;

@@ -173,28 +173,49 @@ void WorkerMetrics::callEnded(std::string_view service, std::string_view endpoin
 
 void WorkerMetrics::expire(const std::shared_ptr<const lb::ServiceTable>& table,
                            const SourcePresent& source_present, metrics::TimePoint now) {
-  const metrics::FamilyId requests = families_.requests_total;
-  if (table != reconciled_table_ || shard_.created(requests) != reconciled_created_) {
-    // Endpoints belong to a service: one that moved to another leaves the first.
-    using Pair = std::pair<std::string_view, std::string_view>;
-    std::vector<Pair> present;
-    for (const lb::ServiceEntry& service : *table) {
-      for (const lb::Endpoint& endpoint : service.endpoints->endpoints()) {
-        present.emplace_back(service.name, endpoint.load->label);
+  // The services in the table, and their (service, endpoint) pairs: endpoints belong to a
+  // service, and one that moved to another leaves the first.
+  std::vector<std::string_view> services;
+  for (const lb::ServiceEntry& service : *table) services.push_back(service.name);
+  std::sort(services.begin(), services.end());
+  const auto service_present = [&services](std::string_view service) {
+    return std::binary_search(services.begin(), services.end(), service);
+  };
+  const bool new_table = table != reconciled_table_;
+  const metrics::FamilyId keyed[kServiceFamilies] = {
+      families_.requests_total, families_.request_duration_seconds, families_.retries_total,
+      families_.ejections_total, families_.panics_total};
+  for (size_t i = 0; i < kServiceFamilies; ++i) {
+    // Only when there is something to retire: another table, or series made since.
+    const metrics::FamilyId family = keyed[i];
+    if (!new_table && shard_.created(family) == reconciled_created_[i]) continue;
+    if (family == families_.requests_total) {
+      using Pair = std::pair<std::string_view, std::string_view>;
+      std::vector<Pair> present;
+      for (const lb::ServiceEntry& service : *table) {
+        for (const lb::Endpoint& endpoint : service.endpoints->endpoints()) {
+          present.emplace_back(service.name, endpoint.load->label);
+        }
       }
+      std::sort(present.begin(), present.end());
+      shard_.reconcile(family, now, [&](std::span<const std::string> labels) {
+        return labels[1] == kNoEndpoint
+                   ? service_present(labels[0])
+                   : std::binary_search(present.begin(), present.end(), Pair(labels[0], labels[1]));
+      });
+    } else {
+      // Each of these has the service as its first label.
+      shard_.reconcile(family, now, [&](std::span<const std::string> labels) {
+        return service_present(labels[0]);
+      });
     }
-    std::sort(present.begin(), present.end());
-    shard_.reconcile(requests, now, [&present](std::span<const std::string> labels) {
-      return labels[1] == kNoEndpoint ||
-             std::binary_search(present.begin(), present.end(), Pair(labels[0], labels[1]));
-    });
-    reconciled_table_ = table;
-    reconciled_created_ = shard_.created(requests);
+    reconciled_created_[i] = shard_.created(family);
   }
+  reconciled_table_ = table;
   if (by_source_) {
     shard_.reconcile(families_.source_requests_total, now,
-                     [&source_present](std::span<const std::string> labels) {
-                       return source_present(labels[0]);
+                     [&](std::span<const std::string> labels) {
+                       return source_present(labels[0]) && service_present(labels[1]);
                      });
   }
   shard_.sweep(now);

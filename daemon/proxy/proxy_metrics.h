@@ -70,9 +70,9 @@ class WorkerMetrics {
   void sendTimedOut() { send_timeout_resets_.inc(); }
 
   // From the worker's loop, about once a second (no call pays for it): retires the series of
-  // endpoints that are no longer in their service's set in `table`, and of calling Pods that
-  // `source_present` says are gone, revives those that came back, and sweeps the shard (see
-  // metrics/registry.h). Told rather than guessed from idleness: an endpoint or Pod that is
+  // endpoints that are no longer in their service's set in `table`, of services no longer in
+  // it, and of calling Pods that `source_present` says are gone, revives those that came
+  // back, and sweeps the shard (see metrics/registry.h). Told rather than guessed from idleness: an endpoint or Pod that is
   // there but has no calls keeps its series, whose sum over the workers never goes down, so
   // rate() on a dashboard reads 0 rather than a gap or a counter reset.
   using SourcePresent = std::function<bool(std::string_view source)>;
@@ -91,10 +91,11 @@ class WorkerMetrics {
   size_t open_[2] = {0, 0};
   size_t detecting_ = 0;
   bool by_source_;
-  // What expire() last reconciled spindle_requests_total with: the table (held, so that a
-  // new one is never mistaken for it) and the series created by then.
+  // What expire() last reconciled the families keyed by service with: the table (held, so
+  // that a new one is never mistaken for it) and each family's series created by then.
+  static constexpr size_t kServiceFamilies = 5;
   std::shared_ptr<const lb::ServiceTable> reconciled_table_;
-  uint64_t reconciled_created_ = 0;
+  uint64_t reconciled_created_[kServiceFamilies] = {};
 };
 
 // The text of a grpc-status code 0..16 as a label value; "other" beyond.

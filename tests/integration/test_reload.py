@@ -96,6 +96,7 @@ class ReloadTest(NodeTestCase):
                                 details=sp.tail)
         self.assertEqual((record["level"], record.get("source")), ("warn", source), record)
         self.assertNotIn("endpoint", record)  # the client's side: no endpoint involved
+        print(f"MEASURE json_log {json.dumps(record)}")
         # An error with its reason: a file that does not parse.
         self.write(sp.config_path, "proxy:\n  listen: [\n")
         failed = sim.wait_until(lambda: next((r for r in records() if r["level"] == "error"), None),

@@ -292,5 +292,52 @@ TEST(SeriesChurn, AnEndpointThatLeavesOneServiceKeepsItsSeriesInAnother) {
   EXPECT_EQ(text.find("service=\"echo\",endpoint=\"10.0.0.1:80\""), std::string::npos) << text;
 }
 
+// A service that leaves the config takes every series keyed by it along, after the grace:
+// calls without an endpoint, durations, retries, ejections, panics, calls by Pod. One of its
+// calls that ends after it left (a stream in flight) is retired at the next expire.
+TEST(SeriesChurn, AServiceThatLeavesTakesItsSeriesAlong) {
+  metrics::Registry registry;
+  auto families = ProxyFamilies::registerIn(registry);
+  ASSERT_TRUE(families) << families.error();
+  auto shard = registry.makeShard();
+  WorkerMetrics metrics(*families, *shard, /*by_source=*/true);
+  const auto always = [](std::string_view) { return true; };
+  auto both = std::make_shared<lb::ServiceTable>(*echoWith({"10.0.0.1:80"}));
+  both->push_back((*echoWith({"10.0.0.2:80"}))[0]);
+  both->back().name = "other";
+  auto only_other = std::make_shared<lb::ServiceTable>();
+  only_other->push_back((*both)[1]);
+  metrics::TimePoint now = metrics::Clock::now();
+  metrics.expire(both, always, now);
+  for (std::string_view service : {"echo", "other"}) {
+    metrics.callEnded(service, "none", "14", "pod-a", 0.001);
+    metrics.retried(service, "refused_stream");
+    metrics.ejected(service);
+    metrics.panicked(service);
+  }
+  metrics.expire(only_other, always, now);
+  metrics.callEnded("echo", "10.0.0.1:80", "0", "pod-a", 0.001);  // in flight when it left
+  metrics.expire(only_other, always, now);
+  for (metrics::FamilyId family :
+       {families->requests_total, families->request_duration_seconds, families->retries_total,
+        families->ejections_total, families->panics_total, families->source_requests_total}) {
+    EXPECT_EQ(shard->stats(family).retired, family == families->requests_total ? 2u : 1u)
+        << registry.family(family).name;
+  }
+  now += metrics::kDefaultSeriesGrace + metrics::kUnlinkSlack;
+  metrics.expire(only_other, always, now);
+  const std::string text =
+      metrics::render(registry, std::vector<const metrics::Shard*>{shard.get()}, now);
+  EXPECT_EQ(text.find("service=\"echo\""), std::string::npos) << text;
+  for (std::string_view name :
+       {"spindle_requests_total{service=\"other\"",
+        "spindle_request_duration_seconds_count{service=\"other\"",
+        "spindle_retries_total{service=\"other\"", "spindle_ejections_total{service=\"other\"",
+        "spindle_panics_total{service=\"other\"",
+        "spindle_source_requests_total{source=\"pod-a\",service=\"other\""}) {
+    EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
+  }
+}
+
 }  // namespace
 }  // namespace spindle::proxy
