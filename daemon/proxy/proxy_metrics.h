@@ -72,9 +72,10 @@ class WorkerMetrics {
   // From the worker's loop, about once a second (no call pays for it): retires the series of
   // endpoints that are no longer in their service's set in `table`, of services no longer in
   // it, and of calling Pods that `source_present` says are gone, revives those that came
-  // back, and sweeps the shard (see metrics/registry.h). Told rather than guessed from idleness: an endpoint or Pod that is
-  // there but has no calls keeps its series, whose sum over the workers never goes down, so
-  // rate() on a dashboard reads 0 rather than a gap or a counter reset.
+  // back, and sweeps the shard (see metrics/registry.h). Told rather than guessed from
+  // idleness: an endpoint or Pod that is there but has no calls keeps its series, whose sum
+  // over the workers never goes down, so rate() on a dashboard reads 0 rather than a gap or a
+  // counter reset.
   using SourcePresent = std::function<bool(std::string_view source)>;
   void expire(const std::shared_ptr<const lb::ServiceTable>& table,
               const SourcePresent& source_present, metrics::TimePoint now);

@@ -57,7 +57,8 @@ struct WorkerParts {
   const config::Limits limits;
   const config::Upstream upstream;
   // The period of every connection's deadline check (see H2Connection), derived from the
-  // limits and upstream.idle_timeout; one timespec for all, as the kernel copies it when a timeout is submitted.
+  // limits and upstream.idle_timeout; one timespec for all, as the kernel copies it when a
+  // timeout is submitted.
   __kernel_timespec tick;
   UpstreamSockets& sockets;  // where upstream and passthrough connections leave from
   ConnectionSet connections;

@@ -41,8 +41,8 @@ class OriginLookup {
                                           std::optional<uint32_t> isn) = 0;
 };
 
-// The privileged part's view of the orig_by_peer map: a thread-safe handle on a kernel map and on the
-// count of its records, which the kernel side keeps too.
+// The privileged part's view of the orig_by_peer map: a thread-safe handle on a kernel map and
+// on the count of its records, which the kernel side keeps too.
 class OriginalDstMap {
  public:
   OriginalDstMap(int map_fd, int64_t* count) : fd_(map_fd), count_(count) {}
