@@ -4,6 +4,9 @@
 // privilege (privileged/privileged_part.h does what needs it).
 #pragma once
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -53,6 +56,8 @@ class Daemon {
   const ServiceRegistry& services() const { return *registry_; }
   const dns::Discovery* discovery() const { return discovery_.get(); }  // null: no DNS used
   bool attached() const { return attached_; }
+  // The privileged part: this process's parent, which it dies with.
+  pid_t privilegedPid() const { return privileged_pid_; }
 
  private:
   Daemon(std::unique_ptr<privileged::Client> privileged, const config::Config& config);
@@ -88,6 +93,7 @@ class Daemon {
   bool attached_ = false;
   bool running_ = true;
   bool cut_drain_ = false;  // a second signal ends the drain
+  pid_t privileged_pid_ = ::getppid();
 
   std::unique_ptr<privileged::Client> privileged_;
   loop::EngineChoice engine_{loop::Engine::kIoUring, ""};

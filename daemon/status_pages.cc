@@ -179,6 +179,7 @@ std::string renderLiveMetrics(const Daemon& d) {
                         "The running spindle's version and the commit it was built from.", "gauge");
   appendSeries(out, "spindle_build_info", {{"version", version()}, {"revision", revision()}}, 1);
   out += admin::renderProcessMetrics();
+  out += admin::renderPrivilegedMetrics(d.privilegedPid());
   return out;
 }
 

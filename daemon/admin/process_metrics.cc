@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/core.h>
+
 #include <optional>
 
 #include "util/fd.h"
@@ -38,22 +40,27 @@ std::optional<double> countOpenFds() {
   return count - 1;  // the directory's own fd
 }
 
-}  // namespace
-
-metrics::ProcessMetrics readProcessMetrics() {
-  metrics::ProcessMetrics result;
+// CPU, memory and start time from `stat_path` (/proc/<pid>/stat).
+void readStat(const char* stat_path, metrics::ProcessMetrics& result) {
   const long ticks = ::sysconf(_SC_CLK_TCK);
   const long page = ::sysconf(_SC_PAGESIZE);
   std::optional<uint64_t> boot;
   if (auto text = readProcFile("/proc/stat")) {
     if (auto parsed = metrics::parseBootTime(*text)) boot = *parsed;
   }
-  if (auto text = readProcFile("/proc/self/stat"); text && ticks > 0 && page > 0) {
+  if (auto text = readProcFile(stat_path); text && ticks > 0 && page > 0) {
     if (auto stat = metrics::parseProcStat(*text)) {
       metrics::applyProcStat(result, *stat, static_cast<uint64_t>(ticks),
                              static_cast<uint64_t>(page), boot);
     }
   }
+}
+
+}  // namespace
+
+metrics::ProcessMetrics readProcessMetrics() {
+  metrics::ProcessMetrics result;
+  readStat("/proc/self/stat", result);
   if (auto text = readProcFile("/proc/self/limits")) {
     if (auto limit = metrics::parseMaxOpenFiles(*text)) result.max_fds = *limit;
   }
@@ -64,6 +71,14 @@ metrics::ProcessMetrics readProcessMetrics() {
 std::string renderProcessMetrics() {
   std::string out;
   metrics::renderProcessMetrics(readProcessMetrics(), out);
+  return out;
+}
+
+std::string renderPrivilegedMetrics(pid_t pid) {
+  metrics::ProcessMetrics privileged;
+  readStat(fmt::format("/proc/{}/stat", pid).c_str(), privileged);
+  std::string out;
+  metrics::renderPrivilegedMetrics(privileged, out);
   return out;
 }
 

@@ -152,4 +152,13 @@ void renderProcessMetrics(const ProcessMetrics& metrics, std::string& out) {
                metrics.max_fds);
 }
 
+void renderPrivilegedMetrics(const ProcessMetrics& metrics, std::string& out) {
+  appendSingle(out, "spindle_privileged_cpu_seconds_total",
+               "CPU time of spindle's privileged part (BPF, sockets for the proxy), in seconds.",
+               "counter", metrics.cpu_seconds);
+  appendSingle(out, "spindle_privileged_resident_memory_bytes",
+               "Resident memory of spindle's privileged part, in bytes.", "gauge",
+               metrics.resident_memory_bytes);
+}
+
 }  // namespace spindle::metrics

@@ -46,5 +46,9 @@ void applyProcStat(ProcessMetrics& metrics, const ProcStat& stat, uint64_t ticks
 // process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
 // process_start_time_seconds, process_open_fds, process_max_fds, each with HELP and TYPE.
 void renderProcessMetrics(const ProcessMetrics& metrics, std::string& out);
+// The privileged part's CPU and memory, beside the proxy's process_* (which a generic
+// dashboard sums per target): spindle_privileged_cpu_seconds_total and
+// spindle_privileged_resident_memory_bytes.
+void renderPrivilegedMetrics(const ProcessMetrics& metrics, std::string& out);
 
 }  // namespace spindle::metrics

@@ -152,8 +152,8 @@ constexpr std::array kAllowed{
     SCMP_SYS(brk), SCMP_SYS(membarrier),
     // Threads (clone is argument-checked below), and glibc's abort().
     SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(exit),
-    SCMP_SYS(exit_group), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(sched_yield),
-    SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(exit_group), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(getppid),
+    SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity),
     // Time: the vDSO answers most clock reads, the system call is its fallback.
     SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday),
     // Signals: SIGTERM/SIGHUP through a signalfd, the rest blocked; glibc's abort().
@@ -175,7 +175,7 @@ constexpr std::array kAllowed{
     SCMP_SYS(getsockname), SCMP_SYS(getpeername), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
     SCMP_SYS(sendmsg), SCMP_SYS(recvmsg), SCMP_SYS(sendmmsg), SCMP_SYS(recvmmsg),
     SCMP_SYS(shutdown),
-    // Readiness: the planned epoll engine.
+    // Readiness: the epoll engine.
     SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(epoll_create1), SCMP_SYS(epoll_ctl),
     SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
     // What the process reads about itself and the machine.

@@ -505,6 +505,13 @@ class FailOpenTest(SimTestCase):
         metrics = http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text
         self.assertEqual(metric(metrics, "spindle_source_requests_total", source=source),
                          300, "calls not counted by calling Pod after the drop")
+        # The unprivileged proxy still reports its privileged parent's CPU and memory (its
+        # /proc/<pid>/stat, as this test reads it).
+        with open(f"/proc/{sp.proc.pid}/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        reported = metric(metrics, "spindle_privileged_resident_memory_bytes")
+        self.assertLess(abs(reported - rss), rss / 2, f"reported {reported}, /proc says {rss}")
+        self.assertGreater(metric(metrics, "spindle_privileged_cpu_seconds_total"), 0)
         # Heartbeat writes to the control map still work: redirected past the timeout.
         time.sleep(max(0.0, HEARTBEAT_TIMEOUT + 0.5 - (time.monotonic() - t_ready)))
         res = sim.dial(self.client, "peer", PEER_VIP4, PEER_PORT, timeout=2)
