@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """spindle's integration suite: real processes in network namespaces (see tests/sim/README.md).
 
-    /usr/bin/python3 tests/integration/run.py [FILTER...]
+    /usr/bin/python3 tests/integration/run.py [FILTER...] [--except=TEXT...]
 
 Runs every test_*.py here (or only the tests whose id `module.Class.test` contains one of the
-FILTERs), prints `PASS name`, `FAIL name` with the traceback, or `SKIP name (reason)` per
+FILTERs, and none of the TEXTs given with --except), prints `PASS name`, `FAIL name` with the traceback, or `SKIP name (reason)` per
 test, and ends with the line `N passed, N failed, N skipped`. Exit code 1 if any failed.
 Without root every test is skipped. SPINDLE_REQUIRED=1 makes a missing build/bin/spindle a
 failure instead of a skip (tests/run_all.sh sets it).
@@ -113,7 +113,7 @@ def _flatten(suite):
             yield item
 
 
-def collect(filters):
+def collect(filters, excepted=()):
     loader = unittest.TestLoader()
     suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
     tests = list(_flatten(suite))
@@ -121,11 +121,13 @@ def collect(filters):
     tests = [t for t in tests if t not in broken]
     if filters:
         tests = [t for t in tests if any(f in t.id() for f in filters)]
+    tests = [t for t in tests if not any(e in t.id() for e in excepted)]
     return broken + tests
 
 
 def main(argv):
     filters = [a for a in argv if not a.startswith("-")]
+    excepted = [a.removeprefix("--except=") for a in argv if a.startswith("--except=")]
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
@@ -133,7 +135,7 @@ def main(argv):
     signal.signal(signal.SIGALRM, _on_alarm)
     out = sys.stdout
     result = Result(out)
-    tests = collect(filters)
+    tests = collect(filters, excepted)
     if filters and not tests:
         result._print(f"no test id contains any of: {' '.join(filters)}")
         result._print("0 passed, 0 failed, 0 skipped")
