@@ -4,8 +4,9 @@
     /usr/bin/python3 tests/integration/run.py [FILTER...] [--except=TEXT...]
 
 Runs every test_*.py here (or only the tests whose id `module.Class.test` contains one of the
-FILTERs, and none of the TEXTs given with --except), prints `PASS name`, `FAIL name` with the traceback, or `SKIP name (reason)` per
-test, and ends with the line `N passed, N failed, N skipped`. Exit code 1 if any failed.
+FILTERs, and none of the TEXTs given with --except), prints `PASS name`, `FAIL name` with the
+traceback, or `SKIP name (reason)` per test, and ends with the line `N passed, N failed, N
+skipped`. Exit code 1 if any failed.
 Without root every test is skipped. SPINDLE_REQUIRED=1 makes a missing build/bin/spindle a
 failure instead of a skip (tests/run_all.sh sets it).
 """
