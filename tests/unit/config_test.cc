@@ -220,6 +220,26 @@ TEST(Config, PinPathEmptyTurnsSharingOffAndRelativeIsAnError) {
             "spindle.yaml:4: redirect.pin_path: 'bpf/spindle' is not an absolute path");
 }
 
+// proxy.io_engine and log.format read each name of their table (config.h), which /config
+// writes back with choiceName; any other value names the list.
+TEST(Config, IoEngineAndLogFormatTakeTheirNamesAndListThemForAnyOther) {
+  const std::string proxy = "proxy:\n  listen: \"198.18.0.1:15001\"\n  io_engine: ";
+  for (const auto& choice : config::kIoEngines) {
+    Config c = mustParse(proxy + std::string(choice.name) + "\n");
+    EXPECT_EQ(c.proxy.io_engine, choice.value) << choice.name;
+    EXPECT_EQ(config::choiceName(config::kIoEngines, c.proxy.io_engine), choice.name);
+  }
+  EXPECT_EQ(errorOf(proxy + "uring\n"),
+            "spindle.yaml:3: proxy.io_engine: 'uring' is not one of auto, io_uring, epoll");
+  for (const auto& choice : config::kLogFormats) {
+    Config c = mustParse(withProxy("log: {format: " + std::string(choice.name) + "}"));
+    EXPECT_EQ(c.log.format, choice.value) << choice.name;
+    EXPECT_EQ(config::choiceName(config::kLogFormats, c.log.format), choice.name);
+  }
+  EXPECT_EQ(errorOf(withProxy("log: {format: logfmt}")),
+            "spindle.yaml:3: log.format: 'logfmt' is not one of text, json");
+}
+
 TEST(Config, UpstreamSourceIsPodByDefaultNodeOnRequestAndNothingElse) {
   EXPECT_EQ(mustParse(withProxy("")).upstream.source, config::Upstream::Source::kPod);
   Config c = mustParse(withProxy(R"(
