@@ -164,6 +164,19 @@ size_t Call::readRequestBody(uint8_t* buffer, size_t length, bool* end) {
 }
 
 void Call::onResponseHeaders(h2::HeaderBlock&& headers, bool end_stream) {
+  if (end_stream && upstream_ != nullptr && upstream_->endpointDraining() &&
+      headers.find("grpc-status") == "1" && canRetry()) {
+    // A gRPC server of grpc-core (C++, Python, Ruby, PHP) that begins to shut down sends
+    // GOAWAY, then answers CANCELLED, trailers-only, every call it had not yet handed to a
+    // handler: never processed, so sent elsewhere like a refused stream. The calls its
+    // handlers had finish, or are cut when its grace ends with UNAVAILABLE, not CANCELLED.
+    worker_.metrics.retried(worker_.services.name(service_index_), "endpoint_draining");
+    upstream_->cancel(upstream_stream_, NGHTTP2_CANCEL);
+    detachUpstream();
+    request_body_.rewind();
+    dispatch();
+    return;
+  }
   const auto now = EventClock::now();
   if (const lb::Endpoint* endpoint = currentEndpoint()) {
     // The endpoint answered the call (tries that never got an answer do not count).

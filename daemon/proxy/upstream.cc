@@ -164,6 +164,7 @@ void Upstream::onGoaway(int32_t /*last_stream_id*/, uint32_t /*error_code*/) {
   // No new calls here. nghttp2 closes the streams above last-stream-id as REFUSED_STREAM,
   // and their calls go elsewhere; the others finish.
   draining_ = true;
+  endpoint_goaway_ = true;
   worker_.upstreams.forget(this);
   if (streams_.empty()) markDirty();
 }

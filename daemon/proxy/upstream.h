@@ -39,6 +39,8 @@ class Upstream final : public H2Connection, private h2::Listener {
   void drain();
   // Room for another call: not draining, and under the peer's stream limit.
   bool hasRoom() const;
+  // The endpoint sent GOAWAY: it is shutting down.
+  bool endpointDraining() const { return endpoint_goaway_; }
   const lb::EndpointLoad* loadKey() const { return endpoint_.load.get(); }
   const Caller& caller() const { return caller_; }
 
@@ -76,6 +78,7 @@ class Upstream final : public H2Connection, private h2::Listener {
   loop::MemberCompletion<Upstream, &Upstream::onConnectTimeout> connect_timeout_op_{*this};
   __kernel_timespec connect_deadline_{};
   bool draining_ = false;
+  bool endpoint_goaway_ = false;
   // Requests are submitted to the session at once, also while connecting: the session holds
   // them until the socket is up.
   StreamMap<Call*> streams_;

@@ -218,6 +218,21 @@ void Backend::onRequestEnd(Connection& connection, int32_t id) {
     nghttp2_submit_rst_stream(connection.session(), NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
     return;
   }
+  if (reaction_ == Reaction::kCancelWhileDraining || reaction_ == Reaction::kAnswerCancelled) {
+    if (reaction_ == Reaction::kCancelWhileDraining) {
+      ++refused_;
+      nghttp2_submit_shutdown_notice(connection.session());  // sent before the answer
+    } else {
+      ++answered_;
+    }
+    const Fields headers = {{":status", "200"},
+                            {"content-type", "application/grpc"},
+                            {"grpc-status", "1"},
+                            {"grpc-message", "CANCELLED"}};
+    const auto nv = nvOf(headers);
+    nghttp2_submit_response(connection.session(), id, nv.data(), nv.size(), nullptr);
+    return;
+  }
   if (!holding_) {
     answer(connection, id, stream, /*deadline_exceeded=*/false);
     return;

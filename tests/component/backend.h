@@ -29,6 +29,10 @@ class Backend final : public Peer {
     kRefuse,          // RST_STREAM REFUSED_STREAM: not processed, safe to retry
     kGoaway,          // GOAWAY whose last-stream-id leaves the call out: not processed either
     kResetProcessed,  // read the whole request, then RST_STREAM INTERNAL_ERROR: processed
+    // As a grpc-core server that begins to shut down: GOAWAY (last-stream-id 2^31-1), then
+    // the call answered CANCELLED, trailers-only, never handed to a handler.
+    kCancelWhileDraining,
+    kAnswerCancelled,  // CANCELLED, trailers-only, no GOAWAY: the handler's own answer
   };
 
   // What one accepted connection saw.

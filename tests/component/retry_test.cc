@@ -17,8 +17,8 @@ constexpr int kCalls = 4;
 class Retry : public TwoBackendsTest {
  protected:
   // `a` leaves every call it gets unprocessed: each must be answered by `b`, the app none
-  // the wiser, and each that went to `a` first counted as a retry.
-  void expectEveryCallAnsweredByB() {
+  // the wiser, and each that went to `a` first counted as a retry for `reason`.
+  void expectEveryCallAnsweredByB(std::string_view reason = "refused") {
     TestClient client(h_);
     for (int i = 0; i < kCalls; ++i) {
       const TestClient::Call& call = client.call();
@@ -27,7 +27,7 @@ class Retry : public TwoBackendsTest {
     }
     EXPECT_GE(a_.refused(), kCalls / 2);
     EXPECT_EQ(b_.answered(), kCalls);
-    EXPECT_EQ(h_.retries("refused"), static_cast<uint64_t>(a_.refused()));
+    EXPECT_EQ(h_.retries(reason), static_cast<uint64_t>(a_.refused()));
   }
 };
 
@@ -43,6 +43,26 @@ TEST_F(Retry, StreamLeftOutByGoawaySucceedsOnTheOtherBackend) {
   // opened a new connection there.
   EXPECT_EQ(a_.connections().size(), static_cast<size_t>(a_.refused()));
   for (const Backend::ConnectionLog& log : a_.connections()) EXPECT_EQ(log.calls, 1);
+}
+
+TEST_F(Retry, CallCancelledUnprocessedByADrainingBackendSucceedsOnTheOtherBackend) {
+  a_.setReaction(Backend::Reaction::kCancelWhileDraining);
+  expectEveryCallAnsweredByB("endpoint_draining");
+  EXPECT_EQ(h_.retries("refused"), 0u);
+}
+
+TEST_F(Retry, CancelledAnswerOfABackendThatIsNotDrainingIsPassedOn) {
+  // Without a GOAWAY before it, CANCELLED is the handler's answer: the call was processed.
+  a_.setReaction(Backend::Reaction::kAnswerCancelled);
+  b_.setReaction(Backend::Reaction::kAnswerCancelled);
+  TestClient client(h_);
+
+  for (int i = 0; i < kCalls; ++i) {
+    const TestClient::Call& call = client.call();
+    EXPECT_EQ(call.grpcStatus(), "1");
+    EXPECT_EQ(a_.calls() + b_.calls(), i + 1) << "call " << i << " was sent twice";
+  }
+  EXPECT_EQ(h_.retries("endpoint_draining"), 0u);
 }
 
 TEST_F(Retry, CallTheBackendProcessedIsNotRetried) {

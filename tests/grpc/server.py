@@ -28,6 +28,10 @@ Behaviour of the whole server, for the balancing and health tests:
                         "UNAVAILABLE"); checked per call, so a test switches it at run time
   --grace S             on SIGTERM ("grpc_server: stopping" on stdout), server.stop(S):
                         GOAWAY, no new connections, S seconds for the calls in flight
+  --dispatch-delay-ms N the server takes N ms to hand each call to a handler (the lookup
+                        runs on grpc's one serving thread): calls that arrive faster wait
+                        inside grpc-core, as on a server short of CPU. grpc-core answers
+                        those CANCELLED, never started, when the server begins to stop
 """
 
 import argparse
@@ -262,14 +266,30 @@ class EchoServer:
             calls = dict(self.calls)
         return json.dumps({"pod": self.name, "calls": calls, "cancels": self.cancels}).encode()
 
-    def handler(self):
-        return grpc.method_handlers_generic_handler(es.SERVICE, {
+    def handler(self, dispatch_delay_ms=0):
+        methods = grpc.method_handlers_generic_handler(es.SERVICE, {
             "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
             "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
             "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
             "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
         })
+        if not dispatch_delay_ms:
+            return methods
+        return _SlowDispatch(methods, dispatch_delay_ms / 1000)
+
+
+class _SlowDispatch(grpc.GenericRpcHandler):
+    """Looks each call's method up only after a sleep, on the thread that takes calls from
+    grpc-core: one at a time, so the calls behind it stay queued in grpc-core."""
+
+    def __init__(self, methods, delay_s):
+        self.methods = methods
+        self.delay_s = delay_s
+
+    def service(self, handler_call_details):
+        time.sleep(self.delay_s)
+        return self.methods.service(handler_call_details)
 
 
 def main(argv=None):
@@ -287,12 +307,14 @@ def main(argv=None):
                     help="Unary: while this file exists, answer every call UNAVAILABLE")
     ap.add_argument("--grace", type=float, default=1.0,
                     help="on SIGTERM: GOAWAY, then this long for the calls in flight")
+    ap.add_argument("--dispatch-delay-ms", type=int, default=0,
+                    help="take this long to hand each call to its handler")
     args = ap.parse_args(argv)
 
     echo = EchoServer(args.name, JsonLinesLog(args.log), delay_ms=max(0, args.delay_ms),
                       unavailable_file=args.unavailable_file)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
-                         handlers=[echo.handler()],
+                         handlers=[echo.handler(max(0, args.dispatch_delay_ms))],
                          options=es.CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
     address = f"[::]:{args.port}"
     if args.tls_cert:

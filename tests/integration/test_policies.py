@@ -5,8 +5,8 @@ The peers are tests/grpc/server.py in three backend Pods (b1-b3, 198.18.1.3-5) a
 tests/grpc/client.py (one channel) in a client Pod; spindle balances every call over
 `endpoints.static`. The servers log every call they see, so each test counts at the backends
 what the client cannot see: which endpoint got a call, when, and how many. Each test starts
-its own servers (flags: --delay-ms, --unavailable-file, --grace) and its own spindle, with
-the service settings it is about.
+its own servers (flags: --delay-ms, --unavailable-file, --grace, --dispatch-delay-ms) and its
+own spindle, with the service settings it is about.
 
 Figures a reader wants to compare across runs are printed as `MEASURE name key=value ...`.
 
@@ -33,12 +33,14 @@ for _path in (os.path.join(TESTS, "grpc"), TESTS):
         sys.path.insert(0, _path)
 
 import sim  # noqa: E402
-from support import SimTestCase, measure  # noqa: E402
+from sim.prometheus import http_get  # noqa: E402
+from support import SimTestCase, measure, metric  # noqa: E402
 import echo_service as es  # noqa: E402  (tests/grpc)
 import peers  # noqa: E402
 
 VIP4 = "198.19.0.10"
 PORT = 50051
+ADMIN_PORT = 9901
 TARGET = peers.target(VIP4, PORT)
 BACKENDS = ("b1", "b2", "b3")  # Pods 198.18.1.3-5
 
@@ -121,11 +123,17 @@ class PolicyTestCase(SimTestCase):
             svc["outlier"] = outlier
         if retries:
             svc["retries"] = retries
+        cfg["admin"] = {"listen": f"{self.node.addr4}:{ADMIN_PORT}"}
         sp = sim.Spindle(self.node, cfg)
         self.addCleanup(sp.close)
         sp.start()
         self.spindle = sp
         return sp
+
+    def metric(self, name, **labels):
+        """The sum of spindle's series `name` with these labels, scraped now."""
+        return metric(http_get(self.node, self.node.addr4, ADMIN_PORT, "/metrics").text, name,
+                      **labels)
 
     def client_run(self, scenario, **opts):
         return peers.run_client(self.client, TARGET, scenario, **opts)
@@ -281,6 +289,45 @@ class EndpointFailurePolicyTest(PolicyTestCase):
         late = [c for c in calls if c[1] > t_gone]
         self.assertGreater(len(late), 100, summary)
         self.assertEqual({c[4] for c in late}, {"b1", "b2"}, summary)
+
+    def test_calls_a_stopping_grpc_server_had_queued_are_answered_elsewhere(self):
+        """b3 hands a call to a handler only every 30 ms (--dispatch-delay-ms), so of its
+        third of 300 calls/s about half wait inside grpc-core. Once it started 5 it gets
+        SIGTERM: grpc-core sends GOAWAY and answers every call it had queued (about 10)
+        CANCELLED, never started. spindle sends those to b1 and b2
+        (spindle_retries_total{reason="endpoint_draining"}); not one call may fail, and every
+        call b3 started ends there. Budget 100%: these retries count in the retry budget
+        like any other, and 0.2 s into the load it has seen too few calls for the default
+        20% (with b3's refused connects after it, it runs out: a few calls fail)."""
+        self.start_backends({"b3": {"grace": 3, "dispatch_delay_ms": 30}})
+        self.start_spindle(balance="round_robin", retries={"max": 3, "budget_percent": 100})
+        victim = "b3"
+        proc, run = peers.spawn_client(self.client, TARGET, "during-kill", seconds=3,
+                                       concurrency=48, sleep_ms=5, rate=300, timeout=5)
+        self.addCleanup(proc.kill)
+        log = self.logs[victim]
+        sim.wait_until(lambda: len(log.starts(run=run)) >= 5, 5, interval=0.005,
+                       what=f"{victim} to start 5 calls", details=self.tail)
+        self.servers[victim].signal(signal.SIGTERM)
+        rc = self.servers[victim].wait(6)
+        res = peers.result(proc, 30)
+        calls = res["calls"]
+        failed = [c for c in calls if c[3] != "OK"]
+        started = {e["id"] for e in log.starts(run=run)}
+        unfinished = [e["id"] for e in log.events(run=run) if e["ev"] == "cancel" or
+                      (e["ev"] == "end" and e.get("code") != "OK")]
+        retried = self.metric("spindle_retries_total", reason="endpoint_draining")
+        summary = (f"{len(calls)} calls, {len(failed)} failed {res['errors']} "
+                   f"{res['error_details']}; {victim} started {len(started)}, "
+                   f"{retried:.0f} retried as it drained\n{self.tail()}")
+        measure("queued_at_drain", calls=len(calls), failed=len(failed),
+                victim_started=len(started), retried_endpoint_draining=f"{retried:.0f}")
+
+        self.assertEqual(rc, 0, summary)
+        self.assertGreater(retried, 0, f"b3 had no call queued when it stopped: {summary}")
+        self.assertEqual(failed, [], summary)
+        self.assertEqual(unfinished, [], summary)
+        self.assertEqual(res["mismatches"], [], summary)
 
 
 class OutlierEjectionTest(PolicyTestCase):
