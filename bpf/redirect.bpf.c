@@ -35,6 +35,9 @@
 /* The verifier allows only 4-byte reads of the 16-byte address fields of some contexts;
  * a volatile read keeps clang from merging two of them into one 8-byte load. */
 #define READ_U32(field) (*(volatile __u32 *)&(field))
+/* A flag another CPU may set while this program runs: read (and set) it once. */
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -93,6 +96,14 @@ struct {
 	__type(value, struct spindle_instance);
 } instances SEC(".maps");
 
+/* Each instance's proxy process, and whether it began to exit (spindle_proxy_exit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SPINDLE_MAX_INSTANCES);
+	__type(key, __u32);
+	__type(value, struct spindle_proxy);
+} proxies SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
 	__uint(max_entries, SPINDLE_MAX_LISTENERS);
@@ -147,6 +158,20 @@ static __always_inline const struct spindle_control *get_control(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&control, &zero);
+}
+
+/* A spindle of the node that serves: its own heartbeat is fresh (it is not stopped or hung),
+ * and its proxy has not begun to exit. */
+static __always_inline int instance_live(const struct spindle_control *ctrl, __u32 instance,
+					 __u64 now)
+{
+	struct spindle_instance *inst = bpf_map_lookup_elem(&instances, &instance);
+	struct spindle_proxy *proxy = bpf_map_lookup_elem(&proxies, &instance);
+
+	if (!inst || !inst->heartbeat_ns || !inst->workers ||
+	    now - inst->heartbeat_ns > ctrl->heartbeat_timeout_ns)
+		return 0;
+	return !(proxy && proxy->tgid && READ_ONCE(proxy->exited));
 }
 
 /* Is this a connect spindle must leave alone whatever it dials: its own upstream sockets
@@ -543,11 +568,7 @@ int spindle_select_listener(struct sk_reuseport_md *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 live = 0;
 	for (__u32 i = 0; i < SPINDLE_MAX_INSTANCES; i++) {
-		__u32 key = i;
-		struct spindle_instance *inst = bpf_map_lookup_elem(&instances, &key);
-
-		if (inst && inst->heartbeat_ns && inst->workers &&
-		    now - inst->heartbeat_ns <= ctrl->heartbeat_timeout_ns)
+		if (instance_live(ctrl, i, now))
 			live |= 1u << i;
 	}
 	__u32 count = __builtin_popcount(live);
@@ -571,6 +592,48 @@ int spindle_select_listener(struct sk_reuseport_md *ctx)
 		return SK_PASS;
 	}
 	return SK_PASS;
+}
+
+/* A thread of the node exits. When it is the main thread of a registered proxy, that proxy is
+ * dying: its main thread exits only with the process (SIGKILL, the OOM killer, a crash, or
+ * the end of its drain), and it gets here before the kernel closes the process's files, which
+ * it does once the last thread is through. Other threads of the proxy (io_uring's workers
+ * come and go) do not count. The proxy is marked, so that spindle_select_listener passes its
+ * listeners by; when no other spindle of the node serves (a rollout's), the shared heartbeat
+ * is zeroed too, so that connects go direct from now on. The dying spindle's privileged part
+ * gives it no more beats (Redirector::heartbeat); a spindle without an instance slot beats
+ * again within a quarter of the heartbeat timeout. Runs for every thread exit of the node:
+ * two lookups, and bpf_get_ns_current_pid_tgid fails at once for a task of another pid
+ * namespace. */
+SEC("raw_tracepoint/sched_process_exit")
+int spindle_proxy_exit(void *ctx)
+{
+	__u32 zero = 0;
+	struct spindle_control *ctrl = bpf_map_lookup_elem(&control, &zero);
+
+	if (!ctrl)
+		return 0;
+	for (__u32 i = 0; i < SPINDLE_MAX_INSTANCES; i++) {
+		__u32 key = i;
+		struct spindle_proxy *proxy = bpf_map_lookup_elem(&proxies, &key);
+		struct bpf_pidns_info ns = {};
+
+		if (!proxy || !proxy->tgid || proxy->exited)
+			continue;
+		if (bpf_get_ns_current_pid_tgid(proxy->pidns_dev, proxy->pidns_ino, &ns, sizeof(ns)))
+			continue;
+		if (ns.tgid != proxy->tgid || ns.pid != ns.tgid)
+			continue;
+		WRITE_ONCE(proxy->exited, 1);
+		__u64 now = bpf_ktime_get_ns();
+		int others = 0;
+
+		for (__u32 j = 0; j < SPINDLE_MAX_INSTANCES; j++)
+			others |= j != i && instance_live(ctrl, j, now);
+		if (!others)
+			WRITE_ONCE(ctrl->heartbeat_ns, 0);
+	}
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

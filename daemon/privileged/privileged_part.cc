@@ -351,6 +351,16 @@ Status PrivilegedPart::start() {
   if (!spawned) return Error{spawned.error()};
   proxy_ = *spawned;
   log::info("proxy process started: pid {}", proxy_);
+  if (Status s = redirector_->watchProxy(proxy_); !s) {
+    ::kill(proxy_, SIGKILL);
+    ::waitpid(proxy_, nullptr, 0);
+    return s;
+  }
+  if (!redirector_->watchesExits()) {
+    log::warn(
+        "no CAP_PERFMON: should the proxy die, connects made before this process has detached "
+        "(a few ms) go to it and are refused; with CAP_PERFMON they go direct at once");
+  }
   // What this process still does: attach and detach (CAP_BPF, CAP_NET_ADMIN), mark upstream
   // sockets (CAP_NET_ADMIN), signal the proxy (CAP_KILL), and in pod mode make sockets in
   // other namespaces (CAP_SYS_ADMIN), found through other users' /proc/<pid>/ns/net

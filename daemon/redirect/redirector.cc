@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 #include <random>
 
 #include "redirect.skel.h"
+#include "util/capabilities.h"
 #include "util/fd.h"
 #include "util/log.h"
 
@@ -129,6 +131,11 @@ Result<std::unique_ptr<Redirector>> Redirector::load(const std::string& pin_dir)
     }
     redirector->pin_dir_ = pin_dir;
   }
+  // A tracing program: the kernel loads it only with CAP_PERFMON (or CAP_SYS_ADMIN).
+  redirector->watches_exits_ = isPermitted(CAP_PERFMON) || isPermitted(CAP_SYS_ADMIN);
+  if (!redirector->watches_exits_) {
+    bpf_program__set_autoload(redirector->skel_->progs.spindle_proxy_exit, false);
+  }
   int rc = redirect_bpf__load(redirector->skel_);
   if (rc != 0) {
     if (!pin_dir.empty()) {
@@ -213,6 +220,8 @@ Redirector::~Redirector() {
       entry.owner == self_.owner) {
     const spindle_instance free{};  // the slot is free again
     bpf_map_update_elem(instances, &*instance_, &free, BPF_ANY);
+    const spindle_proxy none{};
+    bpf_map_update_elem(bpf_map__fd(skel_->maps.proxies), &*instance_, &none, BPF_ANY);
   }
   if (peer_count_ != nullptr) ::munmap(peer_count_, static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
   if (skel_ != nullptr) redirect_bpf__destroy(skel_);
@@ -240,6 +249,9 @@ Status Redirector::setControl(const ControlSettings& settings) {
 }
 
 Status Redirector::heartbeat() {
+  // A proxy that has begun to exit gets no more beats: spindle_proxy_exit zeroed the last, and
+  // a beat asked for just before it died must not bring the connects back to it.
+  if (proxyExited()) return {};
   control_.heartbeat_ns = monotonicNanos();
   uint32_t zero = 0;
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.control), &zero, &control_, BPF_ANY) != 0) {
@@ -286,7 +298,43 @@ void Redirector::claimInstance(uint32_t workers) {
   do {
     self_.owner = random();
   } while (self_.owner == 0);
-  writeInstance();
+  // Not writeInstance(): an abandoned slot still names its old owner.
+  if (bpf_map_update_elem(fd, &*instance_, &self_, BPF_ANY) != 0) {
+    log::warn("updating the instances map: {}", std::strerror(errno));
+  }
+}
+
+bool Redirector::proxyExited() const {
+  spindle_proxy entry{};
+  return watched_proxy_ != 0 && instance_ &&
+         bpf_map_lookup_elem(bpf_map__fd(skel_->maps.proxies), &*instance_, &entry) == 0 &&
+         entry.tgid == watched_proxy_ && entry.exited != 0;
+}
+
+Status Redirector::watchProxy(pid_t proxy) {
+  if (!watches_exits_ || !instance_) return {};
+  struct stat pidns {};
+  if (::stat("/proc/self/ns/pid", &pidns) != 0) {
+    return makeError(fmt::format("stat /proc/self/ns/pid: {}", std::strerror(errno)));
+  }
+  if (skel_->links.spindle_proxy_exit == nullptr) {
+    bpf_link* link =
+        bpf_program__attach_raw_tracepoint(skel_->progs.spindle_proxy_exit, "sched_process_exit");
+    if (link == nullptr) {
+      return makeError(
+          fmt::format("attaching to the sched_process_exit tracepoint: {}", std::strerror(errno)));
+    }
+    skel_->links.spindle_proxy_exit = link;  // destroyed with the skeleton
+  }
+  spindle_proxy entry{};
+  entry.pidns_dev = pidns.st_dev;
+  entry.pidns_ino = pidns.st_ino;
+  entry.tgid = static_cast<uint32_t>(proxy);
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.proxies), &*instance_, &entry, BPF_ANY) != 0) {
+    return makeError(fmt::format("updating the proxies map: {}", std::strerror(errno)));
+  }
+  watched_proxy_ = entry.tgid;
+  return {};
 }
 
 void Redirector::writeInstance() {
@@ -431,8 +479,13 @@ Status Redirector::attach(const std::string& cgroup_path) {
     }
     links_.push_back(link);
   }
-  if (!status) detach();
-  return status;
+  if (!status) {
+    detach();
+    return status;
+  }
+  // This spindle serves from now on: its instance counts as live at once, not from the next
+  // beat (spindle_select_listener; spindle_proxy_exit leaves the shared heartbeat to it).
+  return heartbeat();
 }
 
 std::vector<std::string> Redirector::connectProgramsBefore(const std::string& cgroup_path) const {

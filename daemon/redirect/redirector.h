@@ -5,6 +5,8 @@
 // its original destination. The only code that includes the skeleton or libbpf's map API.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -132,6 +134,15 @@ class Redirector {
   // slot, or one whose spindle has been silent for a long time; none when the others hold
   // both: then the kernel picks listeners as usual (a warning says so).
   void claimInstance(uint32_t workers);
+  // From the moment the proxy process `proxy` begins to exit, before the kernel closes any
+  // of its sockets, connects go direct until another spindle of the node beats, and none
+  // goes to this spindle's listeners (spindle_proxy_exit). Without it a client that
+  // reconnects as its connection closes could be sent to the dead proxy: the links go only
+  // once this process has heard of the death. Not watched without the tracing program
+  // (watchesExits) or an instance slot: then the heartbeat and the links are what fail open.
+  Status watchProxy(pid_t proxy);
+  // The tracing program is loaded: it takes CAP_PERFMON (or CAP_SYS_ADMIN).
+  bool watchesExits() const { return watches_exits_; }
   // Registers a listener of this spindle's worker on proxy_port + port_offset; the first
   // of each port and family also gets the program that picks among them.
   Status addListener(uint32_t worker, uint32_t port_offset, bool ipv6, int fd, bool first_of_group);
@@ -158,7 +169,10 @@ class Redirector {
   std::map<uint32_t, std::string> program_names_;  // by program id
   std::optional<uint32_t> instance_;               // this spindle's slot in the instances map
   spindle_instance self_{};
+  bool watches_exits_ = false;  // spindle_proxy_exit is loaded
+  uint32_t watched_proxy_ = 0;  // the pid watchProxy registered
   void writeInstance();
+  bool proxyExited() const;  // spindle_proxy_exit saw this spindle's proxy begin to exit
 };
 
 }  // namespace spindle::redirect

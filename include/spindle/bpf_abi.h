@@ -60,6 +60,21 @@ struct spindle_instance {
 };
 SPINDLE_STATIC_ASSERT(sizeof(struct spindle_instance) == 16, "spindle_instance size");
 
+/* A proxies entry, by instance: the spindle's proxy process, as its privileged part sees it.
+ * The kernel closes a dead process's sockets in an order of its own, a client's connection
+ * before the listener it could reconnect to, and the privileged part hears of the death only
+ * as its channel closes: a client that reconnects at once would be sent to the dead proxy.
+ * spindle_proxy_exit marks the entry, and zeroes the shared heartbeat, as the proxy's main
+ * thread begins to exit, before the kernel closes any of its sockets: from then on no connect
+ * goes to that proxy. */
+struct spindle_proxy {
+	__u64 pidns_dev; /* the pid namespace of both processes (stat of /proc/self/ns/pid) */
+	__u64 pidns_ino;
+	__u32 tgid;   /* the proxy's pid in that namespace; 0: no proxy registered */
+	__u32 exited; /* set by spindle_proxy_exit, never cleared but with a new tgid */
+};
+SPINDLE_STATIC_ASSERT(sizeof(struct spindle_proxy) == 24, "spindle_proxy size");
+
 /* services key: an (address, port) pair. */
 struct spindle_sockaddr_key {
 	__u8 addr[16];

@@ -134,6 +134,12 @@ def zombie(pid):
     return stat[stat.rindex(")") + 2] == "Z"
 
 
+def children(pid):
+    """The pids of a process's children (of its main thread), oldest first."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
 def io_worker(pid, tid):
     """True for the kernel's io_uring threads (PF_IO_WORKER), which are not spindle's code."""
     with open(f"/proc/{pid}/task/{tid}/stat") as f:
@@ -302,6 +308,61 @@ class FailOpenTest(SimTestCase):
                 f"unfinished at the kill, {len(in_flight)} sent before the client saw the "
                 f"connection close {(t_seen - t_before) * 1000:.0f} ms after the kill, "
                 f"{len(failed)} failed {sorted({c[3] for c in failed})}")
+
+    def test_a_dying_proxy_fails_open_before_anything_else_notices(self):
+        """The privileged part stopped (it cannot hear of the death or detach; its heartbeat
+        holds for 2 s more), then the proxy killed: the kernel program that watches the
+        proxy's exit (spindle_proxy_exit) turns fresh connects direct at once, before the
+        kernel has closed the dead proxy's listeners, and not one is sent to them."""
+        self.check_proxy_death_fails_open(own_pid_namespace=False)
+
+    def test_a_dying_proxy_fails_open_at_once_also_in_a_pid_namespace_of_its_own(self):
+        """The same with spindle in a PID namespace of its own, as a container without the
+        host's (upstream.source node): the program finds the proxy by its pid there."""
+        self.check_proxy_death_fails_open(own_pid_namespace=True)
+
+    def check_proxy_death_fails_open(self, own_pid_namespace):
+        wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        sp = sim.Spindle(self.node, self.config(), wrapper=wrapper if own_pid_namespace else [])
+        self.addCleanup(sp.close)
+        sp.start()
+        # With the wrapper, sp.proc is unshare and the privileged part its child.
+        privileged = children(sp.proc.pid)[0] if own_pid_namespace else sp.proc.pid
+        proxy = children(privileged)[0]
+        self.addCleanup(lambda: sp.proc.alive() and os.kill(privileged, signal.SIGCONT))
+        prober = self.start_prober(seconds=8)
+        sim.wait_until(lambda: sum(self.via_spindle(p) for p in self.probes(prober)) >= 5, 10,
+                       what="fresh connects redirected to spindle")
+
+        os.kill(privileged, signal.SIGSTOP)
+        t_kill = time.time()
+        os.kill(proxy, signal.SIGKILL)
+        # Its parent stopped, the proxy stays a zombie: dead, its files closed.
+        t_dead = sim.wait_until(lambda: zombie(proxy) and time.time(), 5, interval=0.001,
+                                what="the proxy dead")
+        first = self.first_probe(prober, t_kill, lambda p: p.get("direct"), 3,
+                                 "a fresh connect going direct after the proxy died")
+        sim.wait_until(lambda: len([p for p in self.probes(prober) if p["t"] > t_dead]) >= 10, 5,
+                       what="10 probes after the proxy died")
+        os.kill(privileged, signal.SIGCONT)
+        self.assertNotEqual(sp.proc.wait(5), 0, sp.tail())
+        prober.kill()
+
+        to_direct = first["t"] - t_kill
+        after = [p for p in self.probes(prober) if p["t"] > t_dead]
+        measure("failopen proxy exit", own_pid_namespace=own_pid_namespace,
+                first_direct_ms=f"{to_direct * 1000:.0f}",
+                dead_ms=f"{(t_dead - t_kill) * 1000:.0f}", probes_after=len(after),
+                heartbeat_timeout_s=HEARTBEAT_TIMEOUT)
+        # Far sooner than the heartbeat could have gone stale (the last beat was at most
+        # HEARTBEAT_INTERVAL before the stop).
+        self.assertLessEqual(to_direct, PROBE_RESOLUTION, json.dumps(first))
+        self.assertTrue(all(p.get("direct") for p in after),
+                        "a connect after the proxy died was not direct: "
+                        + json.dumps([p for p in after if not p.get("direct")][:5]))
+        counters = sp.counters()
+        self.assertIsNotNone(counters, sp.tail())
+        self.assertGreater(counters.get("proxy_not_alive", 0), 0, counters)
 
     # --- SIGSTOP -------------------------------------------------------------------------
 

@@ -342,8 +342,8 @@ class ManifestTest(SimTestCase):
         self.assertFalse(sc["allowPrivilegeEscalation"])
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
         self.assertEqual(sorted(sc["capabilities"]["add"]),
-                         ["BPF", "KILL", "NET_ADMIN", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
-                          "SYS_PTRACE"])
+                         ["BPF", "KILL", "NET_ADMIN", "PERFMON", "SETGID", "SETPCAP", "SETUID",
+                          "SYS_ADMIN", "SYS_PTRACE"])
         self.assertIs(pod["hostPID"], True)
         # No init container and no hostPath into kubelet's seccomp directory: spindle
         # installs the profile on itself, from the spindle-seccomp ConfigMap.
@@ -383,7 +383,7 @@ class ManifestTest(SimTestCase):
         self.assertIs(pod["hostPID"], False)
         caps = c["securityContext"]["capabilities"]["add"]
         self.assertEqual(sorted(caps),
-                         ["BPF", "KILL", "NET_ADMIN", "SETGID", "SETPCAP", "SETUID"])
+                         ["BPF", "KILL", "NET_ADMIN", "PERFMON", "SETGID", "SETPCAP", "SETUID"])
         # Everything else is the base's, in the DaemonSet and in every other object.
         expected = json.loads(json.dumps(self.ds))
         expected["spec"]["template"]["spec"]["hostPID"] = False
@@ -544,8 +544,8 @@ class PrivilegeTest(SimTestCase):
         self.assertRegex(errors[0], pattern)
 
     def test_the_daemonsets_grants_serve_calls_from_the_calling_pod_counted_by_pod(self):
-        self.assertEqual(sorted(self.caps), ["bpf", "kill", "net_admin", "setgid", "setpcap",
-                                             "setuid", "sys_admin", "sys_ptrace"])
+        self.assertEqual(sorted(self.caps), ["bpf", "kill", "net_admin", "perfmon", "setgid",
+                                             "setpcap", "setuid", "sys_admin", "sys_ptrace"])
         # Neither CAP_DAC_READ_SEARCH nor file handles: open_by_handle_at with it reaches any
         # file of a host-backed mount (a known container escape).
         allowed = {n for rule in self.profile["syscalls"] for n in rule["names"]}
@@ -636,7 +636,7 @@ class PrivilegeTest(SimTestCase):
         # source: node spindle serves all the same, and the backend sees the node instead of
         # the Pod: the trade-off the docs state.
         self.assertEqual(sorted(self.node_caps),
-                         ["bpf", "kill", "net_admin", "setgid", "setpcap", "setuid"])
+                         ["bpf", "kill", "net_admin", "perfmon", "setgid", "setpcap", "setuid"])
         self.assertIs(self.node_host_pid, False)
         sp = self.start(self.node_caps, self.profile, upstream={**self.upstream, "source": "node"},
                         host_pid=self.node_host_pid)
@@ -644,3 +644,15 @@ class PrivilegeTest(SimTestCase):
         seen, counts = self.serve_calls(sp)
         self.assertEqual(seen, {self.node.addr4}, sp.tail())
         self.assertEqual(counts, {self.source: 40.0}, sp.tail())
+        self.assertFalse([line for line in sp.stderr_lines() if "CAP_PERFMON" in line], sp.tail())
+
+    def test_without_cap_perfmon_in_node_mode_spindle_says_so_and_serves(self):
+        # CAP_PERFMON loads the program that turns connects direct as the proxy begins to
+        # exit; without it (nor CAP_SYS_ADMIN) spindle serves and warns.
+        sp = self.start([c for c in self.node_caps if c != "perfmon"], self.profile,
+                        upstream={**self.upstream, "source": "node"}, host_pid=self.node_host_pid)
+        self.assertTrue(sp.proc.alive(), sp.tail())
+        self.assertTrue([line for line in sp.stderr_lines()
+                         if line.startswith("spindle: warn: no CAP_PERFMON")], sp.tail())
+        seen, _counts = self.serve_calls(sp)
+        self.assertEqual(seen, {self.node.addr4}, sp.tail())

@@ -246,6 +246,32 @@ class RolloutTest(SimTestCase):
         measure(f"rollout, old spindle SIGSTOPped: {count} of {count} fresh connects served by "
                 f"the new one; before the stop {shares[0]:.0f} / {shares[1]:.0f}")
 
+    def test_beside_a_spindle_whose_proxy_died_fresh_connects_go_to_the_live_one(self):
+        # The old spindle's privileged part stopped (it cannot detach, and its heartbeat in
+        # instances is still fresh), then its proxy killed: spindle_proxy_exit marks that
+        # proxy, so its listeners are passed by, and leaves the shared heartbeat alone, as the
+        # new spindle serves. Every fresh connect goes to the new one: none direct, none
+        # refused by the dead one's listeners.
+        old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
+        self.addCleanup(old.close)
+        old.start()
+        new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
+        self.addCleanup(new.close)
+        new.start()
+        proxy = old.proxy_pid()
+        os.kill(old.proc.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: old.proc.alive() and os.kill(old.proc.pid, signal.SIGCONT))
+        os.kill(proxy, signal.SIGKILL)
+        sim.wait_until(lambda: open(f"/proc/{proxy}/stat").read().split(")")[-1].split()[0] == "Z",
+                       5, interval=0.001, what="the old proxy dead")
+        count = 20
+        p = self.py_client.run([sim.PYTHON, PEER_DIALS, PEER_VIP4, str(PEER_PORT), str(count),
+                                "--timeout", "1"], timeout=count + 30)
+        res = json.loads(p.stdout)
+        self.assertEqual((res["answered"], res["ips"]), (count, [self.node.addr4]), res)
+        os.kill(old.proc.pid, signal.SIGCONT)
+        self.assertEqual(new.stop(), 0, new.tail())
+
     def test_a_draining_spindle_has_no_listener_left(self):
         # The GOAWAY sends clients to reconnect at once; the draining spindle must hold no
         # listener by then, or the reconnect lands on it and is sent away again. Its listeners
