@@ -31,7 +31,22 @@ constexpr int kCapBpf = 39;
 constexpr int kCapBpf = CAP_BPF;
 #endif
 
-bool hasCapability(const __user_cap_data_struct (&data)[2], int cap) {
+#ifndef CAP_PERFMON
+constexpr int kCapPerfmon = 38;
+#else
+constexpr int kCapPerfmon = CAP_PERFMON;
+#endif
+
+using CapabilitySets = __user_cap_data_struct[2];
+
+bool readCapabilities(CapabilitySets& data) {
+  __user_cap_header_struct header{};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  header.pid = 0;
+  return ::syscall(SYS_capget, &header, data) == 0;
+}
+
+bool hasCapability(const CapabilitySets& data, int cap) {
   const auto index = static_cast<unsigned>(cap) / 32;
   const auto bit = 1u << (static_cast<unsigned>(cap) % 32);
   return (data[index].effective & bit) != 0;
@@ -40,11 +55,8 @@ bool hasCapability(const __user_cap_data_struct (&data)[2], int cap) {
 }  // namespace
 
 Status checkPrivileges() {
-  __user_cap_header_struct header{};
-  header.version = _LINUX_CAPABILITY_VERSION_3;
-  header.pid = 0;
-  __user_cap_data_struct data[2]{};
-  if (::syscall(SYS_capget, &header, data) != 0) {
+  CapabilitySets data{};
+  if (!readCapabilities(data)) {
     return makeError(fmt::format("cannot read capabilities: {}", std::strerror(errno)));
   }
   std::string missing;
@@ -142,9 +154,15 @@ constexpr KernelFeature mapType(const char* name, KernelVersion since, bpf_map_t
   return {.name = name, .since = since, .probe = Probe::kMapType, .map = type};
 }
 
+constexpr KernelFeature tracing(KernelFeature feature) {
+  feature.tracing = true;
+  return feature;
+}
+
 constexpr auto kSockAddr = BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
 constexpr auto kSockOps = BPF_PROG_TYPE_SOCK_OPS;
 constexpr auto kReuseport = BPF_PROG_TYPE_SK_REUSEPORT;
+constexpr auto kRawTracepoint = BPF_PROG_TYPE_RAW_TRACEPOINT;
 
 // What bpf/redirect.bpf.c and the privileged part use, with the first mainline release of
 // each (docs/kernel.md says where each was checked).
@@ -157,6 +175,7 @@ constexpr KernelFeature kFeatures[] = {
             BPF_CGROUP_INET6_GETPEERNAME),
     program("BPF program type sockops", {4, 13}, kSockOps),
     program("BPF program type sk_reuseport", {4, 19}, kReuseport),
+    tracing(program("BPF program type raw_tracepoint", {4, 17}, kRawTracepoint)),
     contextField("BPF context field bpf_sock_addr.sk", {5, 3}, kSockAddr, BPF_CGROUP_INET4_CONNECT,
                  offsetof(bpf_sock_addr, sk)),
     contextField("BPF context field bpf_sock_ops.sk", {5, 3}, kSockOps, BPF_CGROUP_INET_INGRESS,
@@ -190,6 +209,10 @@ constexpr KernelFeature kFeatures[] = {
            BPF_FUNC_sk_select_reuseport),
     helper("BPF helper bpf_ktime_get_ns in sk_reuseport programs", {4, 19}, kReuseport,
            BPF_FUNC_ktime_get_ns),
+    tracing(helper("BPF helper bpf_get_ns_current_pid_tgid in raw_tracepoint programs", {5, 7},
+                   kRawTracepoint, BPF_FUNC_get_ns_current_pid_tgid)),
+    tracing(helper("BPF helper bpf_ktime_get_ns in raw_tracepoint programs", {4, 17},
+                   kRawTracepoint, BPF_FUNC_ktime_get_ns)),
     mapType("BPF map type hash", {3, 19}, BPF_MAP_TYPE_HASH),
     mapType("BPF map type array", {3, 19}, BPF_MAP_TYPE_ARRAY),
     mapType("BPF map type percpu_array", {4, 6}, BPF_MAP_TYPE_PERCPU_ARRAY),
@@ -347,10 +370,21 @@ Status firstMissingFeature(std::span<const KernelFeature> features, const Featur
   return {};
 }
 
+bool canLoadTracingPrograms() {
+  CapabilitySets data{};
+  return readCapabilities(data) &&
+         (hasCapability(data, kCapPerfmon) || hasCapability(data, CAP_SYS_ADMIN));
+}
+
 Status checkKernel() {
   utsname name{};
   ::uname(&name);
-  return firstMissingFeature(kernelFeatures(), probeKernelFeature, name.release);
+  std::vector<KernelFeature> features;
+  const bool tracing = canLoadTracingPrograms();
+  for (const KernelFeature& feature : kernelFeatures()) {
+    if (!feature.tracing || tracing) features.push_back(feature);
+  }
+  return firstMissingFeature(features, probeKernelFeature, name.release);
 }
 
 }  // namespace spindle::redirect

@@ -59,6 +59,9 @@ struct KernelFeature {
   bpf_map_type map = BPF_MAP_TYPE_UNSPEC;
   uint32_t map_flags = 0;
   int option = 0;
+  // Of spindle_proxy_exit, a tracing program: asked only of a process that may load one
+  // (canLoadTracingPrograms); without, spindle runs without the program.
+  bool tracing = false;
 };
 
 // What spindle needs of the kernel, io_uring aside (the loop asks for that), in the order the
@@ -79,8 +82,13 @@ Status firstMissingFeature(std::span<const KernelFeature> features, const Featur
 // Asks the running kernel for one feature.
 int probeKernelFeature(const KernelFeature& feature);
 
-// The running kernel has every feature of kernelFeatures(): one line naming the first it
-// lacks, instead of a verifier log at load.
+// CAP_PERFMON or CAP_SYS_ADMIN, which the kernel asks of a process that loads a tracing
+// program (spindle_proxy_exit).
+bool canLoadTracingPrograms();
+
+// The running kernel has every feature of kernelFeatures() (the tracing ones only when this
+// process may load them): one line naming the first it lacks, instead of a verifier log at
+// load.
 Status checkKernel();
 
 }  // namespace spindle::redirect

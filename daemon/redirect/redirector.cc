@@ -5,7 +5,6 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <fmt/core.h>
-#include <linux/capability.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -21,7 +20,7 @@
 #include <random>
 
 #include "redirect.skel.h"
-#include "util/capabilities.h"
+#include "redirect/platform.h"
 #include "util/fd.h"
 #include "util/log.h"
 
@@ -131,8 +130,7 @@ Result<std::unique_ptr<Redirector>> Redirector::load(const std::string& pin_dir)
     }
     redirector->pin_dir_ = pin_dir;
   }
-  // A tracing program: the kernel loads it only with CAP_PERFMON (or CAP_SYS_ADMIN).
-  redirector->watches_exits_ = isPermitted(CAP_PERFMON) || isPermitted(CAP_SYS_ADMIN);
+  redirector->watches_exits_ = canLoadTracingPrograms();
   if (!redirector->watches_exits_) {
     bpf_program__set_autoload(redirector->skel_->progs.spindle_proxy_exit, false);
   }

@@ -81,6 +81,13 @@ def metric(text, name, **labels):
     return total
 
 
+def zombie(pid):
+    """The process has exited (its files are closed) and is not reaped yet."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
 def bpftool_cgroup_progs(path):
     """Programs attached directly to the cgroup at path (bpftool cgroup show)."""
     p = subprocess.run(["bpftool", "-j", "cgroup", "show", path], capture_output=True,

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import sim  # noqa: E402
 from sim.bpffs import Bpffs  # noqa: E402
 from sim.prometheus import http_get  # noqa: E402
-from support import SimTestCase, bpftool_cgroup_progs, measure, metric, norm_ip  # noqa: E402
+from support import (SimTestCase, bpftool_cgroup_progs, measure, metric, norm_ip,  # noqa: E402
+                     zombie)
 import peers  # noqa: E402  (tests/grpc)
 
 VIP4 = "198.19.0.10"
@@ -125,13 +126,6 @@ def capability_sets(status_text):
         elif key == "NoNewPrivs":
             out[key] = int(value.strip())
     return out
-
-
-def zombie(pid):
-    """The process has exited (its files are closed) and is not reaped yet."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 def children(pid):

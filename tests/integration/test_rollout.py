@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "grpc"))
-from support import SimTestCase, measure, metric, norm_ip  # noqa: E402
+from support import SimTestCase, measure, metric, norm_ip, zombie  # noqa: E402
 import sim  # noqa: E402
 from sim.bpffs import Bpffs  # noqa: E402
 from sim.prometheus import http_get  # noqa: E402
@@ -101,6 +101,30 @@ class RolloutTest(SimTestCase):
         # spindle's path from a direct one (in pod mode both show the Pod's address).
         cfg["upstream"] = {"source": "node"}
         return cfg
+
+    def start_old_and_new(self):
+        """Two spindles of the node sharing their maps, as in a rollout: (old, new)."""
+        out = []
+        for name in ("old", "new"):
+            sp = sim.Spindle(self.node, self.config(name), name=f"spindle-{name}")
+            self.addCleanup(sp.close)
+            sp.start()
+            out.append(sp)
+        return tuple(out)
+
+    def dials(self, count, timeout):
+        """count fresh connects to the peer Service from the Python client's Pod."""
+        p = self.py_client.run([sim.PYTHON, PEER_DIALS, PEER_VIP4, str(PEER_PORT), str(count),
+                                "--timeout", str(timeout)], timeout=count * timeout + 30)
+        return json.loads(p.stdout)
+
+    def accepted(self, spindle):
+        """The passthrough connections this spindle accepted (its /metrics)."""
+        code, out = self.probe(spindle, "/metrics")
+        self.assertEqual(code, 0, out)
+        return sum(float(m.group(1)) for m in re.finditer(
+            r'^spindle_downstream_connections_total\{[^}]*protocol="passthrough"[^}]*\} (\S+)',
+            out, re.M))
 
     def probe(self, spindle, path="/ready"):
         """kubelet's exec probe: `spindle --config FILE --probe PATH`; (exit code, output)."""
@@ -201,30 +225,13 @@ class RolloutTest(SimTestCase):
         # heartbeat fresh: left to the kernel's hash, half of the fresh connects would land on
         # the stopped one's listeners and wait there. Each spindle's own heartbeat decides
         # instead (spindle_select_listener).
-        old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
-        self.addCleanup(old.close)
-        old.start()
-        new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
-        self.addCleanup(new.close)
-        new.start()
+        old, new = self.start_old_and_new()
         count = 40
 
-        def dials(timeout):
-            p = self.py_client.run([sim.PYTHON, PEER_DIALS, PEER_VIP4, str(PEER_PORT), str(count),
-                                    "--timeout", str(timeout)], timeout=count * timeout + 30)
-            return json.loads(p.stdout)
-
-        def accepted(sp):
-            code, out = self.probe(sp, "/metrics")
-            self.assertEqual(code, 0, out)
-            return sum(float(m.group(1)) for m in re.finditer(
-                r'^spindle_downstream_connections_total\{[^}]*protocol="passthrough"[^}]*\} (\S+)',
-                out, re.M))
-
         # Both live: the fresh connects are shared, none waits.
-        res = dials(2)
+        res = self.dials(count, timeout=2)
         self.assertEqual((res["answered"], res["ips"]), (count, [self.node.addr4]), res)
-        shares = accepted(old), accepted(new)
+        shares = self.accepted(old), self.accepted(new)
         self.assertEqual(sum(shares), count, shares)
         self.assertTrue(all(shares), f"one spindle got every connect: {shares}")
 
@@ -234,11 +241,11 @@ class RolloutTest(SimTestCase):
         self.addCleanup(lambda: [os.kill(pid, signal.SIGCONT) for pid in pids
                                  if os.path.exists(f"/proc/{pid}")])
         time.sleep(HEARTBEAT_TIMEOUT + 0.5)
-        before = accepted(new)
-        res = dials(1)
+        before = self.accepted(new)
+        res = self.dials(count, timeout=1)
         self.assertEqual(res["unanswered"], 0, f"fresh connects waited on the stopped spindle: {res}")
         self.assertEqual(res["ips"], [self.node.addr4], res)
-        self.assertEqual(accepted(new) - before, count, "not all served by the live spindle")
+        self.assertEqual(self.accepted(new) - before, count, "not all served by the live spindle")
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
         self.assertEqual(new.stop(), 0, new.tail())
@@ -252,23 +259,17 @@ class RolloutTest(SimTestCase):
         # proxy, so its listeners are passed by, and leaves the shared heartbeat alone, as the
         # new spindle serves. Every fresh connect goes to the new one: none direct, none
         # refused by the dead one's listeners.
-        old = sim.Spindle(self.node, self.config("old"), name="spindle-old")
-        self.addCleanup(old.close)
-        old.start()
-        new = sim.Spindle(self.node, self.config("new"), name="spindle-new")
-        self.addCleanup(new.close)
-        new.start()
+        old, new = self.start_old_and_new()
         proxy = old.proxy_pid()
+        before = self.accepted(new)
         os.kill(old.proc.pid, signal.SIGSTOP)
         self.addCleanup(lambda: old.proc.alive() and os.kill(old.proc.pid, signal.SIGCONT))
         os.kill(proxy, signal.SIGKILL)
-        sim.wait_until(lambda: open(f"/proc/{proxy}/stat").read().split(")")[-1].split()[0] == "Z",
-                       5, interval=0.001, what="the old proxy dead")
+        sim.wait_until(lambda: zombie(proxy), 5, interval=0.001, what="the old proxy dead")
         count = 20
-        p = self.py_client.run([sim.PYTHON, PEER_DIALS, PEER_VIP4, str(PEER_PORT), str(count),
-                                "--timeout", "1"], timeout=count + 30)
-        res = json.loads(p.stdout)
+        res = self.dials(count, timeout=1)
         self.assertEqual((res["answered"], res["ips"]), (count, [self.node.addr4]), res)
+        self.assertEqual(self.accepted(new) - before, count, "not all served by the live spindle")
         os.kill(old.proc.pid, signal.SIGCONT)
         self.assertEqual(new.stop(), 0, new.tail())
 

@@ -58,7 +58,7 @@ TEST(KernelFeatures, ListEveryProgramHelperAndMapOfTheBpfObject) {
           << " calls helper " << id;
     }
   }
-  EXPECT_EQ(programs, 6);
+  EXPECT_EQ(programs, 7);
 
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, object) {
