@@ -135,7 +135,7 @@ class Redirector {
   // both: then the kernel picks listeners as usual (a warning says so).
   void claimInstance(uint32_t workers);
   // From the moment the proxy process `proxy` begins to exit, before the kernel closes any
-  // of its sockets, connects go direct until another spindle of the node beats, and none
+  // of its sockets, connects go direct unless another spindle of the node serves, and none
   // goes to this spindle's listeners (spindle_proxy_exit). Without it a client that
   // reconnects as its connection closes could be sent to the dead proxy: the links go only
   // once this process has heard of the death. Not watched without the tracing program

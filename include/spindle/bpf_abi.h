@@ -64,9 +64,9 @@ SPINDLE_STATIC_ASSERT(sizeof(struct spindle_instance) == 16, "spindle_instance s
  * The kernel closes a dead process's sockets in an order of its own, a client's connection
  * before the listener it could reconnect to, and the privileged part hears of the death only
  * as its channel closes: a client that reconnects at once would be sent to the dead proxy.
- * spindle_proxy_exit marks the entry, and zeroes the shared heartbeat, as the proxy's main
- * thread begins to exit, before the kernel closes any of its sockets: from then on no connect
- * goes to that proxy. */
+ * spindle_proxy_exit marks the entry as the proxy's main thread begins to exit, before the
+ * kernel closes any of its sockets, and zeroes the shared heartbeat unless another spindle of
+ * the node serves: from then on no connect goes to that proxy. */
 struct spindle_proxy {
 	__u64 pidns_dev; /* the pid namespace of both processes (stat of /proc/self/ns/pid) */
 	__u64 pidns_ino;
