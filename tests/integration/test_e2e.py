@@ -66,6 +66,7 @@ DEADLINE_LATE_MS = 500       # DEADLINE_EXCEEDED may come this much after the de
 GRACE = 5.0                  # server.py --grace: the Pod's termination grace period
 DROP_WITHIN = 8.0            # s for spindle to drop an endpoint DNS no longer lists
 QUIET_HOLD = 1.0             # s the dropped Pod stays up, reachable, and must get no call
+DROP_SETTLE = 0.1            # s from spindle's endpoints line to the quiet hold (test_6)
 
 ENDPOINTS_LINE = re.compile(r"spindle: info: service (?P<name>\S+): (?P<n>\d+) endpoints?\b:?"
                             r"(?P<list>.*)$")
@@ -372,6 +373,10 @@ class _E2ETest:
         self.assertOneRedirectedConnection()
         t_dns = self.dnsmasq.set_records(self.records(stay))
         self.wait_endpoints(stay)
+        # The log line comes as the main thread hands the workers the new table; they take it
+        # at their next turn of the loop, and b3's handler logs the start of a call spindle
+        # sent just before a few ms later still (a Python server under load): DROP_SETTLE.
+        time.sleep(DROP_SETTLE)
         t_dropped = time.time()
         events = log.events(run=run)
         done = {e["id"] for e in events if e["ev"] in ("end", "cancel")}
