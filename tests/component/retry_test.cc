@@ -29,6 +29,19 @@ class Retry : public TwoBackendsTest {
     EXPECT_EQ(b_.answered(), kCalls);
     EXPECT_EQ(h_.retries(reason), static_cast<uint64_t>(a_.refused()));
   }
+
+  // Both backends react to every call with `reaction`, which says it processed the call: the
+  // app gets `status` for each, and no call is sent twice.
+  void expectEachCallSentOnce(Backend::Reaction reaction, std::string_view status) {
+    a_.setReaction(reaction);
+    b_.setReaction(reaction);
+    TestClient client(h_);
+    for (int i = 0; i < kCalls; ++i) {
+      const TestClient::Call& call = client.call();
+      EXPECT_EQ(call.grpcStatus(), status);
+      EXPECT_EQ(a_.calls() + b_.calls(), i + 1) << "call " << i << " was sent twice";
+    }
+  }
 };
 
 TEST_F(Retry, RefusedStreamSucceedsOnTheOtherBackend) {
@@ -53,29 +66,14 @@ TEST_F(Retry, CallCancelledUnprocessedByADrainingBackendSucceedsOnTheOtherBacken
 
 TEST_F(Retry, CancelledAnswerOfABackendThatIsNotDrainingIsPassedOn) {
   // Without a GOAWAY before it, CANCELLED is the handler's answer: the call was processed.
-  a_.setReaction(Backend::Reaction::kAnswerCancelled);
-  b_.setReaction(Backend::Reaction::kAnswerCancelled);
-  TestClient client(h_);
-
-  for (int i = 0; i < kCalls; ++i) {
-    const TestClient::Call& call = client.call();
-    EXPECT_EQ(call.grpcStatus(), "1");
-    EXPECT_EQ(a_.calls() + b_.calls(), i + 1) << "call " << i << " was sent twice";
-  }
+  expectEachCallSentOnce(Backend::Reaction::kAnswerCancelled, "1");
   EXPECT_EQ(h_.retries("endpoint_draining"), 0u);
 }
 
 TEST_F(Retry, CallTheBackendProcessedIsNotRetried) {
   // Both read the whole request, then reset the stream: whichever gets the call processed it.
-  a_.setReaction(Backend::Reaction::kResetProcessed);
-  b_.setReaction(Backend::Reaction::kResetProcessed);
-  TestClient client(h_);
-
-  for (int i = 0; i < kCalls; ++i) {
-    const TestClient::Call& call = client.call();
-    EXPECT_EQ(call.grpcStatus(), "14");  // UNAVAILABLE: the endpoint reset the call
-    EXPECT_EQ(a_.calls() + b_.calls(), i + 1) << "call " << i << " was sent twice";
-  }
+  // The app gets UNAVAILABLE: the endpoint reset the call.
+  expectEachCallSentOnce(Backend::Reaction::kResetProcessed, "14");
   EXPECT_EQ(h_.retries("refused"), 0u);
   EXPECT_EQ(h_.retries("connect_failed"), 0u);
 }
